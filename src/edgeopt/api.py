@@ -1,0 +1,227 @@
+"""The public Python API; the CLI is a thin layer over it.
+
+    import edgeopt
+    model = edgeopt.load_model("model.keras")
+    data = edgeopt.load_data("fashion-mnist")
+    edgeopt.bench(model, data)
+    run = edgeopt.optimize(model, data, recipes=["ptq"])
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from edgeopt.data import Dataset, check_against_model, load_data
+from edgeopt.errors import UserError
+from edgeopt.model_io import LoadedModel, load_keras, load_model
+
+__all__ = ["load_model", "load_data", "profile", "bench", "optimize", "UserError"]
+
+Log = Callable[[str], None]
+
+
+def _as_model(model, unsafe: bool = False) -> LoadedModel:
+    if isinstance(model, LoadedModel):
+        return model
+    if isinstance(model, (str, Path)):
+        return load_model(model, unsafe=unsafe)
+    raise UserError(f"expected a model path or a LoadedModel, got {type(model).__name__}")
+
+
+def _as_data(data, **kwargs) -> Dataset:
+    if isinstance(data, Dataset):
+        return data
+    return load_data(data, **kwargs)
+
+
+def prepare(model, data, *, unsafe: bool = False, **data_kwargs) -> tuple[LoadedModel, Dataset, list[str]]:
+    """Load a model and data and check one against the other (shape, classes)."""
+    m = _as_model(model, unsafe)
+    if isinstance(data, (str, Path)) and str(data) not in ("digits", "blobs2d", "fashion-mnist"):
+        data_kwargs.setdefault("image_size", _image_size(m.input_shape))
+        data_kwargs.setdefault("grayscale", m.input_shape[-1] == 1 if len(m.input_shape) == 3 else None)
+    ds = _as_data(data, **data_kwargs)
+    warnings = check_against_model(ds, m.input_shape, m.output_units)
+    return m, ds, warnings
+
+
+def _image_size(shape) -> tuple[int, int] | None:
+    if len(shape) == 3 and shape[0] and shape[1]:
+        return int(shape[0]), int(shape[1])
+    return None
+
+
+def profile(model, *, unsafe: bool = False, measure_arena: bool = True):
+    """Per-layer/per-op graph statistics (params, MACs, memory) of a Keras, .tflite or .onnx model."""
+    from edgeopt.measure import graph
+
+    m = _as_model(model, unsafe)
+    if m.kind == "keras":
+        prof = graph.profile_keras(m.keras)
+        prof.path = str(m.path)
+        return prof
+    if m.kind == "tflite":
+        return graph.profile_tflite(m.path, measure_arena=measure_arena)
+    return graph.profile_onnx(m.path)
+
+
+def to_artifact(m: LoadedModel, work_dir: Path) -> Path:
+    """The float32 deployable for a model: Keras is converted to .tflite; files are used as they are."""
+    if m.kind != "keras":
+        return m.path
+    from edgeopt.convert import keras_to_tflite
+    from edgeopt.fsutil import atomic_write_bytes
+
+    return atomic_write_bytes(Path(work_dir) / f"{m.path.stem}.tflite", keras_to_tflite(m.keras))
+
+
+def _runtime_for(path: Path) -> str:
+    return {".tflite": "litert", ".onnx": "onnxruntime", ".xml": "openvino"}.get(path.suffix, "litert")
+
+
+def bench(model, data, *, threads: int = 1, runs: int = 200, warmup: int = 20, unsafe: bool = False,
+          keep_artifact: Path | None = None, **data_kwargs) -> dict:
+    """Convert (Keras -> float32 .tflite) and measure the artifact in its runtime."""
+    from edgeopt.measure.bench import bench_artifact
+    from edgeopt.measure.env import environment
+
+    _check_counts(threads, runs)
+    m, ds, warnings = prepare(model, data, unsafe=unsafe, **data_kwargs)
+    with tempfile.TemporaryDirectory() as tmp:
+        artifact = to_artifact(m, Path(keep_artifact or tmp))
+        metrics = bench_artifact(artifact, ds, runtime=_runtime_for(artifact), threads=threads,
+                                 runs=runs, warmup=warmup)
+    return {"model": str(m.path), "artifact": artifact.name, "data": ds.summary(), "warnings": warnings,
+            "metrics": metrics, "environment": environment()}
+
+
+def _check_counts(threads: int, runs: int) -> None:
+    if threads < 1:
+        raise UserError(f"--threads must be at least 1 (got {threads})")
+    if runs < 1:
+        raise UserError(f"--runs must be at least 1 (got {runs})")
+
+
+def optimize(model, data, *, recipes: list[str] | None = None, out: str | Path | None = None,
+             options: dict[str, Any] | None = None, threads: int = 1, runs: int = 200,
+             unsafe: bool = False, fresh: bool = False, log: Log | None = None,
+             progress: Callable[[str, int, int], None] | None = None, **data_kwargs) -> "Path":
+    """Baseline + one variant per recipe, each measured on its artifact; returns the run directory.
+
+    ``recipes``: step chains such as ``"int8"``, ``"prune,cluster,int8"`` or aliases such as ``"ptq"``.
+    ``options``: step options (``max_accuracy_drop``, ``calibration_samples``, ``sparsity``...).
+    """
+    from edgeopt import run as runmod
+    from edgeopt.measure.env import environment
+    from edgeopt.steps import expand_recipes, get_step
+
+    _check_counts(threads, runs)
+    log = log or (lambda msg: None)
+    m, ds, warnings = prepare(model, data, unsafe=unsafe, **data_kwargs)
+    chains = expand_recipes(recipes or [])
+    if chains and m.kind != "keras":
+        raise UserError(f"recipes need a Keras model; {m.path.name} is a .{m.kind} file (edgeopt can "
+                        f"measure it: edgeopt bench {m.path.name} --data ...)")
+    for chain in chains:  # fail fast on unknown steps, before any training
+        for step in chain:
+            get_step(step)
+    out = Path(out) if out else Path("runs") / m.path.stem
+    header = {
+        "name": out.name,
+        "model": {"path": str(m.path), "kind": m.kind, "name": m.name, "input_shape": list(m.input_shape),
+                  "sha256": runmod.file_digest(m.path), **m.info},
+        "data": {"source": ds.name, **ds.summary(), "fingerprint": _data_fingerprint(ds)},
+        "settings": {"threads": threads, "runs": runs, "recipes": recipes or [], "options": options or {}},
+        "environment": environment(),
+        "warnings": warnings,
+    }
+    run = runmod.RunDir.open(out, header, fresh=fresh)
+    todo = [[runmod.BASELINE]] + [c for c in chains if c != [runmod.BASELINE]]
+    total = len(todo)
+    for i, chain in enumerate(todo):
+        name = runmod.variant_name(chain)
+        if progress:
+            progress(name, i, total)
+        if run.is_done(name):
+            log(f"{name}: kept from the earlier run")
+            continue
+        variant = _make_variant(run, m, ds, chain, name, options or {}, threads, runs, unsafe, log)
+        run.put(variant)
+    if progress:
+        progress("done", total, total)
+    return run.path
+
+
+def _make_variant(run, m: LoadedModel, ds: Dataset, chain: list[str], name: str, options: dict,
+                  threads: int, runs: int, unsafe: bool, log: Log) -> dict:
+    from edgeopt import run as runmod
+    from edgeopt.measure.bench import bench_artifact
+    from edgeopt.steps import StepContext
+
+    work = run.variant_dir(name)
+    base = run.get(runmod.BASELINE)
+    base_metrics = base.get("metrics") if base and base.get("status") == "done" else None
+    ctx = StepContext(dataset=ds, work_dir=work, options=dict(options), log=log,
+                      evaluate=lambda p: _quick_accuracy(p, ds, threads),
+                      baseline_accuracy=(base_metrics or {}).get("accuracy"))
+    t0 = time.perf_counter()
+    try:
+        if m.kind == "keras":
+            artifact, details, quant_errors = runmod.execute_chain(
+                chain, lambda: load_keras(m.path, unsafe=unsafe), ctx)
+        else:
+            artifact, details, quant_errors = _copy_artifact(m.path, work), {"steps": []}, []
+        metrics = bench_artifact(artifact, ds, runtime=_runtime_for(artifact), threads=threads, runs=runs)
+        metrics.update(_graph_summary(artifact))
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:  # one failing variant must not lose the others
+        log(f"{name}: failed: {err}")
+        return runmod.failure_record(name, chain, err)
+    variant = {"name": name, "recipe": chain, "status": "done",
+               "artifact": str(Path(artifact).relative_to(run.path)), "metrics": metrics,
+               "details": details, "quant_errors": quant_errors,
+               "seconds": round(time.perf_counter() - t0, 2)}
+    if base_metrics and name != runmod.BASELINE:
+        variant["vs_baseline"] = runmod.compare_to_baseline(metrics, base_metrics, ds.task)
+    return variant
+
+
+def _copy_artifact(src: Path, work: Path) -> Path:
+    import shutil
+
+    dst = work / src.name
+    shutil.copyfile(src, dst)
+    return dst
+
+
+def _quick_accuracy(path: Path, ds: Dataset, threads: int) -> float:
+    from edgeopt.measure.bench import task_metrics
+    from edgeopt.runtimes.registry import get_runtime
+
+    session = get_runtime(_runtime_for(Path(path))).load(Path(path), threads=threads)
+    metrics = task_metrics(session.predict(ds.x_eval), ds.y_eval, ds.task)
+    return metrics.get("accuracy", -metrics.get("mae", 0.0))
+
+
+def _graph_summary(artifact: Path) -> dict:
+    """MACs, parameters, peak activation memory and the TFLite Micro arena of the artifact."""
+    from edgeopt.measure.graph import profile_path
+
+    prof = profile_path(Path(artifact))
+    return {"macs": prof.total_macs, "params": prof.total_params, "precision": prof.precision,
+            "peak_activation_bytes": prof.peak_activation_bytes, "tflm_arena_bytes": prof.arena_bytes,
+            "tflm_arena_note": prof.arena_note}
+
+
+def _data_fingerprint(ds: Dataset) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for arr in (ds.x_eval, ds.y_eval, ds.x_train[:256]):
+        h.update(arr.tobytes())
+    h.update(str((len(ds.x_train), len(ds.x_val))).encode())
+    return h.hexdigest()[:16]

@@ -1,0 +1,166 @@
+"""Core commands: profile, bench, optimize, explain, recipes, demo."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+DATA_HELP = "data: digits | fashion-mnist | blobs2d | a .npz/.npy/.csv file | an image folder"
+
+
+def _data_kwargs(x_key, y_key, label_column, limit) -> dict:
+    kw = {"x_key": x_key, "y_key": y_key, "label_column": label_column}
+    if limit:
+        kw["limit"] = limit
+    return kw
+
+
+def _parse_options(pairs: list[str]) -> dict:
+    """key=value pairs to a dict; values parsed as JSON where they can be (numbers, lists, true)."""
+    import json
+
+    from edgeopt.errors import UserError
+
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--option expects key=value, got {pair!r}")
+        try:
+            out[key.strip().replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip().replace("-", "_")] = value
+    return out
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def profile(
+        model: Path = typer.Argument(..., help="a .keras/.h5 file, SavedModel folder, .tflite or .onnx"),
+        json_out: bool = typer.Option(False, "--json", help="print JSON only"),
+        no_arena: bool = typer.Option(False, "--no-arena", help="skip the TFLite Micro arena measurement"),
+        unsafe: bool = typer.Option(False, "--unsafe", help="allow Lambda layers (runs code from the file)"),
+    ):
+        """Per-layer/per-op parameters, MACs, weight and activation memory, and the TFLM arena."""
+        from edgeopt import api
+        from edgeopt.cli import print_json
+
+        prof = api.profile(model, unsafe=unsafe, measure_arena=not no_arena)
+        if json_out:
+            print_json(prof.to_dict())
+            return
+        from edgeopt.report.terminal import print_profile
+
+        print_profile(prof)
+
+    @app.command()
+    def bench(
+        model: Path = typer.Argument(..., help="a .keras/.h5 file, SavedModel folder, .tflite or .onnx"),
+        data: str = typer.Option(..., "--data", "-d", help=DATA_HELP),
+        threads: int = typer.Option(1, help="runtime threads"),
+        runs: int = typer.Option(200, help="timed runs at batch 1 (after 20 warm-up runs)"),
+        json_out: bool = typer.Option(False, "--json", help="print JSON only"),
+        x_key: str = typer.Option("x", help=".npz key of the inputs"),
+        y_key: str = typer.Option("y", help=".npz key of the labels"),
+        label_column: str = typer.Option("-1", help="CSV label column (name or index)"),
+        limit: Optional[int] = typer.Option(None, help="use at most N samples of the data"),
+        unsafe: bool = typer.Option(False, "--unsafe", help="allow Lambda layers (runs code from the file)"),
+    ):
+        """Convert to float32 LiteRT and measure accuracy, latency, throughput, size and memory."""
+        from edgeopt import api
+        from edgeopt.cli import print_json
+
+        result = api.bench(model, data, threads=threads, runs=runs, unsafe=unsafe,
+                           **_data_kwargs(x_key, y_key, label_column, limit))
+        if json_out:
+            print_json(result)
+            return
+        from edgeopt.report.terminal import print_bench
+
+        print_bench(result)
+
+    @app.command()
+    def optimize(
+        model: Path = typer.Argument(..., help="a Keras model (.keras/.h5/SavedModel) or a .tflite/.onnx"),
+        data: str = typer.Option(..., "--data", "-d", help=DATA_HELP),
+        recipe: List[str] = typer.Option([], "--recipe", "-r",
+                                         help="a step chain like int8 or prune,cluster,int8, or an alias "
+                                              "like ptq; repeat for several (see: edgeopt recipes)"),
+        out: Optional[Path] = typer.Option(None, help="run directory (default runs/<model name>)"),
+        max_accuracy_drop: Optional[float] = typer.Option(
+            None, help="accuracy budget in points on the eval split (mixed precision, search)"),
+        calibration_samples: Optional[int] = typer.Option(None, help="representative samples for int8"),
+        option: List[str] = typer.Option([], "--option", "-o", help="step option key=value (repeatable)"),
+        threads: int = typer.Option(1, help="runtime threads for measurements"),
+        runs: int = typer.Option(200, help="timed runs at batch 1 per variant"),
+        fresh: bool = typer.Option(False, "--fresh", help="start over instead of resuming the run directory"),
+        json_out: bool = typer.Option(False, "--json", help="print run.json only"),
+        x_key: str = typer.Option("x", help=".npz key of the inputs"),
+        y_key: str = typer.Option("y", help=".npz key of the labels"),
+        label_column: str = typer.Option("-1", help="CSV label column (name or index)"),
+        limit: Optional[int] = typer.Option(None, help="use at most N samples of the data"),
+        unsafe: bool = typer.Option(False, "--unsafe", help="allow Lambda layers (runs code from the file)"),
+    ):
+        """Baseline + a variant per recipe, each measured on its artifact, into a run directory."""
+        from edgeopt import api
+        from edgeopt.cli import print_json
+        from edgeopt.report.terminal import progress_bar
+        from edgeopt.run import load_run
+
+        options = _parse_options(option)
+        if max_accuracy_drop is not None:
+            options["max_accuracy_drop"] = max_accuracy_drop
+        if calibration_samples is not None:
+            options["calibration_samples"] = calibration_samples
+        with progress_bar(disable=json_out) as (log, step):
+            path = api.optimize(model, data, recipes=list(recipe), out=out, options=options,
+                                threads=threads, runs=runs, unsafe=unsafe, fresh=fresh, log=log,
+                                progress=step, **_data_kwargs(x_key, y_key, label_column, limit))
+        record = load_run(path)
+        if json_out:
+            print_json(record)
+            return
+        from edgeopt.report.terminal import print_run
+
+        print_run(record, path)
+
+    @app.command()
+    def explain(
+        run_dir: Path = typer.Argument(..., help="a run directory made by edgeopt optimize"),
+        variant: str = typer.Argument(..., help="variant name, e.g. int8 or prune+int8"),
+        json_out: bool = typer.Option(False, "--json", help="print JSON only"),
+    ):
+        """How a variant was made: its steps, kept-float ops and per-tensor quantization error."""
+        from edgeopt.cli import print_json
+        from edgeopt.errors import UserError
+        from edgeopt.run import load_run
+
+        record = load_run(run_dir)
+        found = next((v for v in record["variants"] if v["name"] == variant), None)
+        if found is None:
+            names = ", ".join(v["name"] for v in record["variants"])
+            raise UserError(f"no variant {variant!r} in {run_dir}; variants: {names}")
+        if json_out:
+            print_json(found)
+            return
+        from edgeopt.report.terminal import print_variant
+
+        print_variant(found)
+
+    @app.command()
+    def recipes():
+        """List the recipe steps and aliases."""
+        from edgeopt.report.terminal import print_recipes
+
+        print_recipes()
+
+    @app.command()
+    def demo(
+        out: Path = typer.Option(Path("runs/demo"), help="where the demo's run directories go"),
+        quick: bool = typer.Option(False, "--quick", help="smaller training (for tests)"),
+    ):
+        """Train the slide MLP and a small CNN, then profile, bench and optimize each."""
+        from edgeopt.demo import run_demo
+
+        run_demo(out, quick=quick)

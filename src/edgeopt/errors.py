@@ -1,0 +1,14 @@
+"""Errors that reach the user as one clear line and exit code 2."""
+
+
+class UserError(Exception):
+    """Bad input from the user: a missing file, a wrong shape, a bad option.
+
+    The CLI prints ``error: <message>`` on one line and exits with code 2.
+    The message must say what is wrong and, where possible, how to fix it.
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))

@@ -1,0 +1,173 @@
+"""Load models: Keras 3 (.keras), legacy .h5, SavedModel folders, .tflite, .onnx.
+
+Keras files load with safe mode on: a Lambda layer from an untrusted file is refused unless the
+user passes ``--unsafe``. Every unreadable file becomes one ``UserError`` line.
+"""
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeopt.errors import UserError
+
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+SUFFIXES = KERAS_SUFFIXES + (".tflite", ".onnx")
+
+
+@dataclass
+class LoadedModel:
+    path: Path
+    kind: str  # "keras" | "tflite" | "onnx"
+    name: str
+    input_shape: tuple  # without the batch dimension; None for free dims
+    input_dtype: str
+    output_units: int | None  # size of the last output dimension
+    keras: Any = None  # the keras.Model, for kind == "keras"
+    info: dict = field(default_factory=dict)
+
+    @property
+    def output_is_probability(self) -> bool:
+        return bool(self.info.get("softmax_output"))
+
+
+def model_kind(path: Path) -> str:
+    path = Path(path)
+    if path.is_dir():
+        if (path / "saved_model.pb").exists():
+            return "keras"
+        raise UserError(f"{path} is a folder but not a SavedModel (no saved_model.pb inside)")
+    suffix = path.suffix.lower()
+    if suffix in KERAS_SUFFIXES:
+        return "keras"
+    if suffix == ".tflite":
+        return "tflite"
+    if suffix == ".onnx":
+        return "onnx"
+    raise UserError(f"unsupported model file {path.name}: use .keras, .h5, a SavedModel folder, "
+                    f".tflite or .onnx")
+
+
+def load_model(path: str | Path, *, unsafe: bool = False) -> LoadedModel:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"model not found: {path}")
+    kind = model_kind(path)
+    if kind == "keras":
+        return _wrap_keras(path, load_keras(path, unsafe=unsafe))
+    if kind == "tflite":
+        return _load_tflite(path)
+    return _load_onnx(path)
+
+
+def load_keras(path: str | Path, *, unsafe: bool = False):
+    """Load a Keras model (.keras, .h5 or a SavedModel folder) with safe mode on by default."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"model not found: {path}")
+    if path.is_dir():
+        return _load_saved_model(path)
+    _check_container(path)
+    import keras
+
+    try:
+        return keras.saving.load_model(path, safe_mode=not unsafe, compile=False)
+    except ValueError as e:
+        text = " ".join(str(e).split())
+        if "safe_mode" in text or "Lambda" in text or "lambda" in text:
+            raise UserError(f"{path.name} contains a Lambda layer (arbitrary Python code); edgeopt "
+                            f"refuses to run it from a file it cannot trust. If you trust the file, "
+                            f"pass --unsafe") from None
+        raise UserError(f"cannot load {path.name} as a Keras model: {text[:200]}") from None
+    except (OSError, KeyError, TypeError, AttributeError, zipfile.BadZipFile, EOFError) as e:
+        raise UserError(f"cannot load {path.name} as a Keras model (corrupt or truncated?): "
+                        f"{' '.join(str(e).split())[:160]}") from None
+
+
+def _check_container(path: Path) -> None:
+    """Cheap format checks before Keras touches the file, so wrong formats get a clear line."""
+    head = path.read_bytes()[:8] if path.stat().st_size else b""
+    if not head:
+        raise UserError(f"{path.name} is empty (0 bytes)")
+    if path.suffix.lower() == ".keras":
+        if not zipfile.is_zipfile(path):
+            raise UserError(f"{path.name} is not a valid .keras file (a .keras file is a zip archive; "
+                            f"this one is corrupt, truncated or another format)")
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+            if bad is not None or "config.json" not in z.namelist():
+                raise UserError(f"{path.name} is a damaged .keras archive (missing or corrupt config.json)")
+    elif head[:8] != b"\x89HDF\r\n\x1a\n":
+        raise UserError(f"{path.name} is not an HDF5 file (corrupt, truncated or another format)")
+
+
+def _load_saved_model(path: Path):
+    import keras
+
+    try:
+        layer = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")
+    except Exception as e:
+        raise UserError(f"cannot load SavedModel {path}: {' '.join(str(e).split())[:200]}") from None
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(path))
+    sig = loaded.signatures["serving_default"]
+    spec = list(sig.structured_input_signature[1].values())[0]
+    inp = keras.Input(tuple(spec.shape[1:]), dtype=spec.dtype.name)
+    out = layer(inp)
+    if isinstance(out, dict):
+        out = list(out.values())[0]
+    model = keras.Model(inp, out, name=path.name)
+    model._edgeopt_saved_model = str(path)  # convert from the SavedModel itself
+    return model
+
+
+def _wrap_keras(path: Path, model) -> LoadedModel:
+    inputs = model.inputs
+    if not inputs:
+        raise UserError(f"{path.name}: the model has no defined inputs; build it with keras.Input")
+    if len(inputs) > 1 or len(model.outputs) > 1:
+        raise UserError(f"{path.name}: models with several inputs or outputs are not supported yet "
+                        f"({len(inputs)} inputs, {len(model.outputs)} outputs)")
+    shape = tuple(inputs[0].shape[1:])
+    out_shape = model.outputs[0].shape
+    last = model.layers[-1] if model.layers else None
+    activation = getattr(getattr(last, "activation", None), "__name__", "")
+    return LoadedModel(path, "keras", model.name, shape, str(inputs[0].dtype),
+                       int(out_shape[-1]) if out_shape[-1] else None, model,
+                       {"softmax_output": activation == "softmax", "params": int(model.count_params())})
+
+
+def _load_tflite(path: Path) -> LoadedModel:
+    data = path.read_bytes()
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise UserError(f"{path.name} is not a .tflite flatbuffer (no TFL3 identifier): corrupt, "
+                        f"truncated or another format")
+    from edgeopt.runtimes.litert import LiteRT
+
+    session = LiteRT().load(path)
+    inp = session.inputs[0]
+    out = session.outputs[0]
+    return LoadedModel(path, "tflite", path.stem, tuple(inp.shape[1:]), inp.dtype,
+                       int(out.shape[-1]) if out.shape else None, None,
+                       {"input_scale": inp.scale, "input_zero_point": inp.zero_point})
+
+
+def _load_onnx(path: Path) -> LoadedModel:
+    try:
+        import onnx
+
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as e:
+        raise UserError(f"cannot load {path.name} as ONNX (corrupt, truncated or another format): "
+                        f"{' '.join(str(e).split())[:160]}") from None
+    inp = model.graph.input[0]
+    dims = [d.dim_value if d.dim_value > 0 else None for d in inp.type.tensor_type.shape.dim]
+    out_dims = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
+    elem = onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)
+    return LoadedModel(path, "onnx", path.stem, tuple(dims[1:]), np.dtype(elem).name,
+                       out_dims[-1] if out_dims and out_dims[-1] > 0 else None)

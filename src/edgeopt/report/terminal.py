@@ -1,0 +1,177 @@
+"""Terminal views (rich): bench results, run tables, variant explanations, progress."""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def fmt_count(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return str(n)
+
+
+def _quality(metrics: dict) -> str:
+    if "accuracy" in metrics:
+        return f"{metrics['accuracy'] * 100:.2f}%"
+    if "mae" in metrics:
+        return f"MAE {metrics['mae']:.4g}"
+    return "-"
+
+
+def print_profile(prof) -> None:
+    from edgeopt.measure.graph import format_profile_table
+
+    console.print(format_profile_table(prof))
+    arena = f"{fmt_bytes(prof.arena_bytes)} (measured, TFLite Micro)" if prof.arena_bytes else \
+        f"not measured ({prof.arena_note})" if prof.arena_note else "-"
+    console.print(f"params {prof.total_params:,}  MACs {prof.total_macs:,}  weights "
+                  f"{fmt_bytes(sum(prof.weight_bytes.values()))} {dict(prof.weight_bytes)}  peak activations "
+                  f"{fmt_bytes(prof.peak_activation_bytes)} (estimated from tensor lifetimes)  arena {arena}")
+
+
+def print_bench(result: dict) -> None:
+    m = result["metrics"]
+    how = m["how"]
+    for w in result.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {w}")
+    table = Table(title=f"{Path(result['model']).name} on {result['data']['name']} "
+                        f"({how['runtime']} {how['runtime_version']}, {how['threads']} thread(s))")
+    for col in ("metric", "value"):
+        table.add_column(col)
+    lat = m["latency_ms"]
+    rows = [
+        (m["metric"], _quality(m) + f"  ({m['eval_samples']} eval samples)"),
+        ("latency p50 / p90 / p99", f"{lat['p50_ms']:.4f} / {lat['p90_ms']:.4f} / {lat['p99_ms']:.4f} ms"),
+        ("throughput batch 1", f"{m['throughput_batch1_ips']:.0f} inf/s"),
+    ]
+    rows += [(k.replace("_ips", "").replace("_", " "), f"{v:.0f} inf/s") for k, v in m.items()
+             if k.startswith("throughput_batch") and k != "throughput_batch1_ips"]
+    rows += [
+        ("size / gzip", f"{fmt_bytes(m['size_bytes'])} / {fmt_bytes(m['gzip_bytes'])}"),
+        ("load time", f"{m['load_ms']:.1f} ms"),
+        ("RSS growth / process peak", f"{fmt_bytes(m['rss_delta_bytes'])} / {fmt_bytes(m['peak_rss_bytes'])}"),
+        ("CPU", f"{how['cpu']} [{', '.join(how['cpu_flags'])}]"),
+    ]
+    for r in rows:
+        table.add_row(*r)
+    console.print(table)
+
+
+def run_table(record: dict) -> Table:
+    table = Table(title=f"run {record.get('name')}: {Path(record['model']['path']).name} on "
+                        f"{record['data']['source']}")
+    for col in ("variant", "status", "accuracy", "Δ pts", "size", "gzip", "× smaller", "p50 ms",
+                "speed vs float32", "arena"):
+        table.add_column(col, justify="left" if col in ("variant", "status", "speed vs float32") else "right")
+    for v in record["variants"]:
+        if v.get("status") != "done":
+            table.add_row(v["name"], "[red]failed[/]", "-", "-", "-", "-", "-", "-",
+                          (v.get("error") or "")[:60], "-")
+            continue
+        m, d = v["metrics"], v.get("vs_baseline", {})
+        delta = d.get("accuracy_delta_points")
+        table.add_row(
+            v["name"], "done", _quality(m),
+            "-" if delta is None else f"{delta:+.2f}",
+            fmt_bytes(m["size_bytes"]), fmt_bytes(m["gzip_bytes"]),
+            "-" if "size_ratio" not in d else f"{d['size_ratio']:.2f}",
+            f"{m['latency_ms']['p50_ms']:.4f}",
+            d.get("speed", "baseline"),
+            fmt_bytes(m.get("tflm_arena_bytes")) if m.get("tflm_arena_bytes") else "-",
+        )
+    return table
+
+
+def print_run(record: dict, path: Path) -> None:
+    for w in record.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {w}")
+    console.print(run_table(record))
+    failed = [v for v in record["variants"] if v.get("status") != "done"]
+    for v in failed:
+        console.print(f"[red]{v['name']} failed:[/] {v.get('error')}")
+    console.print(f"run directory: {path}  (details: edgeopt explain {path} VARIANT)")
+
+
+def print_variant(v: dict) -> None:
+    console.print(f"[bold]{v['name']}[/]  recipe: {' -> '.join(v.get('recipe', []))}  status: {v.get('status')}")
+    if v.get("status") != "done":
+        console.print(f"error: {v.get('error')}")
+        return
+    for step in v.get("details", {}).get("steps", []):
+        extra = {k: val for k, val in step.items() if k not in ("step", "seconds")}
+        console.print(f"- {step['step']} ({step.get('seconds', '-')} s): " +
+                      ", ".join(f"{k}={_short(val)}" for k, val in extra.items()))
+        for kept in step.get("kept_float", []) or []:
+            console.print(f"    kept float: {kept.get('op')} — {kept.get('reason')}")
+    if v.get("vs_baseline"):
+        console.print(f"vs float32: {v['vs_baseline']}")
+    rows = v.get("quant_errors") or []
+    if rows:
+        table = Table(title="per-tensor quantization error (vs the float model)")
+        for col in ("tensor", "op", "SNR dB", "cosine"):
+            table.add_column(col, justify="right" if col in ("SNR dB", "cosine") else "left")
+        for r in rows:
+            table.add_row(str(r.get("tensor")), str(r.get("op", "")), f"{r.get('snr_db', float('nan')):.1f}",
+                          f"{r.get('cosine', float('nan')):.5f}")
+        console.print(table)
+
+
+def _short(val) -> str:
+    text = str(val)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def print_recipes() -> None:
+    from edgeopt import steps
+
+    table = Table(title="recipe steps (chain with commas: prune,cluster,int8)")
+    table.add_column("step")
+    table.add_column("kind")
+    table.add_column("what it does")
+    steps.load_all()
+    for name, factory in sorted(steps._REGISTRY.items()):
+        doc = (factory.__doc__ or "").strip().splitlines()
+        table.add_row(name, getattr(factory, "kind", ""), doc[0] if doc else "")
+    for alias, items in sorted(steps._ALIASES.items()):
+        table.add_row(alias, "alias", "runs: " + ", ".join(items))
+    console.print(table)
+
+
+@contextlib.contextmanager
+def progress_bar(disable: bool = False):
+    """Yield (log, step) callbacks driving a rich progress bar over variants."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    if disable:
+        yield (lambda msg: None), (lambda name, i, n: None)
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, transient=False) as progress:
+        task = progress.add_task("variants", total=1)
+
+        def step(name: str, i: int, n: int) -> None:
+            progress.update(task, total=n, completed=i, description=f"variant {name}")
+
+        def log(msg: str) -> None:
+            progress.console.log(msg)
+
+        yield log, step

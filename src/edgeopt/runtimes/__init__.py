@@ -1,0 +1,1 @@
+"""Runtimes behind one small interface (see base.py). A new runtime is one file."""

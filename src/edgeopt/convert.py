@@ -11,13 +11,19 @@ from edgeopt.errors import UserError
 
 @contextlib.contextmanager
 def quiet_fds():
-    """Silence C-level stdout/stderr (the converter prints a 'Saved artifact' block and MLIR logs)."""
+    """Silence stdout/stderr, Python and C level (the converter prints a 'Saved artifact' block, MLIR
+    and XNNPACK logs)."""
+    import sys
+
     saved = [os.dup(1), os.dup(2)]
     with open(os.devnull, "w") as devnull:
         try:
+            sys.stdout.flush()
+            sys.stderr.flush()
             os.dup2(devnull.fileno(), 1)
             os.dup2(devnull.fileno(), 2)
-            yield
+            with contextlib.redirect_stdout(devnull), contextlib.redirect_stderr(devnull):
+                yield
         finally:
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)

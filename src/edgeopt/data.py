@@ -65,7 +65,14 @@ def stratified_indices(y: np.ndarray | None, n: int, seed: int = 0) -> np.ndarra
     if y is None or len(y) <= n:
         return np.arange(len(y) if y is not None else n)
     classes, counts = np.unique(y, return_counts=True)
-    take = np.maximum(1, np.floor(counts / counts.sum() * n)).astype(int)
+    share = counts / counts.sum() * n
+    take = np.minimum(counts, np.maximum(1, np.floor(share))).astype(int)
+    # hand the rows lost to rounding to the classes with the largest remainders
+    for i in np.argsort(-(share - np.floor(share))):
+        if take.sum() >= n:
+            break
+        if take[i] < counts[i]:
+            take[i] += 1
     picked = [rng.choice(np.flatnonzero(y == c), size=min(t, cnt), replace=False)
               for c, t, cnt in zip(classes, take, counts)]
     idx = np.concatenate(picked)

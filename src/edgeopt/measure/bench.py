@@ -62,7 +62,7 @@ def bench_artifact(path: Path, dataset, *, runtime: str = "litert", threads: int
     result = {
         **metrics,
         "eval_samples": int(len(x)),
-        "latency_ms": {k: round(v, 5) for k, v in asdict(lat).items() if k.endswith("_ms")},
+        "latency_ms": {k: round(v, 5) for k, v in asdict(lat).items() if k.endswith("_ms") and k != "samples_ms"},
         "latency_runs": lat.runs,
         "throughput_batch1_ips": round(lat.throughput_ips, 2),
         f"throughput_batch{batch}_ips": round(tput, 2),

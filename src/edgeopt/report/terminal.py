@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+# Piped output (CI logs, files) gets a wide fixed width instead of rich's 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 150)
 
 
 def fmt_bytes(n: int | None) -> str:
@@ -79,8 +81,8 @@ def print_bench(result: dict) -> None:
 def run_table(record: dict) -> Table:
     table = Table(title=f"run {record.get('name')}: {Path(record['model']['path']).name} on "
                         f"{record['data']['source']}")
-    for col in ("variant", "status", "accuracy", "Δ pts", "size", "gzip", "× smaller", "p50 ms",
-                "speed vs float32", "arena"):
+    for col in ("variant", "status", "accuracy", "Δ pts", "size", "gzip", "x smaller", "p50 ms",
+                "speed vs float32", "TFLM arena"):
         table.add_column(col, justify="left" if col in ("variant", "status", "speed vs float32") else "right")
     for v in record["variants"]:
         if v.get("status") != "done":

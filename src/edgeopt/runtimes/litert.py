@@ -23,10 +23,13 @@ class LiteRTSession:
     def __init__(self, path: Path, threads: int = 1):
         from ai_edge_litert.interpreter import Interpreter
 
+        from edgeopt.convert import quiet_fds
+
         t0 = time.perf_counter()
         try:
-            self._interp = Interpreter(model_path=str(path), num_threads=threads)
-            self._interp.allocate_tensors()
+            with quiet_fds():  # LiteRT logs "Created TensorFlow Lite XNNPACK delegate" to stderr
+                self._interp = Interpreter(model_path=str(path), num_threads=threads)
+                self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise UserError(f"LiteRT cannot load {Path(path).name}: {' '.join(str(e).split())[:200]}") from None
         self.load_seconds = time.perf_counter() - t0

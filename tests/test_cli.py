@@ -211,3 +211,17 @@ def test_console_script_runs_as_a_process(tmp_path, slide_mlp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: model not found: {tmp_path / 'nope.keras'}"
+
+
+@pytest.mark.slow
+def test_demo_quick(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "demo", "--out", tmp_path / "demo", "--quick")
+    assert code == 0, err
+    assert "slide MLP" in out and "small CNN" in out
+    from edgeopt.run import load_run
+
+    for run_dir in [p.parent for p in (tmp_path / "demo").glob("*/run.json")]:
+        record = load_run(run_dir)
+        assert record["variants"][0]["name"] == "float32"
+        assert all(v["status"] == "done" for v in record["variants"]), record["variants"]
+    assert len(list((tmp_path / "demo").glob("*/run.json"))) == 2

@@ -77,3 +77,13 @@ def test_checks_against_model(digits):
     with pytest.raises(UserError, match="10 classes.*outputs 3 classes"):
         check_against_model(digits, (8, 8, 1), 3)
     assert check_against_model(digits, (None, None, 1), 12) == ["data has 10 classes, model outputs 12"]
+
+
+def test_value_range_warning_for_quantized_inputs(blobs):
+    from edgeopt.data import quantized_input_range
+
+    rng = quantized_input_range(1 / 255, -128, "int8")  # covers 0..1
+    assert rng == pytest.approx((0.0, 1.0))
+    warnings = check_against_model(blobs, (2,), 3, rng)  # blobs are roughly -5..6
+    assert len(warnings) == 1 and "quantized input covers 0..1" in warnings[0]
+    assert quantized_input_range(None, None, "float32") is None

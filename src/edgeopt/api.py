@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from edgeopt.data import Dataset, check_against_model, load_data
+from edgeopt.data import Dataset, check_against_model, load_data, quantized_input_range
 from edgeopt.errors import UserError
 from edgeopt.model_io import LoadedModel, load_keras, load_model
 
@@ -44,7 +44,8 @@ def prepare(model, data, *, unsafe: bool = False, **data_kwargs) -> tuple[Loaded
         data_kwargs.setdefault("image_size", _image_size(m.input_shape))
         data_kwargs.setdefault("grayscale", m.input_shape[-1] == 1 if len(m.input_shape) == 3 else None)
     ds = _as_data(data, **data_kwargs)
-    warnings = check_against_model(ds, m.input_shape, m.output_units)
+    in_range = quantized_input_range(m.info.get("input_scale"), m.info.get("input_zero_point"), m.input_dtype)
+    warnings = check_against_model(ds, m.input_shape, m.output_units, in_range)
     return m, ds, warnings
 
 

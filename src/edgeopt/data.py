@@ -384,9 +384,20 @@ def check_against_model(ds: Dataset, input_shape: tuple, output_units: int | Non
             warnings.append(f"data has {ds.num_classes} classes, model outputs {output_units}")
     if input_range is not None:
         lo, hi = float(ds.x_eval.min()), float(ds.x_eval.max())
-        if hi > input_range[1] * 4 + 1:
-            warnings.append(f"inputs range {lo:g}..{hi:g}, far beyond what the model was calibrated on")
+        span = input_range[1] - input_range[0]
+        if lo < input_range[0] - 0.1 * span or hi > input_range[1] + 0.1 * span:
+            warnings.append(f"data ranges {lo:.4g}..{hi:.4g} but the model's quantized input covers "
+                            f"{input_range[0]:.4g}..{input_range[1]:.4g}: values outside are clipped; "
+                            f"scale the data the way the model was trained")
     return warnings
+
+
+def quantized_input_range(scale: float | None, zero_point: int | None, dtype: str) -> tuple | None:
+    """The float range an integer input tensor can represent, or None for float inputs."""
+    if scale is None or not dtype.startswith(("int", "uint")):
+        return None
+    limits = np.iinfo(dtype)
+    return ((limits.min - zero_point) * scale, (limits.max - zero_point) * scale)
 
 
 def _fmt(shape) -> str:

@@ -43,11 +43,6 @@ def print_profile(prof) -> None:
     from edgeopt.measure.graph import format_profile_table
 
     console.print(format_profile_table(prof))
-    arena = f"{fmt_bytes(prof.arena_bytes)} (measured, TFLite Micro)" if prof.arena_bytes else \
-        f"not measured ({prof.arena_note})" if prof.arena_note else "-"
-    console.print(f"params {prof.total_params:,}  MACs {prof.total_macs:,}  weights "
-                  f"{fmt_bytes(sum(prof.weight_bytes.values()))} {dict(prof.weight_bytes)}  peak activations "
-                  f"{fmt_bytes(prof.peak_activation_bytes)} (estimated from tensor lifetimes)  arena {arena}")
 
 
 def print_bench(result: dict) -> None:

@@ -1,0 +1,49 @@
+"""Run every benchmark script and assemble BENCHMARKS.md from their result files.
+
+Each script writes benchmarks/results/<name>.md; this file stitches them together in a fixed order
+with the machine they were measured on. Run: make bench  (or .venv/bin/python benchmarks/run_all.py [names])
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+# script name -> result file; order is the order in BENCHMARKS.md
+SCRIPTS = {
+    "startup": "startup.md",
+    "ptq": "ptq.md",
+    "compression": "compression.md",
+    "qat_distill": "qat_distill.md",
+    "compare": "compare.md",
+    "calibrate_mcu": "hardware.md",
+}
+
+
+def assemble() -> None:
+    parts = ["# Benchmarks", "",
+             "Every number here was measured by the scripts in `benchmarks/` (named in each section) on the "
+             "artifact that ships, in the runtime that runs it. These machines are shared and noisy: "
+             "latencies are medians, and variants are compared as ratios measured in the same run.", ""]
+    for script, result in SCRIPTS.items():
+        path = RESULTS / result
+        if path.exists():
+            parts += [f"<!-- from benchmarks/{script}.py -->", path.read_text().strip(), "",
+                      f"_Produced by `benchmarks/{script}.py`._", ""]
+    (ROOT / "BENCHMARKS.md").write_text("\n".join(parts))
+
+
+def main(names: list[str]) -> None:
+    for script in names or SCRIPTS:
+        t0 = time.perf_counter()
+        print(f"== {script}", flush=True)
+        subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{script}.py")], check=True, cwd=ROOT)
+        print(f"== {script}: {time.perf_counter() - t0:.0f} s", flush=True)
+    assemble()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

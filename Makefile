@@ -20,7 +20,7 @@ bench: setup
 setup: $(STAMP) data
 
 $(STAMP): pyproject.toml constraints.txt
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV) || { command -v apt-get >/dev/null && apt-get install -y -q python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)

@@ -225,3 +225,14 @@ def test_demo_quick(capsys, tmp_path):
         assert record["variants"][0]["name"] == "float32"
         assert all(v["status"] == "done" for v in record["variants"]), record["variants"]
     assert len(list((tmp_path / "demo").glob("*/run.json"))) == 2
+
+
+def test_report_html(capsys, tmp_path, slide_mlp_path):
+    out_dir = tmp_path / "run"
+    assert run_cli(capsys, "optimize", slide_mlp_path, "--data", "blobs2d", "--out", out_dir, "--runs", "5")[0] == 0
+    code, out, err = run_cli(capsys, "report", out_dir)
+    assert code == 0, err
+    html = (out_dir / "report.html").read_text()
+    assert "float32" in html and html.count("data:image/png;base64,") == 2
+    code, _, err = run_cli(capsys, "report", tmp_path / "not-a-run")
+    assert_one_line_error(code, err, "is not a run directory")

@@ -196,3 +196,29 @@ def failure_record(name: str, chain: list[str], err: BaseException) -> dict:
     if not isinstance(err, UserError):
         rec["traceback"] = traceback.format_exc(limit=6)
     return rec
+
+
+# ------------------------------------------------------------ trade-offs
+
+# (metric path, direction): higher accuracy, smaller file, lower latency
+PARETO_OBJECTIVES = (("accuracy", "max"), ("size_bytes", "min"), ("latency_p50_ms", "min"))
+
+
+def objective_values(variant: dict) -> dict[str, float]:
+    m = variant.get("metrics", {})
+    quality = m.get("accuracy", -m.get("mae", 0.0))
+    return {"accuracy": quality, "size_bytes": m.get("size_bytes"),
+            "latency_p50_ms": m.get("latency_ms", {}).get("p50_ms")}
+
+
+def pareto_front(variants: list[dict], objectives=PARETO_OBJECTIVES) -> list[str]:
+    """Names of the done variants no other variant beats on every objective (ties allowed)."""
+    done = [v for v in variants if v.get("status") == "done"]
+    signed = {v["name"]: [objective_values(v)[k] * (1 if d == "max" else -1) for k, d in objectives]
+              for v in done}
+
+    def dominates(a, b):
+        return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
+
+    return [n for n, vals in signed.items()
+            if not any(dominates(other, vals) for m, other in signed.items() if m != n)]

@@ -149,6 +149,17 @@ def register(app: typer.Typer) -> None:
         print_variant(found)
 
     @app.command()
+    def report(
+        run_dir: Path = typer.Argument(..., help="a run directory made by edgeopt optimize"),
+        out: Optional[Path] = typer.Option(None, help="HTML file to write (default RUN_DIR/report.html)"),
+    ):
+        """Write a self-contained HTML report: variants, Pareto plots, how each variant was made."""
+        from edgeopt.report.html import render_report
+
+        path = render_report(run_dir, out)
+        typer.echo(f"wrote {path}")
+
+    @app.command()
     def recipes():
         """List the recipe steps and aliases."""
         from edgeopt.report.terminal import print_recipes

@@ -76,6 +76,10 @@ def print_bench(result: dict) -> None:
 def run_table(record: dict) -> Table:
     table = Table(title=f"run {record.get('name')}: {Path(record['model']['path']).name} on "
                         f"{record['data']['source']}")
+    from edgeopt.run import pareto_front
+
+    front = set(pareto_front(record["variants"]))
+    table.caption = "* = on the Pareto front of accuracy, size and p50 latency"
     for col in ("variant", "status", "accuracy", "Δ pts", "size", "gzip", "x smaller", "p50 ms",
                 "speed vs float32", "TFLM arena"):
         table.add_column(col, justify="left" if col in ("variant", "status", "speed vs float32") else "right")
@@ -87,7 +91,7 @@ def run_table(record: dict) -> Table:
         m, d = v["metrics"], v.get("vs_baseline", {})
         delta = d.get("accuracy_delta_points")
         table.add_row(
-            v["name"], "done", _quality(m),
+            v["name"] + (" *" if v["name"] in front else ""), "done", _quality(m),
             "-" if delta is None else f"{delta:+.2f}",
             fmt_bytes(m["size_bytes"]), fmt_bytes(m["gzip_bytes"]),
             "-" if "size_ratio" not in d else f"{d['size_ratio']:.2f}",

@@ -160,6 +160,32 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"wrote {path}")
 
     @app.command()
+    def export(
+        source: Path = typer.Argument(..., help="a .tflite file, or a run directory (with --variant)"),
+        out: Path = typer.Option(..., help="folder for the C array (.h/.cc) and the Arduino sketch (.ino)"),
+        variant: Optional[str] = typer.Option(None, help="variant of the run directory to export"),
+        name: Optional[str] = typer.Option(None, help="C identifier of the model array"),
+    ):
+        """Microcontroller deployables: the model as a C array and a TFLite Micro sketch."""
+        from edgeopt.errors import UserError
+        from edgeopt.export.c_array import export_mcu
+        from edgeopt.run import load_run
+
+        artifact = source
+        if source.is_dir():
+            record = load_run(source)
+            chosen = next((v for v in record["variants"] if v["name"] == variant and v.get("status") == "done"),
+                          None)
+            if chosen is None:
+                names = ", ".join(v["name"] for v in record["variants"] if v.get("status") == "done")
+                raise UserError(f"give --variant, one of: {names}")
+            artifact = source / chosen["artifact"]
+        elif not source.exists():
+            raise UserError(f"not found: {source}")
+        for path in export_mcu(artifact, out, name):
+            typer.echo(f"wrote {path}")
+
+    @app.command()
     def recipes():
         """List the recipe steps and aliases."""
         from edgeopt.report.terminal import print_recipes

@@ -22,3 +22,18 @@ def test_compare_to_baseline_states_slower_plainly():
     assert d["speed"] == "1.50x slower than float32 on litert"
     fast = dict(slow, latency_ms={"p50_ms": 0.5})
     assert compare_to_baseline(fast, base, "classification")["speed"] == "2.00x faster than float32 on litert"
+
+
+def test_best_within_budget_always_hands_back_a_model():
+    from edgeopt.run import best_within_budget
+
+    def v(name, delta, size, p50):
+        return {"name": name, "status": "done", "vs_baseline": {"accuracy_delta_points": delta},
+                "metrics": {"size_bytes": size, "latency_ms": {"p50_ms": p50}}}
+
+    variants = [{"name": "float32", "status": "done", "metrics": {"size_bytes": 400, "latency_ms": {"p50_ms": 1.0}}},
+                v("int8", -0.3, 100, 1.6), v("dynamic", -1.5, 90, 0.8), v("float16", 0.0, 200, 1.0)]
+    assert best_within_budget(variants, 0.5) == {"smallest": "int8", "fastest": "float32", "budget_met": True}
+    assert best_within_budget(variants, None)["smallest"] == "dynamic"
+    tight = best_within_budget(variants[1:2] + variants[2:3], 0.1)
+    assert tight["budget_met"] is False and tight["smallest"] == "int8"

@@ -222,3 +222,20 @@ def pareto_front(variants: list[dict], objectives=PARETO_OBJECTIVES) -> list[str
 
     return [n for n, vals in signed.items()
             if not any(dominates(other, vals) for m, other in signed.items() if m != n)]
+
+
+def best_within_budget(variants: list[dict], max_drop_points: float | None) -> dict[str, Any]:
+    """The smallest and the fastest variant whose accuracy drop vs float32 stays within the budget
+    (all done variants when no budget is given). Always returns something when a variant is done."""
+    done = [v for v in variants if v.get("status") == "done"]
+    if not done:
+        return {}
+
+    def drop(v):
+        return -(v.get("vs_baseline") or {}).get("accuracy_delta_points", 0.0)
+
+    ok = [v for v in done if max_drop_points is None or drop(v) <= max_drop_points] or \
+        [min(done, key=drop)]  # nothing meets the budget: hand back the most accurate
+    return {"smallest": min(ok, key=lambda v: v["metrics"]["size_bytes"])["name"],
+            "fastest": min(ok, key=lambda v: v["metrics"]["latency_ms"]["p50_ms"])["name"],
+            "budget_met": any(max_drop_points is None or drop(v) <= max_drop_points for v in done)}

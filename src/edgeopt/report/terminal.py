@@ -106,6 +106,15 @@ def print_run(record: dict, path: Path) -> None:
     for w in record.get("warnings", []):
         console.print(f"[yellow]warning:[/] {w}")
     console.print(run_table(record))
+    from edgeopt.run import best_within_budget
+
+    budget = record.get("settings", {}).get("options", {}).get("max_accuracy_drop")
+    best = best_within_budget(record["variants"], budget)
+    if best:
+        within = f"within {budget} points of float32" if budget is not None else "of all variants"
+        if not best["budget_met"]:
+            within = f"no variant is within {budget} points; the most accurate"
+        console.print(f"best {within}: smallest [bold]{best['smallest']}[/], fastest [bold]{best['fastest']}[/]")
     failed = [v for v in record["variants"] if v.get("status") != "done"]
     for v in failed:
         console.print(f"[red]{v['name']} failed:[/] {v.get('error')}")

@@ -1,0 +1,132 @@
+"""The device catalogue: packaged devices.yaml + users' device files + the host CPU read at run time."""
+from __future__ import annotations
+
+import difflib
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+from edgeopt.errors import UserError
+from edgeopt.hardware.schema import Device, parse_device
+
+DATA_DIR = Path(__file__).resolve().parent
+HOST_NAME = "host-cpu"
+_HOST_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "fphp")
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise UserError(f"device file not found: {path}") from None
+    except OSError as exc:
+        raise UserError(f"cannot read device file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    return data if data is not None else {}
+
+
+@lru_cache(maxsize=None)
+def data_file(name: str) -> dict:
+    """A packaged data file (devices.yaml, cores.yaml, ops.yaml, calibration.yaml) as a dict."""
+    path = DATA_DIR / name
+    return _read_yaml(path) if path.exists() else {}
+
+
+def _devices_in(data, where: str, origin: str) -> list[Device]:
+    items = data.get("devices") if isinstance(data, dict) else data
+    if isinstance(data, dict) and items is None and "name" in data:
+        items = [data]  # a file holding a single device
+    if not isinstance(items, list):
+        raise UserError(f"{where}: expected a 'devices:' list of device mappings")
+    devices = []
+    for i, raw in enumerate(items):
+        dev = parse_device(raw, f"{where} (device #{i + 1})")
+        devices.append(dev.model_copy(update={"origin": origin}))
+    return devices
+
+
+def load_devices(devices_file: str | Path | None = None, include_host: bool = True) -> dict[str, Device]:
+    """All devices by name: catalogue, then the user's file (its entries replace same-named ones)."""
+    devices = {d.name: d for d in _devices_in(data_file("devices.yaml"), "devices.yaml", "catalogue")}
+    if include_host:
+        devices[HOST_NAME] = host_device()
+    if devices_file is not None:
+        path = Path(devices_file)
+        for dev in _devices_in(_read_yaml(path), str(path), str(path)):
+            devices[dev.name] = dev
+    cores = data_file("cores.yaml").get("cores", {})
+    for dev in devices.values():
+        if dev.device_class == "mcu" and dev.core not in cores:
+            raise UserError(f"device '{dev.name}' ({dev.origin}): field 'core': unknown core type "
+                            f"'{dev.core}'; known MCU cores: "
+                            f"{', '.join(k for k, v in cores.items() if v.get('family') == 'mcu')}")
+    return devices
+
+
+def get_device(name: str, devices: dict[str, Device]) -> Device:
+    if name in devices:
+        return devices[name]
+    close = difflib.get_close_matches(name, list(devices), n=3, cutoff=0.4)
+    close += [n for n in devices if name.lower() in n and n not in close][:3]
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise UserError(f"unknown device '{name}'{hint} (list them with: edgeopt devices)")
+
+
+def core_info(dev: Device) -> dict:
+    return data_file("cores.yaml").get("cores", {}).get(dev.core, {})
+
+
+def has_fpu(dev: Device) -> bool:
+    return dev.has_fpu if dev.has_fpu is not None else bool(core_info(dev).get("fpu", True))
+
+
+def op_list(name: str) -> set[str] | None:
+    entry = data_file("ops.yaml").get("op_lists", {}).get(name)
+    return set(entry["ops"]) if entry else None
+
+
+def host_device() -> Device:
+    """The machine edgeopt runs on, read from /proc/cpuinfo and /proc/meminfo (no throughput figures)."""
+    info = _cpuinfo()
+    flags = sorted(set(info.get("flags", info.get("Features", "")).split()) & set(_HOST_FLAGS))
+    mhz = info.get("cpu MHz")
+    ram_kb = None
+    try:
+        import psutil
+
+        ram_kb = psutil.virtual_memory().total / 1024
+    except Exception:  # psutil missing or unreadable /proc: RAM stays unknown
+        ram_kb = None
+    model = info.get("model name") or info.get("Hardware") or info.get("CPU part") or "unknown CPU"
+    machine = os.uname().machine if hasattr(os, "uname") else ""
+    return Device.model_validate({
+        "name": HOST_NAME, "title": f"{model} (this machine)", "class": "cpu",
+        "core": "x86-64" if machine in ("x86_64", "AMD64") else (machine or "cpu"),
+        "cores": os.cpu_count() or 1, "clock_mhz": float(mhz) if mhz else None,
+        "ram_kb": ram_kb, "flash_kb": None, "precisions": ["float32", "float16", "int8"],
+        "runtimes": ["litert", "onnxruntime", "openvino"],
+        "sources": {"title": "/proc/cpuinfo", "cores": "os.cpu_count()", "clock_mhz": "/proc/cpuinfo",
+                    "ram_kb": "psutil.virtual_memory()"},
+        "notes": f"ISA flags: {' '.join(flags) or 'none of ' + ', '.join(_HOST_FLAGS[:4])}. Latency here "
+                 "is measured by edgeopt runs, not estimated.",
+        "origin": "host",
+    })
+
+
+def _cpuinfo() -> dict[str, str]:
+    info: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, sep, value = line.partition(":")
+            if sep and key.strip() not in info:
+                info[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return info

@@ -1,0 +1,180 @@
+"""Targets to estimate (a model file or a run directory's variants) and the device recommender."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgeopt.errors import UserError
+from edgeopt.hardware.catalogue import HOST_NAME
+from edgeopt.hardware.estimator import Estimate, estimate
+from edgeopt.hardware.schema import Device
+from edgeopt.measure.graph_types import GraphProfile
+
+RUN_FILE = "run.json"
+
+
+@dataclass
+class Variant:
+    name: str
+    path: Path
+    metrics: dict
+    profile: GraphProfile
+
+
+def load_run_variants(run_dir: str | Path) -> list[tuple[str, Path, dict]]:
+    """(name, artifact path, metrics) of the finished variants in runs/<name>/run.json.
+
+    Reads defensively: variants without an artifact, with a status other than done/ok, or whose
+    artifact file is gone are skipped; a missing or unreadable run.json is a UserError.
+    """
+    run_dir = Path(run_dir)
+    run_file = run_dir / RUN_FILE
+    try:
+        record = json.loads(run_file.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{run_dir}: no {RUN_FILE} here; pass a model file or a run directory") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"{run_file}: cannot read it ({exc})") from None
+    items = record.get("variants") if isinstance(record, dict) else None
+    if not isinstance(items, list):
+        raise UserError(f"{run_file}: has no 'variants' list")
+    out = []
+    for item in items:
+        if not isinstance(item, dict) or not item.get("artifact"):
+            continue
+        if item.get("status", "done") not in ("done", "ok"):
+            continue
+        path = Path(item["artifact"])
+        path = path if path.is_absolute() else run_dir / path
+        if not path.exists():
+            continue
+        metrics = item.get("metrics") if isinstance(item.get("metrics"), dict) else {}
+        out.append((str(item.get("name") or path.stem), path, metrics))
+    if not out:
+        raise UserError(f"{run_file}: no finished variant with an artifact on disk")
+    return out
+
+
+def load_targets(target: str | Path) -> list[Variant]:
+    """A model file -> one variant; a run directory -> its finished variants, each profiled."""
+    from edgeopt.hardware.tflite_stats import profile_model
+
+    target = Path(target)
+    if target.is_dir() and (target / RUN_FILE).exists():
+        entries = load_run_variants(target)
+    elif target.exists():
+        entries = [(target.stem, target, {})]
+    else:
+        raise UserError(f"not found: {target} (pass a model file or a run directory with {RUN_FILE})")
+    return [Variant(name, path, metrics, profile_model(path)) for name, path, metrics in entries]
+
+
+@dataclass
+class Recommendation:
+    device: str
+    device_title: str
+    feasible: bool
+    variant: str | None
+    estimate: Estimate | None
+    reasons: list[str] = field(default_factory=list)
+    accuracy: float | None = None
+
+    def to_dict(self) -> dict:
+        return {"device": self.device, "device_title": self.device_title, "feasible": self.feasible,
+                "variant": self.variant, "accuracy": self.accuracy, "reasons": self.reasons,
+                "estimate": self.estimate.to_dict() if self.estimate else None}
+
+
+def _check(est: Estimate, max_latency_ms, max_power_w, max_price) -> list[str]:
+    """Reasons this estimate breaks the user's limits (empty when it meets them all)."""
+    bad = list(est.blockers)
+    if max_latency_ms is not None:
+        if est.latency_ms is None:
+            why = [m for m in est.missing if "throughput" in m or "MACs" in m or "clock" in m]
+            bad.append("latency unknown" + (f" (missing {'; '.join(why)})" if why else ""))
+        elif est.latency_ms > max_latency_ms and not est.latency_is_lower_bound:
+            bad.append(f"latency {est.latency_ms:.3g} ms > {max_latency_ms:g} ms")
+        elif est.latency_is_lower_bound and est.latency_ms > max_latency_ms:
+            bad.append(f"even the peak-throughput bound {est.latency_ms:.3g} ms > {max_latency_ms:g} ms")
+    if max_power_w is not None:
+        if est.active_power_w is None:
+            bad.append("active power unknown")
+        elif est.active_power_w > max_power_w:
+            bad.append(f"active power {est.active_power_w:g} W > {max_power_w:g} W")
+    if max_price is not None:
+        if est.price_usd is None:
+            bad.append("price unknown")
+        elif est.price_usd > max_price:
+            bad.append(f"price ${est.price_usd:g} > ${max_price:g}")
+    return bad
+
+
+def _merits(est: Estimate, max_latency_ms) -> list[str]:
+    out = []
+    ram = est.ram
+    if ram.get("capacity_bytes"):
+        out.append(f"RAM {ram['needed_bytes'] / 1024:,.0f} of {ram['capacity_bytes'] / 1024:,.0f} KB")
+    if est.latency_ms is not None:
+        bound = " (lower bound)" if est.latency_is_lower_bound else ""
+        limit = f" <= {max_latency_ms:g} ms" if max_latency_ms is not None and not bound else ""
+        out.append(f"latency {est.latency_ms:.3g} ms{bound}{limit}")
+    if est.energy_mj is not None:
+        out.append(f"{est.energy_mj:.3g} mJ/inference")
+    if est.battery_life_h is not None:
+        bound = " at most (idle power unknown)" if est.battery_life_is_upper_bound else ""
+        out.append(f"battery {est.battery_life_h / 24:,.1f} days{bound}")
+    return out
+
+
+def _sort_key(rec: Recommendation):
+    est = rec.estimate
+    energy = est.energy_mj if est and est.energy_mj is not None else float("inf")
+    bound = bool(est and est.latency_is_lower_bound)
+    latency = est.latency_ms if est and est.latency_ms is not None else float("inf")
+    acc = rec.accuracy if rec.accuracy is not None else -1.0
+    return (not rec.feasible, -acc, bound, energy, latency)
+
+
+def recommend(variants: list[Variant], devices: dict[str, Device], *, max_latency_ms=None, max_power_w=None,
+              max_price=None, battery_mah=None, inferences_per_hour=None) -> list[Recommendation]:
+    """Devices ranked: feasible first, then by the accuracy of the best variant that fits, then by
+    energy per inference, then latency. Each device gets its best feasible variant and the reasons."""
+    recs = []
+    for dev in devices.values():
+        if dev.name == HOST_NAME:  # where edgeopt runs, not a deployment target
+            continue
+        options = []
+        for v in variants:
+            est = estimate(v.profile, dev, battery_mah=battery_mah, inferences_per_hour=inferences_per_hour)
+            options.append((v, est, _check(est, max_latency_ms, max_power_w, max_price)))
+        good = [(v, e) for v, e, bad in options if not bad]
+        if good:
+            v, est = max(good, key=lambda ve: (_accuracy(ve[0]) or -1.0,
+                                               -(ve[1].latency_ms or float("inf"))))
+            recs.append(Recommendation(dev.name, dev.title or dev.name, True, v.name, est,
+                                       _merits(est, max_latency_ms)
+                                       + [f"missing {m.split(' (')[0]}" for m in est.missing
+                                          if not m.startswith("idle power")],
+                                       _accuracy(v)))
+        else:
+            v, est, bad = min(options, key=lambda o: len(o[2]))
+            recs.append(Recommendation(dev.name, dev.title or dev.name, False, None, est,
+                                       [f"{v.name}: {b}" for b in bad], None))
+    return sorted(recs, key=_sort_key)
+
+
+def measured_host_latency(metrics: dict) -> float | None:
+    """p50 latency (ms) a run measured on this machine, if its metrics carry one."""
+    lat = metrics.get("latency_ms")
+    if isinstance(lat, dict):
+        lat = lat.get("p50_ms", lat.get("median_ms"))
+    return float(lat) if isinstance(lat, (int, float)) else None
+
+
+def _accuracy(v: Variant) -> float | None:
+    for key in ("accuracy", "top1", "auc"):
+        val = v.metrics.get(key)
+        if isinstance(val, (int, float)):
+            return float(val)
+    return None

@@ -47,7 +47,8 @@ class GraphProfile:
     input_dtype: str = "float32"
     precision: str = "float32"  # dominant compute precision: float32 | float16 | int8 | int16x8 | hybrid | int4
     arena_bytes: int | None = None  # measured with the TFLite Micro interpreter
-    arena_note: str = ""  # why there is no measured arena, when there is none
+    arena_note: str = ""  # how the arena was measured, or why there is none
+    notes: list[str] = field(default_factory=list)  # caveats of the profile (subgraphs, dynamic shapes)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,0 +1,798 @@
+"""Graph statistics of a model: per-op parameters, MACs, weight and activation bytes, peak memory.
+
+Three front ends (.tflite flatbuffer, Keras model, ONNX file) translate their graph into one small
+intermediate form (`_Graph`: tensors + nodes in execution order, MACs computed per format because
+kernel layouts differ); `_build_profile` turns that into a `GraphProfile`.
+
+The .tflite reader parses the flatbuffer with the generated schema module shipped by
+ai_edge_litert (or tflite_micro), so profiling never imports TensorFlow.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgeopt.errors import UserError
+from edgeopt.measure.graph_types import GraphProfile, OpStats, TensorStats
+
+# Ops whose output only re-encodes constant weights (computed once at load time, not per inference).
+_WEIGHT_TRANSFORM_OPS = {"DEQUANTIZE", "DENSIFY"}
+_MAC_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "BATCH_MATMUL", "TRANSPOSE_CONV",
+            "CONV_3D", "CONV_3D_TRANSPOSE", "CONV_1D"}
+_BITS = {"float64": 64, "float32": 32, "float16": 16, "bfloat16": 16, "int64": 64, "uint64": 64,
+         "int32": 32, "uint32": 32, "int16": 16, "uint16": 16, "int8": 8, "uint8": 8, "bool": 8,
+         "int4": 4, "uint4": 4, "int2": 2, "float8_e4m3fn": 8, "float8_e5m2": 8, "complex64": 64,
+         "complex128": 128}
+
+
+@dataclass
+class _Tensor:
+    name: str
+    shape: list[int]
+    dtype: str
+    nbytes: int
+    is_const: bool
+    quant: str = ""  # "" | "per-tensor" | "per-channel" | "blockwise"
+    quant_text: str = ""  # human-readable parameters for TensorStats
+    is_variable: bool = False
+
+
+@dataclass
+class _Node:
+    name: str
+    op_type: str
+    inputs: list[int]
+    outputs: list[int]
+    macs: int = 0
+
+
+@dataclass
+class _Graph:
+    source: str
+    path: str
+    tensors: list[_Tensor]
+    nodes: list[_Node]
+    inputs: list[int]
+    outputs: list[int]
+    file_bytes: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def tensor_bytes(shape, dtype: str) -> int:
+    """Bytes of a dense tensor; sub-byte types (int4, int2) are packed."""
+    elems = _prod(shape)
+    return (elems * _BITS.get(dtype, 32) + 7) // 8
+
+
+def _prod(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= max(int(d), 1)
+    return n
+
+
+# --------------------------------------------------------------------------- MAC rules
+def conv_macs(out_shape, kernel_elems_per_output: int) -> int:
+    """CONV/DEPTHWISE/FC all reduce to: output elements x multiplies per output element."""
+    return _prod(out_shape) * kernel_elems_per_output
+
+
+# --------------------------------------------------------------------------- generic builder
+def _const_roots(graph: _Graph, producer: dict[int, int], derived: set[int], t: int) -> list[int]:
+    """The stored constants behind tensor t (through DEQUANTIZE/DENSIFY of constants)."""
+    if graph.tensors[t].is_const:
+        return [t]
+    if t in derived:
+        return [r for i in graph.nodes[producer[t]].inputs if i >= 0
+                for r in _const_roots(graph, producer, derived, i)]
+    return []
+
+
+def _constant_derived(graph: _Graph) -> tuple[dict[int, int], set[int]]:
+    producer: dict[int, int] = {}
+    derived: set[int] = set()
+    for k, node in enumerate(graph.nodes):
+        for o in node.outputs:
+            producer[o] = k
+        ins = [i for i in node.inputs if i >= 0]
+        if ins and node.op_type in _WEIGHT_TRANSFORM_OPS | {"RESHAPE", "TRANSPOSE", "CAST"} and all(
+                graph.tensors[i].is_const or i in derived for i in ins):
+            derived.update(node.outputs)
+    return producer, derived
+
+
+def _is_activation(graph: _Graph, derived: set[int], t: int) -> bool:
+    return t >= 0 and not graph.tensors[t].is_const and t not in derived
+
+
+def _op_dtype(graph: _Graph, node: _Node, act_in: list[int], roots: list[int], producer: dict[int, int]) -> str:
+    tensors = graph.tensors
+    if node.op_type in _WEIGHT_TRANSFORM_OPS and not act_in and roots:
+        return tensors[roots[0]].dtype
+    act = tensors[act_in[0]].dtype if act_in else (tensors[node.outputs[0]].dtype if node.outputs else "float32")
+    source = graph.nodes[producer[act_in[0]]] if act_in and act_in[0] in producer else None
+    if source is not None and source.op_type == "DEQUANTIZE" and source.inputs:  # QDQ: compute on ints
+        act = tensors[source.inputs[0]].dtype
+    weights = [tensors[r].dtype for r in roots if _prod(tensors[r].shape) > 1 and tensors[r].dtype != "int32"]
+    direct = [tensors[i].dtype for i in node.inputs if i >= 0 and tensors[i].is_const
+              and _prod(tensors[i].shape) > 1 and tensors[i].dtype not in ("int32", "int64")]
+    if act.startswith("float") and any(d.startswith(("int", "uint")) for d in direct):
+        return "hybrid"
+    if act == "int16" and any(d == "int8" for d in weights):
+        return "int16x8"
+    return act
+
+
+def _op_quant(graph: _Graph, node: _Node, act_in: list[int], roots: list[int]) -> str:
+    tensors = graph.tensors
+    weights = [tensors[r] for r in roots if tensors[r].quant and _prod(tensors[r].shape) > 1]
+    if weights:
+        w = max(weights, key=lambda t: _prod(t.shape))
+        return f"{w.quant} {w.dtype}"
+    q = [tensors[i] for i in act_in + node.outputs if tensors[i].quant]
+    if q:
+        return f"per-tensor {q[0].dtype}"
+    if any(tensors[r].dtype == "float16" for r in roots):
+        return "float16 weights"
+    return ""
+
+
+def _peak_activation(graph: _Graph, derived: set[int]) -> int:
+    """Max over execution steps of the bytes of live activation tensors.
+
+    A tensor lives from the op that produces it (graph inputs and variables: from the start) to its
+    last consumer (graph outputs and variables: to the end).
+    """
+    n = len(graph.nodes)
+    start: dict[int, int] = {t: 0 for t in graph.inputs if _is_activation(graph, derived, t)}
+    end: dict[int, int] = dict(start)
+    for k, node in enumerate(graph.nodes):
+        for o in node.outputs:
+            if _is_activation(graph, derived, o) and o not in start:
+                start[o], end[o] = k, k
+        for i in node.inputs:
+            if i in start:
+                end[i] = max(end[i], k)
+    for t in list(graph.outputs) + [i for i, t in enumerate(graph.tensors) if t.is_variable]:
+        if _is_activation(graph, derived, t):
+            start.setdefault(t, 0)
+            end[t] = n - 1
+    delta = [0] * (max(n, 1) + 1)  # +bytes where a lifetime starts, -bytes after it ends
+    for t, first in start.items():
+        delta[first] += graph.tensors[t].nbytes
+        delta[end[t] + 1] -= graph.tensors[t].nbytes
+    live, peak = 0, 0
+    for change in delta:
+        live += change
+        peak = max(peak, live)
+    return peak
+
+
+def _precision(graph: _Graph, ops: list[OpStats]) -> str:
+    """The model's dominant compute precision (see GraphProfile.precision)."""
+    const_dtypes = {t.dtype for t in graph.tensors if t.is_const}
+    mac_dtypes = {o.dtype for o in ops if o.op_type in _MAC_OPS} or {o.dtype for o in ops}
+    if const_dtypes & {"int4", "uint4"}:
+        return "int4"
+    if any(o.op_type == "DYNAMIC_QUANTIZE_LINEAR" for o in ops):  # ONNX dynamic quantization
+        return "hybrid"
+    if mac_dtypes & {"int16x8", "int16"}:
+        return "int16x8"
+    if mac_dtypes & {"int8", "uint8"}:
+        return "int8"
+    if "hybrid" in mac_dtypes:
+        return "hybrid"
+    weight_only = {o.dtype for o in ops if o.op_type in _WEIGHT_TRANSFORM_OPS and not o.input_bytes}
+    if "float16" in mac_dtypes or "float16" in weight_only:
+        return "float16"
+    if weight_only & {"int8", "uint8"}:
+        return "hybrid"  # int8 weights dequantized to float: weight-only quantization
+    return "float32" if not mac_dtypes or mac_dtypes <= {"float32"} else sorted(mac_dtypes)[0]
+
+
+def _build_profile(graph: _Graph) -> GraphProfile:
+    producer, derived = _constant_derived(graph)
+    counted: set[int] = set()
+    ops: list[OpStats] = []
+    for node in graph.nodes:
+        act_in = [i for i in node.inputs if _is_activation(graph, derived, i)]
+        roots = list(dict.fromkeys(r for i in node.inputs if i >= 0
+                                   for r in _const_roots(graph, producer, derived, i)))
+        consumes_weights = not (set(node.outputs) & derived)  # weight transforms pass them on
+        own = [r for r in roots if r not in counted] if consumes_weights else []
+        counted.update(own)
+        wbytes: dict[str, int] = {}
+        for r in own:
+            wbytes[graph.tensors[r].dtype] = wbytes.get(graph.tensors[r].dtype, 0) + graph.tensors[r].nbytes
+        out = graph.tensors[node.outputs[0]].shape if node.outputs else []
+        ops.append(OpStats(
+            name=node.name, op_type=node.op_type, output_shape=list(out),
+            params=sum(_prod(graph.tensors[r].shape) for r in own), macs=int(node.macs),
+            weight_bytes=wbytes,
+            activation_bytes=sum(graph.tensors[o].nbytes for o in node.outputs if o not in derived),
+            input_bytes=sum(graph.tensors[i].nbytes for i in act_in),
+            dtype=_op_dtype(graph, node, act_in, roots, producer),
+            quantization=_op_quant(graph, node, act_in, roots)))
+    consts = [t for t in graph.tensors if t.is_const]
+    weight_bytes: dict[str, int] = {}
+    for t in consts:
+        weight_bytes[t.dtype] = weight_bytes.get(t.dtype, 0) + t.nbytes
+    first_in = graph.tensors[graph.inputs[0]] if graph.inputs else None
+    return GraphProfile(
+        source=graph.source, path=graph.path, ops=ops,
+        total_params=sum(_prod(t.shape) for t in consts),
+        total_macs=sum(o.macs for o in ops), weight_bytes=weight_bytes,
+        peak_activation_bytes=_peak_activation(graph, derived), file_bytes=graph.file_bytes,
+        input_shape=list(first_in.shape) if first_in else [],
+        input_dtype=first_in.dtype if first_in else "float32",
+        precision=_precision(graph, ops), notes=list(graph.notes))
+
+
+# --------------------------------------------------------------------------- .tflite
+def _schema():
+    try:
+        from ai_edge_litert import schema_py_generated as fb
+    except ImportError:  # pragma: no cover - depends on the install
+        from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
+    return fb
+
+
+def _enum_names(cls) -> dict[int, str]:
+    return {v: k for k, v in vars(cls).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+def _tflite_quant(t, fb) -> tuple[str, str]:
+    q = t.Quantization()
+    if q is None:
+        return "", ""
+    if q.DetailsType() == fb.QuantizationDetails.BlockwiseQuantization:
+        return "blockwise", "blockwise"
+    n = q.ScaleLength()
+    if n == 0:
+        return "", ""
+    if n > 1:
+        return "per-channel", f"per-channel ({n} scales, axis {q.QuantizedDimension()})"
+    return "per-tensor", f"scale={q.Scale(0):.6g} zp={q.ZeroPoint(0) if q.ZeroPointLength() else 0}"
+
+
+def _tflite_tensor(sg, m, k: int, fb, type_names, data: bytes) -> _Tensor:
+    t = sg.Tensors(k)
+    shape = [int(t.Shape(j)) for j in range(t.ShapeLength())]
+    dtype = type_names.get(t.Type(), f"type{t.Type()}").lower()
+    buf = m.Buffers(t.Buffer()) if 0 < t.Buffer() < m.BuffersLength() else None
+    stored = 0
+    if buf is not None:
+        data_view = buf.DataAsNumpy()  # a view; raises when the data runs past the end of a cut file
+        stored = int(getattr(data_view, "size", 0))
+        if not stored and buf.Offset() > 1:  # data stored after the flatbuffer (models > 2 GB)
+            if buf.Offset() + buf.Size() > len(data):
+                raise ValueError("buffer lies beyond the end of the file")
+            stored = buf.Size()
+    is_const = stored > 0 and not t.IsVariable()
+    nbytes = stored if is_const else tensor_bytes(shape, dtype)  # stored size: packed/sparse as is
+    quant, text = _tflite_quant(t, fb)
+    if t.Sparsity() is not None:
+        text = (text + " sparse").strip()
+    return _Tensor((t.Name() or b"").decode(errors="replace"), shape, dtype, nbytes, is_const,
+                   quant, text, bool(t.IsVariable()))
+
+
+def _tflite_macs(op_type: str, ins: list[_Tensor], outs: list[_Tensor], options) -> int:
+    if not outs:
+        return 0
+    out = outs[0].shape
+    w = ins[1].shape if len(ins) > 1 and ins[1] is not None else []
+    if op_type == "CONV_2D" and len(w) == 4:  # filter [out_c, kh, kw, in_c / groups]
+        return conv_macs(out, w[1] * w[2] * w[3])
+    if op_type == "DEPTHWISE_CONV_2D" and len(w) == 4:  # filter [1, kh, kw, out_c]
+        return conv_macs(out, w[1] * w[2])
+    if op_type == "FULLY_CONNECTED" and len(w) == 2:  # weights [units, in]
+        return conv_macs(out, w[1])
+    if op_type == "CONV_3D" and len(w) == 5:  # filter [kd, kh, kw, in_c, out_c]
+        return conv_macs(out, w[0] * w[1] * w[2] * w[3])
+    if op_type == "TRANSPOSE_CONV" and len(ins) > 2 and ins[1] is not None and ins[2] is not None:
+        w, x = ins[1].shape, ins[2].shape  # inputs: output_shape, filter [out_c, kh, kw, in_c], input
+        return _prod(x) * w[0] * w[1] * w[2] if len(w) == 4 else 0
+    if op_type == "BATCH_MATMUL" and ins and ins[0] is not None and len(ins[0].shape) >= 2:
+        adj_x = bool(options.AdjX()) if options is not None else False
+        return conv_macs(out, ins[0].shape[-2] if adj_x else ins[0].shape[-1])
+    return 0
+
+
+_CONTROL_FLOW = {"WHILE": ("WhileOptions", ("CondSubgraphIndex", "BodySubgraphIndex")),
+                 "IF": ("IfOptions", ("ThenSubgraphIndex", "ElseSubgraphIndex")),
+                 "CALL_ONCE": ("CallOnceOptions", ("InitSubgraphIndex",))}
+
+
+def _called_subgraphs(op, fb, op_type: str) -> list[int]:
+    """Subgraphs a control-flow op runs (their ops are not in the main subgraph's counts)."""
+    if op_type not in _CONTROL_FLOW or op.BuiltinOptions() is None:
+        return []
+    cls, fields = _CONTROL_FLOW[op_type]
+    opts = getattr(fb, cls)()
+    opts.Init(op.BuiltinOptions().Bytes, op.BuiltinOptions().Pos)
+    return [int(getattr(opts, f)()) for f in fields]
+
+
+def _tflite_options(op, fb, op_type: str):
+    if op_type != "BATCH_MATMUL" or op.BuiltinOptions() is None:
+        return None
+    opts = fb.BatchMatMulOptions()
+    opts.Init(op.BuiltinOptions().Bytes, op.BuiltinOptions().Pos)
+    return opts
+
+
+def _read_tflite(path: Path) -> _Graph:
+    fb = _schema()
+    data = path.read_bytes()
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise UserError(f"{path.name} is not a .tflite model (no TFL3 flatbuffer identifier); "
+                        "pass a file written by the TFLite/LiteRT converter")
+    try:
+        return _parse_tflite(path, data, fb)
+    except UserError:
+        raise
+    except Exception as e:  # a damaged flatbuffer fails anywhere in the generated accessors
+        raise UserError(f"{path.name} is a damaged .tflite flatbuffer ({type(e).__name__}: "
+                        f"{str(e)[:80]}); re-export the model") from None
+
+
+def _parse_tflite(path: Path, data: bytes, fb) -> _Graph:
+    m = fb.Model.GetRootAs(data, 0)
+    if m.SubgraphsLength() < 1:
+        raise UserError(f"{path.name} has no subgraph; re-export the model")
+    op_names, type_names = _enum_names(fb.BuiltinOperator), _enum_names(fb.TensorType)
+    sg = m.Subgraphs(0)  # subgraph 0 is the model's entry point by TFLite convention
+    if max(sg.TensorsLength(), sg.OperatorsLength(), m.BuffersLength()) * 4 > len(data):
+        raise ValueError("table sizes exceed the file size")
+    tensors = [_tflite_tensor(sg, m, k, fb, type_names, data) for k in range(sg.TensorsLength())]
+    notes = []
+    if any(sg.Tensors(k).ShapeSignatureLength() and min(sg.Tensors(k).ShapeSignatureAsNumpy()) < 0
+           for k in range(sg.TensorsLength())):
+        notes.extend(_apply_runtime_shapes(path, tensors))
+    nodes = []
+    for k in range(sg.OperatorsLength()):
+        op = sg.Operators(k)
+        code = m.OperatorCodes(op.OpcodeIndex())
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        op_type = op_names.get(builtin, f"OP{builtin}")
+        if op_type == "CUSTOM":
+            op_type = "CUSTOM:" + (code.CustomCode() or b"?").decode(errors="replace")
+        ins = [int(op.Inputs(j)) for j in range(op.InputsLength())]
+        outs = [int(op.Outputs(j)) for j in range(op.OutputsLength())]
+        if any(i >= len(tensors) for i in ins + outs):
+            raise ValueError("operator refers to a missing tensor")
+        name = tensors[outs[0]].name if outs else f"{op_type.lower()}_{k}"
+        called = _called_subgraphs(op, fb, op_type)
+        if called:
+            name += " [runs subgraph " + ", ".join(
+                f"{i} '{(m.Subgraphs(i).Name() or b'').decode(errors='replace')}' "
+                f"({m.Subgraphs(i).OperatorsLength()} ops)" for i in called if i < m.SubgraphsLength()) + "]"
+        macs = _tflite_macs(op_type, [tensors[i] if i >= 0 else None for i in ins],
+                            [tensors[o] for o in outs], _tflite_options(op, fb, op_type))
+        nodes.append(_Node(name, op_type, ins, outs, macs))
+    graph = _Graph("tflite", str(path), tensors, nodes,
+                   [int(sg.Inputs(j)) for j in range(sg.InputsLength())],
+                   [int(sg.Outputs(j)) for j in range(sg.OutputsLength())], len(data))
+    graph.notes.extend(notes)
+    if m.SubgraphsLength() > 1:
+        graph.notes.append(f"profiled the main subgraph; {m.SubgraphsLength() - 1} more subgraph(s) "
+                           "(control flow or signatures) not counted")
+    return graph
+
+
+def _apply_runtime_shapes(path: Path, tensors: list[_Tensor]) -> list[str]:
+    """Replace stored shapes of a dynamic-shape model (batch -1) with the shapes LiteRT computes.
+
+    The converter stores batch-1 placeholder shapes, which are wrong where an op changes the batch
+    dimension (SPACE_TO_BATCH_ND for dilated convs, Tensordot reshapes of a Dense on 3-D input).
+    One invoke on zeros at batch 1 resolves them (RESHAPE outputs are only sized during Eval).
+    """
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    try:
+        interp = Interpreter(model_path=str(path), num_threads=1, experimental_op_resolver_type=
+                             OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        interp.allocate_tensors()
+        for d in interp.get_input_details():
+            interp.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+        interp.invoke()
+        details = interp.get_tensor_details()
+    except Exception as e:  # custom ops etc.: keep the stored shapes
+        return [f"dynamic shapes not resolved ({' '.join(str(e).split())[:80]}); "
+                "MACs of ops after a batch-changing op may be low"]
+    for d in details:
+        k = int(d["index"])
+        if k < len(tensors) and not tensors[k].is_const:
+            tensors[k].shape = [int(v) for v in d["shape"]]
+            tensors[k].nbytes = tensor_bytes(tensors[k].shape, tensors[k].dtype)
+    return []
+
+
+def profile_tflite(path, measure_arena: bool = True) -> GraphProfile:
+    """Profile a .tflite file without TensorFlow; the arena comes from the TFLite Micro interpreter."""
+    path = _existing(path)
+    graph = _read_tflite(path)
+    profile = _build_profile(graph)
+    profile.tensors = [TensorStats(t.name, list(t.shape), t.dtype, t.nbytes, t.is_const, t.quant_text)
+                       for t in graph.tensors]
+    if measure_arena:
+        from edgeopt.measure.tflm import measure_arena as _measure
+
+        profile.arena_bytes, profile.arena_note = _measure(path)
+    else:
+        profile.arena_note = "arena not measured (skipped)"
+    return profile
+
+
+# --------------------------------------------------------------------------- Keras
+_KERAS_TYPES = {
+    "Conv1D": "CONV_2D", "Conv2D": "CONV_2D", "Conv3D": "CONV_3D", "DepthwiseConv2D": "DEPTHWISE_CONV_2D",
+    "DepthwiseConv1D": "DEPTHWISE_CONV_2D", "SeparableConv2D": "SEPARABLE_CONV_2D",
+    "SeparableConv1D": "SEPARABLE_CONV_2D", "Conv2DTranspose": "TRANSPOSE_CONV",
+    "Conv1DTranspose": "TRANSPOSE_CONV", "Conv3DTranspose": "CONV_3D_TRANSPOSE",
+    "Dense": "FULLY_CONNECTED", "EinsumDense": "FULLY_CONNECTED", "Add": "ADD", "Subtract": "SUB",
+    "Multiply": "MUL", "Concatenate": "CONCATENATION", "AveragePooling2D": "AVERAGE_POOL_2D",
+    "AveragePooling1D": "AVERAGE_POOL_2D", "MaxPooling2D": "MAX_POOL_2D", "MaxPooling1D": "MAX_POOL_2D",
+    "GlobalAveragePooling2D": "MEAN", "GlobalAveragePooling1D": "MEAN", "GlobalMaxPooling2D": "REDUCE_MAX",
+    "Flatten": "RESHAPE", "Reshape": "RESHAPE", "Softmax": "SOFTMAX", "ZeroPadding2D": "PAD",
+    "BatchNormalization": "BATCH_NORMALIZATION", "InputLayer": "INPUT",
+}
+_KERAS_ACTIVATIONS = {"relu": "RELU", "relu6": "RELU6", "softmax": "SOFTMAX", "sigmoid": "LOGISTIC",
+                      "tanh": "TANH", "hard_swish": "HARD_SWISH", "linear": ""}
+
+
+def _upper_snake(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).upper()
+
+
+def _keras_op_type(layer) -> str:
+    cls = type(layer).__name__
+    if cls == "ReLU":
+        return "RELU6" if getattr(layer, "max_value", None) == 6 else "RELU"
+    if cls == "Activation":
+        act = getattr(layer.activation, "__name__", "")
+        return _KERAS_ACTIVATIONS.get(act, _upper_snake(act)) or "IDENTITY"
+    return _KERAS_TYPES.get(cls, _upper_snake(cls))
+
+
+def _shape(keras_tensor) -> list[int]:
+    return [1 if d is None else int(d) for d in keras_tensor.shape]
+
+
+def _keras_macs(layer, op_type: str, in_shape: list[int], out_shape: list[int]) -> int:
+    kernel = getattr(layer, "kernel", None)
+    if op_type == "SEPARABLE_CONV_2D":  # depthwise then pointwise
+        dk, pk = layer.depthwise_kernel.shape, layer.pointwise_kernel.shape
+        spatial = _prod(dk[:-2])
+        dw_out = _prod(out_shape[:-1]) * in_shape[-1] * dk[-1]
+        return dw_out * spatial + _prod(out_shape[:-1]) * pk[-2] * pk[-1]
+    if op_type == "DEPTHWISE_CONV_2D":
+        return conv_macs(out_shape, _prod(layer.kernel.shape[:-2]))
+    if kernel is None:
+        return 0
+    k = list(kernel.shape)
+    if op_type in ("CONV_2D", "CONV_3D"):  # kernel [*spatial, in_c / groups, out_c]
+        return conv_macs(out_shape, _prod(k[:-1]))
+    if op_type in ("TRANSPOSE_CONV", "CONV_3D_TRANSPOSE"):  # kernel [*spatial, out_c, in_c]
+        return _prod(in_shape) * _prod(k[:-1])
+    if op_type == "FULLY_CONNECTED" and type(layer).__name__ == "Dense":
+        return conv_macs(out_shape, k[0])
+    if op_type == "FULLY_CONNECTED":  # EinsumDense: output elements x kernel dims summed over
+        operands, result = layer.equation.replace(" ", "").split("->")
+        kernel_axes = operands.split(",")[1]
+        return conv_macs(out_shape, _prod(d for a, d in zip(kernel_axes, k) if a not in result))
+    return 0
+
+
+def _keras_nodes(model):
+    functional = getattr(model, "_functional", None) or model
+    by_depth = getattr(functional, "_nodes_by_depth", None)
+    if by_depth is None:
+        raise UserError(f"Keras model '{model.name}' has no graph yet; build it with keras.Input(...) "
+                        "or call it on data once before profiling")
+    return functional, [n for d in sorted(by_depth, reverse=True) for n in by_depth[d]]
+
+
+def profile_keras(model, path: str = "") -> GraphProfile:
+    """Per-layer profile of a Keras 3 model (unfused: BatchNormalization and activations are layers)."""
+    functional, knodes = _keras_nodes(model)
+    tensors: list[_Tensor] = []
+    index: dict[int, int] = {}
+
+    def tid(kt) -> int:
+        if id(kt) not in index:
+            index[id(kt)] = len(tensors)
+            dtype = str(getattr(kt.dtype, "name", kt.dtype))
+            tensors.append(_Tensor(getattr(kt, "name", ""), _shape(kt), dtype,
+                                   tensor_bytes(_shape(kt), dtype), False))
+        return index[id(kt)]
+
+    nodes = []
+    for kn in knodes:
+        layer = kn.operation
+        if type(layer).__name__ == "InputLayer":
+            continue
+        ins = [tid(t) for t in kn.input_tensors]
+        outs = [tid(t) for t in kn.outputs]
+        for w in layer.weights:  # every weight variable is a constant input of the layer
+            dtype = str(getattr(w.dtype, "name", w.dtype))
+            shape = [int(d) for d in w.shape]
+            ins.append(len(tensors))
+            tensors.append(_Tensor(w.path if hasattr(w, "path") else w.name, shape, dtype,
+                                   tensor_bytes(shape, dtype), True))
+        op_type = _keras_op_type(layer)
+        in_shape = tensors[ins[0]].shape if kn.input_tensors else []
+        out_shape = tensors[outs[0]].shape if outs else []
+        if hasattr(layer, "_nodes_by_depth") or hasattr(layer, "_functional"):  # a nested model
+            op_type, macs = "MODEL", profile_keras(layer).total_macs
+        else:
+            macs = _keras_macs(layer, op_type, in_shape, out_shape)
+        nodes.append(_Node(layer.name, op_type, ins, outs, macs))
+    graph = _Graph("keras", str(path), tensors, nodes, [tid(t) for t in functional.inputs],
+                   [tid(t) for t in functional.outputs])
+    profile = _build_profile(graph)
+    profile.arena_note = "arena is measured on .tflite files only"
+    return profile
+
+
+# --------------------------------------------------------------------------- ONNX
+_ONNX_TYPES = {
+    "Conv": "CONV_2D", "QLinearConv": "CONV_2D", "ConvInteger": "CONV_2D", "ConvTranspose": "TRANSPOSE_CONV",
+    "Gemm": "FULLY_CONNECTED", "MatMul": "BATCH_MATMUL", "QLinearMatMul": "BATCH_MATMUL",
+    "MatMulInteger": "BATCH_MATMUL", "Add": "ADD", "Sub": "SUB", "Mul": "MUL", "Div": "DIV",
+    "AveragePool": "AVERAGE_POOL_2D", "MaxPool": "MAX_POOL_2D", "GlobalAveragePool": "MEAN",
+    "ReduceMean": "MEAN", "Relu": "RELU", "Clip": "RELU6", "Sigmoid": "LOGISTIC", "Softmax": "SOFTMAX",
+    "Reshape": "RESHAPE", "Flatten": "RESHAPE", "Concat": "CONCATENATION", "Transpose": "TRANSPOSE",
+    "QuantizeLinear": "QUANTIZE", "DequantizeLinear": "DEQUANTIZE", "Pad": "PAD", "Squeeze": "SQUEEZE",
+    "Unsqueeze": "EXPAND_DIMS", "Tanh": "TANH", "HardSwish": "HARD_SWISH", "Cast": "CAST",
+}
+_WEIGHT_INPUT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3, "ConvTranspose": 1, "Gemm": 1,
+                 "MatMul": 1, "MatMulInteger": 1, "QLinearMatMul": 3}
+
+
+def _onnx_macs(node, ins: list[_Tensor | None], out: list[int], attrs: dict) -> int:
+    w_idx = _WEIGHT_INPUT.get(node.op_type)
+    if w_idx is None or len(ins) <= w_idx or ins[w_idx] is None or ins[0] is None:
+        return 0
+    w, x = ins[w_idx].shape, ins[0].shape
+    if node.op_type in ("Conv", "ConvInteger", "QLinearConv"):  # W [out_c, in_c / group, *kernel]
+        return conv_macs(out, _prod(w[1:]))
+    if node.op_type == "ConvTranspose":  # W [in_c, out_c / group, *kernel]
+        return _prod(x) * _prod(w[1:])
+    if node.op_type == "Gemm":
+        return conv_macs(out, x[0] if attrs.get("transA") else x[-1])
+    return conv_macs(out, x[-1]) if len(x) >= 1 else 0  # MatMul family: contract A's last dim
+
+
+def _onnx_dtype(elem_type: int) -> str:
+    from onnx import helper
+
+    try:
+        return str(helper.tensor_dtype_to_np_dtype(elem_type))
+    except Exception:  # types numpy cannot hold (int4, float8) carry their proto name
+        from onnx import TensorProto
+        return TensorProto.DataType.Name(elem_type).lower()
+
+
+def _onnx_shape(type_proto) -> list[int]:
+    dims = type_proto.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in dims]
+
+
+def _load_onnx(path: Path):
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        model = onnx.load(str(path))
+    except (DecodeError, ValueError, RuntimeError, OSError) as e:
+        raise UserError(f"{path.name} is not a valid ONNX model ({type(e).__name__}); "
+                        "pass a file written by an ONNX exporter") from None
+    if not model.graph.node:
+        raise UserError(f"{path.name} holds no ONNX graph nodes; pass a file written by an ONNX exporter")
+    try:
+        return onnx.shape_inference.infer_shapes(model)
+    except Exception:  # shapes stay as declared; a few intermediate shapes may be unknown
+        return model
+
+
+def profile_onnx(path) -> GraphProfile:
+    from onnx import helper, numpy_helper
+
+    path = _existing(path)
+    model = _load_onnx(path)
+    g = model.graph
+    tensors: list[_Tensor] = []
+    index: dict[str, int] = {}
+    notes: list[str] = []
+    known = {v.name for v in list(g.value_info) + list(g.output) + list(g.input)}
+    known |= {i.name for i in g.initializer}
+    unknown = [o for n in g.node if n.op_type != "Constant" for o in n.output if o and o not in known]
+    runtime_shapes = _onnx_runtime_shapes(model, unknown, notes) if unknown else {}
+
+    def add(name: str, shape: list[int], dtype: str, const: bool) -> int:
+        index[name] = len(tensors)
+        tensors.append(_Tensor(name, shape, dtype, tensor_bytes(shape, dtype), const))
+        return index[name]
+
+    const_names = _onnx_constant_names(g)
+    quantized = {n.input[0] for n in g.node if n.op_type == "DequantizeLinear"} | {
+        n.input[3] for n in g.node if n.op_type in ("QLinearConv", "QLinearMatMul")} | {
+        n.input[1] for n in g.node if n.op_type in ("ConvInteger", "MatMulInteger")}
+    for init in g.initializer:
+        t = tensors[add(init.name, list(init.dims), _onnx_dtype(init.data_type), True)]
+        if init.name in quantized:
+            t.quant = "per-channel" if _scale_count(g, init.name, numpy_helper) > 1 else "per-tensor"
+    for n in g.node:
+        if n.op_type == "Constant":
+            value = next((a.t for a in n.attribute if a.name == "value"), None)
+            if value is not None:
+                add(n.output[0], list(value.dims), _onnx_dtype(value.data_type), True)
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        if vi.name not in index:
+            add(vi.name, _onnx_shape(vi.type), _onnx_dtype(vi.type.tensor_type.elem_type), False)
+    nodes = []
+    for k, n in enumerate(g.node):
+        if n.op_type == "Constant":
+            continue
+        for o in n.output:
+            if o and o not in index:
+                shape, dtype = runtime_shapes.get(o, ([], "float32"))
+                add(o, shape, dtype, False)
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        ins = [index[i] if i in index else -1 for i in n.input]
+        outs = [index[o] for o in n.output if o]
+        op_type = _onnx_op_type(n, attrs, [tensors[i] if i >= 0 else None for i in ins], const_names)
+        macs = _onnx_macs(n, [tensors[i] if i >= 0 else None for i in ins],
+                          tensors[outs[0]].shape if outs else [], attrs)
+        nodes.append(_Node(n.name or f"{n.op_type}_{k}", op_type, ins, outs, macs))
+    inputs = [index[i.name] for i in g.input if not tensors[index[i.name]].is_const]
+    graph = _Graph("onnx", str(path), tensors, nodes, inputs, [index[o.name] for o in g.output],
+                   path.stat().st_size, notes)
+    profile = _build_profile(graph)
+    profile.arena_note = "arena is measured on .tflite files only"
+    return profile
+
+
+def _scale_count(g, weight_name: str, numpy_helper) -> int:
+    """Number of scales of a quantized weight (DequantizeLinear / QLinear* scale input)."""
+    inits = {i.name: i for i in g.initializer}
+    scale_of = {"DequantizeLinear": (0, 1), "QLinearConv": (3, 4), "QLinearMatMul": (3, 4),
+                "ConvInteger": (1, 3), "MatMulInteger": (1, 3)}  # (weight, scale or zero point)
+    for n in g.node:
+        w, sc = scale_of.get(n.op_type, (None, None))
+        if w is not None and len(n.input) > sc and n.input[w] == weight_name and n.input[sc] in inits:
+            return int(numpy_helper.to_array(inits[n.input[sc]]).size)
+    return 1
+
+
+def _onnx_runtime_shapes(model, names: list[str], notes: list[str]) -> dict[str, tuple[list[int], str]]:
+    """Shapes ONNX shape inference could not give (custom/contrib ops): run ONNX Runtime once on
+    zeros with those tensors exposed as outputs."""
+    import numpy as np
+    from onnx import helper
+
+    probe = type(model)()
+    probe.CopyFrom(model)
+    for name in names:
+        probe.graph.output.append(helper.make_empty_tensor_value_info(name))
+    try:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        opts.log_severity_level = 3
+        sess = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        initializers = {i.name for i in model.graph.initializer}
+        feeds = {i.name: np.zeros(_onnx_shape(i.type), helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type))
+                 for i in model.graph.input if i.name not in initializers}
+        values = sess.run(names, feeds)
+    except Exception as e:  # shapes stay unknown: MACs of those ops read as 0
+        notes.append(f"{len(names)} tensor shapes unknown ({type(e).__name__}); their ops count no MACs")
+        return {}
+    return {n: ([int(d) for d in v.shape], str(v.dtype)) for n, v in zip(names, values)}
+
+
+def _onnx_constant_names(g) -> set[str]:
+    """Initializers, Constant outputs, and what DequantizeLinear/Transpose/... make of them alone."""
+    names = {i.name for i in g.initializer}
+    for n in g.node:
+        if n.op_type == "Constant" or (n.op_type in ("DequantizeLinear", "Transpose", "Reshape", "Cast")
+                                       and all(i in names for i in n.input if i)):
+            names.update(n.output)
+    return names
+
+
+def _onnx_op_type(node, attrs: dict, ins: list[_Tensor | None], const_names: set[str]) -> str:
+    if node.op_type in ("Conv", "ConvInteger", "QLinearConv"):
+        group = int(attrs.get("group", 1))
+        x = ins[0].shape if ins and ins[0] is not None else []
+        if group > 1 and len(x) >= 2 and group == x[1]:
+            return "DEPTHWISE_CONV_2D"
+        return "CONV_3D" if len(x) == 5 else "CONV_2D"
+    if node.op_type in ("MatMul", "MatMulInteger", "QLinearMatMul"):
+        w_idx = _WEIGHT_INPUT[node.op_type]
+        if len(node.input) > w_idx and node.input[w_idx] in const_names:
+            return "FULLY_CONNECTED"
+    if node.op_type.startswith("QLinear") and node.op_type[7:] in _ONNX_TYPES:  # QLinearAdd -> ADD
+        return _ONNX_TYPES[node.op_type[7:]]
+    return _ONNX_TYPES.get(node.op_type, _upper_snake(node.op_type))
+
+
+# --------------------------------------------------------------------------- dispatch + table
+def _existing(path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"model file not found: {path}")
+    return path
+
+
+def profile_path(path, keras_loader=None, measure_arena: bool = True) -> GraphProfile:
+    """Profile a model file by suffix: .tflite, .onnx, or Keras (.keras/.h5/SavedModel via keras_loader)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".tflite":
+        return profile_tflite(path, measure_arena=measure_arena)
+    if suffix == ".onnx":
+        return profile_onnx(path)
+    if suffix in (".keras", ".h5", ".hdf5") or path.is_dir():
+        if not path.exists():
+            raise UserError(f"model file not found: {path}")
+        if keras_loader is None:
+            from edgeopt.model_io import load_keras as keras_loader
+        return profile_keras(keras_loader(path), path=str(path))
+    raise UserError(f"cannot profile '{path.name}': expected a .tflite, .onnx, .keras or .h5 file")
+
+
+def _fmt_int(n: int) -> str:
+    return f"{n:,}"
+
+
+def _fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+def _short_name(name: str, width: int = 36) -> str:
+    """Converter names join fused ops with ';' under the model's scope: keep the first, unscoped."""
+    first = name.split(";")[0]
+    if first.count("/") >= 2:
+        first = first.split("/", 1)[1]
+    return first if len(first) <= width else first[:width - 1] + "…"
+
+
+def format_profile_table(profile: GraphProfile):
+    """A rich Table with one row per op and a totals row; its caption summarises memory and precision."""
+    from rich.table import Table
+
+    table = Table(title=f"{Path(profile.path).name or profile.source} ({profile.source}, {profile.precision})",
+                  show_footer=False)
+    for col, justify in (("op", "left"), ("type", "left"), ("output shape", "left"), ("params", "right"),
+                         ("MACs", "right"), ("weight bytes", "right"), ("activation bytes", "right"),
+                         ("dtype", "left")):
+        table.add_column(col, justify=justify)
+    for op in profile.ops:
+        table.add_row(_short_name(op.name), op.op_type, "x".join(map(str, op.output_shape)), _fmt_int(op.params),
+                      _fmt_int(op.macs), _fmt_bytes(sum(op.weight_bytes.values())),
+                      _fmt_bytes(op.activation_bytes), op.dtype + (f" ({op.quantization})" if op.quantization else ""))
+    table.add_section()
+    weights = ", ".join(f"{d} {_fmt_bytes(b)}" for d, b in sorted(profile.weight_bytes.items()))
+    table.add_row("total", f"{len(profile.ops)} ops", "", _fmt_int(profile.total_params),
+                  _fmt_int(profile.total_macs), _fmt_bytes(sum(profile.weight_bytes.values())),
+                  f"peak {_fmt_bytes(profile.peak_activation_bytes)}", profile.precision)
+    arena = (f"TFLite Micro arena {_fmt_bytes(profile.arena_bytes)} ({profile.arena_bytes:,} B)"
+             if profile.arena_bytes is not None else "TFLite Micro arena: n/a")
+    table.caption = (f"input {'x'.join(map(str, profile.input_shape))} {profile.input_dtype} | "
+                     f"weights: {weights or 'none'} | peak activations "
+                     f"{_fmt_bytes(profile.peak_activation_bytes)}"
+                     + (f" | file {_fmt_bytes(profile.file_bytes)}" if profile.file_bytes else "")
+                     + f"\n{arena}" + (f" ({profile.arena_note})" if profile.arena_note else "")
+                     + "".join(f"\nnote: {n}" for n in profile.notes))
+    return table

@@ -1,0 +1,616 @@
+"""Post-training quantization, every mode a recipe step: dynamic, int8, float16, int16x8,
+int4-weights and mixed (int8 with a few ops kept float to meet an accuracy budget).
+
+Converter-based modes use TensorFlow's TFLite converter (its full-int8 PTQ uses global min/max
+ranges, which MEASURED.md found lossless where ai-edge-quantizer's moving-average calibrator
+lost 1.5 points). Percentile calibration, int4 weights and mixed precision use
+ai-edge-quantizer with activation ranges measured by ``calibration.activation_ranges``.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from edgeopt.errors import UserError
+from edgeopt.fsutil import atomic_write_bytes
+from edgeopt.steps import StepContext, StepResult, register, register_alias
+from edgeopt.techniques.calibration import activation_ranges, calibration_data
+from edgeopt.techniques.quant_error import quant_error_table
+
+ERROR_SAMPLES = 16  # inputs compared tensor by tensor for the quantization error table
+COMPUTE_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL")
+BOUNDARY_OPS = ("QUANTIZE", "DEQUANTIZE")
+
+
+# ---------------------------------------------------------------- steps
+
+class _PTQStep:
+    kind = "convert"
+    name = ""
+    calibrated = False  # needs a representative dataset
+
+    def run(self, ctx: StepContext, model) -> StepResult:
+        float_model = convert(ctx, model)
+        x = calibration_data(ctx, model) if self.calibrated else None
+        quant, details = self.quantize(ctx, model, float_model, x)
+        path = atomic_write_bytes(Path(ctx.work_dir) / "model.tflite", bytes(quant))
+        probe = x if x is not None else calibration_data(ctx, model, ERROR_SAMPLES)
+        errors = quant_error_table(float_model, quant, probe[:ERROR_SAMPLES])
+        details.update(_float_op_report(ctx, quant, details.get("precision", "")))
+        details["weight_tensors"] = weight_dtypes(quant)
+        return StepResult(artifact=path, details=details, quant_errors=errors)
+
+    def quantize(self, ctx, model, float_model: bytes, x) -> tuple[bytes, dict]:
+        raise NotImplementedError
+
+
+@register("dynamic")
+class Dynamic(_PTQStep):
+    """Dynamic range: int8 weights, float activations (quantized on the fly inside kernels)."""
+
+    name = "dynamic"
+
+    def quantize(self, ctx, model, float_model, x):
+        import tensorflow as tf
+
+        quant = convert(ctx, model, optimizations=[tf.lite.Optimize.DEFAULT], **_per_channel_kwargs(ctx))
+        return quant, {"precision": "dynamic-int8", "weights": f"int8 {_granularity(ctx)}",
+                       "activations": "float32", "io": "float32", "converter": "tflite"}
+
+
+@register("float16")
+class Float16(_PTQStep):
+    """float16 weights (half the size), float32 compute."""
+
+    name = "float16"
+
+    def quantize(self, ctx, model, float_model, x):
+        import tensorflow as tf
+
+        quant = convert(ctx, model, optimizations=[tf.lite.Optimize.DEFAULT],
+                        target_spec={"supported_types": [tf.float16]})
+        return quant, {"precision": "float16", "weights": "float16", "activations": "float32",
+                       "io": "float32", "converter": "tflite"}
+
+
+@register("int8")
+class Int8(_PTQStep):
+    """Full integer int8 with a representative dataset (float or int8 I/O)."""
+
+    name = "int8"
+    calibrated = True
+    activation_bits = 8
+
+    def run(self, ctx: StepContext, model) -> StepResult:
+        if getattr(model, "_edgeopt_qat", False):  # fake-quant ops carry their own ranges
+            from edgeopt.techniques.qat import convert_qat_int8
+            return convert_qat_int8(model, ctx)
+        return super().run(ctx, model)
+
+    def quantize(self, ctx, model, float_model, x):
+        method = ctx.options.get("calibration", "minmax")
+        int8_io = bool(ctx.options.get("int8_io", False))
+        details = {"precision": f"int{self.activation_bits}" if self.activation_bits == 8 else "int16x8",
+                   "weights": f"int8 {_granularity(ctx)}",
+                   "activations": f"int{self.activation_bits}",
+                   "io": f"int{self.activation_bits}" if int8_io else "float32",
+                   "calibration": _calibration_details(ctx, method, len(x))}
+        if method == "minmax":
+            quant = _converter_static(ctx, model, x, self.activation_bits, int8_io)
+            return quant, {**details, "converter": "tflite"}
+        ranges = activation_ranges(float_model, x, method, _percentile(ctx))
+        quant = aeq_static(float_model, ranges, self.activation_bits, _per_channel(ctx))
+        if not int8_io:
+            quant = float_io(quant)
+        return quant, {**details, "converter": "ai-edge-quantizer"}
+
+
+@register("int16x8")
+class Int16x8(Int8):
+    """int16 activations, int8 weights (more accurate than int8; few fast kernels on CPUs)."""
+
+    name = "int16x8"
+    activation_bits = 16
+
+    def run(self, ctx: StepContext, model) -> StepResult:
+        return _PTQStep.run(self, ctx, model)
+
+
+@register("int4-weights")
+class Int4Weights(_PTQStep):
+    """int4 weights (ai-edge-quantizer, per channel), dequantized to float for compute."""
+
+    name = "int4-weights"
+
+    def quantize(self, ctx, model, float_model, x):
+        from ai_edge_quantizer import recipe
+
+        quant = _aeq_run(float_model, recipe.weight_only_wi4_afp32(), None, [])
+        return quant, {"precision": "int4-weights", "weights": "int4 per-channel",
+                       "activations": "float32", "io": "float32", "converter": "ai-edge-quantizer"}
+
+
+register_alias("ptq", ["dynamic", "int8", "float16", "int16x8", "int4-weights", "mixed"])
+
+
+# ---------------------------------------------------------------- converter helpers
+
+def convert(ctx, model, **kwargs) -> bytes:
+    """keras_to_tflite with the run's converter hints (``ctx.options["converter_hints"]``) merged
+    under the mode's own settings (target_spec dicts are merged key by key)."""
+    from edgeopt.convert import keras_to_tflite
+
+    hints = dict(ctx.options.get("converter_hints") or {})
+    spec = {**(hints.pop("target_spec", None) or {}), **(kwargs.pop("target_spec", None) or {})}
+    return keras_to_tflite(model, **{**hints, **kwargs}, **({"target_spec": spec} if spec else {}))
+
+
+def _converter_static(ctx, model, x: np.ndarray, bits: int, int_io: bool) -> bytes:
+    """Full-integer PTQ with the TFLite converter (global min/max calibration)."""
+    import tensorflow as tf
+
+    def representative():
+        for i in range(len(x)):
+            yield [x[i:i + 1]]
+
+    if bits == 8:
+        strict, io_type = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8], tf.int8
+    else:
+        strict = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        io_type = tf.int16
+    kwargs = dict(optimizations=[tf.lite.Optimize.DEFAULT], representative_dataset=representative,
+                  **_per_channel_kwargs(ctx))
+    if int_io:
+        kwargs.update(inference_input_type=io_type, inference_output_type=io_type)
+    try:
+        return convert(ctx, model, target_spec={"supported_ops": strict}, **kwargs)
+    except UserError as strict_error:
+        # Some op has no integer kernel: allow float fallback for it and say so.
+        try:
+            quant = convert(ctx, model, target_spec={"supported_ops": strict + [
+                tf.lite.OpsSet.TFLITE_BUILTINS]}, **kwargs)
+        except UserError:
+            raise strict_error from None
+        ctx.log(f"warning: not every op of {model.name} has an int{bits} kernel; those ops stay "
+                f"float ({strict_error})")
+        return quant
+
+
+def _per_channel(ctx) -> bool:
+    return bool(ctx.options.get("per_channel", True))
+
+
+def _per_channel_kwargs(ctx) -> dict:
+    return {} if _per_channel(ctx) else {"_experimental_disable_per_channel": True}
+
+
+def _granularity(ctx) -> str:
+    return "per-channel" if _per_channel(ctx) else "per-tensor"
+
+
+def _percentile(ctx) -> float:
+    return _number(ctx, "percentile", 99.99)
+
+
+def _number(ctx, key: str, default: float) -> float:
+    value = ctx.options.get(key, default)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"option {key} must be a number (default {default}), got {value!r}") from None
+
+
+def _calibration_details(ctx, method: str, n: int) -> dict:
+    out = {"method": method, "samples": n}
+    if method == "percentile":
+        out["percentile"] = _percentile(ctx)
+    return out
+
+
+# ---------------------------------------------------------------- ai-edge-quantizer helpers
+
+def aeq_static(float_model: bytes, ranges: dict, bits: int = 8, per_channel: bool = True,
+               keep_float: list[str] | None = None) -> bytes:
+    """Static int8 (or int16x8) with ai-edge-quantizer from precomputed activation ranges;
+    ops whose output tensors are in ``keep_float`` stay float."""
+    from ai_edge_quantizer import qtyping, recipe_manager
+
+    manager = recipe_manager.RecipeManager()
+    gran = qtyping.QuantGranularity.CHANNELWISE if per_channel else qtyping.QuantGranularity.TENSORWISE
+    manager.add_static_config(".*", qtyping.TFLOperationName.ALL_SUPPORTED, activation_num_bits=bits,
+                              weight_num_bits=8, weight_granularity=gran)
+    return _aeq_run(float_model, manager.get_quantization_recipe(), ranges, keep_float or [])
+
+
+def _aeq_run(float_model: bytes, recipe, ranges, keep_float: list[str]) -> bytes:
+    from ai_edge_quantizer import quantizer
+    from edgeopt.convert import quiet_fds
+
+    qt = quantizer.Quantizer(bytearray(float_model), recipe)
+    for scope in keep_float:
+        qt.update_quantization_recipe("^" + re.escape(scope) + "$", "*",
+                                      algorithm_key=quantizer.AlgorithmName.NO_QUANTIZE)
+    try:
+        with warnings.catch_warnings(), quiet_fds():
+            warnings.simplefilter("ignore")
+            result = qt.quantize(ranges if qt.need_calibration else None, enable_progress_report=False)
+    except (ValueError, RuntimeError, KeyError) as e:
+        reason = " ".join(str(e).split())[:200]
+        raise UserError(f"ai-edge-quantizer cannot quantize this model: {reason}") from None
+    return bytes(result.quantized_model)
+
+
+# ---------------------------------------------------------------- graph inspection and edits
+
+def graph_ops(model: bytes) -> list[dict]:
+    """The ops of a .tflite in order: type, output names, ai-edge-quantizer scope, a short label,
+    activation inputs and input channels."""
+    from edgeopt.techniques.calibration import preserving_interpreter
+
+    interp = preserving_interpreter(model)
+    details = {d["index"]: d for d in interp.get_tensor_details()}
+    produced = {d["index"] for d in interp.get_input_details()}  # tensors that carry activations
+    ops = []
+    for op in interp._get_ops_details():
+        ins = [i for i in op["inputs"] if i in details]
+        outs = [details[i]["name"] for i in op["outputs"] if i in details]
+        consts = [details[i]["name"] for i in ins if i not in produced]
+        first_in = details[ins[0]] if ins else None
+        ops.append({"index": op["index"], "type": op["op_name"], "outputs": outs,
+                    "scope": ";".join(outs) + ";",
+                    "inputs": [details[i]["name"] for i in ins if i in produced],
+                    "label": f"{op['op_name']} {_short_name(consts[0] if consts else outs[0])}",
+                    "in_channels": int(first_in["shape"][-1]) if first_in is not None
+                    and len(first_in["shape"]) else 0})
+        produced.update(i for i in op["outputs"] if i >= 0)
+    return ops
+
+
+def _short_name(tensor: str) -> str:
+    """'small_cnn_1/conv0_1/convolution;...' -> 'conv0' (the Keras layer name, when visible)."""
+    first = tensor.split(";")[0]
+    parts = first.split("/")
+    return re.sub(r"_\d+$", "", parts[1]) if len(parts) > 1 else first[:40]
+
+
+def float_ops(model: bytes) -> list[str]:
+    """Labels of compute ops whose output is float in a quantized model (boundary ops excluded)."""
+    from edgeopt.techniques.calibration import preserving_interpreter
+
+    interp = preserving_interpreter(model)
+    details = {d["index"]: d for d in interp.get_tensor_details()}
+    labels = {op["index"]: op["label"] for op in graph_ops(model)}
+    out = []
+    for op in interp._get_ops_details():
+        if op["op_name"] in BOUNDARY_OPS or not len(op["outputs"]):
+            continue
+        d = details.get(op["outputs"][0])
+        if d is not None and np.dtype(d["dtype"]).kind == "f":
+            out.append(labels[op["index"]])
+    return out
+
+
+def weight_dtypes(model: bytes) -> dict[str, int]:
+    """How many weight tensors (the weight operand of conv / fully connected ops) each storage
+    type holds, read from the flatbuffer (int4 shows as int4). Shows e.g. that dynamic-range mode
+    leaves small tensors float (the converter skips tensors under 1024 elements)."""
+    from ai_edge_litert import schema_py_generated as fb
+    from ai_edge_litert.tools import flatbuffer_utils as fbu
+
+    m = fbu.read_model_from_bytearray(bytearray(model))
+    sg = m.subgraphs[0]
+    names = {v: k for k, v in vars(fb.BuiltinOperator).items() if not k.startswith("_")}
+    code = [names.get(max(c.builtinCode, c.deprecatedBuiltinCode), "") for c in m.operatorCodes]
+    producer = {o: op for op in sg.operators for o in op.outputs}
+    counts: dict[str, int] = {}
+    for op in sg.operators:
+        if code[op.opcodeIndex] not in COMPUTE_OPS or len(op.inputs) < 2:
+            continue
+        w = op.inputs[1]
+        src = producer.get(w)
+        if src is not None and code[src.opcodeIndex] == "DEQUANTIZE":
+            w = src.inputs[0]
+        elif src is not None:
+            continue  # an activation, not a weight (e.g. BATCH_MATMUL of two activations)
+        name = fbu.type_to_name(sg.tensors[w].type).lower()
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def _float_op_report(ctx, quant: bytes, precision: str) -> dict:
+    """For fully integer variants: which ops stayed float (cannot be quantized), with a warning."""
+    if precision not in ("int8", "int16x8"):
+        return {}
+    left = float_ops(quant)
+    if left:
+        ctx.log(f"warning: {len(left)} op(s) could not be quantized and run in float: {', '.join(left)}")
+    return {"float_ops": left}
+
+
+def float_io(model: bytes) -> bytes:
+    """Give a quantized .tflite float32 inputs and outputs (ai-edge-quantizer quantizes the graph
+    input and output tensors themselves). Quantize/dequantize ops are added at the boundary;
+    a DEQUANTIZE right after the input or a QUANTIZE right before the output is folded away."""
+    from ai_edge_litert import schema_py_generated as fb
+    from ai_edge_litert.tools import flatbuffer_utils as fbu
+
+    m = fbu.read_model_from_bytearray(bytearray(model))
+    sg = m.subgraphs[0]
+    quantize_code = _opcode(m, fb.BuiltinOperator.QUANTIZE)
+    dequantize_code = _opcode(m, fb.BuiltinOperator.DEQUANTIZE)
+    remap: dict[int, int] = {}
+    for pos, t in enumerate(list(sg.inputs)):
+        if sg.tensors[t].type == fb.TensorType.FLOAT32:
+            continue
+        new = _float_twin(m, sg, t)
+        for op in [op for op in sg.operators if t in op.inputs and op.opcodeIndex == dequantize_code]:
+            _replace_uses(sg, op.outputs[0], new)
+            sg.operators.remove(op)
+        if any(t in op.inputs for op in sg.operators):
+            sg.operators.insert(0, fb.OperatorT(opcodeIndex=quantize_code, inputs=[new], outputs=[t]))
+        sg.inputs[pos] = remap[t] = new
+    for pos, t in enumerate(list(sg.outputs)):
+        if sg.tensors[t].type == fb.TensorType.FLOAT32:
+            continue
+        producer = next((op for op in sg.operators if t in op.outputs), None)
+        consumers = [op for op in sg.operators if t in op.inputs]
+        if producer is not None and producer.opcodeIndex == quantize_code and not consumers:
+            new = producer.inputs[0]
+            sg.operators.remove(producer)
+        else:
+            new = _float_twin(m, sg, t)
+            sg.operators.append(fb.OperatorT(opcodeIndex=dequantize_code, inputs=[t], outputs=[new]))
+        sg.outputs[pos] = remap[t] = new
+    for sig in m.signatureDefs or []:
+        for tmap in (sig.inputs or []) + (sig.outputs or []):
+            tmap.tensorIndex = remap.get(tmap.tensorIndex, tmap.tensorIndex)
+    return bytes(fbu.convert_object_to_bytearray(m))
+
+
+def _opcode(m, builtin: int) -> int:
+    from ai_edge_litert import schema_py_generated as fb
+
+    for i, code in enumerate(m.operatorCodes):
+        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
+            return i
+    code = fb.OperatorCodeT()
+    code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, min(builtin, 127), 2
+    m.operatorCodes.append(code)
+    return len(m.operatorCodes) - 1
+
+
+def _float_twin(m, sg, t: int) -> int:
+    """A new float32 tensor shaped like tensor t; it takes t's name (signatures and users see the
+    float tensor) and t is renamed with its integer type as a suffix."""
+    import copy
+
+    from ai_edge_litert import schema_py_generated as fb
+
+    src = sg.tensors[t]
+    twin = copy.copy(src)
+    twin.type, twin.quantization = fb.TensorType.FLOAT32, None
+    m.buffers.append(fb.BufferT())
+    twin.buffer = len(m.buffers) - 1
+    name = src.name.decode() if isinstance(src.name, bytes) else str(src.name)
+    kind = {fb.TensorType.INT8: "int8", fb.TensorType.INT16: "int16", fb.TensorType.UINT8: "uint8"}
+    src.name = f"{name}_{kind.get(src.type, 'q')}"
+    twin.name = name
+    sg.tensors.append(twin)
+    return len(sg.tensors) - 1
+
+
+def _replace_uses(sg, old: int, new: int) -> None:
+    for op in sg.operators:
+        op.inputs = [new if i == old else i for i in op.inputs]
+    sg.outputs = [new if i == old else i for i in sg.outputs]
+
+
+# ---------------------------------------------------------------- mixed precision
+
+@register("mixed")
+class Mixed:
+    """int8 with the fewest ops kept float that meet ``max_accuracy_drop`` (points), plus ops whose
+    int8 kernel is slower than float on this CPU when keeping them float costs no accuracy.
+
+    Options: ``max_accuracy_drop`` (0.5), ``latency_candidates`` (6 compute ops tried for speed;
+    0 turns the latency pass off), ``calibration``/``percentile``/``calibration_samples``,
+    ``per_channel``, ``int8_io``."""
+
+    name = "mixed"
+    kind = "convert"
+
+    def run(self, ctx: StepContext, model) -> StepResult:
+        float_model = convert(ctx, model)
+        x = calibration_data(ctx, model)
+        search = MixedSearch(ctx, float_model, x)
+        try:
+            best = search.run()
+        finally:
+            shutil.rmtree(search.scratch, ignore_errors=True)
+        path = atomic_write_bytes(Path(ctx.work_dir) / "model.tflite", best.model)
+        errors = quant_error_table(float_model, best.model, x[:ERROR_SAMPLES])
+        return StepResult(artifact=path, details=search.details(best), quant_errors=errors)
+
+
+class _Candidate:
+    def __init__(self, keep: list[dict], model: bytes, path: Path, accuracy: float):
+        self.keep, self.model, self.path, self.accuracy = keep, model, path, accuracy
+
+
+class MixedSearch:
+    """Greedy search over ops to keep float (see ``Mixed``)."""
+
+    def __init__(self, ctx: StepContext, float_model: bytes, x: np.ndarray):
+        self.ctx, self.float_model, self.x = ctx, float_model, x
+        self.limit = _number(ctx, "max_accuracy_drop", 0.5)
+        self.method = ctx.options.get("calibration", "minmax")
+        self.ranges = activation_ranges(float_model, x, self.method, _percentile(ctx))
+        self.per_channel = _per_channel(ctx)
+        self.int8_io = bool(ctx.options.get("int8_io", False))
+        self.ops = [op for op in graph_ops(float_model) if op["type"] not in BOUNDARY_OPS]
+        self.scratch = Path(ctx.work_dir) / "mixed_candidates"
+        self.scratch.mkdir(parents=True, exist_ok=True)
+        self.evaluate = ctx.evaluate or _litert_evaluator(ctx.dataset)
+        self.baseline = self._baseline()
+        self.tried: list[dict] = []
+        self.met = False
+
+    # -- the search
+    def run(self) -> _Candidate:
+        current = self.build([])
+        self.all_int8 = current
+        current = self._latency_pass(current)
+        if self.drop(current) <= self.limit:
+            self.met = True
+            return current
+        best = current
+        while True:
+            op = self._most_sensitive(current)
+            if op is None:
+                break
+            cand = self.build(current.keep + [op])
+            if cand.accuracy > best.accuracy:
+                best = cand
+            current = cand
+            if self.drop(cand) <= self.limit:
+                self.met = True
+                return self._prune(cand)
+        self.ctx.log(f"warning: mixed precision could not meet max_accuracy_drop={self.limit} points "
+                     f"even with {len(current.keep)} of {len(self.ops)} ops float; returning the most "
+                     f"accurate variant found ({self.drop(best):.2f} points drop)")
+        return best
+
+    def build(self, keep: list[dict]) -> _Candidate:
+        scopes = [k["scope"] for k in keep]
+        model = aeq_static(self.float_model, self.ranges, 8, self.per_channel, scopes)
+        if not self.int8_io:
+            model = float_io(model)
+        path = atomic_write_bytes(self.scratch / f"cand{len(self.tried)}.tflite", model)
+        acc = float(self.evaluate(path))
+        self.tried.append({"kept_float": [k["op"] for k in keep], "accuracy": round(acc, 5)})
+        return _Candidate(keep, model, path, acc)
+
+    def drop(self, cand: _Candidate) -> float:
+        return (self.baseline - cand.accuracy) * 100.0
+
+    def _latency_pass(self, current: _Candidate) -> _Candidate:
+        """Keep a compute op float when that makes the artifact faster at no accuracy cost."""
+        limit = int(_number(self.ctx, "latency_candidates", 6))
+        compute = [op for op in self.ops if op["type"] in COMPUTE_OPS]
+        # Ops with few input channels first: their int8 kernels are the slow ones (MEASURED.md).
+        compute.sort(key=lambda op: (op["in_channels"] > 4, op["index"]))
+        for op in compute[:limit]:
+            entry = self._entry(op, "latency")
+            cand = self.build(current.keep + [entry])
+            t_cur, t_new = compare_latency(current.path, cand.path, self.x[:1])
+            self.tried[-1]["latency_us"] = round(t_new, 2)
+            faster = t_new < t_cur * (1.0 - LATENCY_GAIN) and t_cur - t_new >= LATENCY_MIN_GAIN_US
+            if faster and cand.accuracy >= current.accuracy:
+                entry["reason"] = (f"latency: int8 kernel slower ({t_cur:.2f} us -> {t_new:.2f} us "
+                                   f"with it float, same or better accuracy)")
+                current = cand
+        return current
+
+    def _most_sensitive(self, current: _Candidate) -> dict | None:
+        kept = {k["scope"] for k in current.keep}
+        rows = quant_error_table(self.float_model, current.model, self.x[:ERROR_SAMPLES])
+        snr = {r["tensor"]: r["snr_db"] for r in rows if r["dtype"] != "float32"}
+        scored = []
+        for op in self.ops:
+            out = op["outputs"][0] if op["outputs"] else None
+            if op["scope"] in kept or out not in snr:
+                continue
+            ins = [snr[i] for i in op["inputs"] if i in snr]
+            # The error this op adds itself, not what it inherits: relative noise power at its
+            # output minus the worst at its inputs (noise powers add; dB differences do not).
+            added = _noise(snr[out]) - max([_noise(v) for v in ins] or [0.0])
+            scored.append((added, snr[out], min(ins) if ins else None, op))
+        if not scored:
+            return None
+        _, out_snr, in_snr, op = max(scored, key=lambda s: s[0])
+        entry = self._entry(op, "sensitivity")
+        entry["reason"] = (f"sensitivity: SNR {out_snr:.1f} dB at its output"
+                           + (f" ({in_snr:.1f} dB at its input)" if in_snr is not None else ""))
+        return entry
+
+    def _prune(self, cand: _Candidate) -> _Candidate:
+        """Drop sensitivity-kept ops that the budget turns out not to need (last one excluded)."""
+        for entry in [k for k in cand.keep[:-1] if k["kind"] == "sensitivity"]:
+            trial = self.build([k for k in cand.keep if k is not entry])
+            if self.drop(trial) <= self.limit:
+                cand = trial
+        return cand
+
+    def _entry(self, op: dict, kind: str) -> dict:
+        return {"op": op["label"], "tensor": op["outputs"][0], "scope": op["scope"], "kind": kind,
+                "reason": kind}
+
+    def _baseline(self) -> float:
+        if self.ctx.baseline_accuracy is not None:
+            return float(self.ctx.baseline_accuracy)
+        path = atomic_write_bytes(self.scratch / "float32.tflite", self.float_model)
+        return float(self.evaluate(path))
+
+    def details(self, best: _Candidate) -> dict:
+        drop = self.drop(best)
+        out = {"precision": "mixed int8/float32",
+               "weights": f"int8 {'per-channel' if self.per_channel else 'per-tensor'}",
+               "activations": "int8 (float in kept ops)",
+               "io": "int8" if self.int8_io else "float32",
+               "converter": "ai-edge-quantizer",
+               "calibration": _calibration_details(self.ctx, self.method, len(self.x)),
+               "max_accuracy_drop": self.limit,
+               "baseline_accuracy": round(self.baseline, 5),
+               "accuracy": round(best.accuracy, 5),
+               "accuracy_drop": round(drop, 3),
+               "all_int8_accuracy": round(self.all_int8.accuracy, 5),
+               "met": self.met,
+               "kept_float": [{"op": k["op"], "tensor": k["tensor"], "reason": k["reason"]} for k in best.keep],
+               "candidates_tried": self.tried}
+        if not self.met:
+            out["warning"] = (f"max_accuracy_drop {self.limit} not met: best drop {drop:.2f} points "
+                              f"with {len(best.keep)} ops float")
+        return out
+
+
+def _noise(snr_db: float) -> float:
+    return 10.0 ** (-snr_db / 10.0)
+
+
+# Keep an op float for speed only when the artifact gets >= 5% and >= 0.2 us faster (below that,
+# timer noise on a shared CPU decides).
+LATENCY_GAIN = 0.05
+LATENCY_MIN_GAIN_US = 0.2
+LATENCY_ROUNDS = 7
+
+
+def compare_latency(path_a: Path, path_b: Path, x1: np.ndarray) -> tuple[float, float]:
+    """Median batch-1 latency (us, 1 thread) of two artifacts, measured alternately so load from
+    other processes hits both alike."""
+    from edgeopt.measure.latency import measure_latency
+    from edgeopt.runtimes.litert import LiteRT
+
+    sessions = [LiteRT().load(path_a, threads=1), LiteRT().load(path_b, threads=1)]
+    samples: list[list[float]] = [[], []]
+    for _ in range(LATENCY_ROUNDS):
+        for i, s in enumerate(sessions):
+            samples[i].append(measure_latency(s, x1, runs=200, warmup=20, max_seconds=2.0).p50_ms * 1000)
+    return float(np.median(samples[0])), float(np.median(samples[1]))
+
+
+def _litert_evaluator(dataset):
+    """Accuracy of an artifact on the eval split in LiteRT (when the run gives no evaluator)."""
+    from edgeopt.runtimes.litert import LiteRT
+
+    def evaluate(path: Path) -> float:
+        pred = LiteRT().load(path).predict(dataset.x_eval)
+        return float((pred.argmax(axis=1) == dataset.y_eval).mean())
+    return evaluate
+
+
+__all__ = ["Dynamic", "Float16", "Int8", "Int16x8", "Int4Weights", "Mixed", "MixedSearch", "aeq_static",
+           "float_io", "float_ops", "graph_ops", "compare_latency", "weight_dtypes"]

@@ -73,6 +73,8 @@ def load_keras(path: str | Path, *, unsafe: bool = False):
     _check_container(path)
     import keras
 
+    import edgeopt.techniques.qat_layers  # noqa: F401  registers fake-quant layers of saved QAT models
+
     try:
         return keras.saving.load_model(path, safe_mode=not unsafe, compile=False)
     except ValueError as e:

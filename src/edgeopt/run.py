@@ -182,7 +182,9 @@ def execute_chain(chain: list[str], model_loader: Callable[[], Any], ctx) -> tup
         else:
             artifact = result.artifact
     if artifact is None:  # a recipe of training steps only ends with the matching conversion
-        final = "int8" if getattr(model, "_edgeopt_qat", False) else BASELINE
+        from edgeopt.techniques.qat import is_qat_model
+
+        final = "int8" if is_qat_model(model) else BASELINE
         result = get_step(final).run(ctx, model)
         details["steps"].append({"step": final, **(result.details or {})})
         quant_errors = result.quant_errors or quant_errors

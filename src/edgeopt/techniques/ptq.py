@@ -86,7 +86,9 @@ class Int8(_PTQStep):
     activation_bits = 8
 
     def run(self, ctx: StepContext, model) -> StepResult:
-        if getattr(model, "_edgeopt_qat", False):  # fake-quant ops carry their own ranges
+        from edgeopt.techniques.qat import is_qat_model
+
+        if is_qat_model(model):  # fake-quant ops carry their own ranges
             from edgeopt.techniques.qat import convert_qat_int8
             return convert_qat_int8(model, ctx)
         return super().run(ctx, model)

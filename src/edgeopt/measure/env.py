@@ -5,8 +5,8 @@ import os
 import platform
 from functools import lru_cache
 
-INTERESTING_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd",
-                     "asimddp", "neon", "sve")
+INTERESTING_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_fp16", "avx512_bf16",
+                     "amx_tile", "amx_int8", "asimd", "asimddp", "asimdhp", "fphp", "neon", "sve")
 
 
 @lru_cache(maxsize=1)

@@ -1,0 +1,136 @@
+"""`edgeopt compare`: rows = runtime x precision, every row measured or explained."""
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from edgeopt.compare import compare, fastest, markdown_table, render_table
+
+FAST = dict(runs=10, throughput_seconds=0.1, calibration=200)
+
+
+@pytest.fixture(scope="module")
+def keras_rows(digits, digits_cnn_path):
+    return compare(digits_cnn_path, digits, precisions=["fp32", "fp16", "int8"], **FAST)
+
+
+def _row(rows, runtime, precision):
+    return next(r for r in rows if r.runtime == runtime and r.precision == precision)
+
+
+def test_keras_input_fills_every_runtime_and_precision(keras_rows, digits):
+    assert [(r.runtime, r.precision) for r in keras_rows] == [
+        (rt, p) for rt in ("litert", "onnxruntime", "openvino", "tflm") for p in ("fp32", "fp16", "int8")]
+    for r in keras_rows:
+        if (r.runtime, r.precision) == ("tflm", "fp16"):
+            continue
+        assert r.ok, (r.runtime, r.precision, r.reason)
+        assert r.p50_ms > 0 and r.p99_ms >= r.p50_ms and r.ips_batch > 0 and r.size_bytes > 0
+        assert r.load_ms > 0 and r.runtime_version
+        assert 0.9 < r.accuracy <= 1.0
+    for r in keras_rows:
+        if r.ok and r.precision == "fp32":
+            assert r.top1_agreement == 1.0 and r.max_abs_diff < 1e-4, r.runtime
+        if r.ok and r.precision == "int8":
+            fp32 = _row(keras_rows, r.runtime, "fp32")
+            assert r.accuracy >= fp32.accuracy - 0.01, r.runtime
+            assert r.max_abs_diff > 1e-4  # quantized: not bit-identical to the float model
+
+
+def test_tflm_fp16_row_says_why(keras_rows):
+    row = _row(keras_rows, "tflm", "fp16")
+    assert row.status == "unsupported" and "DEQUANTIZE" in row.reason
+
+
+def test_int8_rows_record_cpu_dependent_settings(keras_rows):
+    from edgeopt.measure.env import cpu_info
+
+    ort = _row(keras_rows, "onnxruntime", "int8")
+    assert ort.settings["reduce_range"] is (not cpu_info()["vnni"])
+    assert ort.settings["activation_type"] == "QUInt8"
+    assert ("no-vnni" in ort.cpu_flags) is (not cpu_info()["vnni"])
+    ov = _row(keras_rows, "openvino", "int8")
+    assert ov.settings["overflow_fix"] == ("first_layer_only" if cpu_info()["vnni"] else "enable")
+
+
+def test_fastest_and_views(keras_rows):
+    best = fastest(keras_rows)
+    assert set(best) == {"fp32", "fp16", "int8"}
+    for precision, runtime in best.items():
+        p50 = _row(keras_rows, runtime, precision).p50_ms
+        assert all(p50 <= r.p50_ms for r in keras_rows if r.ok and r.precision == precision)
+    md = markdown_table(keras_rows)
+    assert md.count("\n| ") == len(keras_rows) and f"fastest at int8 (batch-1 median): **{best['int8']}**" in md
+    from rich.console import Console
+
+    console = Console(width=200, record=True)
+    console.print(render_table(keras_rows))
+    text = console.export_text()
+    assert "unsupported" in text and "tflm fp16:" in text
+
+
+def test_missing_runtime_gives_a_row_with_reason(monkeypatch, digits, digits_cnn_path):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` now raises ImportError
+    rows = compare(digits_cnn_path, digits, runtimes=["openvino", "onnxruntime"], precisions=["fp32"], **FAST)
+    ov, ort = rows
+    assert ov.status == "unavailable" and "openvino is not installed" in ov.reason and ov.p50_ms is None
+    assert ort.ok
+
+
+def test_tflite_input_gives_litert_and_tflm_rows(digits, digits_cnn_tflite):
+    rows = compare(digits_cnn_tflite, digits, precisions=["fp32", "int8"], **FAST)
+    lit = _row(rows, "litert", "fp32")
+    assert lit.ok and lit.top1_agreement == 1.0 and lit.max_abs_diff == 0.0  # reference = itself
+    assert _row(rows, "tflm", "fp32").ok
+    for r in rows:
+        if r.runtime in ("onnxruntime", "openvino"):
+            assert r.status == "unsupported" and "Keras model" in r.reason
+    assert _row(rows, "litert", "int8").status == "unsupported"
+
+
+def test_onnx_input_gives_ort_and_openvino_rows(digits, tmp_path, digits_cnn_path):
+    from edgeopt.export.onnx import keras_to_onnx
+    from edgeopt.model_io import load_keras
+
+    onnx_path = keras_to_onnx(load_keras(digits_cnn_path), tmp_path / "cnn.onnx")
+    rows = compare(onnx_path, digits, precisions=["fp32", "int8"], **FAST)
+    assert all(r.ok for r in rows if r.runtime in ("onnxruntime", "openvino"))
+    lit = _row(rows, "litert", "fp32")
+    assert lit.status == "unsupported" and "onnx" in lit.reason.lower()
+
+
+def test_cli_compare_json_and_out(tmp_path, digits_cnn_path):
+    from typer.testing import CliRunner
+
+    from edgeopt.cli import app
+
+    out = tmp_path / "cmp"
+    result = CliRunner().invoke(app, ["compare", str(digits_cnn_path), "--data", "digits", "--runtimes",
+                                      "litert,ort", "--precisions", "fp32,int8", "--runs", "5", "--json",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert [(r["runtime"], r["precision"]) for r in payload["rows"]] == [
+        ("litert", "fp32"), ("litert", "int8"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")]
+    assert all(r["status"] == "ok" for r in payload["rows"])
+    assert json.loads((out / "compare.json").read_text())["fastest"] == payload["fastest"]
+    assert {p.name for p in out.iterdir()} >= {"tflite_fp32.tflite", "tflite_int8.tflite", "onnx_fp32.onnx",
+                                               "onnx_int8.onnx", "compare.json"}
+
+
+def test_cli_compare_table_and_bad_input(tmp_path, digits_cnn_path, capsys):
+    from edgeopt.cli import main
+
+    code = main(["compare", str(digits_cnn_path), "--data", "digits", "--runtimes", "litert",
+                 "--precisions", "fp32", "--runs", "5"])
+    out = capsys.readouterr()
+    assert code == 0 and "fastest at fp32: litert" in out.out and "p50 ms" in out.out
+    assert main(["compare", str(digits_cnn_path), "--data", "digits", "--precisions", "fp8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --precisions 'fp8': choose from fp32, fp16, int8, int8-dynamic"]
+    assert main(["compare", str(digits_cnn_path), "--data", "digits", "--runtimes", "tensorrt"]) == 2
+    assert "unknown runtime 'tensorrt'" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path / "nope.keras"), "--data", "digits"]) == 2
+    assert "model not found" in capsys.readouterr().err

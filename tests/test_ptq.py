@@ -219,6 +219,7 @@ def test_qat_models_are_handed_to_the_qat_converter(cnn, digits, tmp_path, monke
     calls = []
     fake = types.ModuleType("edgeopt.techniques.qat")
     fake.convert_qat_int8 = lambda model, ctx: calls.append(model) or StepResult(details={"qat": True})
+    fake.is_qat_model = lambda model: getattr(model, "_edgeopt_qat", False)
     monkeypatch.setitem(sys.modules, "edgeopt.techniques.qat", fake)
     monkeypatch.setattr(cnn, "_edgeopt_qat", True, raising=False)
     res = get_step("int8").run(make_ctx(digits, tmp_path), cnn)

@@ -177,8 +177,8 @@ def execute_chain(chain: list[str], model_loader: Callable[[], Any], ctx) -> tup
         quant_errors = result.quant_errors or quant_errors
         if step.kind == "keras":
             model = result.model
-            if result.details.get("converter_hints"):
-                ctx.options.setdefault("converter_hints", {}).update(result.details["converter_hints"])
+            if (result.details.get("sparse_encoding") or {}).get("helps"):
+                ctx.options["try_sparse_encoding"] = True  # the float32 conversion may store it sparse
         else:
             artifact = result.artifact
     if artifact is None:  # a recipe of training steps only ends with the matching conversion

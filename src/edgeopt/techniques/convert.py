@@ -7,7 +7,7 @@ from edgeopt.steps import StepContext, StepResult, register
 
 @register("float32")
 class Float32:
-    """Plain float32 LiteRT conversion (the baseline every variant is compared with)."""
+    """Float32 LiteRT conversion (the baseline); after pruning, LiteRT's sparse encoding when smaller."""
 
     name = "float32"
     kind = "convert"
@@ -15,7 +15,15 @@ class Float32:
     def run(self, ctx: StepContext, model) -> StepResult:
         from edgeopt.convert import keras_to_tflite
 
-        hints = ctx.options.get("converter_hints") or {}
+        data = keras_to_tflite(model)
+        details = {"precision": "float32"}
+        if ctx.options.get("try_sparse_encoding"):  # set after pruning: keep the sparse file if smaller
+            import tensorflow as tf
+
+            sparse = keras_to_tflite(model, optimizations=[tf.lite.Optimize.EXPERIMENTAL_SPARSITY])
+            details["sparse_encoding"] = len(sparse) < len(data)
+            details["dense_bytes"], details["sparse_bytes"] = len(data), len(sparse)
+            data = sparse if details["sparse_encoding"] else data
         path = ctx.work_dir / "model.tflite"
-        atomic_write_bytes(path, keras_to_tflite(model, **hints))
-        return StepResult(artifact=path, details={"precision": "float32"})
+        atomic_write_bytes(path, data)
+        return StepResult(artifact=path, details=details)

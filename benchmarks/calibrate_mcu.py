@@ -16,7 +16,7 @@ It also fits TFLM's persistent arena overhead on the measured arenas of the refe
 Outputs: src/edgeopt/hardware/calibration.yaml and benchmarks/results/hardware.md, with an
 in-sample check, a leave-one-model-out check and an out-of-sample board (STM32U385).
 
-    .venv/bin/python benchmarks/calibrate_mcu.py [--data-dir /work/shared/mlperf_tiny]
+    .venv/bin/python benchmarks/calibrate_mcu.py [--data-dir ../shared/mlperf_tiny]
 """
 from __future__ import annotations
 
@@ -206,7 +206,7 @@ def fit_arena(data_dir: Path):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data-dir", default="/work/shared/mlperf_tiny", type=Path)
+    ap.add_argument("--data-dir", default=ROOT.parent / "shared" / "mlperf_tiny", type=Path)
     ap.add_argument("--out", default=ROOT / "src/edgeopt/hardware/calibration.yaml", type=Path)
     ap.add_argument("--table", default=ROOT / "benchmarks/results/hardware.md", type=Path)
     args = ap.parse_args(argv)
@@ -230,7 +230,7 @@ def main(argv=None) -> int:
     provenance = {
         "generated_by": "benchmarks/calibrate_mcu.py",
         "date": date.today().isoformat(),
-        "data": str(args.data_dir / "results_calibration.csv") + " (mlcommons/tiny_results_v1.0..v1.3)",
+        "data": "shared/mlperf_tiny/results_calibration.csv (mlcommons/tiny_results_v1.0..v1.3)",
         "models": MODELS,
         "profiler": "edgeopt.measure.graph.profile_tflite (per-op MACs; totals equal model_stats.json)",
         "target": "median latency_ms of the selected rows per (board, benchmark)",

@@ -6,10 +6,16 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from edgeopt.data import load_data
+
+# The MLPerf Tiny reference models and results live in shared/ beside the repository.
+MLPERF_DIR = Path(os.environ.get("EDGEOPT_MLPERF_DIR",
+                                 Path(__file__).resolve().parents[2] / "shared" / "mlperf_tiny"))
 
 
 @pytest.fixture(scope="session")

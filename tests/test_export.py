@@ -7,7 +7,9 @@ import pytest
 from edgeopt.errors import UserError
 from edgeopt.export.c_array import c_array_source, export_mcu
 
-KWS = Path(__file__).resolve().parents[2] / "shared" / "mlperf_tiny" / "kws_ref_model.tflite"
+from conftest import MLPERF_DIR
+
+KWS = MLPERF_DIR / "kws_ref_model.tflite"
 
 
 def test_c_array_round_trip():

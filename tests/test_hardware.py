@@ -20,7 +20,7 @@ from edgeopt.hardware.estimator import estimate, estimate_arena
 from edgeopt.hardware.recommend import Variant, load_run_variants, recommend
 from edgeopt.measure.graph_types import GraphProfile, OpStats
 
-MLPERF = Path(os.environ.get("EDGEOPT_MLPERF_DIR", "/work/shared/mlperf_tiny"))
+from conftest import MLPERF_DIR as MLPERF  # noqa: E402
 MODELS = {"kws": "kws_ref_model.tflite", "vww": "vww_96_int8.tflite",
           "ic": "pretrainedResnet_quant.tflite", "ad": "ad01_int8.tflite"}
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,7 +14,7 @@ from edgeopt.measure.graph import (format_profile_table, profile_keras, profile_
                                    profile_tflite)
 from edgeopt.measure.tflm import TFLMSession, measure_arena
 
-MLPERF = Path("/work/shared/mlperf_tiny")
+from conftest import MLPERF_DIR as MLPERF  # noqa: E402
 STATS = json.loads((MLPERF / "model_stats.json").read_text()) if MLPERF.is_dir() else {}
 needs_mlperf = pytest.mark.skipif(not STATS, reason="MLPerf Tiny reference models not available")
 

@@ -384,3 +384,17 @@ def test_arena_estimate_out_of_sample_on_a_float_cnn(digits_cnn_tflite):
     prof = profile_model(digits_cnn_tflite, measure_arena=False)
     assert prof.precision == "float32"
     assert estimate_arena(prof)[0] == pytest.approx(_measure(digits_cnn_tflite), rel=0.05)
+
+
+def test_mixed_precision_model_is_blocked_on_full_int8_accelerators():
+    from edgeopt.hardware.catalogue import get_device, load_devices
+    from edgeopt.hardware.estimator import estimate
+    from edgeopt.measure.graph_types import GraphProfile, OpStats
+
+    ops = [OpStats("conv0", "CONV_2D", [1, 8, 8, 8], params=80, macs=4608, dtype="float32"),
+           OpStats("conv1", "CONV_2D", [1, 8, 8, 8], params=584, macs=36864, dtype="int8")]
+    prof = GraphProfile("tflite", "m.tflite", ops, total_params=664, total_macs=41472, precision="int8",
+                        file_bytes=4000, peak_activation_bytes=1024)
+    devices = load_devices()
+    est = estimate(prof, get_device("coral-usb-accelerator", devices))
+    assert any("1 compute op(s) are float: CONV_2D" in b for b in est.blockers)

@@ -180,6 +180,7 @@ def register(app: typer.Typer) -> None:
                 names = ", ".join(v["name"] for v in record["variants"] if v.get("status") == "done")
                 raise UserError(f"give --variant, one of: {names}")
             artifact = source / chosen["artifact"]
+            name = name or f"{record.get('name', 'model')}_{chosen['name']}"
         elif not source.exists():
             raise UserError(f"not found: {source}")
         for path in export_mcu(artifact, out, name):

@@ -364,8 +364,12 @@ def _energy(est: Estimate, dev: Device, battery_mah, inferences_per_hour, batter
 # --------------------------------------------------------------------------- constraints
 def _constraints(est: Estimate, profile: GraphProfile, dev: Device) -> None:
     precision = profile.precision
+    float_compute = [op.op_type for op in profile.ops if op.macs and op.dtype.startswith("float")]
     if dev.constraints.requires_full_int8 and precision not in _INT8 and precision not in dev.precisions:
         est.blockers.append(f"needs a full-int8 model (this one is {precision})")
+    elif dev.constraints.requires_full_int8 and float_compute:  # mixed precision: some ops kept float
+        est.blockers.append(f"needs a full-int8 model ({len(float_compute)} compute op(s) are float: "
+                            f"{', '.join(dict.fromkeys(float_compute))})")
     is_float = precision in ("float32", "float16", "bfloat16")
     if dev.device_class == "mcu" and is_float and not has_fpu(dev):
         est.blockers.append(f"{precision} model on an MCU without FPU ({dev.core})")

@@ -75,13 +75,18 @@ class _KernelQuant:
 
     per_channel = True
 
-    def _init_quant(self, masked: bool) -> None:
+    def __init__(self, *args, masked: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
         self.masked = bool(masked)
 
-    def _build_mask(self) -> None:
+    def build(self, input_shape):
+        super().build(input_shape)
         if self.masked:
             self.mask = self.add_weight(shape=self._kernel_var().shape, name="mask", trainable=False,
                                         initializer="ones")
+
+    def get_config(self):
+        return {**super().get_config(), "masked": self.masked}
 
     def _kernel_var(self):
         k = getattr(self, "_kernel", None)  # Conv2D/Dense keep it there; DepthwiseConv2D in .kernel
@@ -118,32 +123,13 @@ class _KernelQuant:
 
 @keras.saving.register_keras_serializable(package="edgeopt")
 class QuantConv2D(_KernelQuant, keras.layers.Conv2D):
-    def __init__(self, *args, masked: bool = False, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_quant(masked)
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._build_mask()
-
     def call(self, inputs):
         return self._finish(self.convolution_op(inputs, self.fake_quant_kernel()))
-
-    def get_config(self):
-        return {**super().get_config(), "masked": self.masked}
 
 
 @keras.saving.register_keras_serializable(package="edgeopt")
 class QuantDepthwiseConv2D(_KernelQuant, keras.layers.DepthwiseConv2D):
     """Per-channel over the in*multiplier output channels (the TFLite depthwise layout)."""
-
-    def __init__(self, *args, masked: bool = False, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_quant(masked)
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._build_mask()
 
     def _channels_last(self, k):
         kh, kw, cin, mult = k.shape
@@ -155,27 +141,13 @@ class QuantDepthwiseConv2D(_KernelQuant, keras.layers.DepthwiseConv2D):
                                  data_format=self.data_format)
         return self._finish(out)
 
-    def get_config(self):
-        return {**super().get_config(), "masked": self.masked}
-
 
 @keras.saving.register_keras_serializable(package="edgeopt")
 class QuantDense(_KernelQuant, keras.layers.Dense):
     per_channel = False
 
-    def __init__(self, *args, masked: bool = False, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_quant(masked)
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._build_mask()
-
     def call(self, inputs, training=None):
         return self._finish(ops.matmul(inputs, self.fake_quant_kernel()))
-
-    def get_config(self):
-        return {**super().get_config(), "masked": self.masked}
 
 
 QUANT_CLASSES = {"Conv2D": QuantConv2D, "DepthwiseConv2D": QuantDepthwiseConv2D, "Dense": QuantDense}

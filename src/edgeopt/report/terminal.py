@@ -159,8 +159,8 @@ def print_recipes() -> None:
     table.add_column("what it does")
     steps.load_all()
     for name, factory in sorted(steps._REGISTRY.items()):
-        doc = (factory.__doc__ or "").strip().splitlines()
-        table.add_row(name, getattr(factory, "kind", ""), doc[0] if doc else "")
+        summary = (factory.__doc__ or "").strip().split("\n\n")[0]  # the first paragraph
+        table.add_row(name, getattr(factory, "kind", ""), " ".join(summary.split()))
     for alias, items in sorted(steps._ALIASES.items()):
         table.add_row(alias, "alias", "runs: " + ", ".join(items))
     console.print(table)

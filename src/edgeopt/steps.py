@@ -3,7 +3,7 @@
 A recipe is an ordered list of steps, e.g. ``prune,cluster,qat,int8``. Steps of kind
 "keras" take a Keras model and return a Keras model (training-time techniques); at most one
 step of kind "convert" ends the recipe and turns the Keras model into a deployable artifact
-(if a recipe has none, ``float32`` is appended). Steps transform; they never measure the
+(if a recipe has none, ``float32`` is appended, or ``int8`` after ``qat``). Steps transform; they never measure the
 artifact: the run measures every variant the same way afterwards.
 """
 from __future__ import annotations
@@ -11,8 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Protocol
-
-import numpy as np
 
 
 @dataclass
@@ -59,12 +57,6 @@ def register_alias(name: str, recipes: list[str]) -> None:
     _ALIASES[name] = recipes
 
 
-def calibration_sample(x: np.ndarray, y: np.ndarray | None, n: int, seed: int = 0) -> np.ndarray:
-    """A stratified sample of at most n rows (by class when labels are integer classes)."""
-    from edgeopt.data import stratified_indices
-    return x[stratified_indices(y, n, seed) if y is not None else np.arange(min(n, len(x)))]
-
-
 # Modules that register steps when imported. A new technique adds its module here.
 STEP_MODULES = [
     "edgeopt.techniques.convert",  # float32 baseline
@@ -108,8 +100,3 @@ def expand_recipes(names: list[str]) -> list[list[str]]:
             if chain and chain not in out:
                 out.append(chain)
     return out
-
-
-def known_steps() -> dict[str, str]:
-    load_all()
-    return {n: getattr(f, "__doc__", "") or "" for n, f in sorted(_REGISTRY.items())}

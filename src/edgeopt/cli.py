@@ -5,8 +5,6 @@ import importlib
 import json
 import os
 import sys
-from pathlib import Path
-from typing import Optional
 
 import typer
 

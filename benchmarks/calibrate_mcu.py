@@ -39,7 +39,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from edgeopt.hardware.catalogue import core_info, load_devices  # noqa: E402
 from edgeopt.hardware.estimator import estimate, work_by_class  # noqa: E402
-from edgeopt.hardware.tflite_stats import measure_tflm_arena, profile_model  # noqa: E402
+from edgeopt.hardware.tflite_stats import measure_tflm_arena  # noqa: E402
+from edgeopt.measure.graph import profile_path  # noqa: E402
+from edgeopt.measure.tflm import measure_arena  # noqa: E402
 
 MODELS = {  # benchmark column in the CSV -> reference model file
     "kws": "kws_ref_model.tflite",
@@ -156,12 +158,7 @@ def predict(profiles, devices, cal, device, bench):
 
 
 def measured_arena(path: Path) -> int:
-    """The shared measurement (smallest arena TFLM allocates and invokes with) when available,
-    else the allocator's recorded total."""
-    try:
-        from edgeopt.measure.tflm import measure_arena
-    except ImportError:
-        return measure_tflm_arena(path)["total"]
+    """The smallest arena the TFLM host interpreter allocates and invokes with."""
     arena, note = measure_arena(path)
     if arena is None:
         raise RuntimeError(f"{path}: {note}")
@@ -176,7 +173,7 @@ def fit_arena(data_dir: Path):
     rows = []
     for name in ARENA_MODELS:
         path = data_dir / name
-        prof = profile_model(path, measure_arena=False)
+        prof = profile_path(path, measure_arena=False)
         measured = {**measure_tflm_arena(path), "arena": measured_arena(path)}
         rows.append((name, prof, measured, arena_counts(prof), tflm_planned_bytes(path)))
     def head(c, planned):
@@ -213,7 +210,7 @@ def main(argv=None) -> int:
 
     devices = load_devices(include_host=False)
     rows = load_rows(args.data_dir / "results_calibration.csv")
-    profiles = {b: profile_model(args.data_dir / f, measure_arena=False) for b, f in MODELS.items()}
+    profiles = {b: profile_path(args.data_dir / f, measure_arena=False) for b, f in MODELS.items()}
     works = {b: work_by_class(p) for b, p in profiles.items()}
 
     stack_rates, stack_weights, used_rows, tgt_all = {}, {}, {}, {}

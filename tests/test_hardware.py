@@ -32,9 +32,9 @@ FIGURES = ("clock_mhz", "ram_kb", "flash_kb", "peak_gops", "effective_gmacs", "m
 
 @pytest.fixture(scope="module")
 def profiles():
-    from edgeopt.hardware.tflite_stats import profile_model
+    from edgeopt.measure.graph import profile_path
 
-    return {b: profile_model(MLPERF / f, measure_arena=False) for b, f in MODELS.items()}
+    return {b: profile_path(MLPERF / f, measure_arena=False) for b, f in MODELS.items()}
 
 
 def _write(tmp_path, text: str, name="my_devices.yaml") -> Path:
@@ -186,23 +186,18 @@ def test_calibration_file_records_provenance():
 
 
 def _measure(path: Path) -> int:
-    try:
-        from edgeopt.measure.tflm import measure_arena
+    from edgeopt.measure.tflm import measure_arena
 
-        return int(measure_arena(path)[0])
-    except ImportError:
-        from edgeopt.hardware.tflite_stats import measure_tflm_arena
-
-        return measure_tflm_arena(path)["total"]
+    return int(measure_arena(path)[0])
 
 
 @needs_mlperf
 @pytest.mark.parametrize("name", list(MODELS.values()) + ["pretrainedResnet_large_int8.tflite",
                                                             "str_ww_ref_model.tflite"])
 def test_arena_estimate_within_5pct_of_tflm(profiles, name):
-    from edgeopt.hardware.tflite_stats import profile_model
+    from edgeopt.measure.graph import profile_path
 
-    prof = profile_model(MLPERF / name, measure_arena=False)
+    prof = profile_path(MLPERF / name, measure_arena=False)
     assert prof.arena_bytes is None
     estimated, basis, inputs = estimate_arena(prof)
     assert "persistent" in basis and inputs["persistent_bytes"] > 0
@@ -379,9 +374,9 @@ def test_host_cpu_uses_a_run_measured_latency(app, run_dir):
 @pytest.mark.slow
 def test_arena_estimate_out_of_sample_on_a_float_cnn(digits_cnn_tflite):
     """A model the arena constants were not fitted on (float32, 8x8 digits CNN)."""
-    from edgeopt.hardware.tflite_stats import profile_model
+    from edgeopt.measure.graph import profile_path
 
-    prof = profile_model(digits_cnn_tflite, measure_arena=False)
+    prof = profile_path(digits_cnn_tflite, measure_arena=False)
     assert prof.precision == "float32"
     assert estimate_arena(prof)[0] == pytest.approx(_measure(digits_cnn_tflite), rel=0.05)
 

@@ -58,7 +58,7 @@ def load_run_variants(run_dir: str | Path) -> list[tuple[str, Path, dict]]:
 
 def load_targets(target: str | Path) -> list[Variant]:
     """A model file -> one variant; a run directory -> its finished variants, each profiled."""
-    from edgeopt.hardware.tflite_stats import profile_model
+    from edgeopt.measure.graph import profile_path
 
     target = Path(target)
     if target.is_dir() and (target / RUN_FILE).exists():
@@ -67,7 +67,7 @@ def load_targets(target: str | Path) -> list[Variant]:
         entries = [(target.stem, target, {})]
     else:
         raise UserError(f"not found: {target} (pass a model file or a run directory with {RUN_FILE})")
-    return [Variant(name, path, metrics, profile_model(path)) for name, path, metrics in entries]
+    return [Variant(name, path, metrics, profile_path(path)) for name, path, metrics in entries]
 
 
 @dataclass

@@ -2,27 +2,13 @@
 
 `tflm_planned_bytes` replays TFLite Micro's greedy memory planner on the tensor lifetimes of a
 .tflite file (the non-persistent "head" of the arena); `measure_tflm_arena` asks the host build of
-TFLite Micro itself. `profile_model` wraps the shared profiler (edgeopt.measure.graph).
+TFLite Micro itself.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from edgeopt.measure.graph_types import GraphProfile
-
 _ALIGN = 16  # TFLM aligns planned buffers to 16 bytes
-
-
-def profile_model(path: str | Path, measure_arena: bool = True) -> GraphProfile:
-    """Profile a model file with the shared profiler; arena measurement is skipped if unavailable."""
-    from edgeopt.measure.graph import profile_path
-
-    try:
-        return profile_path(str(path), measure_arena=measure_arena)
-    except ModuleNotFoundError as exc:  # the TFLM measuring module is optional
-        if not measure_arena or "tflm" not in str(exc):
-            raise
-        return profile_path(str(path), measure_arena=False)
 
 
 def _lifetimes(path: Path) -> list[tuple[int, int, int]]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeopt.errors import UserError
+from edgeopt.errors import UserError, one_line
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic")
 DEFAULT_PRECISIONS = ("fp32", "fp16", "int8")
@@ -317,7 +317,7 @@ def _fill_row(row: Row, artifacts: Artifacts, dataset, reference, workdir, timin
         row.status, row.reason = "failed", str(e)
     except Exception as e:  # a runtime crashing on one model must not end the comparison
         row.status = "failed"
-        row.reason = f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+        row.reason = f"{type(e).__name__}: {one_line(e)}"
         row.settings = {**row.settings, "traceback": traceback.format_exc(limit=3)[-600:]}
 
 

@@ -13,7 +13,7 @@ from typing import Literal
 
 import numpy as np
 
-from edgeopt.errors import UserError
+from edgeopt.errors import UserError, one_line
 
 BUILTINS = ("digits", "fashion-mnist", "blobs2d")
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -197,7 +197,7 @@ def _npz(path: Path, x_key: str, y_key: str):
     except UserError:
         raise
     except Exception as e:  # zip errors, pickled arrays, truncation
-        raise UserError(f"cannot read {path.name} as .npz: {_short(e)}") from None
+        raise UserError(f"cannot read {path.name} as .npz: {one_line(e)}") from None
 
 
 def _npy_pair(path: Path):
@@ -214,7 +214,7 @@ def _npy_pair(path: Path):
     try:
         return np.load(path, allow_pickle=False), np.load(ypath, allow_pickle=False)
     except Exception as e:
-        raise UserError(f"cannot read {path.name}/{ypath.name} as .npy: {_short(e)}") from None
+        raise UserError(f"cannot read {path.name}/{ypath.name} as .npy: {one_line(e)}") from None
 
 
 def _csv(path: Path, label_column: str | int):
@@ -222,7 +222,7 @@ def _csv(path: Path, label_column: str | int):
         with open(path, newline="") as f:
             rows = list(csv.reader(f))
     except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read {path.name} as CSV: {_short(e)}") from None
+        raise UserError(f"cannot read {path.name} as CSV: {one_line(e)}") from None
     rows = [r for r in rows if r]
     if not rows:
         raise UserError(f"{path.name}: the CSV is empty")
@@ -238,7 +238,7 @@ def _csv(path: Path, label_column: str | int):
     try:
         table = np.array([[float(v) for v in r] for r in rows], dtype=np.float64)
     except ValueError as e:
-        raise UserError(f"{path.name}: non-numeric value ({_short(e)}); the CSV must be numbers") from None
+        raise UserError(f"{path.name}: non-numeric value ({one_line(e)}); the CSV must be numbers") from None
     except Exception:
         raise UserError(f"{path.name}: rows have different numbers of columns") from None
     if table.ndim != 2 or table.shape[1] != width:
@@ -281,7 +281,7 @@ def _image_folder(path: Path, image_size, grayscale):
                 im = im.resize((image_size[1], image_size[0]))
                 arr = np.asarray(im, dtype=np.float32) / 255.0
         except (UnidentifiedImageError, OSError) as e:
-            raise UserError(f"cannot read image {f}: {_short(e)}") from None
+            raise UserError(f"cannot read image {f}: {one_line(e)}") from None
         xs.append(arr[..., None] if arr.ndim == 2 else arr)
         ys.append(label)
     return np.stack(xs), np.array(ys, dtype=np.int64), classes
@@ -402,7 +402,3 @@ def quantized_input_range(scale: float | None, zero_point: int | None, dtype: st
 
 def _fmt(shape) -> str:
     return "(" + ", ".join("?" if s in (None, -1) else str(s) for s in shape) + ")"
-
-
-def _short(e: Exception) -> str:
-    return " ".join(str(e).split())[:200] or type(e).__name__

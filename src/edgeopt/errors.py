@@ -12,3 +12,10 @@ class UserError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))
+
+
+def one_line(e: BaseException | str, limit: int = 200) -> str:
+    """An exception's message collapsed to one line of at most ``limit`` characters (its type
+    name when the message is empty), for error lines and failure reasons."""
+    text = " ".join(str(e).split())[:limit]
+    return text or (type(e).__name__ if isinstance(e, BaseException) else "")

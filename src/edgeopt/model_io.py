@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.errors import UserError
+from edgeopt.errors import UserError, one_line
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 SUFFIXES = KERAS_SUFFIXES + (".tflite", ".onnx")
@@ -86,7 +86,7 @@ def load_keras(path: str | Path, *, unsafe: bool = False):
         raise UserError(f"cannot load {path.name} as a Keras model: {text[:200]}") from None
     except (OSError, KeyError, TypeError, AttributeError, zipfile.BadZipFile, EOFError) as e:
         raise UserError(f"cannot load {path.name} as a Keras model (corrupt or truncated?): "
-                        f"{' '.join(str(e).split())[:160]}") from None
+                        f"{one_line(e, 160)}") from None
 
 
 def _check_container(path: Path) -> None:
@@ -112,7 +112,7 @@ def _load_saved_model(path: Path):
     try:
         layer = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")
     except Exception as e:
-        raise UserError(f"cannot load SavedModel {path}: {' '.join(str(e).split())[:200]}") from None
+        raise UserError(f"cannot load SavedModel {path}: {one_line(e)}") from None
     import tensorflow as tf
 
     loaded = tf.saved_model.load(str(path))
@@ -166,7 +166,7 @@ def _load_onnx(path: Path) -> LoadedModel:
         onnx.checker.check_model(model)
     except Exception as e:
         raise UserError(f"cannot load {path.name} as ONNX (corrupt, truncated or another format): "
-                        f"{' '.join(str(e).split())[:160]}") from None
+                        f"{one_line(e, 160)}") from None
     inp = model.graph.input[0]
     dims = [d.dim_value if d.dim_value > 0 else None for d in inp.type.tensor_type.shape.dim]
     out_dims = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeopt.errors import UserError
+from edgeopt.errors import UserError, one_line
 
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "amx_tile")
 
@@ -41,7 +41,7 @@ def keras_to_onnx(model, dst: str | Path) -> Path:
         try:
             model.export(str(tmp), format="onnx", verbose=False)
         except Exception as e:
-            raise UserError(f"cannot export {model.name} to ONNX: {_short(e)}") from None
+            raise UserError(f"cannot export {model.name} to ONNX: {one_line(e)}") from None
     return dst
 
 
@@ -111,7 +111,7 @@ def quantize_onnx_static(src: str | Path, dst: str | Path, calibration: np.ndarr
                             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
                             **opts)
         except Exception as e:
-            raise UserError(f"ONNX Runtime static int8 quantization failed: {_short(e)}") from None
+            raise UserError(f"ONNX Runtime static int8 quantization failed: {one_line(e)}") from None
     return {**{k: getattr(v, "name", v) for k, v in opts.items()}, "why": why,
             "calibration_samples": int(len(calibration))}
 
@@ -125,7 +125,7 @@ def quantize_onnx_dynamic(src: str | Path, dst: str | Path) -> dict:
             quantize_dynamic(str(_pre_process(src, Path(tmpdir))), str(tmp), weight_type=QuantType.QInt8,
                              per_channel=False)
         except Exception as e:
-            raise UserError(f"ONNX Runtime dynamic int8 quantization failed: {_short(e)}") from None
+            raise UserError(f"ONNX Runtime dynamic int8 quantization failed: {one_line(e)}") from None
     return {"weight_type": "QInt8", "mode": "int8 weights, activations quantized at run time"}
 
 
@@ -155,7 +155,3 @@ def _quiet():
 
     with quiet_fds():
         yield
-
-
-def _short(e: Exception) -> str:
-    return " ".join(str(e).split())[:200] or type(e).__name__

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeopt.errors import UserError
+from edgeopt.errors import UserError, one_line
 from edgeopt.export.onnx import VNNI_FLAGS
 
 
@@ -25,7 +25,7 @@ def onnx_to_openvino(src: str | Path, dst_xml: str | Path, fp16: bool = False) -
     try:
         model = ov.convert_model(str(src))
     except Exception as e:
-        raise UserError(f"OpenVINO cannot convert {Path(src).name}: {_short(e)}") from None
+        raise UserError(f"OpenVINO cannot convert {Path(src).name}: {one_line(e)}") from None
     return save_ir(model, dst_xml, fp16=fp16)
 
 
@@ -80,7 +80,7 @@ def quantize_openvino(src_xml: str | Path, dst_xml: str | Path, calibration: np.
                                       fast_bias_correction=bias_correction != "full",
                                       advanced_parameters=params)
         except Exception as e:
-            raise UserError(f"NNCF int8 quantization failed: {_short(e)}") from None
+            raise UserError(f"NNCF int8 quantization failed: {one_line(e)}") from None
     save_ir(quantized, dst_xml, fp16=False)
     return {**opts, "bias_correction": bias_correction, "calibration_samples": int(len(calibration))}
 
@@ -117,7 +117,3 @@ def _quiet_nncf():
             yield
     finally:
         logger.setLevel(level)
-
-
-def _short(e: Exception) -> str:
-    return " ".join(str(e).split())[:200] or type(e).__name__

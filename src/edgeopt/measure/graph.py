@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgeopt.errors import UserError
+from edgeopt.errors import UserError, one_line
 from edgeopt.measure.graph_types import GraphProfile, OpStats, TensorStats
 
 # Ops whose output only re-encodes constant weights (computed once at load time, not per inference).
@@ -401,7 +401,7 @@ def _apply_runtime_shapes(path: Path, tensors: list[_Tensor]) -> list[str]:
         interp.invoke()
         details = interp.get_tensor_details()
     except Exception as e:  # custom ops etc.: keep the stored shapes
-        return [f"dynamic shapes not resolved ({' '.join(str(e).split())[:80]}); "
+        return [f"dynamic shapes not resolved ({one_line(e, 80)}); "
                 "MACs of ops after a batch-changing op may be low"]
     for d in details:
         k = int(d["index"])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeopt.errors import UserError
+from edgeopt.errors import UserError, one_line
 from edgeopt.runtimes.base import RuntimeInfo, TensorInfo, dequantize_output, quantize_input
 
 
@@ -31,7 +31,7 @@ class LiteRTSession:
                 self._interp = Interpreter(model_path=str(path), num_threads=threads)
                 self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as e:
-            raise UserError(f"LiteRT cannot load {Path(path).name}: {' '.join(str(e).split())[:200]}") from None
+            raise UserError(f"LiteRT cannot load {Path(path).name}: {one_line(e)}") from None
         self.load_seconds = time.perf_counter() - t0
         self.inputs = [_tensor_info(d) for d in self._interp.get_input_details()]
         self.outputs = [_tensor_info(d) for d in self._interp.get_output_details()]

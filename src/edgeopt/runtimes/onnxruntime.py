@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeopt.errors import UserError
+from edgeopt.errors import UserError, one_line
 from edgeopt.runtimes.base import RuntimeInfo, TensorInfo
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
@@ -35,7 +35,7 @@ class ORTSession:
         try:
             self._sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # ORT raises its own Fail/InvalidGraph/... types
-            raise UserError(f"ONNX Runtime cannot load {Path(path).name}: {' '.join(str(e).split())[:200]}") from None
+            raise UserError(f"ONNX Runtime cannot load {Path(path).name}: {one_line(e)}") from None
         self.load_seconds = time.perf_counter() - t0
         self.inputs = [_tensor_info(i) for i in self._sess.get_inputs()]
         self.outputs = [_tensor_info(o) for o in self._sess.get_outputs()]
@@ -67,13 +67,9 @@ class OnnxRuntime:
         try:
             import onnxruntime as ort
         except Exception as e:
-            return RuntimeInfo(self.name, "", False, f"onnxruntime is not installed ({_short(e)}); "
+            return RuntimeInfo(self.name, "", False, f"onnxruntime is not installed ({one_line(e, 160)}); "
                                                      f"pip install onnxruntime")
         return RuntimeInfo(self.name, ort.__version__, True)
 
     def load(self, path: Path, threads: int = 1) -> ORTSession:
         return ORTSession(Path(path), threads)
-
-
-def _short(e: Exception) -> str:
-    return " ".join(str(e).split())[:160] or type(e).__name__

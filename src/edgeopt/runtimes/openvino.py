@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeopt.errors import UserError
+from edgeopt.errors import UserError, one_line
 from edgeopt.runtimes.base import RuntimeInfo, TensorInfo
 
 
@@ -31,7 +31,7 @@ class OVSession:
             core = ov.Core()
             self._compiled = core.compile_model(str(path), "CPU", config)
         except Exception as e:
-            raise UserError(f"OpenVINO cannot load {Path(path).name}: {' '.join(str(e).split())[:200]}") from None
+            raise UserError(f"OpenVINO cannot load {Path(path).name}: {one_line(e)}") from None
         self.load_seconds = time.perf_counter() - t0
         self.inputs = [_tensor_info(p) for p in self._compiled.inputs]
         self.outputs = [_tensor_info(p) for p in self._compiled.outputs]
@@ -64,13 +64,9 @@ class OpenVINO:
         try:
             import openvino as ov
         except Exception as e:
-            return RuntimeInfo(self.name, "", False, f"openvino is not installed ({_short(e)}); "
+            return RuntimeInfo(self.name, "", False, f"openvino is not installed ({one_line(e, 160)}); "
                                                      f"pip install openvino")
         return RuntimeInfo(self.name, ov.get_version().split("-")[0], True)
 
     def load(self, path: Path, threads: int = 1) -> OVSession:
         return OVSession(Path(path), threads)
-
-
-def _short(e: Exception) -> str:
-    return " ".join(str(e).split())[:160] or type(e).__name__

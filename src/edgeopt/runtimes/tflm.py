@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgeopt.errors import one_line
 from edgeopt.runtimes.base import RuntimeInfo
 
 
@@ -24,7 +25,7 @@ class TFLM:
             from edgeopt.measure.tflm import TFLMSession  # noqa: F401
             return RuntimeInfo(self.name, version("tflite-micro"), True)
         except Exception as e:
-            return RuntimeInfo(self.name, "", False, f"TFLM is not usable here ({' '.join(str(e).split())[:160]}); "
+            return RuntimeInfo(self.name, "", False, f"TFLM is not usable here ({one_line(e, 160)}); "
                                                      f"pip install tflite-micro")
 
     def load(self, path: Path, threads: int = 1):

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.errors import UserError
+from edgeopt.errors import UserError, one_line
 
 METHODS = ("minmax", "percentile")
 MIN_SAMPLES_WITHOUT_WARNING = 10
@@ -163,7 +163,7 @@ def _load_array(given) -> np.ndarray:
         try:
             return np.load(given, allow_pickle=False)
         except (OSError, ValueError) as e:
-            reason = " ".join(str(e).split())[:160]
+            reason = one_line(e, 160)
             raise UserError(f"cannot read calibration data {given}: {reason}") from None
     return np.asarray(given)
 

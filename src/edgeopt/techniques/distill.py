@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeopt.errors import UserError
+from edgeopt.errors import UserError, one_line
 from edgeopt.steps import StepContext, StepResult, register
 
 # T=2, alpha=0.5 beat T=4, alpha=0.2 (and T=3) by 1-2 points on a half-width Fashion-MNIST student
@@ -181,7 +181,7 @@ def scaled_model(model, width: float, seed: int | None = None):
     try:
         return type(model).from_config(config)
     except Exception as e:  # a scaled width that another layer depends on (e.g. a Reshape)
-        raise UserError(f"cannot rebuild {model.name} at width {width:g}: {' '.join(str(e).split())[:200]}; "
+        raise UserError(f"cannot rebuild {model.name} at width {width:g}: {one_line(e)}; "
                         f"pass a student model with the 'student' option") from None
 
 
@@ -294,7 +294,7 @@ def _baseline(student, initial: list, ctx: StepContext, opts: dict) -> tuple[Any
         plain = keras.models.clone_model(student)
         plain.set_weights(initial)
     except Exception as e:  # subclassed students cannot always be cloned
-        return None, {"skipped": f"cannot copy the student: {' '.join(str(e).split())[:150]}"}
+        return None, {"skipped": f"cannot copy the student: {one_line(e, 150)}"}
     _, report = fine_tune(plain, ctx, epochs=opts["epochs"], lr=opts["lr"])
     return plain, {"val": validation_score(plain, ctx.dataset), "epochs_run": report.get("epochs_run")}
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeopt.errors import UserError
+from edgeopt.errors import UserError, one_line
 from edgeopt.fsutil import atomic_write_bytes
 from edgeopt.steps import StepContext, StepResult, register, register_alias
 from edgeopt.techniques.calibration import activation_ranges, calibration_data
@@ -241,7 +241,7 @@ def _aeq_run(float_model: bytes, recipe, ranges, keep_float: list[str]) -> bytes
             warnings.simplefilter("ignore")
             result = qt.quantize(ranges if qt.need_calibration else None, enable_progress_report=False)
     except (ValueError, RuntimeError, KeyError) as e:
-        reason = " ".join(str(e).split())[:200]
+        reason = one_line(e)
         raise UserError(f"ai-edge-quantizer cannot quantize this model: {reason}") from None
     return bytes(result.quantized_model)
 

@@ -406,7 +406,7 @@ def markdown_table(rows: list[Row]) -> str:
 
 
 def _write_atomic(dst: Path, data: bytes) -> None:
-    from edgeopt.export.onnx import atomic_path
+    from edgeopt.fsutil import atomic_path
 
     with atomic_path(dst) as tmp:
         tmp.write_bytes(data)

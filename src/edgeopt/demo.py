@@ -47,14 +47,10 @@ def _train_cnn(out: Path, quick: bool) -> tuple[Path, str]:
 
 
 def _save(model, path: Path) -> Path:
-    import os
-    import tempfile
+    from edgeopt.fsutil import atomic_path
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".keras", dir=path.parent)
-    os.close(fd)
-    model.save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:  # keeps the .keras suffix Keras needs
+        model.save(tmp)
     return path
 
 

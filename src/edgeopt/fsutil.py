@@ -1,6 +1,7 @@
 """Atomic file writes: a temp file in the same folder, then os.replace, so readers never see half a file."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -20,22 +21,30 @@ def ensure_writable_dir(path: Path) -> Path:
     return path
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    path = Path(path)
-    ensure_writable_dir(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+@contextlib.contextmanager
+def atomic_path(dst: Path, suffix: str | None = None):
+    """Yield a temp path beside ``dst`` for a writer that needs a file name (Keras, ONNX, OpenVINO);
+    on success it replaces ``dst``, on failure it is removed: never a half-written file."""
+    dst = Path(dst)
+    ensure_writable_dir(dst.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=suffix or dst.suffix or ".tmp", dir=dst.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
-        with os.fdopen(fd, "wb") as f:
+        os.close(fd)
+        yield Path(tmp)
+        os.replace(tmp, dst)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    with atomic_path(path, suffix=".tmp") as tmp:
+        with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return Path(path)
 
 
 def _umask() -> int:

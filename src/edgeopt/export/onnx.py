@@ -4,32 +4,17 @@ Every function writes its output atomically (temp file in the same folder, then 
 """
 from __future__ import annotations
 
-import contextlib
-import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
+from edgeopt.convert import quiet_fds
 from edgeopt.errors import UserError, one_line
+from edgeopt.fsutil import atomic_path
 
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "amx_tile")
-
-
-@contextlib.contextmanager
-def atomic_path(dst: str | Path, suffix: str | None = None):
-    """Yield a temp path beside ``dst``; on success it replaces ``dst`` (never a half-written file)."""
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.stem}.", suffix=suffix or dst.suffix, dir=dst.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def keras_to_onnx(model, dst: str | Path) -> Path:
@@ -37,7 +22,7 @@ def keras_to_onnx(model, dst: str | Path) -> Path:
     dst = Path(dst)
     shape = tuple(1 if d is None else d for d in model.inputs[0].shape)
     model(np.zeros(shape, dtype=model.inputs[0].dtype))  # export needs a model that was called once
-    with atomic_path(dst) as tmp, _quiet():
+    with atomic_path(dst) as tmp, quiet_fds():
         try:
             model.export(str(tmp), format="onnx", verbose=False)
         except Exception as e:
@@ -147,11 +132,3 @@ def _fixed_batch(path: Path) -> int | None:
 
     dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
     return dims[0].dim_value if dims and dims[0].dim_value > 0 else None
-
-
-@contextlib.contextmanager
-def _quiet():
-    from edgeopt.convert import quiet_fds
-
-    with quiet_fds():
-        yield

@@ -1,57 +1,122 @@
-"""A self-contained HTML report of a run: the variants table, Pareto plots, how each was made."""
+"""A self-contained, offline HTML report of a run.
+
+Sections: summary (baseline against the variant to pick per target, and why), interactive trade-off
+plots (plotly, its JavaScript inlined), the device-fit matrix (estimates), a per-layer view per
+variant, fine-tuning curves with their diagnosis, the search history (when the run has one), how
+each variant was made, and the environment. Everything from the run is HTML-escaped (Jinja
+autoescape; figure JSON is embedded with ``<``, ``>`` and ``&`` as JSON escapes).
+"""
 from __future__ import annotations
 
-import base64
-import io
+import math
 from pathlib import Path
 
 from edgeopt.fsutil import atomic_write_text
-from edgeopt.run import load_run, objective_values, pareto_front
+from edgeopt.report import view
+from edgeopt.report.devices import DEFAULT_BATTERY_MAH, DEFAULT_INFERENCES_PER_HOUR
 
 
-def _plot(variants: list[dict], front: set[str], x_key: str, x_label: str) -> str:
-    """A scatter of quality against one cost; the 3-objective Pareto front is drawn in red."""
-    import matplotlib
+def build_context(run_dir: Path, record: dict, *, devices_file=None, device_names=None,
+                  battery_mah: float | None = DEFAULT_BATTERY_MAH,
+                  inferences_per_hour: float | None = DEFAULT_INFERENCES_PER_HOUR) -> dict:
+    """Everything the template shows, computed from the run record and the variants' artifacts."""
+    from edgeopt.report import layers, plots
+    from edgeopt.report.devices import device_matrix
+    from edgeopt.run import pareto_front
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
-    done = [v for v in variants if v.get("status") == "done"]
-    for v in done:
-        vals = objective_values(v)
-        y = vals["accuracy"] * 100 if "accuracy" in v["metrics"] else vals["accuracy"]
-        on_front = v["name"] in front
-        ax.scatter(vals[x_key], y, s=60 if on_front else 30, c="tab:red" if on_front else "tab:gray", zorder=3)
-        ax.annotate(v["name"], (vals[x_key], y), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    ax.set_xlabel(x_label)
-    ax.set_ylabel("accuracy (%)" if all("accuracy" in v["metrics"] for v in done) else "-MAE")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def render_report(run_dir: Path, out: Path | None = None) -> Path:
-    import jinja2
-
-    record = load_run(run_dir)
     front = set(pareto_front(record["variants"]))
-    env = jinja2.Environment(loader=jinja2.PackageLoader("edgeopt", "report/templates"),
-                             autoescape=jinja2.select_autoescape(["html", "j2"]))
-    env.filters.update(basename=lambda p: Path(p).name, kb=lambda n: f"{n / 1024:.1f} KB",
-                       quality=_quality, short=lambda x: str(x) if len(str(x)) < 120 else str(x)[:117] + "...")
-    plots = [("Quality vs file size", _plot(record["variants"], front, "size_bytes", "file size (bytes)")),
-             ("Quality vs latency", _plot(record["variants"], front, "latency_p50_ms", "p50 latency (ms)"))]
-    runtime = next((v["metrics"]["how"]["runtime"] for v in record["variants"] if v.get("status") == "done"), "")
-    html = env.get_template("run.html.j2").render(run=record, front=front, plots=plots, runtime=runtime)
+    profiles, profile_problems = layers.profile_variants(run_dir, record)
+    matrix = device_matrix(record, profiles, devices_file=devices_file, device_names=device_names,
+                           battery_mah=battery_mah, inferences_per_hour=inferences_per_hour) if profiles else None
+    per_layer = []
+    for v in view.done(record):
+        if v["name"] in profiles:
+            sparsity = layers.weight_sparsity(layers.artifact_path(run_dir, v))
+            per_layer.append({"variant": v, "profile": profiles[v["name"]],
+                              "rows": layers.layer_rows(v, profiles[v["name"]], sparsity),
+                              "profiled_ops": bool(layers.op_latency_ms(v))})
+    training = [{"variant": v["name"], "hist": h, "figure": plots.training_figure(h)}
+                for v in view.done(record) for h in view.fine_tune_histories(v)]
+    search = view.search_history(record)
+    return {"run": record, "front": front, "summary": view.summary(record),
+            "plots": plots.tradeoff_figures(record, front, matrix), "matrix": matrix,
+            "per_layer": per_layer, "profile_problems": profile_problems, "training": training,
+            "search": search, "search_figure": plots.search_figure(search) if search else None,
+            "environment": view.environment_rows(record), "view": view}
+
+
+def render_report(run_dir: Path, out: Path | None = None, **options) -> Path:
+    """Write the report of ``run_dir`` to ``out`` (default RUN_DIR/report.html); return its path.
+
+    ``options`` go to :func:`build_context` (devices_file, device_names, battery_mah,
+    inferences_per_hour). Raises UserError for a missing or unreadable run directory."""
+    record = view.read_run(run_dir)
+    html = render_html(Path(run_dir), record, **options)
     out = Path(out) if out else Path(run_dir) / "report.html"
     return atomic_write_text(out, html)
 
 
-def _quality(m: dict) -> str:
-    if "accuracy" in m:
-        return f"{m['accuracy'] * 100:.2f}%"
-    return f"MAE {m.get('mae', float('nan')):.4g}"
+def render_html(run_dir: Path, record: dict, **options) -> str:
+    """The report as one HTML string (plotly.js inlined: nothing is fetched when it is opened)."""
+    import jinja2
+    from plotly.offline import get_plotlyjs
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("edgeopt", "report/templates"),
+                             autoescape=jinja2.select_autoescape(["html", "j2"]), trim_blocks=True,
+                             lstrip_blocks=True)
+    env.filters.update(basename=lambda p: Path(str(p)).name, bytes=fmt_bytes, count=fmt_count,
+                       num=fmt_num, pct=fmt_pct, first_clause=lambda t: str(t).split(" (")[0], hours=fmt_hours, json_script=json_for_script)
+    env.tests["mapping"] = lambda x: isinstance(x, dict)
+    env.tests["sequence_of_scalars"] = lambda x: isinstance(x, (list, tuple)) and all(
+        not isinstance(i, (dict, list, tuple)) for i in x)
+    ctx = build_context(run_dir, record, **options)
+    return env.get_template("run.html.j2").render(plotly_js=get_plotlyjs(), **ctx)
+
+
+def json_for_script(text: str) -> str:
+    """JSON text safe inside <script type="application/json">: no '<', '>' or '&' left to parse."""
+    from markupsafe import Markup
+
+    return Markup(text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e"))
+
+
+# ------------------------------------------------------------------ formatting
+def fmt_bytes(n) -> str:
+    if n is None:
+        return "–"
+    for unit, size in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+        if abs(n) >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{n:,.0f} B"
+
+
+def fmt_count(n) -> str:
+    if n is None:
+        return "–"
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f}{unit}"
+    return f"{n:,}"
+
+
+def fmt_num(x, digits: int = 4) -> str:
+    """Numbers to ``digits`` significant digits; other values as text."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return "–" if x is None else str(x)
+    if isinstance(x, float) and not math.isfinite(x):
+        return "∞" if x > 0 else "–"
+    return f"{x:,}" if isinstance(x, int) else f"{x:.{digits}g}"
+
+
+def fmt_pct(x, digits: int = 1) -> str:
+    return "–" if x is None else f"{x * 100:.{digits}f}%"
+
+
+def fmt_hours(h) -> str:
+    if h is None:
+        return "–"
+    if h == math.inf:
+        return "∞"
+    if h >= 2 * 8766:  # hours in a year
+        return f"{h / 8766:,.0f} years"
+    return f"{h:.3g} h" if h < 48 else f"{h / 24:,.1f} d"

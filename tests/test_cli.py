@@ -233,6 +233,6 @@ def test_report_html(capsys, tmp_path, slide_mlp_path):
     code, out, err = run_cli(capsys, "report", out_dir)
     assert code == 0, err
     html = (out_dir / "report.html").read_text()
-    assert "float32" in html and html.count("data:image/png;base64,") == 2
+    assert "float32" in html and "Plotly.newPlot" in html and "<script src=" not in html  # plotly.js inlined
     code, _, err = run_cli(capsys, "report", tmp_path / "not-a-run")
     assert_one_line_error(code, err, "is not a run directory")

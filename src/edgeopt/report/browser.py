@@ -38,6 +38,7 @@ class PageReport:
     plots: int = 0  # plot containers on the page
     rendered: int = 0  # of them drawn by plotly with at least one data point
     screenshot: bytes = b""  # PNG
+    probe: object = None  # the value of the ``probe`` expression after the plots rendered
 
     @property
     def network_requests(self) -> list[str]:
@@ -69,8 +70,10 @@ class _Cdp:
 
 
 def open_report(html_path: Path, *, width: int = 1280, height: int = 900, full_page: bool = False,
-                timeout_s: float = 60.0) -> PageReport:
+                probe: str | None = None, timeout_s: float = 60.0) -> PageReport:
     """Load ``html_path`` from file:// in headless Chromium; return what happened.
+
+    ``probe``: a JavaScript expression evaluated once the plots rendered (its JSON value is kept).
 
     Raises RuntimeError when Chromium is missing or does not start."""
     exe = chromium_path()
@@ -81,7 +84,8 @@ def open_report(html_path: Path, *, width: int = 1280, height: int = 900, full_p
                                  f"--window-size={width},{height}", "about:blank"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            return _inspect(_page_socket(Path(profile), proc, timeout_s), Path(html_path), width, full_page, timeout_s)
+            ws_url = _page_socket(Path(profile), proc, timeout_s)
+            return _inspect(ws_url, Path(html_path), width, full_page, probe, timeout_s)
         finally:
             proc.terminate()
             try:
@@ -103,7 +107,8 @@ def _page_socket(profile: Path, proc: subprocess.Popen, timeout_s: float) -> str
     return next(t["webSocketDebuggerUrl"] for t in targets if t.get("type") == "page")
 
 
-def _inspect(ws_url: str, html_path: Path, width: int, full_page: bool, timeout_s: float) -> PageReport:
+def _inspect(ws_url: str, html_path: Path, width: int, full_page: bool, probe: str | None,
+             timeout_s: float) -> PageReport:
     cdp = _Cdp(ws_url)
     try:
         for domain in ("Page", "Runtime", "Log", "Network"):
@@ -120,6 +125,8 @@ def _inspect(ws_url: str, html_path: Path, width: int, full_page: bool, timeout_
                 break
             time.sleep(0.2)
         report.plots, report.rendered = int(state[1]), int(state[2])
+        if probe:
+            report.probe = cdp.call("Runtime.evaluate", expression=probe, returnByValue=True)["result"].get("value")
         if full_page:
             h = cdp.call("Runtime.evaluate", expression="document.documentElement.scrollHeight",
                          returnByValue=True)["result"]["value"]

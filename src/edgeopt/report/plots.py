@@ -130,7 +130,7 @@ def training_figure(hist: dict) -> str:
         fig.update_xaxes(title_text="epoch", dtick=1, row=1, col=col)
     if hist.get("best_epoch"):
         fig.add_vline(x=hist["best_epoch"], line={"dash": "dot", "color": "#888"})
-    fig.update_layout(template="plotly_white", height=300, margin={"l": 50, "r": 20, "t": 40, "b": 40},
+    fig.update_layout(template="plotly_white", height=320, margin={"l": 50, "r": 20, "t": 60, "b": 40},
                       legend={"orientation": "h", "y": -0.25}, font={"family": "system-ui, sans-serif", "size": 12})
     return _to_json(fig)
 

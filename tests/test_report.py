@@ -10,7 +10,7 @@ import pytest
 
 from edgeopt.errors import UserError
 from edgeopt.measure.graph_types import GraphProfile, OpStats
-from edgeopt.report import devices, view
+from edgeopt.report import devices, layers, view
 from edgeopt.report.browser import chromium_path, is_blank, open_report
 from edgeopt.report.html import json_for_script, render_report
 
@@ -100,12 +100,49 @@ def test_search_history_input_is_checked():
     assert s["trials"][0]["state"] == "complete"
     with pytest.raises(UserError, match="'trials' list"):
         view.search_history({"search": {"trials": "nope"}})
+    with pytest.raises(UserError, match="to numbers"):
+        view.search_history({"search": {"trials": [{"values": {"accuracy": "high"}}]}})
 
 
 def test_json_in_script_cannot_close_the_script():
     text = json_for_script(json.dumps({"name": SCRIPT + "&"}))
     assert "<" not in text and ">" not in text and "&" not in text
     assert json.loads(str(text))["name"] == SCRIPT + "&"
+
+
+def test_report_without_artifacts_regression_and_a_failed_variant(tmp_path):
+    """A v2 regression run whose artifacts are gone: the report still renders, says what is missing."""
+    def reg(name, mae, size, p50, **extra):
+        return {"name": name, "recipe": [name], "status": "done", "artifact": f"{name}/model.tflite",
+                "metrics": {"mae": mae, "size_bytes": size, "gzip_bytes": size // 2,
+                            "latency_ms": {"p50_ms": p50, "p99_ms": p50 * 2},
+                            "provenance": {"runtime": "litert", "version": "2.3.0", "threads": 1}},
+                "graph": {"macs": 1000, "precision": "float32"}, "steps": [{"step": name, "config": {}}], **extra}
+    record = {"schema_version": 2, "name": "reg", "model": {"path": "m.keras"}, "data": {"source": "d.npz"},
+              "settings": {"threads": 1, "runs": 5, "options": {}}, "environment": {"cpu": {"model": "cpu"}},
+              "variants": [reg("float32", 0.10, 4000, 0.5),
+                           reg("float16", 0.11, 2000, 0.5, vs_baseline={"mae_delta": 0.01}),
+                           {"name": "int8", "recipe": ["int8"], "status": "failed", "error": "no int8 kernel"}]}
+    (tmp_path / "run.json").write_text(json.dumps(record))
+    html = render_report(tmp_path).read_text()
+    assert "MAE 0.1" in html and "failed: no int8 kernel" in html
+    assert "artifact float16/model.tflite not found in the run directory" in html
+    assert html.count('class="plot"') == 2 and "Device fit" not in html  # no profiles: no estimates
+    assert "MAE (higher is better)" in html and "a regression run: no accuracy budget" in html
+
+
+def test_layer_rows_join_errors_floats_sparsity_and_op_times():
+    prof = _profile("int8", "int8")
+    prof.ops.append(OpStats(name="fc", op_type="FULLY_CONNECTED", output_shape=[1, 10], params=90, macs=80,
+                            weight_bytes={"float32": 320}, dtype="float32"))
+    v = _variant(quant_errors=[{"tensor": "conv", "op": "CONV_2D", "snr_db": 40.0, "cosine": 0.9999}],
+                 op_profile=[{"op": "conv", "ms": 0.3}, {"op": "fc", "ms": 0.1}],
+                 details={"steps": [{"step": "mixed", "kept_float": [{"op": "FULLY_CONNECTED", "tensor": "fc",
+                                                                      "reason": "sensitivity: SNR 12 dB"}]}]})
+    conv, fc = layers.layer_rows(v, prof, {"conv": 0.5})
+    assert conv["snr_db"] == 40.0 and conv["sparsity"] == 0.5 and conv["latency_share"] == pytest.approx(0.75)
+    assert fc["float_reason"] == "sensitivity: SNR 12 dB" and fc["latency_share"] == pytest.approx(0.25)
+    assert conv["mac_share"] == pytest.approx(1_000_000 / 1_000_080)
 
 
 # ------------------------------------------------------------------ device adapter (catalogue, no models)

@@ -109,7 +109,7 @@ def _pick(variants: list[dict], cells: dict, base: dict | None, budget: float) -
         return None, f"no variant runs here ({reason})"
     ok = [v for v in runnable if view.drop_points(v, base) <= budget]
     if not ok:
-        return None, f"only variants losing more than {budget:g} accuracy point(s) run here"
+        return None, f"only variants losing more than {budget:g} accuracy point(s) run here"  # finite budget
 
     def cost(v):
         c = cells[v["name"]]
@@ -123,6 +123,6 @@ def _pick(variants: list[dict], cells: dict, base: dict | None, budget: float) -
     if c["ram_needed"] is not None and c["ram_capacity"]:
         share = c["ram_needed"] / c["ram_capacity"]
         parts.append(f"RAM {share:.0%} used" if share >= 0.01 else "RAM <1% used")
-    parts.append(f"{0.0 - view.drop_points(best, base):+.2f} points")
+    parts.append(view.delta_text(best, base))
     fastest = "fastest" if c["latency_ms"] is not None else "smallest"
-    return best["name"], f"{fastest} that runs within {budget:g} point(s): " + ", ".join(parts)
+    return best["name"], f"{fastest} that runs{view.within(budget)}: " + ", ".join(parts)

@@ -70,7 +70,7 @@ def render_html(run_dir: Path, record: dict, **options) -> str:
     env.tests["sequence_of_scalars"] = lambda x: isinstance(x, (list, tuple)) and all(
         not isinstance(i, (dict, list, tuple)) for i in x)
     ctx = build_context(run_dir, record, **options)
-    return env.get_template("run.html.j2").render(plotly_js=get_plotlyjs(), **ctx)
+    return env.get_template("run.html.j2").render(plotly_js=get_plotlyjs(), inf=math.inf, **ctx)
 
 
 def json_for_script(text: str) -> str:

@@ -141,11 +141,13 @@ def search_figure(search: dict) -> str:
 
     objs = search["objectives"]
     two = len(objs) >= 2
-    x_title = objs[1] if two else "trial"
-    fig = go.Figure(layout=_layout(x_title, objs[0] if objs else "value"))
+    x_title = html.escape(objs[1]) if two else "trial"
+    fig = go.Figure(layout=_layout(x_title, html.escape(objs[0]) if objs else "value"))
+    points = [t for t in search["trials"] if objs and objs[0] in t["values"] and (not two or objs[1] in t["values"])]
+    fig.update_yaxes(range=_pad([t["values"][objs[0]] for t in points]))
+    fig.update_xaxes(range=_pad([t["values"][objs[1]] if two else t["number"] for t in points]))
     for state in sorted({t["state"] for t in search["trials"]}):
-        ts = [t for t in search["trials"] if t["state"] == state and objs and objs[0] in t["values"]
-              and (not two or objs[1] in t["values"])]
+        ts = [t for t in points if t["state"] == state]
         if not ts:
             continue
         fig.add_trace(go.Scatter(

@@ -153,7 +153,11 @@ def fine_tune_histories(variant: dict) -> list[dict]:
 
 # ------------------------------------------------------------------ summary
 def budget_points(record: dict) -> tuple[float, bool]:
-    """(allowed accuracy drop in points, whether the run set it)."""
+    """(allowed accuracy drop in points, whether the run set it); infinite for regression runs,
+    whose quality (MAE) has no points to budget."""
+    base = baseline_of(record)
+    if base is not None and "accuracy" not in (base.get("metrics") or {}):
+        return math.inf, False
     budget = ((record.get("settings") or {}).get("options") or {}).get("max_accuracy_drop")
     return (float(budget), True) if budget is not None else (DEFAULT_BUDGET_POINTS, False)
 
@@ -193,12 +197,25 @@ def summary(record: dict) -> dict:
 
 
 def _why(best: dict, base: dict, key, fmt, budget: float) -> str:
-    acc = f"{0.0 - drop_points(best, base):+.2f} points vs {base['name']}"
+    acc = delta_text(best, base)
     if best is base:
-        return f"the baseline itself: no variant within {budget:g} point(s) does better"
+        return "the baseline itself: no variant" + within(budget) + " does better"
     if fmt is None:
         return acc
     return f"{fmt(key(best))} vs {fmt(key(base))} for {base['name']}; {acc}"
+
+
+def within(budget: float) -> str:
+    """' within N point(s)' for a finite budget, '' for none."""
+    return f" within {budget:g} point(s)" if math.isfinite(budget) else ""
+
+
+def delta_text(variant: dict, base: dict | None) -> str:
+    """Quality change against the baseline: '+0.50 points vs float32' or 'MAE +0.01 vs float32'."""
+    name = base["name"] if base else "baseline"
+    if "accuracy" in (variant.get("metrics") or {}):
+        return f"{0.0 - drop_points(variant, base):+.2f} points vs {name}"
+    return f"MAE {drop_points(variant, base):+.4g} vs {name}"
 
 
 def _kb(n) -> str:
@@ -241,14 +258,20 @@ def search_history(record: dict) -> dict | None:
     if not isinstance(search, dict) or not isinstance(search.get("trials"), list):
         raise UserError("run.json: 'search' must be a mapping with a 'trials' list")
     objectives = search.get("objectives") or []
-    names = [o["name"] if isinstance(o, dict) else str(o) for o in objectives]
+    if any(isinstance(o, dict) and "name" not in o for o in objectives):
+        raise UserError("run.json: each search objective needs a 'name'")
+    names = [str(o["name"]) if isinstance(o, dict) else str(o) for o in objectives]
     directions = [o.get("direction", "max") if isinstance(o, dict) else "max" for o in objectives]
     trials = []
     for i, t in enumerate(search["trials"]):
         if not isinstance(t, dict):
             raise UserError(f"run.json: search trial #{i + 1} is not a mapping")
-        trials.append({"number": t.get("number", i), "state": t.get("state", "complete"),
-                       "params": t.get("params") or {}, "values": t.get("values") or {},
+        values = t.get("values") or {}
+        if not isinstance(values, dict) or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) for x in values.values()):
+            raise UserError(f"run.json: search trial #{i + 1}: 'values' must map objective names to numbers")
+        trials.append({"number": t.get("number", i), "state": str(t.get("state", "complete")),
+                       "params": t.get("params") or {}, "values": values,
                        "variant": t.get("variant"), "error": t.get("error")})
     if not names:
         names = sorted({k for t in trials for k in t["values"]})

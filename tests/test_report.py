@@ -131,6 +131,14 @@ def test_report_without_artifacts_regression_and_a_failed_variant(tmp_path):
     assert "MAE (higher is better)" in html and "a regression run: no accuracy budget" in html
 
 
+def test_report_of_a_run_with_nothing_finished(tmp_path):
+    (tmp_path / "run.json").write_text(json.dumps({"schema_version": 1, "variants": [
+        {"name": "float32", "status": "failed", "error": "cannot convert <model>"}]}))
+    html = render_report(tmp_path).read_text()
+    assert "No finished variant to plot" in html and "failed: cannot convert &lt;model&gt;" in html
+    assert "model ?" in html
+
+
 def test_layer_rows_join_errors_floats_sparsity_and_op_times():
     prof = _profile("int8", "int8")
     prof.ops.append(OpStats(name="fc", op_type="FULLY_CONNECTED", output_shape=[1, 10], params=90, macs=80,

@@ -63,7 +63,7 @@ def render_html(run_dir: Path, record: dict, **options) -> str:
 
     env = jinja2.Environment(loader=jinja2.PackageLoader("edgeopt", "report/templates"),
                              autoescape=jinja2.select_autoescape(["html", "j2"]), trim_blocks=True,
-                             lstrip_blocks=True)
+                             lstrip_blocks=True, undefined=jinja2.ChainableUndefined)  # a missing key shows as "?"
     env.filters.update(basename=lambda p: Path(str(p)).name, bytes=fmt_bytes, count=fmt_count,
                        num=fmt_num, pct=fmt_pct, first_clause=lambda t: str(t).split(" (")[0], hours=fmt_hours, json_script=json_for_script)
     env.tests["mapping"] = lambda x: isinstance(x, dict)
@@ -81,8 +81,12 @@ def json_for_script(text: str) -> str:
 
 
 # ------------------------------------------------------------------ formatting
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
 def fmt_bytes(n) -> str:
-    if n is None:
+    if not _is_number(n):
         return "–"
     for unit, size in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
         if abs(n) >= size:
@@ -91,7 +95,7 @@ def fmt_bytes(n) -> str:
 
 
 def fmt_count(n) -> str:
-    if n is None:
+    if not _is_number(n):
         return "–"
     for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if abs(n) >= div:
@@ -101,19 +105,19 @@ def fmt_count(n) -> str:
 
 def fmt_num(x, digits: int = 4) -> str:
     """Numbers to ``digits`` significant digits; other values as text."""
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        return "–" if x is None else str(x)
+    if not _is_number(x):
+        return ("" if x is None else str(x)) or "–"  # None and missing keys (undefined) alike
     if isinstance(x, float) and not math.isfinite(x):
         return "∞" if x > 0 else "–"
     return f"{x:,}" if isinstance(x, int) else f"{x:.{digits}g}"
 
 
 def fmt_pct(x, digits: int = 1) -> str:
-    return "–" if x is None else f"{x * 100:.{digits}f}%"
+    return f"{x * 100:.{digits}f}%" if _is_number(x) else "–"
 
 
 def fmt_hours(h) -> str:
-    if h is None:
+    if not _is_number(h):
         return "–"
     if h == math.inf:
         return "∞"

@@ -51,6 +51,8 @@ def tradeoff_figures(record: dict, front: set[str], matrix: dict | None) -> list
 
     y_title, factor = _quality_axis(record)
     done = view.done(record)
+    if not done:
+        return []
     colors = {v["name"]: _PALETTE[i % len(_PALETTE)] for i, v in enumerate(done)}
     figs = []
     for fid, title, x_title, xval, log_x in (

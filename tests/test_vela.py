@@ -104,3 +104,13 @@ def test_ops_left_on_cpu_are_named_with_reason(tmp_path):
     r = compile_for_ethos_u(path, "ethos-u55-128")
     assert "CUMSUM" in {o.op_type for o in r.cpu_fallback} and r.cpu_ops >= 1
     assert next(o for o in r.cpu_fallback if o.op_type == "CUMSUM").reason == "Unsupported opType"
+
+
+def test_ethos_u_rows_for_estimate():
+    from edgeopt.hardware.vela import ethos_u_rows
+
+    rows, note = ethos_u_rows(MLPERF_DIR / "kws_ref_model.tflite", "int8", targets=["ethos-u55-128"])
+    assert note == "" and [r["optimise"] for r in rows] == ["Performance", "Size"]
+    assert rows[0]["kind"].startswith("compiler estimate") and rows[0]["cycles"] == 89900
+    assert ethos_u_rows(MLPERF_DIR / "kws_ref_model.tflite", "float32") == (
+        [], "Ethos-U rows need a full-int8 model (this one is float32)")

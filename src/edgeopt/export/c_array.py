@@ -61,7 +61,8 @@ class McuProgram:
     sample_note: str
 
 
-def _io_specs(tflite_path: Path) -> tuple[TensorSpec, TensorSpec]:
+def tflite_io(tflite_path: Path) -> tuple[TensorSpec, TensorSpec]:
+    """(input, output) of a one-input, one-output .tflite; UserError otherwise."""
     from ai_edge_litert.interpreter import Interpreter
 
     interp = Interpreter(model_path=str(tflite_path))
@@ -122,7 +123,7 @@ def mcu_program(tflite_path: Path, name: str | None = None, sample=None) -> McuP
         raise UserError(f"microcontroller export needs a .tflite artifact, got {tflite_path.name}")
     prof = profile_tflite(tflite_path)
     methods = _check_runs_on_tflm(tflite_path, prof)
-    inp, out = _io_specs(tflite_path)
+    inp, out = tflite_io(tflite_path)
     for spec, role in ((inp, "input"), (out, "output")):
         if spec.dtype not in _C_TYPES:
             raise UserError(f"{tflite_path.name}: {role} dtype {spec.dtype} is not handled by the generated "
@@ -205,7 +206,7 @@ static bool run_once() {{
 """
 
 
-_INCLUDES = """#include <string.h>
+TFLM_INCLUDES = """#include <string.h>
 #include "tensorflow/lite/micro/micro_interpreter.h"
 #include "tensorflow/lite/micro/micro_mutable_op_resolver.h"
 #include "tensorflow/lite/schema/schema_generated.h"
@@ -218,7 +219,7 @@ def arduino_sketch(p: McuProgram) -> str:
 #include <TensorFlowLite.h>
 #include <stdarg.h>
 #include <stdio.h>
-{_INCLUDES}#include "{p.name}.h"
+{TFLM_INCLUDES}#include "{p.name}.h"
 
 static void serial_printf(const char* fmt, ...) {{
   char line[96];

@@ -229,3 +229,22 @@ def ethos_u_estimates(tflite_path, targets=None, optimise=OPTIMISE_MODES) -> lis
     """Vela figures for every target (default: all of npu.yaml) in every OPTIMISE mode (default both)."""
     names = list(targets) if targets else list(npu_targets())
     return [compile_for_ethos_u(tflite_path, t, mode) for t in names for mode in optimise]
+
+
+def ethos_u_rows(tflite_path, precision: str, targets=None) -> tuple[list[dict], str]:
+    """Device rows for `estimate`/`recommend`/`search`: (rows, note). One row per target and optimise mode,
+    each a flat dict marked ``kind: "compiler estimate (Arm Vela X)"``: device, optimise, latency_ms,
+    cycles, sram_kb, off_chip_kb, off_chip_memory, npu_ops, cpu_ops, cpu_fallback (op: reason strings).
+    PRECISION is the variant's graph precision; only full-int8 models are compiled (else no rows and a
+    note saying why), since Ethos-U runs int8 (and int16x8) only."""
+    if precision != "int8":
+        return [], f"Ethos-U rows need a full-int8 model (this one is {precision})"
+    rows = []
+    for r in ethos_u_estimates(tflite_path, targets):
+        rows.append({"device": r.target, "kind": f"compiler estimate (Arm Vela {r.vela_version})",
+                     "optimise": r.optimise, "latency_ms": r.inference_ms, "cycles": r.cycles_total,
+                     "clock_mhz": r.core_clock_hz / 1e6, "sram_kb": r.sram_bytes / 1024,
+                     "off_chip_kb": r.off_chip_bytes / 1024, "off_chip_memory": r.off_chip_memory,
+                     "npu_ops": r.npu_ops, "cpu_ops": r.cpu_ops,
+                     "cpu_fallback": [f"{o.op_type} ({o.output}): {o.reason}" for o in r.cpu_fallback]})
+    return rows, ""

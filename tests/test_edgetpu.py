@@ -39,12 +39,14 @@ def models(tmp_path_factory):
     return paths
 
 
+@pytest.mark.slow  # converts two Keras models
 def test_all_int8_static_supported_model_is_ready(models):
     r = edgetpu_readiness(models["ready"])
     assert r.ready and r.all_8bit and r.static_shapes and r.first_break is None
     assert r.tpu_ops == r.total_ops and r.tpu_macs == r.total_macs > 0 and r.tpu_mac_fraction == 1.0
 
 
+@pytest.mark.slow
 def test_first_unsupported_op_cuts_the_partition(models):
     from edgeopt.measure.graph import profile_tflite
 

@@ -173,3 +173,19 @@ def test_export_names_the_missing_op(tmp_path):
     with pytest.raises(UserError, match="no kernel for GELU") as err:
         export_mcu(path, tmp_path / "out")
     assert "int8" not in str(err.value) and not (tmp_path / "out").exists()
+
+
+MLPERF_MODELS = sorted(MLPERF_DIR.glob("*.tflite")) if MLPERF_DIR.exists() else []
+
+
+@pytest.mark.parametrize("path", MLPERF_MODELS, ids=lambda p: p.stem)
+def test_every_model_tflm_runs_exports_with_exactly_its_ops(path, tmp_path):
+    """Corpus check: a model the TFLM host interpreter runs always exports, with exactly its ops."""
+    from edgeopt.export.tflm_ops import tflm_resolver_methods
+    from edgeopt.measure.tflm import measure_arena
+
+    arena, note = measure_arena(path)
+    assert arena is not None, note
+    sketch = export_mcu(path, tmp_path, "m")[2].read_text()
+    assert sorted(resolver_methods_in(sketch)) == sorted(
+        {tflm_resolver_methods()[o] for o in _op_types_by_tflm_package(path)})

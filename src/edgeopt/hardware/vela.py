@@ -9,6 +9,7 @@ performance model of the NPU and its memories), not measurements on silicon. Tar
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import io
 import os
@@ -225,10 +226,21 @@ def _result(tgt: NpuTarget, optimise: str, row: dict[str, str], console: str) ->
         npu_ops=npu_ops, cpu_ops=cpu_ops, cpu_fallback=parse_cpu_fallback(console), vela_version=vela_version())
 
 
+@lru_cache(maxsize=256)
+def _cached(path: str, mtime_ns: int, size: int, target: str, optimise: str) -> VelaResult:
+    return compile_for_ethos_u(path, target, optimise)
+
+
 def ethos_u_estimates(tflite_path, targets=None, optimise=OPTIMISE_MODES) -> list[VelaResult]:
-    """Vela figures for every target (default: all of npu.yaml) in every OPTIMISE mode (default both)."""
+    """Vela figures for every target (default: all of npu.yaml) in every OPTIMISE mode (default both).
+    Results are cached per file version (path, mtime, size) within the process."""
     names = list(targets) if targets else list(npu_targets())
-    return [compile_for_ethos_u(tflite_path, t, mode) for t in names for mode in optimise]
+    path = Path(tflite_path)
+    if not path.is_file():
+        raise UserError(f"Ethos-U compilation needs an existing .tflite file, got {path}")
+    st = path.stat()
+    return [copy.deepcopy(_cached(str(path.resolve()), st.st_mtime_ns, st.st_size, t, mode))
+            for t in names for mode in optimise]
 
 
 def ethos_u_rows(tflite_path, precision: str, targets=None) -> tuple[list[dict], str]:

@@ -58,11 +58,18 @@ def export_bundle(artifact, target: str, out_dir, name: str | None = None, sampl
     from edgeopt.export.c_array import c_identifier
 
     name = c_identifier(name or artifact.stem)
-    out_dir = ensure_writable_dir(Path(out_dir))
+    out_dir = Path(out_dir)
+    created = not out_dir.exists()
+    ensure_writable_dir(out_dir)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".staging-") as tmp:
         stage = Path(tmp)
         builder = {"arduino": _arduino, "zephyr": _zephyr, "ethos-u": _ethos_u}.get(target, _python_bundle)
-        builder(artifact, stage, name, sample, target=target, npu=npu)
+        try:
+            builder(artifact, stage, name, sample, target=target, npu=npu)
+        except BaseException:
+            if created:  # leave no empty folder behind for a refused model
+                shutil.rmtree(out_dir, ignore_errors=True)
+            raise
         written = []
         for src in sorted(p for p in stage.rglob("*") if p.is_file()):
             dst = out_dir / src.relative_to(stage)

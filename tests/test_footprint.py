@@ -1,5 +1,4 @@
 """edgeopt footprint: every figure reproducible from hardware/cloud.yaml and the inputs."""
-import json
 import math
 
 import pytest

@@ -204,10 +204,8 @@ def _profile(artifact: Path):
 
 
 def _io_bytes(profile) -> int:
-    """Bytes sent to the cloud and back per inference: the model's input tensors and output tensors."""
+    """Bytes sent to the cloud and back per inference: the model's input and its last op's output."""
     from edgeopt.measure.graph import tensor_bytes
 
-    n_in = tensor_bytes(profile.input_shape, profile.input_dtype)
-    outs = [o for o in profile.ops[-1:]]
-    n_out = outs[0].activation_bytes if outs else 0
-    return n_in + n_out
+    n_out = profile.ops[-1].activation_bytes if profile.ops else 0
+    return tensor_bytes(profile.input_shape, profile.input_dtype) + n_out

@@ -114,3 +114,19 @@ def test_ethos_u_rows_for_estimate():
     assert rows[0]["kind"].startswith("compiler estimate") and rows[0]["cycles"] == 89900
     assert ethos_u_rows(MLPERF_DIR / "kws_ref_model.tflite", "float32") == (
         [], "Ethos-U rows need a full-int8 model (this one is float32)")
+
+
+def test_apply_to_estimate_puts_vela_figures_in_the_estimator_result():
+    from edgeopt.hardware.catalogue import get_device, load_devices
+    from edgeopt.hardware.estimator import estimate
+    from edgeopt.hardware.vela import apply_to_estimate
+    from edgeopt.measure.graph import profile_tflite
+
+    profile = profile_tflite(MLPERF_DIR / "kws_ref_model.tflite", measure_arena=False)
+    devices = load_devices()
+    est = estimate(profile, get_device("ethos-u55-128", devices))
+    assert apply_to_estimate(est, profile, get_device("ethos-u55-128", devices))
+    assert est.label == "compiler estimate (Arm Vela 5.2.0)" and est.latency["cycles"] == 89900
+    assert est.latency_ms == pytest.approx(0.1798) and est.ram["needed_bytes"] == 22192
+    other = estimate(profile, get_device("stm32h7a3", devices))
+    assert not apply_to_estimate(other, profile, get_device("stm32h7a3", devices))

@@ -260,3 +260,26 @@ def ethos_u_rows(tflite_path, precision: str, targets=None) -> tuple[list[dict],
                      "npu_ops": r.npu_ops, "cpu_ops": r.cpu_ops,
                      "cpu_fallback": [f"{o.op_type} ({o.output}): {o.reason}" for o in r.cpu_fallback]})
     return rows, ""
+
+
+def apply_to_estimate(est, profile, device, optimise: str = "Performance") -> bool:
+    """Replace an estimator result's latency and memory with vela's figures when DEVICE is an Ethos-U target
+    of npu.yaml (same name, or a ``vela_target`` attribute) and PROFILE is a full-int8 .tflite.
+
+    EST is a hardware.estimator.Estimate (fields label, latency_ms, latency, ram, flash, warnings); returns
+    whether vela's figures were applied. The estimator calls this once, after its own latency model."""
+    target = getattr(device, "vela_target", None) or device.name
+    if target not in npu_targets() or profile.source != "tflite" or profile.precision != "int8":
+        return False
+    (r,) = ethos_u_estimates(profile.path, [target], (optimise,))
+    est.label = f"compiler estimate (Arm Vela {r.vela_version})"
+    est.latency_ms = r.inference_ms
+    est.latency_is_lower_bound = False
+    est.latency = {"method": f"Arm Vela {r.vela_version} performance model ({optimise})",
+                   "cycles": r.cycles_total, "clock_hz": r.core_clock_hz,
+                   "system_config": r.system_config, "memory_mode": r.memory_mode,
+                   "npu_ops": r.npu_ops, "cpu_ops": r.cpu_ops}
+    est.ram = {**est.ram, "needed_bytes": r.sram_bytes, "method": "vela: SRAM used"}
+    est.flash = {**est.flash, "needed_bytes": r.off_chip_bytes, "method": f"vela: {r.off_chip_memory or 'off-chip'} used"}
+    est.warnings.extend(f"runs on the CPU, not the NPU: {o.op_type} ({o.reason})" for o in r.cpu_fallback)
+    return True

@@ -161,16 +161,23 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def export(
-        source: Path = typer.Argument(..., help="a .tflite file, or a run directory (with --variant)"),
-        out: Path = typer.Option(..., help="folder for the C array (.h/.cc) and the Arduino sketch (.ino)"),
-        variant: Optional[str] = typer.Option(None, help="variant of the run directory to export"),
-        name: Optional[str] = typer.Option(None, help="C identifier of the model array"),
+        source: Path = typer.Argument(..., help="a .tflite/.onnx file, or a run directory"),
+        variant_arg: Optional[str] = typer.Argument(None, metavar="[VARIANT]", help="variant of the run directory"),
+        out: Path = typer.Option(..., help="folder for the bundle"),
+        target: str = typer.Option("arduino", help="arduino | zephyr | linux-litert | onnx | openvino | ethos-u"),
+        variant: Optional[str] = typer.Option(None, help="variant of the run directory (same as VARIANT)"),
+        name: Optional[str] = typer.Option(None, help="C identifier / file stem of the model"),
+        data: Optional[str] = typer.Option(None, "--data", "-d",
+                                           help="data whose first eval sample the bundle carries (default: zeros)"),
+        npu: str = typer.Option("ethos-u55-128", help="Ethos-U target for --target ethos-u (see hardware/npu.yaml)"),
     ):
-        """Microcontroller deployables: the model as a C array and a TFLite Micro sketch."""
+        """Deploy bundle of a model or run variant: MCU sketch, Zephyr app, Linux/ONNX/OpenVINO script, Ethos-U."""
         from edgeopt.errors import UserError
-        from edgeopt.export.c_array import export_mcu
+        from edgeopt.export.bundles import check_target, export_bundle
         from edgeopt.run import load_run
 
+        check_target(target)
+        variant = variant or variant_arg
         artifact = source
         if source.is_dir():
             record = load_run(source)
@@ -178,12 +185,17 @@ def register(app: typer.Typer) -> None:
                           None)
             if chosen is None:
                 names = ", ".join(v["name"] for v in record["variants"] if v.get("status") == "done")
-                raise UserError(f"give --variant, one of: {names}")
+                raise UserError(f"give the variant to export, one of: {names}")
             artifact = source / chosen["artifact"]
             name = name or f"{record.get('name', 'model')}_{chosen['name']}"
         elif not source.exists():
             raise UserError(f"not found: {source}")
-        for path in export_mcu(artifact, out, name):
+        sample = None
+        if data is not None:
+            from edgeopt.data import load_data
+
+            sample = load_data(data).x_eval[0]
+        for path in export_bundle(artifact, target, out, name, sample=sample, npu=npu):
             typer.echo(f"wrote {path}")
 
     @app.command()

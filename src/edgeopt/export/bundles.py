@@ -1,0 +1,294 @@
+"""Deploy bundles: one folder per target with the model in the form that target runs and the smallest
+program that runs it once on a sample input and prints the output.
+
+Targets:
+- ``arduino``: NAME.h/.cc (the model as a C array) and NAME.ino (TFLite Micro sketch).
+- ``zephyr``: a Zephyr application (CMakeLists.txt, prj.conf, src/main.cpp, src/NAME.h/.cc) using the
+  tflite-micro module, laid out like Zephyr's samples/modules/tflite-micro/hello_world.
+- ``linux-litert``, ``onnx``, ``openvino``: the model, ``infer.py``, ``requirements.txt`` (exact versions
+  edgeopt ran with), ``io.json`` (input/output shapes, dtypes, quantization) and ``sample_input.npy``.
+- ``ethos-u``: the vela-compiled .tflite for one Ethos-U target with vela's summary (CSV and JSON).
+
+Everything is checked and built in a staging folder first; the output folder only receives complete files.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+
+from edgeopt.errors import UserError
+from edgeopt.fsutil import ensure_writable_dir
+
+TARGETS = ("arduino", "zephyr", "linux-litert", "onnx", "openvino", "ethos-u")
+_PY_RUNTIME = {"linux-litert": ("ai-edge-litert", "model.tflite"), "onnx": ("onnxruntime", "model.onnx"),
+               "openvino": ("openvino", "model.xml")}
+
+
+def check_target(target: str) -> str:
+    if target not in TARGETS:
+        raise UserError(f"unknown export target '{target}'; choose one of: {', '.join(TARGETS)}")
+    return target
+
+
+def export_bundle(artifact, target: str, out_dir, name: str | None = None, sample=None,
+                  npu: str = "ethos-u55-128") -> list[Path]:
+    """Write the TARGET bundle for ARTIFACT (.tflite; .onnx also for onnx/openvino) into OUT_DIR.
+
+    SAMPLE: one float input sample (None: zeros, said so in the bundle). NPU: the Ethos-U target
+    (hardware/npu.yaml) for ``ethos-u``. Returns the written paths. Raises UserError for an unknown
+    target, an artifact the target cannot take, or a model the target's toolchain rejects."""
+    check_target(target)
+    if target == "ethos-u":
+        from edgeopt.hardware.vela import npu_targets
+
+        if npu not in npu_targets():
+            raise UserError(f"unknown Ethos-U target '{npu}'; known: {', '.join(npu_targets())}")
+    artifact = Path(artifact)
+    if not artifact.is_file():
+        raise UserError(f"artifact not found: {artifact}")
+    accepted = (".tflite", ".onnx") if target in ("onnx", "openvino") else (".tflite",)
+    if artifact.suffix not in accepted:
+        raise UserError(f"--target {target} needs a {' or '.join(accepted)} artifact, got {artifact.name}")
+    from edgeopt.export.c_array import c_identifier
+
+    name = c_identifier(name or artifact.stem)
+    out_dir = Path(out_dir)
+    created = not out_dir.exists()
+    ensure_writable_dir(out_dir)
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".staging-") as tmp:
+        stage = Path(tmp)
+        builder = {"arduino": _arduino, "zephyr": _zephyr, "ethos-u": _ethos_u}.get(target, _python_bundle)
+        try:
+            builder(artifact, stage, name, sample, target=target, npu=npu)
+        except BaseException:
+            if created:  # leave no empty folder behind for a refused model
+                shutil.rmtree(out_dir, ignore_errors=True)
+            raise
+        written = []
+        for src in sorted(p for p in stage.rglob("*") if p.is_file()):
+            dst = out_dir / src.relative_to(stage)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
+            written.append(dst)
+    return written
+
+
+# --------------------------------------------------------------------------- microcontrollers
+def _arduino(artifact: Path, stage: Path, name: str, sample, **_) -> None:
+    from edgeopt.export.c_array import export_mcu
+
+    export_mcu(artifact, stage, name, sample)
+
+
+_ZEPHYR_CMAKE = """cmake_minimum_required(VERSION 3.20.0)
+
+find_package(Zephyr REQUIRED HINTS $ENV{{ZEPHYR_BASE}})
+project({name})
+
+# Function-local statics (the resolver, the interpreter) need no thread-safe guards here, as in Zephyr's
+# samples/modules/tflite-micro/hello_world.
+set(NO_THREADSAFE_STATICS $<TARGET_PROPERTY:compiler-cpp,no_threadsafe_statics>)
+zephyr_compile_options($<$<COMPILE_LANGUAGE:CXX>:${{NO_THREADSAFE_STATICS}}>)
+
+target_sources(app PRIVATE src/main.cpp src/{name}.cc)
+"""
+
+_ZEPHYR_PRJ = """# Zephyr's samples/modules/tflite-micro/hello_world/prj.conf, plus float printing for the output values.
+# Needs the tflite-micro module in the west manifest: west config manifest.project-filter -- +tflite-micro
+CONFIG_CPP=y
+CONFIG_LIB_CPLUSPLUS=y
+CONFIG_NEWLIB_LIBC=y
+CONFIG_TENSORFLOW_LITE_MICRO=y
+CONFIG_MAIN_STACK_SIZE=4096
+CONFIG_CBPRINTF_FP_SUPPORT=y
+"""
+
+
+def zephyr_main(program) -> str:
+    from edgeopt.export.c_array import TFLM_INCLUDES, program_core
+
+    return f"""// Generated by edgeopt: runs {program.name} with TensorFlow Lite Micro on Zephyr.
+#include <zephyr/kernel.h>
+{TFLM_INCLUDES}#include "{program.name}.h"
+
+{program_core(program, "printk")}
+int main(void) {{
+  if (!setup_model()) return 1;
+  while (true) {{
+    const int64_t start = k_uptime_get();
+    if (run_once()) printk("inference + printing: %d ms\\n", (int)(k_uptime_get() - start));
+    k_msleep(1000);
+  }}
+  return 0;
+}}
+"""
+
+
+def _zephyr(artifact: Path, stage: Path, name: str, sample, **_) -> None:
+    from edgeopt.export.c_array import c_array_source, mcu_program
+
+    program = mcu_program(artifact, name, sample)
+    header, source = c_array_source(artifact.read_bytes(), program.name)
+    (stage / "src").mkdir()
+    (stage / "CMakeLists.txt").write_text(_ZEPHYR_CMAKE.format(name=program.name))
+    (stage / "prj.conf").write_text(_ZEPHYR_PRJ)
+    (stage / "src" / f"{program.name}.h").write_text(header)
+    (stage / "src" / f"{program.name}.cc").write_text(source)
+    (stage / "src" / "main.cpp").write_text(zephyr_main(program))
+
+
+# --------------------------------------------------------------------------- Ethos-U
+def _ethos_u(artifact: Path, stage: Path, name: str, sample, npu: str, **_) -> None:
+    from edgeopt.hardware.vela import compile_for_ethos_u
+    from edgeopt.measure.graph import profile_tflite
+
+    precision = profile_tflite(artifact, measure_arena=False).precision
+    if precision != "int8":
+        raise UserError(f"Ethos-U runs full-int8 models; {artifact.name} is {precision} (export the int8 variant)")
+    with tempfile.TemporaryDirectory() as tmp:
+        result = compile_for_ethos_u(artifact, npu, "Performance", out_dir=tmp)
+        shutil.copyfile(result.compiled_tflite, stage / f"{name}_vela.tflite")
+        (csv_path,) = Path(tmp).glob("*_summary_*.csv")
+        shutil.copyfile(csv_path, stage / "vela_summary.csv")
+    summary = result.to_dict()
+    summary["compiled_tflite"] = f"{name}_vela.tflite"
+    (stage / "vela_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (stage / "README.md").write_text(
+        f"# {name} for {npu}\n\n`{name}_vela.tflite` was compiled by Arm Vela {result.vela_version} for "
+        f"{result.accelerator} ({result.system_config}, {result.memory_mode}). Run it with TensorFlow Lite Micro "
+        f"built with the Ethos-U driver (the ethos-u custom op) on the device.\n\nVela's estimate: "
+        f"{result.cycles_total:,} cycles, {result.inference_ms:.3f} ms, SRAM {result.sram_bytes / 1024:.1f} KiB, "
+        f"{result.off_chip_memory or 'off-chip'} {result.off_chip_bytes / 1024:.1f} KiB; "
+        f"{result.npu_ops} NPU ops, {result.cpu_ops} CPU ops.\n")
+
+
+# --------------------------------------------------------------------------- Linux (Python runtimes)
+_INFER = '''"""Run {model} once with {runtime} and print its output as JSON.
+
+Usage: python infer.py [input.npy]   (default: sample_input.npy; float values, any shape with the
+model's element count; integer models are quantized with io.json's scale and zero point)
+"""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+io = json.loads((HERE / "io.json").read_text())
+
+
+def quantize(x, spec):
+    if spec["scale"] is None:
+        return x.astype(spec["dtype"])
+    info = np.iinfo(spec["dtype"])
+    return np.clip(np.round(x / spec["scale"] + spec["zero_point"]), info.min, info.max).astype(spec["dtype"])
+
+
+def dequantize(y, spec):
+    y = np.asarray(y)
+    return y.astype(np.float32) if spec["scale"] is None else (y.astype(np.float32) - spec["zero_point"]) * spec["scale"]
+
+
+x = np.load(sys.argv[1] if len(sys.argv) > 1 else HERE / "sample_input.npy").astype(np.float32)
+x = quantize(x.reshape(io["input"]["shape"]), io["input"])
+{run}
+y = dequantize(y, io["output"]).reshape(-1)
+print(json.dumps({{"output": [float(v) for v in y], "argmax": int(np.argmax(y))}}))
+'''
+
+_RUN = {
+    "linux-litert": """from ai_edge_litert.interpreter import Interpreter
+
+interpreter = Interpreter(model_path=str(HERE / "model.tflite"))
+interpreter.allocate_tensors()
+interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+interpreter.invoke()
+y = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])""",
+    "onnx": """import onnxruntime as ort
+
+session = ort.InferenceSession(str(HERE / "model.onnx"), providers=["CPUExecutionProvider"])
+y = session.run(None, {session.get_inputs()[0].name: x})[0]""",
+    "openvino": """import openvino as ov
+
+compiled = ov.Core().compile_model(str(HERE / "model.xml"), "CPU")
+y = compiled(x)[compiled.output(0)]""",
+}
+
+
+def _python_bundle(artifact: Path, stage: Path, name: str, sample, target: str, **_) -> None:
+    package, model_file = _PY_RUNTIME[target]
+    io = _io_spec(artifact)
+    {"linux-litert": _copy, "onnx": _to_onnx, "openvino": _to_openvino}[target](artifact, stage / model_file, io)
+    n = int(np.prod(io["input"]["shape"]))
+    x = np.zeros(n, np.float32) if sample is None else np.asarray(sample, np.float32).reshape(-1)
+    if x.size != n:
+        raise UserError(f"sample input has {x.size} values; the model's input {io['input']['shape']} needs {n}")
+    io["sample_input"] = "zeros (no sample data was given to export)" if sample is None else "first data sample"
+    np.save(stage / "sample_input.npy", x.reshape(io["input"]["shape"]))
+    (stage / "io.json").write_text(json.dumps(io, indent=2) + "\n")
+    runtime = {"linux-litert": "LiteRT", "onnx": "ONNX Runtime", "openvino": "OpenVINO"}[target]
+    (stage / "infer.py").write_text(_INFER.format(model=model_file, runtime=runtime, run=_RUN[target]))
+    (stage / "requirements.txt").write_text(f"{package}=={version(package)}\nnumpy=={version('numpy')}\n")
+
+
+def _io_spec(artifact: Path) -> dict:
+    def spec(shape, dtype, scale=None, zero_point=None) -> dict:
+        return {"shape": [int(d) for d in shape], "dtype": np.dtype(dtype).name,
+                "scale": float(scale) if scale else None, "zero_point": int(zero_point) if scale else None}
+
+    if artifact.suffix == ".tflite":
+        from edgeopt.export.c_array import tflite_io
+
+        inp, out = tflite_io(artifact)
+        return {"input": spec(inp.shape, inp.dtype, inp.scale, inp.zero_point),
+                "output": spec(out.shape, out.dtype, out.scale, out.zero_point)}
+    import onnxruntime as ort
+
+    s = ort.InferenceSession(str(artifact), providers=["CPUExecutionProvider"])
+    i, o = s.get_inputs()[0], s.get_outputs()[0]
+    dtype = {"tensor(float)": "float32", "tensor(int8)": "int8", "tensor(uint8)": "uint8"}
+    if i.type not in dtype or o.type not in dtype:
+        raise UserError(f"{artifact.name}: input/output types {i.type}/{o.type} are not handled by the bundle")
+    shape = [d if isinstance(d, int) else 1 for d in i.shape]  # a named (dynamic) batch axis runs at 1
+    return {"input": spec(shape, dtype[i.type]),
+            "output": spec([d if isinstance(d, int) else 1 for d in o.shape], dtype[o.type])}
+
+
+def _copy(artifact: Path, dst: Path, io: dict) -> None:
+    shutil.copyfile(artifact, dst)
+
+
+def _to_onnx(artifact: Path, dst: Path, io: dict) -> None:
+    if artifact.suffix == ".onnx":
+        shutil.copyfile(artifact, dst)
+        return
+    import tf2onnx
+
+    from edgeopt.convert import quiet_fds
+    from edgeopt.errors import one_line
+
+    try:
+        with quiet_fds():
+            tf2onnx.convert.from_tflite(str(artifact), output_path=str(dst))
+    except Exception as e:  # tf2onnx raises many types; the reason is what matters
+        raise UserError(f"cannot convert {artifact.name} to ONNX: {one_line(e)}") from None
+
+
+def _to_openvino(artifact: Path, dst: Path, io: dict) -> None:
+    import openvino as ov
+
+    from edgeopt.errors import one_line
+
+    try:
+        model = ov.convert_model(str(artifact))
+        model.reshape(io["input"]["shape"])  # the .tflite/.onnx batch axis may be dynamic
+        ov.save_model(model, str(dst))
+    except Exception as e:  # OpenVINO frontends raise RuntimeError/OpConversionFailure
+        raise UserError(f"cannot convert {artifact.name} to OpenVINO IR: {one_line(e)}") from None

@@ -1,0 +1,2 @@
+#pragma once
+#include "tflm_stub_core.h"

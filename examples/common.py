@@ -159,6 +159,22 @@ def fmt(x, spec: str = ".3g", none: str = "-") -> str:
     return none if x is None else format(x, spec)
 
 
+def fmt_fits(est: dict) -> str:
+    """yes / NO (why) / unknown (which figure is missing), from an estimate dict."""
+    if not est["runnable"] or est["fits"] is False:
+        return "NO" + (f" ({'; '.join(est['blockers'])})" if est["blockers"] else "")
+    if est["fits"] is None:
+        return "unknown (missing " + "; ".join(m.split(" (")[0] for m in est["missing"]) + ")"
+    return "yes"
+
+
+def fmt_latency(est: dict) -> str:
+    """Estimated latency in ms; '≥' marks a lower bound from peak throughput."""
+    if est.get("latency_ms") is None:
+        return "-"
+    return ("≥" if est.get("latency_is_lower_bound") else "") + format(est["latency_ms"], ".3g")
+
+
 def fmt_battery(est: dict) -> str:
     hours = est.get("battery_life_h")
     if hours is None:

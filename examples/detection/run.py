@@ -141,8 +141,8 @@ def write_results(out: Path, r: dict) -> None:
         pi, tpu = r["estimates"][f"{name}@{PI}"], r["estimates"][f"{name}@{EDGE_TPU}"]
         tpu_note = "; ".join(tpu["blockers"] + tpu["warnings"]) or "all ops on the Edge TPU"
         rows.append([name, f"{r[name]['map50']:.3f}", f"{r[name]['map50_95']:.3f}", common.fmt_bytes(r["size_bytes"][name]),
-                     f"{r['host_p50_ms'][name]:.3f}", common.fmt(pi.get("latency_ms")),
-                     common.fmt(tpu.get("latency_ms")) if tpu["runnable"] else "-",
+                     f"{r['host_p50_ms'][name]:.3f}", common.fmt_latency(pi),
+                     common.fmt_latency(tpu) if tpu["runnable"] else "-",
                      ("yes" if tpu["runnable"] and tpu["fits"] else "NO") + f" ({tpu_note})"])
     table = common.markdown_table(["model", "mAP@0.5", "mAP@[.5:.95]", "size", "host p50 ms (LiteRT, 1 thread)",
                                    f"est. ms {PI}", f"est. ms {EDGE_TPU}", "runs on the Edge TPU?"], rows)

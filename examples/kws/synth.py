@@ -81,7 +81,7 @@ def synthesize(small: bool, seed: int) -> tuple[np.ndarray, np.ndarray, dict]:
     voices = VOICES[:3] if small else VOICES
     variants = VARIANTS[:2] if small else VARIANTS
     speeds = SPEEDS[::2] if small else SPEEDS
-    copies = 2  # noisy copies of each utterance
+    copies = 3 if small else 2  # noisy copies of each utterance
     clips, labels = [], []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -94,7 +94,7 @@ def picture(out: Path, images, y_true, y_pred) -> Path:
     fig.suptitle("int8 detections (LiteRT); dashed green = ground truth", fontsize=9)
     fig.tight_layout()
     path = out / "detection_examples.png"
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=64)
     plt.close(fig)
     return path
 

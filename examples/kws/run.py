@@ -128,7 +128,7 @@ def write_results(out: Path, r: dict) -> None:
         rows)
     n = r["train/val/test"]
     table += (f"\n\n{len(r['classes'])} classes (chance {r['chance']:.0%}), {r['data']['clips']} clips "
-              f"(train/val/test {n[0]}/{n[1]}/{n[2]}), {len(r['data']['voices'])} voices x "
+              f"(train/val/test {n[0]}/{n[1]}/{n[2]}), {len(r['data']['voices'])} espeak-ng voice variants x "
               f"{len(r['data']['speeds_wpm'])} speeds; DS-CNN {r['macs']:,} MACs. Estimates are edgeopt's "
               f"(not measured on the board); battery life counts inference energy only (idle power "
               f"unknown), so it is an upper bound.")

@@ -17,7 +17,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
 
 import common  # noqa: E402
 from shapes import CHANNELS, CLASSES, GRID, SIZE, decode, make_set  # noqa: E402

@@ -20,6 +20,7 @@ SCRIPTS = {
     "qat_distill": "qat_distill.md",
     "compare": "compare.md",
     "calibrate_mcu": "hardware.md",
+    "examples": "examples.md",
 }
 
 

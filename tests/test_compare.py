@@ -135,3 +135,32 @@ def test_cli_compare_table_and_bad_input(tmp_path, digits_cnn_path, capsys):
     assert "unknown runtime 'tensorrt'" in capsys.readouterr().err
     assert main(["compare", str(tmp_path / "nope.keras"), "--data", "digits"]) == 2
     assert "model not found" in capsys.readouterr().err
+
+
+class EchoLiteRT:
+    """A runtime defined in a test: LiteRT's sessions under another name (one class + one registry line)."""
+
+    name = "echo"
+    formats = (".tflite",)
+
+    def info(self):
+        from edgeopt.runtimes.base import RuntimeInfo
+
+        return RuntimeInfo(self.name, "0.1", True)
+
+    def load(self, path, threads: int = 1):
+        from edgeopt.runtimes.litert import LiteRT
+
+        return LiteRT().load(path, threads)
+
+
+def test_a_registered_runtime_shows_up_in_compare(monkeypatch, digits, digits_cnn_tflite):
+    from edgeopt.runtimes import registry
+
+    monkeypatch.setitem(registry.RUNTIMES, "echo", f"{__name__}:EchoLiteRT")  # the one registry line
+    rows = compare(digits_cnn_tflite, digits, precisions=["float32"], **FAST)
+    assert [r.runtime for r in rows] == ["litert", "onnxruntime", "openvino", "tflm", "echo"]
+    echo, lit = _row(rows, "echo", "float32"), _row(rows, "litert", "float32")
+    assert echo.ok and echo.runtime_version == "0.1" and echo.p50_ms > 0
+    assert echo.accuracy == lit.accuracy and echo.top1_agreement == 1.0
+    assert registry.runtimes_for(digits_cnn_tflite) == ["litert", "tflm", "echo"]

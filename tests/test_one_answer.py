@@ -156,3 +156,23 @@ def test_no_private_interpreter_apis_in_src():
 def test_flatbuffer_parsed_only_by_the_reader():
     readers = [str(p.relative_to(SRC)) for p in SRC.rglob("*.py") if "GetRootAs(" in p.read_text()]
     assert readers == ["measure/graph.py"]
+
+
+# ---------------------------------------------------------------------------- per-tensor errors
+def test_quant_errors_use_the_quantizers_validation_where_it_applies(digits, digits_cnn_tflite):
+    from edgeopt.techniques import quant_error as qe
+    from edgeopt.techniques.calibration import activation_ranges
+    from edgeopt.techniques.ptq import aeq_static, float_io
+
+    fl = Path(digits_cnn_tflite).read_bytes()
+    x = digits.calibration(16)
+    q = float_io(aeq_static(fl, activation_ranges(fl, digits.calibration(100), "minmax", 99.99)))
+    validated = qe._validated_by_quantizer(fl, q, x)  # ai-edge-quantizer's model_validator
+    matched = qe._matched_by_name(fl, q, x)  # our own LiteRT run, for converter-made models
+    assert validated and qe.quant_error_table(fl, q, x) == validated
+    assert {r["op"] for r in validated} >= {"CONV_2D", "FULLY_CONNECTED"}
+    by_name = {r["tensor"].removesuffix("_int8"): r for r in matched}
+    for r in validated:  # the two paths give the same SNR over the batch
+        assert r["snr_db"] == pytest.approx(by_name[r["tensor"]]["snr_db"], abs=0.02) and r["cosine"] > 0.99
+    same = qe._validated_by_quantizer(fl, fl, x)
+    assert same and all(r["snr_db"] == qe.SNR_CAP_DB for r in same)

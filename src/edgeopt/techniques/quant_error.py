@@ -4,8 +4,8 @@ Two paths, one row format (``{tensor, op, snr_db, cosine, dtype}`` in graph orde
 
 - ai-edge-quantizer's own validation (``model_validator.compare_model``, what ``Quantizer.validate``
   runs) when it covers the case: the quantized model has the float model's graph (models made by
-  ai-edge-quantizer: percentile calibration, int4 weights, mixed precision) and a signature. It
-  reports the mean over samples of each tensor's SNR and cosine similarity.
+  ai-edge-quantizer: percentile calibration, int4 weights, mixed precision) and one signature.
+  Rows hold each tensor's SNR over all samples (dB) and its mean per-sample cosine similarity.
 - otherwise (models made by the TFLite converter, whose fused tensors change shape so
   compare_model refuses them), both .tflite files run in LiteRT with every intermediate tensor
   kept; activations are matched by name (the converter keeps the float model's names, adding a
@@ -57,8 +57,15 @@ def _validated_by_quantizer(float_tflite: bytes, quant_tflite: bytes, x: np.ndar
     data = {key: [{sig["inputs"][0]: x[i:i + 1]} for i in range(len(x))]}
     try:
         with quiet_fds():
-            result = model_validator.compare_model(float_tflite, quant_tflite, data, [M.SNR, M.COSINE_SIMILARITY],
-                                                   use_xnnpack=False, num_threads=1)
+            # Its runs, tensor matching and dequantization; per sample it records the noise power
+            # (MSE) and the signal power, whose means give the SNR over the whole batch as the
+            # name-matching path computes it. (Its own SNR metric averages per-sample ratios, adds
+            # 1e-9 to the noise power and drops NaN/inf values.)
+            result = model_validator.compare_model(
+                float_tflite, quant_tflite, data, [M.MSE, M.SNR, M.COSINE_SIMILARITY],
+                compare_fns=[_flat(lambda ref, got: float(np.mean((ref - got) ** 2))),
+                             _flat(lambda ref, got: float(np.mean(ref ** 2))), _flat(cosine)],
+                use_xnnpack=False, num_threads=1)
     except ValueError:  # same-named tensors of different sizes: not the float model's graph
         return None
     got = result.get_signature_comparison_result(key)
@@ -66,10 +73,20 @@ def _validated_by_quantizer(float_tflite: bytes, quant_tflite: bytes, x: np.ndar
     rows = []
     for tensor, op, dtype in _activation_outputs(quant_tflite):
         if tensor in found:
-            snr = found[tensor][M.SNR.value]
-            rows.append({"tensor": tensor, "op": op, "snr_db": round(_ratio_db(snr), 2),
+            noise, signal = found[tensor][M.MSE.value], found[tensor][M.SNR.value]  # mean powers
+            rows.append({"tensor": tensor, "op": op, "snr_db": round(_snr_from_powers(signal, noise), 2),
                          "cosine": round(found[tensor][M.COSINE_SIMILARITY.value], 6), "dtype": dtype})
     return rows or None
+
+
+def _flat(metric):
+    """metric(ref, got) as compare_model calls it, fn(got, ref), on equal-sized flat float64 arrays."""
+    def fn(got, ref) -> float:
+        got, ref = np.ravel(got).astype(np.float64), np.ravel(ref).astype(np.float64)
+        if got.size != ref.size:
+            raise ValueError(f"tensor sizes differ ({got.size} vs {ref.size})")
+        return metric(ref, got)
+    return fn
 
 
 def _activation_outputs(model: bytes) -> list[tuple[str, str, str]]:
@@ -89,12 +106,6 @@ def _activation_outputs(model: bytes) -> list[tuple[str, str, str]]:
         dtype = graph.tensors[source.outputs[0]].dtype if source.outputs else ""
         out += [(graph.tensors[o].name, source.op_type, dtype) for o in node.outputs if o >= 0]
     return out
-
-
-def _ratio_db(ratio: float) -> float:
-    if not np.isfinite(ratio) or ratio <= 0:
-        return SNR_CAP_DB if ratio == np.inf or np.isnan(ratio) else -SNR_CAP_DB
-    return float(min(SNR_CAP_DB, 10.0 * np.log10(ratio)))
 
 
 def _matched_by_name(float_tflite: bytes, quant_tflite: bytes, x: np.ndarray) -> list[dict]:
@@ -129,8 +140,11 @@ def _matched_by_name(float_tflite: bytes, quant_tflite: bytes, x: np.ndarray) ->
 
 
 def snr_db(ref: np.ndarray, got: np.ndarray) -> float:
-    signal = float(np.sum(ref ** 2))
-    noise = float(np.sum((ref - got) ** 2))
+    """Signal-to-noise ratio of ``got`` against ``ref`` in dB, capped at +-SNR_CAP_DB."""
+    return _snr_from_powers(float(np.sum(ref ** 2)), float(np.sum((ref - got) ** 2)))
+
+
+def _snr_from_powers(signal: float, noise: float) -> float:
     if noise == 0.0:
         return SNR_CAP_DB
     if signal == 0.0:

@@ -9,11 +9,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-
 from edgeopt.measure.env import cpu_info
 from edgeopt.measure.latency import measure_latency, measure_throughput
-from edgeopt.measure.metrics import task_metrics  # noqa: F401  (edgeopt.measure.bench.task_metrics stays importable)
+from edgeopt.measure.metrics import task_metrics  # also importable from here, as before
 
 
 def file_sizes(path: Path) -> dict:

@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from edgeopt.report.format import fmt_bytes, fmt_count, fmt_int, fmt_time  # noqa: F401  (re-exported)
+from edgeopt.report.format import fmt_bytes, fmt_count, fmt_int, fmt_ms, fmt_time  # noqa: F401  (re-exported)
 
 # Piped output (CI logs, files) gets a wide fixed width instead of rich's 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 150)
@@ -67,6 +67,9 @@ def print_bench(result: dict) -> None:
     how = m["how"]
     for w in result.get("warnings", []):
         console.print(f"[yellow]warning:[/] {w}")
+    if m.get("nonfinite_outputs"):
+        console.print(f"[yellow]warning:[/] {m['nonfinite_outputs']} eval sample(s) gave NaN/inf outputs "
+                      "(scored as wrong)")
     table = Table(title=f"{Path(result['model']).name} on {result['data']['name']} "
                         f"({how['runtime']} {how['runtime_version']}, {how['threads']} thread(s))")
     for col in ("metric", "value"):
@@ -112,7 +115,7 @@ def run_table(record: dict) -> Table:
             "-" if delta is None else f"{delta:+.2f}",
             fmt_bytes(m["size_bytes"]), fmt_bytes(m["gzip_bytes"]),
             "-" if "size_ratio" not in d else f"{d['size_ratio']:.2f}",
-            f"{m['latency_ms']['p50_ms']:.4f}",
+            fmt_ms(m["latency_ms"]["p50_ms"], 4),
             d.get("speed", "baseline"),
             fmt_bytes(m.get("tflm_arena_bytes")) if m.get("tflm_arena_bytes") else "-",
         )

@@ -2,7 +2,7 @@
 
 Trains the small CNN (28x28) and a MobileNetV2-style net (alpha 0.35, images padded to 32x32),
 then runs `edgeopt.compare.compare` on each (.keras input: LiteRT, TFLM, ONNX Runtime, OpenVINO at
-fp32/fp16/int8/int8-dynamic) and writes benchmarks/results/compare.md and compare.json.
+float32/float16/int8/dynamic) and writes benchmarks/results/compare.md and compare.json.
 Trained models are cached in --work (delete it to retrain).
 """
 from __future__ import annotations
@@ -76,6 +76,7 @@ def main(argv=None) -> int:
     from rich.console import Console
 
     from edgeopt.compare import PRECISIONS, compare, fastest, markdown_table, render_table, to_json
+    from edgeopt.core.precision import Precision
     from edgeopt.measure.env import cpu_info
     from edgeopt.zoo import mobilenet_v2_style, small_cnn
 
@@ -102,10 +103,11 @@ def main(argv=None) -> int:
                        out_dir=args.work / f"{name}_artifacts")
         console.print(render_table(rows, title=f"{name} ({time.perf_counter() - t0:.0f} s)"))
         md += [f"## {name}", "", markdown_table(rows)]
-        floats = {r.runtime: r.accuracy for r in rows if r.ok and r.precision == "fp32"}
+        floats = {r.runtime: r.accuracy for r in rows if r.ok and r.precision == Precision.FLOAT32}
         change = {f"{r.runtime}/{r.precision}": round(100 * (r.accuracy - floats[r.runtime]), 2)
-                  for r in rows if r.ok and r.precision.startswith("int8") and r.runtime in floats}
-        md += [f"int8 accuracy minus the same runtime's fp32 accuracy (points): "
+                  for r in rows if r.ok and r.precision in (Precision.INT8, Precision.DYNAMIC)
+                  and r.runtime in floats}
+        md += [f"int8 and dynamic-range accuracy minus the same runtime's float32 accuracy (points): "
                + ", ".join(f"{k} {v:+.2f}" for k, v in change.items()), ""]
         report[name] = {**to_json(rows, model=name), "int8_change_points": change}
     md.append(f"Total time: {time.perf_counter() - t_start:.0f} s (training included unless the models "

@@ -54,13 +54,14 @@ def subset(ds, n_train: int, n_val: int, seed: int = 0):
 
 def measure(tflite: bytes, ds, work: Path, name: str) -> dict:
     from edgeopt.measure.latency import measure_latency
+    from edgeopt.measure.metrics import task_metrics
     from edgeopt.runtimes.litert import LiteRT
 
     path = work / f"{name}.tflite"
     path.write_bytes(tflite)
     session = LiteRT().load(path, threads=1)
     pred = session.predict(ds.x_eval)
-    acc = float((pred.argmax(axis=1) == ds.y_eval).mean())
+    acc = task_metrics(pred, ds.y_eval, ds.task)["accuracy"]
     lat = measure_latency(session, ds.x_eval[:1], runs=400, warmup=30, max_seconds=20)
     return {"variant": name, "accuracy": acc, "latency_ms": lat.p50_ms, "bytes": len(tflite),
             "gzip_bytes": len(gzip.compress(tflite, 9))}

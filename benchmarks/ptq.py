@@ -92,10 +92,11 @@ def train_slide_mlp(ds, work: Path) -> Path:
 
 
 def evaluator(ds):
+    from edgeopt.measure.metrics import task_metrics
     from edgeopt.runtimes.litert import LiteRT
 
     def evaluate(path: Path) -> float:
-        return float((LiteRT().load(path).predict(ds.x_eval).argmax(axis=1) == ds.y_eval).mean())
+        return task_metrics(LiteRT().load(path).predict(ds.x_eval), ds.y_eval, ds.task)["accuracy"]
     return evaluate
 
 

@@ -74,4 +74,6 @@ def digits_cnn_tflite(models_dir, digits_cnn_path):
 
 
 def accuracy(pred: np.ndarray, y: np.ndarray) -> float:
-    return float((pred.argmax(axis=1) == y).mean())
+    from edgeopt.measure.metrics import task_metrics
+
+    return task_metrics(pred, y, "classification")["accuracy"]

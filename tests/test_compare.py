@@ -13,7 +13,7 @@ FAST = dict(runs=10, throughput_seconds=0.1, calibration=200)
 
 @pytest.fixture(scope="module")
 def keras_rows(digits, digits_cnn_path):
-    return compare(digits_cnn_path, digits, precisions=["fp32", "fp16", "int8"], **FAST)
+    return compare(digits_cnn_path, digits, precisions=["float32", "float16", "int8"], **FAST)
 
 
 def _row(rows, runtime, precision):
@@ -22,25 +22,25 @@ def _row(rows, runtime, precision):
 
 def test_keras_input_fills_every_runtime_and_precision(keras_rows, digits):
     assert [(r.runtime, r.precision) for r in keras_rows] == [
-        (rt, p) for rt in ("litert", "onnxruntime", "openvino", "tflm") for p in ("fp32", "fp16", "int8")]
+        (rt, p) for rt in ("litert", "onnxruntime", "openvino", "tflm") for p in ("float32", "float16", "int8")]
     for r in keras_rows:
-        if (r.runtime, r.precision) == ("tflm", "fp16"):
+        if (r.runtime, r.precision) == ("tflm", "float16"):
             continue
         assert r.ok, (r.runtime, r.precision, r.reason)
         assert r.p50_ms > 0 and r.p99_ms >= r.p50_ms and r.ips_batch > 0 and r.size_bytes > 0
         assert r.load_ms > 0 and r.runtime_version
         assert 0.9 < r.accuracy <= 1.0
     for r in keras_rows:
-        if r.ok and r.precision == "fp32":
+        if r.ok and r.precision == "float32":
             assert r.top1_agreement == 1.0 and r.max_abs_diff < 1e-4, r.runtime
         if r.ok and r.precision == "int8":
-            fp32 = _row(keras_rows, r.runtime, "fp32")
-            assert r.accuracy >= fp32.accuracy - 0.01, r.runtime
+            f32 = _row(keras_rows, r.runtime, "float32")
+            assert r.accuracy >= f32.accuracy - 0.01, r.runtime
             assert r.max_abs_diff > 1e-4  # quantized: not bit-identical to the float model
 
 
 def test_tflm_fp16_row_says_why(keras_rows):
-    row = _row(keras_rows, "tflm", "fp16")
+    row = _row(keras_rows, "tflm", "float16")
     assert row.status == "unsupported" and "DEQUANTIZE" in row.reason
 
 
@@ -57,7 +57,7 @@ def test_int8_rows_record_cpu_dependent_settings(keras_rows):
 
 def test_fastest_and_views(keras_rows):
     best = fastest(keras_rows)
-    assert set(best) == {"fp32", "fp16", "int8"}
+    assert set(best) == {"float32", "float16", "int8"}
     for precision, runtime in best.items():
         p50 = _row(keras_rows, runtime, precision).p50_ms
         assert all(p50 <= r.p50_ms for r in keras_rows if r.ok and r.precision == precision)
@@ -68,22 +68,22 @@ def test_fastest_and_views(keras_rows):
     console = Console(width=200, record=True)
     console.print(render_table(keras_rows))
     text = console.export_text()
-    assert "unsupported" in text and "tflm fp16:" in text
+    assert "unsupported" in text and "tflm float16:" in text
 
 
 def test_missing_runtime_gives_a_row_with_reason(monkeypatch, digits, digits_cnn_path):
     monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` now raises ImportError
-    rows = compare(digits_cnn_path, digits, runtimes=["openvino", "onnxruntime"], precisions=["fp32"], **FAST)
+    rows = compare(digits_cnn_path, digits, runtimes=["openvino", "onnxruntime"], precisions=["float32"], **FAST)
     ov, ort = rows
     assert ov.status == "unavailable" and "openvino is not installed" in ov.reason and ov.p50_ms is None
     assert ort.ok
 
 
 def test_tflite_input_gives_litert_and_tflm_rows(digits, digits_cnn_tflite):
-    rows = compare(digits_cnn_tflite, digits, precisions=["fp32", "int8"], **FAST)
-    lit = _row(rows, "litert", "fp32")
+    rows = compare(digits_cnn_tflite, digits, precisions=["float32", "int8"], **FAST)
+    lit = _row(rows, "litert", "float32")
     assert lit.ok and lit.top1_agreement == 1.0 and lit.max_abs_diff == 0.0  # reference = itself
-    assert _row(rows, "tflm", "fp32").ok
+    assert _row(rows, "tflm", "float32").ok
     for r in rows:
         if r.runtime in ("onnxruntime", "openvino"):
             assert r.status == "unsupported" and "Keras model" in r.reason
@@ -95,9 +95,9 @@ def test_onnx_input_gives_ort_and_openvino_rows(digits, tmp_path, digits_cnn_pat
     from edgeopt.model_io import load_keras
 
     onnx_path = keras_to_onnx(load_keras(digits_cnn_path), tmp_path / "cnn.onnx")
-    rows = compare(onnx_path, digits, precisions=["fp32", "int8"], **FAST)
+    rows = compare(onnx_path, digits, precisions=["float32", "int8"], **FAST)
     assert all(r.ok for r in rows if r.runtime in ("onnxruntime", "openvino"))
-    lit = _row(rows, "litert", "fp32")
+    lit = _row(rows, "litert", "float32")
     assert lit.status == "unsupported" and "onnx" in lit.reason.lower()
 
 
@@ -113,24 +113,54 @@ def test_cli_compare_json_and_out(tmp_path, digits_cnn_path):
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert [(r["runtime"], r["precision"]) for r in payload["rows"]] == [
-        ("litert", "fp32"), ("litert", "int8"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")]
+        ("litert", "float32"), ("litert", "int8"), ("onnxruntime", "float32"), ("onnxruntime", "int8")]
     assert all(r["status"] == "ok" for r in payload["rows"])
     assert json.loads((out / "compare.json").read_text())["fastest"] == payload["fastest"]
-    assert {p.name for p in out.iterdir()} >= {"tflite_fp32.tflite", "tflite_int8.tflite", "onnx_fp32.onnx",
-                                               "onnx_int8.onnx", "compare.json"}
+    assert {p.name for p in out.iterdir()} >= {"float32.tflite", "int8.tflite", "float32.onnx",
+                                               "int8.onnx", "compare.json"}
 
 
 def test_cli_compare_table_and_bad_input(tmp_path, digits_cnn_path, capsys):
     from edgeopt.cli import main
 
     code = main(["compare", str(digits_cnn_path), "--data", "digits", "--runtimes", "litert",
-                 "--precisions", "fp32", "--runs", "5"])
+                 "--precisions", "float32", "--runs", "5"])
     out = capsys.readouterr()
-    assert code == 0 and "fastest at fp32: litert" in out.out and "p50 ms" in out.out
+    assert code == 0 and "fastest at float32: litert" in out.out and "p50 ms" in out.out
     assert main(["compare", str(digits_cnn_path), "--data", "digits", "--precisions", "fp8"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: --precisions 'fp8': choose from fp32, fp16, int8, int8-dynamic"]
+    assert err == ["error: --precisions 'fp8': compare cannot make 'fp8' rows; choose from float32, float16, "
+                   "int8, dynamic"]
     assert main(["compare", str(digits_cnn_path), "--data", "digits", "--runtimes", "tensorrt"]) == 2
     assert "unknown runtime 'tensorrt'" in capsys.readouterr().err
     assert main(["compare", str(tmp_path / "nope.keras"), "--data", "digits"]) == 2
     assert "model not found" in capsys.readouterr().err
+
+
+class EchoLiteRT:
+    """A runtime defined in a test: LiteRT's sessions under another name (one class + one registry line)."""
+
+    name = "echo"
+    formats = (".tflite",)
+
+    def info(self):
+        from edgeopt.runtimes.base import RuntimeInfo
+
+        return RuntimeInfo(self.name, "0.1", True)
+
+    def load(self, path, threads: int = 1):
+        from edgeopt.runtimes.litert import LiteRT
+
+        return LiteRT().load(path, threads)
+
+
+def test_a_registered_runtime_shows_up_in_compare(monkeypatch, digits, digits_cnn_tflite):
+    from edgeopt.runtimes import registry
+
+    monkeypatch.setitem(registry.RUNTIMES, "echo", f"{__name__}:EchoLiteRT")  # the one registry line
+    rows = compare(digits_cnn_tflite, digits, precisions=["float32"], **FAST)
+    assert [r.runtime for r in rows] == ["litert", "onnxruntime", "openvino", "tflm", "echo"]
+    echo, lit = _row(rows, "echo", "float32"), _row(rows, "litert", "float32")
+    assert echo.ok and echo.runtime_version == "0.1" and echo.p50_ms > 0
+    assert echo.accuracy == lit.accuracy and echo.top1_agreement == 1.0
+    assert registry.runtimes_for(digits_cnn_tflite) == ["litert", "tflm", "echo"]

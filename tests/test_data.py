@@ -87,3 +87,16 @@ def test_value_range_warning_for_quantized_inputs(blobs):
     warnings = check_against_model(blobs, (2,), 3, rng)  # blobs are roughly -5..6
     assert len(warnings) == 1 and "quantized input covers 0..1" in warnings[0]
     assert quantized_input_range(None, None, "float32") is None
+
+
+def test_splits_are_stratified_with_the_usual_sizes(digits):
+    sizes = (len(digits.x_train), len(digits.x_val), len(digits.x_eval))
+    assert sizes == (1797 - 359 - 180, 180, 359)  # eval 20%, val 10% (rounded), train the rest
+    for y in (digits.y_eval, digits.y_val):
+        counts = np.bincount(y, minlength=10)
+        assert counts.max() - counts.min() <= 2, counts  # digits is balanced: so is every split
+    skewed_y = np.r_[np.zeros(90, int), np.ones(10, int)]
+    ds = make_dataset("skewed", np.random.rand(100, 2), skewed_y, seed=3)
+    assert np.bincount(ds.y_eval).tolist() == [18, 2] and np.bincount(ds.y_val).tolist() == [9, 1]
+    tiny = make_dataset("tiny", np.random.rand(5, 2), np.array([0, 0, 0, 1, 2]))  # cannot stratify
+    assert (len(tiny.x_train), len(tiny.x_val), len(tiny.x_eval)) == (3, 1, 1)

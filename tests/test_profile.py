@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edgeopt.errors import UserError
-from edgeopt.measure.graph import (format_profile_table, profile_keras, profile_onnx, profile_path,
+from edgeopt.measure.graph import (profile_keras, profile_onnx, profile_path,
                                    profile_tflite)
 from edgeopt.measure.tflm import TFLMSession, measure_arena
 
@@ -119,7 +119,7 @@ def test_precision_variants_and_tflm_rejects_hybrid(digits_variants, digits_cnn_
     f32 = profile_tflite(digits_cnn_tflite)
     f16 = profile_tflite(digits_variants["float16"])
     dyn = profile_tflite(digits_variants["hybrid"])
-    assert (f32.precision, f16.precision, dyn.precision) == ("float32", "float16", "hybrid")
+    assert (f32.precision, f16.precision, dyn.precision) == ("float32", "float16", "dynamic")
     assert f16.total_macs == f32.total_macs == dyn.total_macs
     assert f16.total_params == f32.total_params
     assert sum(f16.weight_bytes.values()) < 0.55 * sum(f32.weight_bytes.values())
@@ -128,7 +128,7 @@ def test_precision_variants_and_tflm_rejects_hybrid(digits_variants, digits_cnn_
     assert f32.arena_bytes is not None
     assert dyn.arena_bytes is None and "hybrid" in dyn.arena_note.lower()
     assert "\n" not in dyn.arena_note
-    assert any(o.dtype == "hybrid" for o in dyn.ops)
+    assert any(o.dtype == "dynamic" for o in dyn.ops)
 
 
 def test_tflm_session_matches_litert(digits_int8_tflite, digits):
@@ -243,6 +243,7 @@ def test_profile_path_dispatch_and_table(digits_cnn_path, digits_cnn_tflite):
     from rich.console import Console
 
     from edgeopt.model_io import load_keras
+    from edgeopt.report.terminal import format_profile_table
 
     t = profile_path(digits_cnn_tflite, measure_arena=False)
     k = profile_path(digits_cnn_path, keras_loader=load_keras)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from edgeopt.errors import UserError
+from edgeopt.measure.graph import tflite_op_details
 from edgeopt.steps import StepContext, StepResult, expand_recipes, get_step
 
 
@@ -52,7 +53,7 @@ def op_output_dtypes(path) -> dict[str, set]:
     it = interpreter(path)
     details = {d["index"]: d for d in it.get_tensor_details()}
     out: dict[str, set] = {}
-    for op in it._get_ops_details():
+    for op in tflite_op_details(path):
         if op["op_name"] in ("QUANTIZE", "DEQUANTIZE"):
             continue
         out.setdefault(op["op_name"], set()).update(np.dtype(details[i]["dtype"]).name for i in op["outputs"])

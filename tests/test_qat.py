@@ -7,6 +7,7 @@ import pytest
 
 from conftest import accuracy
 from edgeopt.errors import UserError
+from edgeopt.measure.graph import tflite_op_details
 from edgeopt.steps import StepContext
 
 WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
@@ -37,7 +38,7 @@ def _tensor_roles(path):
     interp = Interpreter(model_path=str(path))
     tensors = {t["index"]: t for t in interp.get_tensor_details()}
     weights, consts = [], set()
-    for op in interp._get_ops_details():
+    for op in tflite_op_details(path):
         if op["op_name"] in WEIGHT_OPS:
             weights.append((op["op_name"], tensors[op["inputs"][1]], interp.get_tensor(op["inputs"][1])))
             consts.update(i for i in op["inputs"][1:] if i >= 0)
@@ -147,7 +148,7 @@ def test_qat_preserves_pruned_zeros(digits, digits_cnn_path, tmp_path):
     interp = Interpreter(model_path=str(path))
     tensors = {t["index"]: t for t in interp.get_tensor_details()}
     stored = {}
-    for op in interp._get_ops_details():
+    for op in tflite_op_details(path):
         if op["op_name"] in ("CONV_2D", "FULLY_CONNECTED"):
             w = interp.get_tensor(op["inputs"][1])
             stored[tensors[op["inputs"][1]]["shape"].tobytes()] = w

@@ -1,8 +1,12 @@
 """Side by side: one model in every runtime at every precision, each runtime quantizing with its
 own tools, every number measured on the artifact in that runtime.
 
-Rows are runtime x precision. A runtime that is missing, or cannot run a model, gives a row with a
-``status`` and a ``reason`` instead of an exception.
+Rows are runtime x precision; the runtimes are the lines of ``edgeopt.runtimes.registry.RUNTIMES``
+(a new runtime shows up here without changes to this module). Each runtime gets artifacts of the
+first of its declared formats that compare can build (.tflite, .onnx, OpenVINO .xml); LiteRT rows
+are made by the same recipe steps as ``edgeopt optimize`` (float32, float16, int8, dynamic). A
+runtime that is missing, or cannot run a model, gives a row with a ``status`` and a ``reason``
+instead of an exception.
 """
 from __future__ import annotations
 
@@ -14,24 +18,24 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeopt.core.precision import Precision
 from edgeopt.errors import UserError, one_line
+from edgeopt.report.format import fmt_bytes, fmt_count, fmt_ms
+from edgeopt.runtimes.cpu import relevant_flags  # noqa: F401  (part of compare's public surface)
 
-PRECISIONS = ("fp32", "fp16", "int8", "int8-dynamic")
-DEFAULT_PRECISIONS = ("fp32", "fp16", "int8")
-SUFFIX = {"tflite": ".tflite", "onnx": ".onnx", "ir": ".xml"}  # artifact format -> file suffix
-FORMAT_OF = {v: k for k, v in SUFFIX.items()}  # a runtime's first format decides what it gets
-# CPU flags that decide the speed of each precision (x86 and Arm names).
-FLAGS_FOR = {
-    "fp32": ("avx2", "fma", "avx512f", "asimd", "neon"),
-    "fp16": ("f16c", "avx512_fp16", "asimdhp", "fphp"),
-    "int8": ("avx2", "avx512_vnni", "avx_vnni", "amx_int8", "amx_tile", "asimddp"),
-}
+PRECISIONS = (Precision.FLOAT32, Precision.FLOAT16, Precision.INT8, Precision.DYNAMIC)
+DEFAULT_PRECISIONS = (Precision.FLOAT32, Precision.FLOAT16, Precision.INT8)
+# artifact suffix -> the Artifacts method that builds it (with the format's own tools)
+BUILDERS = {".tflite": "_tflite", ".onnx": "_onnx", ".xml": "_ir"}
+# the recipe step that makes each LiteRT precision (the same step `edgeopt optimize` runs)
+LITERT_STEPS = {Precision.FLOAT32: "float32", Precision.FLOAT16: "float16", Precision.INT8: "int8",
+                Precision.DYNAMIC: "dynamic"}
 
 
 @dataclass
 class Row:
     runtime: str
-    precision: str
+    precision: Precision
     status: str = "ok"  # ok | unavailable | unsupported | failed
     reason: str = ""
     runtime_version: str = ""
@@ -67,8 +71,8 @@ def load_model_file(path: Path):
 # ---------------------------------------------------------------- artifacts
 
 class Artifacts:
-    """Builds each (format, precision) artifact once, with the runtime's own tool, and remembers
-    why one could not be built. tflite artifacts are shared by LiteRT and TFLM."""
+    """Builds each (suffix, precision) artifact once, with the format's own tools, and remembers
+    why one could not be built. .tflite artifacts are shared by LiteRT and TFLM."""
 
     def __init__(self, loaded, dataset, workdir: Path, calibration: int, cpu_flags: list[str]):
         self.model_path, self.kind, self.dataset = Path(loaded.path), loaded.kind, dataset
@@ -82,12 +86,12 @@ class Artifacts:
     def calibration(self) -> np.ndarray:
         return self.dataset.calibration(self.calibration_n)
 
-    def get(self, fmt: str, precision: str) -> tuple[Path, dict]:
-        key = (fmt, precision)
+    def get(self, suffix: str, precision: Precision) -> tuple[Path, dict]:
+        key = (suffix, precision)
         if key not in self._built:
-            dst = self.workdir / f"{fmt}_{precision}{SUFFIX[fmt]}"
+            dst = self.workdir / f"{precision.value}{suffix}"
             try:
-                self._built[key] = (dst, getattr(self, f"_{fmt}")(precision, dst) or {})
+                self._built[key] = (dst, getattr(self, BUILDERS[suffix])(precision, dst) or {})
             except Exception as e:  # remembered: a second runtime on this format gets the same reason
                 self._built[key] = e
         built = self._built[key]
@@ -95,35 +99,28 @@ class Artifacts:
             raise built
         return built
 
-    # -- LiteRT (.tflite), with the TFLite converter
-    def _tflite(self, precision: str, dst: Path) -> dict:
+    # -- LiteRT (.tflite), with the recipe step of that precision
+    def _tflite(self, precision: Precision, dst: Path) -> dict:
         if self.kind == "tflite":
             return self._given_tflite(precision, dst)
         if self.kind != "keras":
             raise Unsupported("no ONNX -> .tflite converter is installed (onnx2tf is not a dependency); "
                               "pass the Keras model to get LiteRT/TFLM rows")
-        import tensorflow as tf
+        from edgeopt.steps import StepContext, get_step
 
-        from edgeopt.convert import keras_to_tflite
+        name = LITERT_STEPS[precision]
+        work = self.workdir / f"step-{name}"
+        work.mkdir(parents=True, exist_ok=True)
+        ctx = StepContext(dataset=self.dataset, work_dir=work, log=lambda msg: None,
+                          options={"calibration_samples": self.calibration_n})
+        result = get_step(name).run(ctx, self.keras())
+        shutil.move(str(result.artifact), dst)
+        shutil.rmtree(work, ignore_errors=True)
+        details = {k: v for k, v in result.details.items() if k != "weight_tensors"}
+        mode = ", ".join(f"{details[k]} {k}" for k in ("weights", "activations") if k in details)
+        return {"step": name, **({"mode": mode} if mode else {}), **details}
 
-        kwargs, settings = {}, {"converter": "tf.lite.TFLiteConverter"}
-        if precision == "fp16":
-            kwargs = {"optimizations": [tf.lite.Optimize.DEFAULT],
-                      "target_spec": {"supported_types": [tf.float16]}}
-            settings["mode"] = "float16 weights, float32 compute"
-        elif precision == "int8":
-            calib = self.calibration()
-            kwargs = {"optimizations": [tf.lite.Optimize.DEFAULT],
-                      "representative_dataset": lambda: ([calib[i:i + 1]] for i in range(len(calib))),
-                      "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]}}
-            settings.update(mode="full integer, float32 I/O", calibration_samples=len(calib))
-        elif precision == "int8-dynamic":
-            kwargs = {"optimizations": [tf.lite.Optimize.DEFAULT]}
-            settings["mode"] = "dynamic range: int8 weights, activations quantized at run time"
-        _write_atomic(dst, keras_to_tflite(self.keras(), **kwargs))
-        return settings
-
-    def _given_tflite(self, precision: str, dst: Path) -> dict:
+    def _given_tflite(self, precision: Precision, dst: Path) -> dict:
         given = tflite_precision(self.model_path)
         if precision != given:
             raise Unsupported(f"the input is a {given} .tflite; making {precision} from it needs the "
@@ -132,10 +129,10 @@ class Artifacts:
         return {"source": "the given .tflite"}
 
     # -- ONNX, with ONNX Runtime's tools
-    def _onnx(self, precision: str, dst: Path) -> dict:
+    def _onnx(self, precision: Precision, dst: Path) -> dict:
         from edgeopt.export import onnx as ox
 
-        if precision == "fp32":
+        if precision == Precision.FLOAT32:
             if self.kind == "onnx":
                 shutil.copyfile(self.model_path, dst)
                 return {"source": "the given .onnx"}
@@ -144,27 +141,27 @@ class Artifacts:
                                   "for ONNX Runtime/OpenVINO rows")
             ox.keras_to_onnx(self.keras(), dst)
             return {"exporter": "keras export (tf2onnx)"}
-        fp32, _ = self.get("onnx", "fp32")
-        if precision == "fp16":
+        fp32, _ = self.get(".onnx", Precision.FLOAT32)
+        if precision == Precision.FLOAT16:
             ox.onnx_to_fp16(fp32, dst)
             return {"converter": "onnxruntime.transformers.float16", "io": "float32"}
-        if precision == "int8":
+        if precision == Precision.INT8:
             return ox.quantize_onnx_static(fp32, dst, self.calibration(), self.cpu_flags)
         return ox.quantize_onnx_dynamic(fp32, dst)
 
     # -- OpenVINO IR, with OpenVINO's converter and NNCF
-    def _ir(self, precision: str, dst: Path) -> dict:
+    def _ir(self, precision: Precision, dst: Path) -> dict:
         from edgeopt.export import openvino as ovx
 
-        if precision == "int8-dynamic":
+        if precision == Precision.DYNAMIC:
             raise Unsupported("OpenVINO has no dynamic int8 for this model type (NNCF weight "
                               "compression covers MatMul/Embedding, not convolutions)")
-        if precision in ("fp32", "fp16"):
-            onnx_fp32, _ = self.get("onnx", "fp32")
-            ovx.onnx_to_openvino(onnx_fp32, dst, fp16=precision == "fp16")
-            return {"converter": "openvino.convert_model", "weights": "float16" if precision == "fp16"
-                    else "float32", "inference_precision": "f32"}
-        ir_fp32, _ = self.get("ir", "fp32")
+        if precision in (Precision.FLOAT32, Precision.FLOAT16):
+            onnx_fp32, _ = self.get(".onnx", Precision.FLOAT32)
+            ovx.onnx_to_openvino(onnx_fp32, dst, fp16=precision == Precision.FLOAT16)
+            return {"converter": "openvino.convert_model", "weights": precision.value,
+                    "inference_precision": "f32"}
+        ir_fp32, _ = self.get(".xml", Precision.FLOAT32)
         return ovx.quantize_openvino(ir_fp32, dst, self.calibration(), self.cpu_flags)
 
 
@@ -172,17 +169,11 @@ class Unsupported(Exception):
     """This runtime/format cannot produce or run this precision (a row, not an error)."""
 
 
-def tflite_precision(path: Path) -> str:
-    """fp32, fp16, int8 (full integer) or int8-dynamic, from the tensor types inside a .tflite."""
-    from ai_edge_litert.interpreter import Interpreter
+def tflite_precision(path: Path) -> Precision:
+    """The compute precision of a .tflite file, read by the one .tflite reader (measure.graph)."""
+    from edgeopt.measure.graph import profile_tflite
 
-    interp = Interpreter(model_path=str(path))
-    dtypes = [np.dtype(d["dtype"]).name for d in interp.get_tensor_details()]
-    io = len(interp.get_input_details()) + len(interp.get_output_details())
-    if "int8" in dtypes or "uint8" in dtypes:
-        # full integer keeps at most the model's inputs/outputs in float32
-        return "int8" if dtypes.count("float32") <= io else "int8-dynamic"
-    return "fp16" if "float16" in dtypes else "fp32"
+    return Precision.parse(profile_tflite(path, measure_arena=False).precision)
 
 
 # ---------------------------------------------------------------- reference outputs
@@ -203,16 +194,6 @@ def reference_outputs(kind: str, x: np.ndarray, artifacts: Artifacts) -> np.ndar
 
 # ---------------------------------------------------------------- measuring one row
 
-def relevant_flags(runtime: str, precision: str, cpu: dict) -> list[str]:
-    if runtime == "tflm":
-        return []  # TFLM's host build runs its portable reference kernels: no SIMD path to explain
-    base = "int8" if precision.startswith("int8") else precision
-    present = [f for f in FLAGS_FOR.get(base, ()) if f in cpu["flags"]]
-    if base == "int8" and not cpu["vnni"]:
-        present.append("no-vnni")
-    return present
-
-
 def measure_row(row: Row, path: Path, dataset, reference: np.ndarray, threads: int, runs: int,
                 batch: int, seconds: float = 1.0) -> Row:
     from edgeopt.measure.latency import measure_latency, measure_throughput
@@ -227,18 +208,15 @@ def measure_row(row: Row, path: Path, dataset, reference: np.ndarray, threads: i
     row.size_bytes = artifact_size(path)
     row.arena_bytes = getattr(session, "arena_bytes", None)  # TFLM measures its tensor arena
     if dataset.task == "classification":
-        row.accuracy = float((_labels(pred) == dataset.y_eval).mean())
-        row.top1_agreement = float((_labels(pred) == _labels(reference)).mean())
+        from edgeopt.measure.metrics import task_metrics, top1_agreement
+
+        row.accuracy = task_metrics(pred, dataset.y_eval, dataset.task)["accuracy"]
+        row.top1_agreement = top1_agreement(pred, reference)
     row.max_abs_diff = float(np.abs(pred.reshape(reference.shape) - reference).max())
     lat = measure_latency(session, dataset.x_eval[:1], runs=runs, warmup=max(1, min(20, runs // 5)))
     row.p50_ms, row.p99_ms, row.ips_batch1 = lat.p50_ms, lat.p99_ms, lat.throughput_ips
     row.ips_batch = measure_throughput(session, dataset.x_eval, batch=batch, seconds=seconds)
     return row
-
-
-def _labels(y: np.ndarray) -> np.ndarray:
-    y = y.reshape(len(y), -1)
-    return (y[:, 0] > 0.5).astype(np.int64) if y.shape[1] == 1 else y.argmax(axis=1)
 
 
 def artifact_size(path: Path) -> int:
@@ -250,25 +228,26 @@ def artifact_size(path: Path) -> int:
 # ---------------------------------------------------------------- the comparison
 
 def compare(model_path: str | Path, dataset, runtimes: list[str] | None = None,
-            precisions: list[str] | tuple[str, ...] = DEFAULT_PRECISIONS, threads: int = 1,
+            precisions: list[Precision | str] | tuple[Precision | str, ...] = DEFAULT_PRECISIONS,
+            threads: int = 1,
             runs: int = 100, batch: int = 32, out_dir: str | Path | None = None,
             calibration: int = 300, throughput_seconds: float = 1.0, progress=None) -> list[Row]:
     """Every runtime x precision on ``model_path`` (.keras/.h5/SavedModel, .onnx or .tflite).
 
-    Artifacts go to ``out_dir`` (kept) or a temporary folder (removed). ``calibration`` samples
+    ``runtimes`` are registry names (default: every registered runtime); ``precisions`` are
+    Precision values or aliases (fp32, int8-dynamic, ...). Artifacts go to ``out_dir`` (kept) or a
+    temporary folder (removed). ``calibration`` samples
     of the training split calibrate int8; throughput at ``batch`` runs for ``throughput_seconds``.
     ``progress`` is called with each finished Row.
     """
-    from edgeopt.measure.env import cpu_info
+    from edgeopt.runtimes.cpu import cpu_info
     from edgeopt.runtimes.registry import RUNTIMES, get_runtime
 
     model_path = Path(model_path)
     if not model_path.exists():
         raise UserError(f"model not found: {model_path}")
     runtimes = list(runtimes or RUNTIMES)
-    bad = [p for p in precisions if p not in PRECISIONS]
-    if bad:
-        raise UserError(f"unknown precision {bad[0]!r}; choose from {', '.join(PRECISIONS)}")
+    precisions = parse_compare_precisions(precisions)
     loaded = load_model_file(model_path)
     cpu = cpu_info()
     tmp = None if out_dir else tempfile.mkdtemp(prefix="edgeopt-compare-")
@@ -299,15 +278,36 @@ def compare(model_path: str | Path, dataset, runtimes: list[str] | None = None,
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def parse_compare_precisions(precisions) -> list[Precision]:
+    """Precision values or aliases -> the Precision list compare runs; UserError for others."""
+    parsed, bad = [], []
+    for p in precisions:
+        try:
+            parsed.append(Precision.parse(p))
+        except UserError:
+            bad.append(p)
+    bad += [p for p in parsed if p not in PRECISIONS]
+    if bad or not parsed:
+        what = repr(str(bad[0])) if bad else "no"
+        raise UserError(f"compare cannot make {what} rows; choose from "
+                        f"{', '.join(p.value for p in PRECISIONS)}")
+    return list(dict.fromkeys(parsed))
+
+
+def artifact_suffix(runtime) -> str:
+    """The first of a runtime's declared formats that compare can build; Unsupported if none."""
+    for suffix in runtime.formats:
+        if suffix.lower() in BUILDERS:
+            return suffix.lower()
+    raise Unsupported(f"compare cannot make {', '.join(runtime.formats)} artifacts "
+                      f"(it builds {', '.join(BUILDERS)})")
+
+
 def _fill_row(row: Row, artifacts: Artifacts, dataset, reference, workdir, timing: tuple) -> None:
     from edgeopt.runtimes.registry import get_runtime
 
     try:
-        fmt = FORMAT_OF.get(get_runtime(row.runtime).formats[0])
-        if fmt is None:
-            raise Unsupported(f"compare does not know how to make {get_runtime(row.runtime).formats[0]} "
-                              f"artifacts")
-        path, settings = artifacts.get(fmt, row.precision)
+        path, settings = artifacts.get(artifact_suffix(get_runtime(row.runtime)), row.precision)
         row.settings = settings
         row.artifact = str(path.relative_to(workdir)) if path.is_relative_to(workdir) else str(path)
         measure_row(row, path, dataset, reference, *timing)
@@ -345,10 +345,6 @@ def to_json(rows: list[Row], **meta) -> dict:
             "rows": [asdict(r) for r in rows]}
 
 
-def _fmt(v, spec: str) -> str:
-    return "-" if v is None else format(v, spec)
-
-
 def render_table(rows: list[Row], title: str = "edgeopt compare"):
     """A rich renderable: the numbers in a table, then one note per row (settings, CPU flags, or
     why a row did not run), so the table stays narrow enough for a terminal."""
@@ -359,14 +355,14 @@ def render_table(rows: list[Row], title: str = "edgeopt compare"):
     batch = rows[0].batch if rows else 32
     table = Table(title=title, header_style="bold", caption="* fastest at batch 1 for its precision")
     for col in ("runtime", "precision", "load ms", "p50 ms", "p99 ms", "inf/s b1", f"inf/s b{batch}",
-                "size KB", "accuracy", "agree", "max|Δ|"):
+                "size", "accuracy", "agree", "max|Δ|"):
         table.add_column(col, justify="left" if col in ("runtime", "precision") else "right", no_wrap=True)
     best = fastest(rows)
     notes = Text()
     for r in rows:
         star = "*" if best.get(r.precision) == r.runtime else ""
         cells = _cells(r)[3:12] if r.ok else [r.status] + ["-"] * 8
-        table.add_row(f"{r.runtime}{star}", r.precision, *cells, style=None if r.ok else "yellow")
+        table.add_row(f"{r.runtime}{star}", r.precision.value, *cells, style=None if r.ok else "yellow")
         note = _note(r)
         notes.append(f"{r.runtime} {r.precision}: ", style="bold")
         notes.append(f"{note + '; ' if note else ''}cpu flags: {' '.join(r.cpu_flags) or 'none relevant'}\n")
@@ -378,23 +374,27 @@ def _note(r: Row) -> str:
         return r.reason
     parts = [r.settings.get("why") or r.settings.get("mode") or ""]
     if r.arena_bytes:
-        parts.append(f"arena {r.arena_bytes / 1024:.1f} KB")
+        parts.append(f"arena {fmt_bytes(r.arena_bytes)}")
     if r.runtime == "tflm":
         parts.append("reference kernels")
     return "; ".join(p for p in parts if p)
 
 
 def _cells(r: Row) -> list[str]:
-    return [r.runtime, r.precision, r.status, _fmt(r.load_ms, ".1f"), _fmt(r.p50_ms, ".3f"),
-            _fmt(r.p99_ms, ".3f"), _fmt(r.ips_batch1, ".0f"), _fmt(r.ips_batch, ".0f"),
-            _fmt(r.size_bytes / 1024 if r.size_bytes else None, ".1f"), _fmt(r.accuracy, ".4f"),
-            _fmt(r.top1_agreement, ".4f"), _fmt(r.max_abs_diff, ".2g"), " ".join(r.cpu_flags)]
+    return [r.runtime, r.precision.value, r.status, fmt_ms(r.load_ms, 1), fmt_ms(r.p50_ms), fmt_ms(r.p99_ms),
+            fmt_count(r.ips_batch1, 1), fmt_count(r.ips_batch, 1), fmt_bytes(r.size_bytes),
+            _num(r.accuracy, ".4f"), _num(r.top1_agreement, ".4f"), _num(r.max_abs_diff, ".2g"),
+            " ".join(r.cpu_flags)]
+
+
+def _num(v, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
 
 
 def markdown_table(rows: list[Row]) -> str:
     batch = rows[0].batch if rows else 32
     head = ["runtime", "precision", "status", "load ms", "p50 ms", "p99 ms", "inf/s b1", f"inf/s b{batch}",
-            "size KB", "accuracy", "top-1 agree", "max abs diff", "cpu flags", "note"]
+            "size", "accuracy", "top-1 agree", "max abs diff", "cpu flags", "note"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = _cells(r) + [_note(r).replace("|", "\\|")]
@@ -403,10 +403,3 @@ def markdown_table(rows: list[Row]) -> str:
     lines.append("")
     lines += [f"- fastest at {p} (batch-1 median): **{rt}**" for p, rt in best.items()]
     return "\n".join(lines) + "\n"
-
-
-def _write_atomic(dst: Path, data: bytes) -> None:
-    from edgeopt.fsutil import atomic_path
-
-    with atomic_path(dst) as tmp:
-        tmp.write_bytes(data)

@@ -60,24 +60,26 @@ class Dataset:
 
 
 def stratified_indices(y: np.ndarray | None, n: int, seed: int = 0) -> np.ndarray:
-    """Indices of at most n rows, drawing from each class in proportion (at least one each)."""
-    rng = np.random.default_rng(seed)
+    """Sorted indices of at most n rows, each class drawn in proportion (scikit-learn's stratified
+    shuffle split); a plain random sample when n is smaller than the number of classes."""
     if y is None or len(y) <= n:
         return np.arange(len(y) if y is not None else n)
-    classes, counts = np.unique(y, return_counts=True)
-    share = counts / counts.sum() * n
-    take = np.minimum(counts, np.maximum(1, np.floor(share))).astype(int)
-    # hand the rows lost to rounding to the classes with the largest remainders
-    for i in np.argsort(-(share - np.floor(share))):
-        if take.sum() >= n:
-            break
-        if take[i] < counts[i]:
-            take[i] += 1
-    picked = [rng.choice(np.flatnonzero(y == c), size=min(t, cnt), replace=False)
-              for c, t, cnt in zip(classes, take, counts)]
-    idx = np.concatenate(picked)
-    rng.shuffle(idx)
-    return np.sort(idx[:n])
+    picked, _ = split_indices(np.arange(len(y)), y, len(y) - n, seed)
+    return np.sort(picked)
+
+
+def split_indices(idx: np.ndarray, y: np.ndarray | None, n_test: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``idx`` into (rest, test) with exactly ``n_test`` test rows, stratified by ``y[idx]``
+    (scikit-learn ``train_test_split``) when ``y`` holds class ids. Where stratification is
+    impossible (a class with one member, or fewer test rows than classes) the split is random."""
+    from sklearn.model_selection import train_test_split
+
+    if y is not None:
+        try:
+            return tuple(train_test_split(idx, test_size=n_test, stratify=y[idx], random_state=seed))
+        except ValueError:  # a class too small to be on both sides: fall back to a random split
+            pass
+    return tuple(train_test_split(idx, test_size=n_test, random_state=seed))
 
 
 # ---------------------------------------------------------------- loading
@@ -129,24 +131,27 @@ def load_data(
 def make_dataset(name: str, x: np.ndarray, y: np.ndarray, *, task: str | None = None,
                  class_names: list[str] | None = None, val_fraction: float = 0.1,
                  eval_fraction: float = 0.2, limit: int | None = None, seed: int = 0) -> Dataset:
-    """Check arrays and split them into train / validation / eval."""
+    """Check arrays and split them into train / validation / eval (stratified by class for
+    classification; ``limit`` keeps a stratified subset first)."""
     x, y = _check_arrays(name, x, y)
     task = task or _infer_task(y)
     if task == "classification":
         y = y.astype(np.int64)
     else:
         y = y.astype(np.float32)
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(x))
-    if limit:
-        order = order[:limit]
+    labels = y if task == "classification" else None
+    order = np.arange(len(x))
+    if limit and limit < len(x):
+        order = np.sort(stratified_indices(labels, limit, seed)) if labels is not None else \
+            np.random.default_rng(seed).permutation(len(x))[:limit]
     n = len(order)
     n_eval = max(1, int(round(n * eval_fraction)))
     n_val = max(1, int(round(n * val_fraction)))
     if n - n_eval - n_val < 1:
         raise UserError(f"{name}: {n} samples are too few to split into train, validation and eval "
                         f"(need at least 3)")
-    ev, va, tr = order[:n_eval], order[n_eval:n_eval + n_val], order[n_eval + n_val:]
+    rest, ev = split_indices(order, labels, n_eval, seed)
+    tr, va = split_indices(rest, labels, n_val, seed)
     num_classes = int(y.max()) + 1 if task == "classification" else 0
     return Dataset(name, x[tr], y[tr], x[va], y[va], x[ev], y[ev], task, num_classes,
                    list(class_names or []))
@@ -350,13 +355,12 @@ def fashion_mnist(val_fraction: float = 0.1, limit: int | None = None, seed: int
     ytr = _read_idx(files["train-labels-idx1-ubyte"]).astype(np.int64)
     xte = _read_idx(files["t10k-images-idx3-ubyte"]).astype(np.float32)[..., None] / 255.0
     yte = _read_idx(files["t10k-labels-idx1-ubyte"]).astype(np.int64)
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(xtr))
+    order = np.arange(len(xtr))
     if limit:
-        order = order[:limit]
+        order = stratified_indices(ytr, limit, seed)
         xte, yte = xte[: max(1, limit // 6)], yte[: max(1, limit // 6)]
     n_val = max(1, int(round(len(order) * val_fraction)))
-    va, tr = order[:n_val], order[n_val:]
+    tr, va = split_indices(order, ytr, n_val, seed)
     return Dataset("fashion-mnist", xtr[tr], ytr[tr], xtr[va], ytr[va], xte, yte,
                    "classification", 10, FASHION_CLASSES)
 

@@ -13,8 +13,11 @@ def register(app: typer.Typer) -> None:
         model: Path = typer.Argument(..., help="a .keras/.h5 file, SavedModel folder, .onnx or .tflite"),
         data: str = typer.Option(..., "--data", "-d",
                                  help="digits | fashion-mnist | blobs2d | a .npz/.npy/.csv file | an image folder"),
-        runtimes: str = typer.Option("litert,onnxruntime,openvino,tflm", help="comma-separated runtimes"),
-        precisions: str = typer.Option("fp32,fp16,int8", help="comma-separated: fp32, fp16, int8, int8-dynamic"),
+        runtimes: Optional[str] = typer.Option(None, help="comma-separated runtimes (default: every registered "
+                                               "runtime: litert, onnxruntime, openvino, tflm)"),
+        precisions: str = typer.Option("float32,float16,int8",
+                                       help="comma-separated: float32, float16, int8, dynamic (fp32, fp16, "
+                                            "int8-dynamic also accepted)"),
         threads: int = typer.Option(1, min=1, help="runtime threads"),
         runs: int = typer.Option(100, min=1, help="timed batch-1 runs per row"),
         batch: int = typer.Option(32, min=2, help="batch size of the throughput column"),
@@ -27,15 +30,16 @@ def register(app: typer.Typer) -> None:
         accuracy, agreement with the float model). Each runtime quantizes with its own tools and
         every row is measured on its own artifact; a runtime that cannot run a row says why."""
         from edgeopt.cli import print_json
-        from edgeopt.compare import PRECISIONS, compare as run_compare, render_table, to_json
+        from edgeopt.compare import compare as run_compare, parse_compare_precisions, render_table, to_json
         from edgeopt.data import load_data
         from edgeopt.errors import UserError
         from edgeopt.runtimes.registry import parse_runtimes
 
         names = parse_runtimes(runtimes)
-        precs = [p.strip() for p in precisions.split(",") if p.strip()]
-        if not precs or any(p not in PRECISIONS for p in precs):
-            raise UserError(f"--precisions {precisions!r}: choose from {', '.join(PRECISIONS)}")
+        try:
+            precs = parse_compare_precisions([p for p in precisions.split(",") if p.strip()])
+        except UserError as e:
+            raise UserError(f"--precisions {precisions!r}: {e}") from None
         if out is not None:
             from edgeopt.fsutil import ensure_writable_dir
             ensure_writable_dir(out)
@@ -67,7 +71,7 @@ def _progress():
 
     def report(row) -> None:
         state = "ok" if row.ok else row.status
-        sys.stderr.write(f"  {row.runtime:<12} {row.precision:<13} {state}\n")
+        sys.stderr.write(f"  {row.runtime:<12} {row.precision.value:<13} {state}\n")
         sys.stderr.flush()
 
     return report

@@ -13,33 +13,21 @@ _ALIGN = 16  # TFLM aligns planned buffers to 16 bytes
 
 def _lifetimes(path: Path) -> list[tuple[int, int, int]]:
     """(bytes, first step, last step) of every non-constant tensor of the main subgraph."""
-    from ai_edge_litert import schema_py_generated as schema
+    from edgeopt.measure.graph import read_tflite
 
-    from edgeopt.measure.graph import tensor_bytes
-
-    buf = path.read_bytes()
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(buf, 0))
-    types = {v: k.lower() for k, v in vars(schema.TensorType).items() if isinstance(v, int)}
-    graph = model.subgraphs[0]
+    graph = read_tflite(path, resolve_shapes=False)  # the stored (batch-1) shapes TFLM plans with
     first: dict[int, int] = {int(t): 0 for t in graph.inputs}
     last: dict[int, int] = {}
-    for step, op in enumerate(graph.operators):
-        for t in (op.outputs if op.outputs is not None else []):
-            first.setdefault(int(t), step)
-        for t in (op.inputs if op.inputs is not None else []):
+    for step, node in enumerate(graph.nodes):
+        for t in node.outputs:
+            first.setdefault(t, step)
+        for t in node.inputs:
             if t >= 0:
-                last[int(t)] = step
+                last[t] = step
     for t in graph.outputs:
-        last[int(t)] = len(graph.operators) - 1
-    out = []
-    for t, start in first.items():
-        tensor = graph.tensors[t]
-        data = model.buffers[tensor.buffer].data if tensor.buffer < len(model.buffers) else None
-        if data is not None and len(data) > 0:
-            continue
-        shape = [int(d) for d in (tensor.shape if tensor.shape is not None else [])]
-        out.append((tensor_bytes(shape, types.get(tensor.type, "float32")), start, last.get(t, start)))
-    return out
+        last[t] = len(graph.nodes) - 1
+    return [(graph.tensors[t].nbytes, start, last.get(t, start)) for t, start in first.items()
+            if not graph.tensors[t].is_const]
 
 
 def tflm_planned_bytes(path: str | Path) -> int:

@@ -9,23 +9,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-
 from edgeopt.measure.env import cpu_info
 from edgeopt.measure.latency import measure_latency, measure_throughput
-
-
-def task_metrics(pred: np.ndarray, y: np.ndarray, task: str) -> dict:
-    """Top-1 accuracy for classification (a binary sigmoid output is thresholded at 0.5); MAE and
-    RMSE for regression."""
-    if task == "classification":
-        if pred.ndim == 1 or pred.shape[-1] == 1:
-            labels = (pred.reshape(len(pred)) > 0.5).astype(np.int64)
-        else:
-            labels = pred.reshape(len(pred), -1).argmax(axis=1)
-        return {"accuracy": float((labels == y).mean()), "metric": "top-1 accuracy"}
-    err = pred.reshape(len(pred), -1)[:, 0] - y.reshape(len(y))
-    return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err ** 2).mean())), "metric": "mae"}
+from edgeopt.measure.metrics import task_metrics  # also importable from here, as before
 
 
 def file_sizes(path: Path) -> dict:

@@ -1,11 +1,13 @@
 """Graph statistics of a model: per-op parameters, MACs, weight and activation bytes, peak memory.
 
 Three front ends (.tflite flatbuffer, Keras model, ONNX file) translate their graph into one small
-intermediate form (`_Graph`: tensors + nodes in execution order, MACs computed per format because
+intermediate form (`Graph`: tensors + nodes in execution order, MACs computed per format because
 kernel layouts differ); `_build_profile` turns that into a `GraphProfile`.
 
-The .tflite reader parses the flatbuffer with the generated schema module shipped by
-ai_edge_litert (or tflite_micro), so profiling never imports TensorFlow.
+`read_tflite` is edgeopt's one .tflite reader: it parses the flatbuffer with the generated schema
+module shipped by ai_edge_litert (or tflite_micro), never TensorFlow or a private interpreter
+API. Everything that needs a .tflite's tensors or ops (profiles, the TFLM memory planner,
+quantization steps, per-tensor errors, compare) reads them here.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edgeopt.core.precision import Precision
 from edgeopt.errors import UserError, one_line
 from edgeopt.measure.graph_types import GraphProfile, OpStats, TensorStats
 
@@ -27,7 +30,9 @@ _BITS = {"float64": 64, "float32": 32, "float16": 16, "bfloat16": 16, "int64": 6
 
 
 @dataclass
-class _Tensor:
+class Tensor:
+    """A tensor of the graph IR; ``nbytes`` is the stored size for constants, dense size otherwise."""
+
     name: str
     shape: list[int]
     dtype: str
@@ -36,10 +41,14 @@ class _Tensor:
     quant: str = ""  # "" | "per-tensor" | "per-channel" | "blockwise"
     quant_text: str = ""  # human-readable parameters for TensorStats
     is_variable: bool = False
+    scales: list[float] = field(default_factory=list)  # quantization scales (.tflite)
+    zero_points: list[int] = field(default_factory=list)
 
 
 @dataclass
-class _Node:
+class Node:
+    """An op of the graph IR, in execution order; inputs/outputs are tensor indices (-1: none)."""
+
     name: str
     op_type: str
     inputs: list[int]
@@ -48,11 +57,13 @@ class _Node:
 
 
 @dataclass
-class _Graph:
+class Graph:
+    """Tensors and nodes of a model's main graph in execution order (see the module docstring)."""
+
     source: str
     path: str
-    tensors: list[_Tensor]
-    nodes: list[_Node]
+    tensors: list[Tensor]
+    nodes: list[Node]
     inputs: list[int]
     outputs: list[int]
     file_bytes: int | None = None
@@ -79,7 +90,7 @@ def conv_macs(out_shape, kernel_elems_per_output: int) -> int:
 
 
 # --------------------------------------------------------------------------- generic builder
-def _const_roots(graph: _Graph, producer: dict[int, int], derived: set[int], t: int) -> list[int]:
+def _const_roots(graph: Graph, producer: dict[int, int], derived: set[int], t: int) -> list[int]:
     """The stored constants behind tensor t (through DEQUANTIZE/DENSIFY of constants)."""
     if graph.tensors[t].is_const:
         return [t]
@@ -89,7 +100,7 @@ def _const_roots(graph: _Graph, producer: dict[int, int], derived: set[int], t: 
     return []
 
 
-def _constant_derived(graph: _Graph) -> tuple[dict[int, int], set[int]]:
+def _constant_derived(graph: Graph) -> tuple[dict[int, int], set[int]]:
     producer: dict[int, int] = {}
     derived: set[int] = set()
     for k, node in enumerate(graph.nodes):
@@ -102,11 +113,11 @@ def _constant_derived(graph: _Graph) -> tuple[dict[int, int], set[int]]:
     return producer, derived
 
 
-def _is_activation(graph: _Graph, derived: set[int], t: int) -> bool:
+def _is_activation(graph: Graph, derived: set[int], t: int) -> bool:
     return t >= 0 and not graph.tensors[t].is_const and t not in derived
 
 
-def _op_dtype(graph: _Graph, node: _Node, act_in: list[int], roots: list[int], producer: dict[int, int]) -> str:
+def _op_dtype(graph: Graph, node: Node, act_in: list[int], roots: list[int], producer: dict[int, int]) -> str:
     tensors = graph.tensors
     if node.op_type in _WEIGHT_TRANSFORM_OPS and not act_in and roots:
         return tensors[roots[0]].dtype
@@ -118,13 +129,13 @@ def _op_dtype(graph: _Graph, node: _Node, act_in: list[int], roots: list[int], p
     direct = [tensors[i].dtype for i in node.inputs if i >= 0 and tensors[i].is_const
               and _prod(tensors[i].shape) > 1 and tensors[i].dtype not in ("int32", "int64")]
     if act.startswith("float") and any(d.startswith(("int", "uint")) for d in direct):
-        return "hybrid"
+        return Precision.DYNAMIC.value
     if act == "int16" and any(d == "int8" for d in weights):
-        return "int16x8"
+        return Precision.INT16X8.value
     return act
 
 
-def _op_quant(graph: _Graph, node: _Node, act_in: list[int], roots: list[int]) -> str:
+def _op_quant(graph: Graph, node: Node, act_in: list[int], roots: list[int]) -> str:
     tensors = graph.tensors
     weights = [tensors[r] for r in roots if tensors[r].quant and _prod(tensors[r].shape) > 1]
     if weights:
@@ -138,7 +149,7 @@ def _op_quant(graph: _Graph, node: _Node, act_in: list[int], roots: list[int]) -
     return ""
 
 
-def _peak_activation(graph: _Graph, derived: set[int]) -> int:
+def _peak_activation(graph: Graph, derived: set[int]) -> int:
     """Max over execution steps of the bytes of live activation tensors.
 
     A tensor lives from the op that produces it (graph inputs and variables: from the start) to its
@@ -169,29 +180,32 @@ def _peak_activation(graph: _Graph, derived: set[int]) -> int:
     return peak
 
 
-def _precision(graph: _Graph, ops: list[OpStats]) -> str:
+def _precision(graph: Graph, ops: list[OpStats]) -> Precision:
     """The model's dominant compute precision (see GraphProfile.precision)."""
     const_dtypes = {t.dtype for t in graph.tensors if t.is_const}
     mac_dtypes = {o.dtype for o in ops if o.op_type in _MAC_OPS} or {o.dtype for o in ops}
     if const_dtypes & {"int4", "uint4"}:
-        return "int4"
+        return Precision.INT4
     if any(o.op_type == "DYNAMIC_QUANTIZE_LINEAR" for o in ops):  # ONNX dynamic quantization
-        return "hybrid"
+        return Precision.DYNAMIC
     if mac_dtypes & {"int16x8", "int16"}:
-        return "int16x8"
+        return Precision.INT16X8
     if mac_dtypes & {"int8", "uint8"}:
-        return "int8"
-    if "hybrid" in mac_dtypes:
-        return "hybrid"
+        return Precision.INT8
+    if Precision.DYNAMIC.value in mac_dtypes:
+        return Precision.DYNAMIC
     weight_only = {o.dtype for o in ops if o.op_type in _WEIGHT_TRANSFORM_OPS and not o.input_bytes}
     if "float16" in mac_dtypes or "float16" in weight_only:
-        return "float16"
+        return Precision.FLOAT16
     if weight_only & {"int8", "uint8"}:
-        return "hybrid"  # int8 weights dequantized to float: weight-only quantization
-    return "float32" if not mac_dtypes or mac_dtypes <= {"float32"} else sorted(mac_dtypes)[0]
+        return Precision.DYNAMIC  # int8 weights dequantized to float: weight-only quantization
+    if not mac_dtypes or mac_dtypes <= {"float32"}:
+        return Precision.FLOAT32
+    known = [p.value for p in Precision]
+    return Precision(next((d for d in sorted(mac_dtypes) if d in known), "float32"))  # e.g. bfloat16
 
 
-def _build_profile(graph: _Graph) -> GraphProfile:
+def _build_profile(graph: Graph) -> GraphProfile:
     producer, derived = _constant_derived(graph)
     counted: set[int] = set()
     ops: list[OpStats] = []
@@ -256,7 +270,7 @@ def _tflite_quant(t, fb) -> tuple[str, str]:
     return "per-tensor", f"scale={q.Scale(0):.6g} zp={q.ZeroPoint(0) if q.ZeroPointLength() else 0}"
 
 
-def _tflite_tensor(sg, m, k: int, fb, type_names, data: bytes) -> _Tensor:
+def _tflite_tensor(sg, m, k: int, fb, type_names, data: bytes) -> Tensor:
     t = sg.Tensors(k)
     shape = [int(t.Shape(j)) for j in range(t.ShapeLength())]
     dtype = type_names.get(t.Type(), f"type{t.Type()}").lower()
@@ -274,11 +288,14 @@ def _tflite_tensor(sg, m, k: int, fb, type_names, data: bytes) -> _Tensor:
     quant, text = _tflite_quant(t, fb)
     if t.Sparsity() is not None:
         text = (text + " sparse").strip()
-    return _Tensor((t.Name() or b"").decode(errors="replace"), shape, dtype, nbytes, is_const,
-                   quant, text, bool(t.IsVariable()))
+    q = t.Quantization()
+    scales = [float(v) for v in q.ScaleAsNumpy()] if q is not None and q.ScaleLength() else []
+    zps = [int(v) for v in q.ZeroPointAsNumpy()] if q is not None and q.ZeroPointLength() else []
+    return Tensor((t.Name() or b"").decode(errors="replace"), shape, dtype, nbytes, is_const,
+                  quant, text, bool(t.IsVariable()), scales, zps)
 
 
-def _tflite_macs(op_type: str, ins: list[_Tensor], outs: list[_Tensor], options) -> int:
+def _tflite_macs(op_type: str, ins: list[Tensor], outs: list[Tensor], options) -> int:
     if not outs:
         return 0
     out = outs[0].shape
@@ -323,14 +340,23 @@ def _tflite_options(op, fb, op_type: str):
     return opts
 
 
-def _read_tflite(path: Path) -> _Graph:
-    fb = _schema()
-    data = path.read_bytes()
+def read_tflite(source: str | Path | bytes, resolve_shapes: bool = True) -> Graph:
+    """The main subgraph of a .tflite model (a path or the file's bytes) as a `Graph`.
+
+    Tensor indices equal LiteRT's tensor indices, nodes are the ops in execution order (node k is
+    op k). With ``resolve_shapes``, a model with a dynamic batch gets the shapes LiteRT computes at
+    batch 1. Raises UserError for a file that is missing, not a .tflite, or damaged.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data, path = bytes(source), Path("model.tflite")
+    else:
+        path = _existing(source)
+        data = path.read_bytes()
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise UserError(f"{path.name} is not a .tflite model (no TFL3 flatbuffer identifier); "
                         "pass a file written by the TFLite/LiteRT converter")
     try:
-        return _parse_tflite(path, data, fb)
+        return _parse_tflite(path, data, _schema(), resolve_shapes)
     except UserError:
         raise
     except Exception as e:  # a damaged flatbuffer fails anywhere in the generated accessors
@@ -338,7 +364,15 @@ def _read_tflite(path: Path) -> _Graph:
                         f"{str(e)[:80]}); re-export the model") from None
 
 
-def _parse_tflite(path: Path, data: bytes, fb) -> _Graph:
+def tflite_op_details(source: str | Path | bytes) -> list[dict]:
+    """The ops of a .tflite in execution order as ``{"index", "op_name", "inputs", "outputs"}``
+    (tensor indices as LiteRT numbers them), read from the flatbuffer."""
+    graph = read_tflite(source, resolve_shapes=False)
+    return [{"index": k, "op_name": n.op_type, "inputs": list(n.inputs), "outputs": list(n.outputs)}
+            for k, n in enumerate(graph.nodes)]
+
+
+def _parse_tflite(path: Path, data: bytes, fb, resolve_shapes: bool = True) -> Graph:
     m = fb.Model.GetRootAs(data, 0)
     if m.SubgraphsLength() < 1:
         raise UserError(f"{path.name} has no subgraph; re-export the model")
@@ -348,9 +382,9 @@ def _parse_tflite(path: Path, data: bytes, fb) -> _Graph:
         raise ValueError("table sizes exceed the file size")
     tensors = [_tflite_tensor(sg, m, k, fb, type_names, data) for k in range(sg.TensorsLength())]
     notes = []
-    if any(sg.Tensors(k).ShapeSignatureLength() and min(sg.Tensors(k).ShapeSignatureAsNumpy()) < 0
-           for k in range(sg.TensorsLength())):
-        notes.extend(_apply_runtime_shapes(path, tensors))
+    if resolve_shapes and any(sg.Tensors(k).ShapeSignatureLength() and min(sg.Tensors(k).ShapeSignatureAsNumpy()) < 0
+                              for k in range(sg.TensorsLength())):
+        notes.extend(_apply_runtime_shapes(data, tensors))
     nodes = []
     for k in range(sg.OperatorsLength()):
         op = sg.Operators(k)
@@ -371,8 +405,8 @@ def _parse_tflite(path: Path, data: bytes, fb) -> _Graph:
                 f"({m.Subgraphs(i).OperatorsLength()} ops)" for i in called if i < m.SubgraphsLength()) + "]"
         macs = _tflite_macs(op_type, [tensors[i] if i >= 0 else None for i in ins],
                             [tensors[o] for o in outs], _tflite_options(op, fb, op_type))
-        nodes.append(_Node(name, op_type, ins, outs, macs))
-    graph = _Graph("tflite", str(path), tensors, nodes,
+        nodes.append(Node(name, op_type, ins, outs, macs))
+    graph = Graph("tflite", str(path), tensors, nodes,
                    [int(sg.Inputs(j)) for j in range(sg.InputsLength())],
                    [int(sg.Outputs(j)) for j in range(sg.OutputsLength())], len(data))
     graph.notes.extend(notes)
@@ -382,7 +416,7 @@ def _parse_tflite(path: Path, data: bytes, fb) -> _Graph:
     return graph
 
 
-def _apply_runtime_shapes(path: Path, tensors: list[_Tensor]) -> list[str]:
+def _apply_runtime_shapes(data: bytes, tensors: list[Tensor]) -> list[str]:
     """Replace stored shapes of a dynamic-shape model (batch -1) with the shapes LiteRT computes.
 
     The converter stores batch-1 placeholder shapes, which are wrong where an op changes the batch
@@ -393,7 +427,7 @@ def _apply_runtime_shapes(path: Path, tensors: list[_Tensor]) -> list[str]:
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     try:
-        interp = Interpreter(model_path=str(path), num_threads=1, experimental_op_resolver_type=
+        interp = Interpreter(model_content=data, num_threads=1, experimental_op_resolver_type=
                              OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
         interp.allocate_tensors()
         for d in interp.get_input_details():
@@ -414,7 +448,7 @@ def _apply_runtime_shapes(path: Path, tensors: list[_Tensor]) -> list[str]:
 def profile_tflite(path, measure_arena: bool = True) -> GraphProfile:
     """Profile a .tflite file without TensorFlow; the arena comes from the TFLite Micro interpreter."""
     path = _existing(path)
-    graph = _read_tflite(path)
+    graph = read_tflite(path)
     profile = _build_profile(graph)
     profile.tensors = [TensorStats(t.name, list(t.shape), t.dtype, t.nbytes, t.is_const, t.quant_text)
                        for t in graph.tensors]
@@ -499,14 +533,14 @@ def _keras_nodes(model):
 def profile_keras(model, path: str = "") -> GraphProfile:
     """Per-layer profile of a Keras 3 model (unfused: BatchNormalization and activations are layers)."""
     functional, knodes = _keras_nodes(model)
-    tensors: list[_Tensor] = []
+    tensors: list[Tensor] = []
     index: dict[int, int] = {}
 
     def tid(kt) -> int:
         if id(kt) not in index:
             index[id(kt)] = len(tensors)
             dtype = str(getattr(kt.dtype, "name", kt.dtype))
-            tensors.append(_Tensor(getattr(kt, "name", ""), _shape(kt), dtype,
+            tensors.append(Tensor(getattr(kt, "name", ""), _shape(kt), dtype,
                                    tensor_bytes(_shape(kt), dtype), False))
         return index[id(kt)]
 
@@ -521,7 +555,7 @@ def profile_keras(model, path: str = "") -> GraphProfile:
             dtype = str(getattr(w.dtype, "name", w.dtype))
             shape = [int(d) for d in w.shape]
             ins.append(len(tensors))
-            tensors.append(_Tensor(w.path if hasattr(w, "path") else w.name, shape, dtype,
+            tensors.append(Tensor(w.path if hasattr(w, "path") else w.name, shape, dtype,
                                    tensor_bytes(shape, dtype), True))
         op_type = _keras_op_type(layer)
         in_shape = tensors[ins[0]].shape if kn.input_tensors else []
@@ -530,8 +564,8 @@ def profile_keras(model, path: str = "") -> GraphProfile:
             op_type, macs = "MODEL", profile_keras(layer).total_macs
         else:
             macs = _keras_macs(layer, op_type, in_shape, out_shape)
-        nodes.append(_Node(layer.name, op_type, ins, outs, macs))
-    graph = _Graph("keras", str(path), tensors, nodes, [tid(t) for t in functional.inputs],
+        nodes.append(Node(layer.name, op_type, ins, outs, macs))
+    graph = Graph("keras", str(path), tensors, nodes, [tid(t) for t in functional.inputs],
                    [tid(t) for t in functional.outputs])
     profile = _build_profile(graph)
     profile.arena_note = "arena is measured on .tflite files only"
@@ -553,7 +587,7 @@ _WEIGHT_INPUT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3, "ConvTranspose":
                  "MatMul": 1, "MatMulInteger": 1, "QLinearMatMul": 3}
 
 
-def _onnx_macs(node, ins: list[_Tensor | None], out: list[int], attrs: dict) -> int:
+def _onnx_macs(node, ins: list[Tensor | None], out: list[int], attrs: dict) -> int:
     w_idx = _WEIGHT_INPUT.get(node.op_type)
     if w_idx is None or len(ins) <= w_idx or ins[w_idx] is None or ins[0] is None:
         return 0
@@ -605,7 +639,7 @@ def profile_onnx(path) -> GraphProfile:
     path = _existing(path)
     model = _load_onnx(path)
     g = model.graph
-    tensors: list[_Tensor] = []
+    tensors: list[Tensor] = []
     index: dict[str, int] = {}
     notes: list[str] = []
     known = {v.name for v in list(g.value_info) + list(g.output) + list(g.input)}
@@ -615,7 +649,7 @@ def profile_onnx(path) -> GraphProfile:
 
     def add(name: str, shape: list[int], dtype: str, const: bool) -> int:
         index[name] = len(tensors)
-        tensors.append(_Tensor(name, shape, dtype, tensor_bytes(shape, dtype), const))
+        tensors.append(Tensor(name, shape, dtype, tensor_bytes(shape, dtype), const))
         return index[name]
 
     const_names = _onnx_constant_names(g)
@@ -648,9 +682,9 @@ def profile_onnx(path) -> GraphProfile:
         op_type = _onnx_op_type(n, attrs, [tensors[i] if i >= 0 else None for i in ins], const_names)
         macs = _onnx_macs(n, [tensors[i] if i >= 0 else None for i in ins],
                           tensors[outs[0]].shape if outs else [], attrs)
-        nodes.append(_Node(n.name or f"{n.op_type}_{k}", op_type, ins, outs, macs))
+        nodes.append(Node(n.name or f"{n.op_type}_{k}", op_type, ins, outs, macs))
     inputs = [index[i.name] for i in g.input if not tensors[index[i.name]].is_const]
-    graph = _Graph("onnx", str(path), tensors, nodes, inputs, [index[o.name] for o in g.output],
+    graph = Graph("onnx", str(path), tensors, nodes, inputs, [index[o.name] for o in g.output],
                    path.stat().st_size, notes)
     profile = _build_profile(graph)
     profile.arena_note = "arena is measured on .tflite files only"
@@ -706,7 +740,7 @@ def _onnx_constant_names(g) -> set[str]:
     return names
 
 
-def _onnx_op_type(node, attrs: dict, ins: list[_Tensor | None], const_names: set[str]) -> str:
+def _onnx_op_type(node, attrs: dict, ins: list[Tensor | None], const_names: set[str]) -> str:
     if node.op_type in ("Conv", "ConvInteger", "QLinearConv"):
         group = int(attrs.get("group", 1))
         x = ins[0].shape if ins and ins[0] is not None else []
@@ -745,54 +779,3 @@ def profile_path(path, keras_loader=None, measure_arena: bool = True) -> GraphPr
             from edgeopt.model_io import load_keras as keras_loader
         return profile_keras(keras_loader(path), path=str(path))
     raise UserError(f"cannot profile '{path.name}': expected a .tflite, .onnx, .keras or .h5 file")
-
-
-def _fmt_int(n: int) -> str:
-    return f"{n:,}"
-
-
-def _fmt_bytes(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit, size in (("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} B"
-
-
-def _short_name(name: str, width: int = 36) -> str:
-    """Converter names join fused ops with ';' under the model's scope: keep the first, unscoped."""
-    first = name.split(";")[0]
-    if first.count("/") >= 2:
-        first = first.split("/", 1)[1]
-    return first if len(first) <= width else first[:width - 1] + "…"
-
-
-def format_profile_table(profile: GraphProfile):
-    """A rich Table with one row per op and a totals row; its caption summarises memory and precision."""
-    from rich.table import Table
-
-    table = Table(title=f"{Path(profile.path).name or profile.source} ({profile.source}, {profile.precision})",
-                  show_footer=False)
-    for col, justify in (("op", "left"), ("type", "left"), ("output shape", "left"), ("params", "right"),
-                         ("MACs", "right"), ("weight bytes", "right"), ("activation bytes", "right"),
-                         ("dtype", "left")):
-        table.add_column(col, justify=justify)
-    for op in profile.ops:
-        table.add_row(_short_name(op.name), op.op_type, "x".join(map(str, op.output_shape)), _fmt_int(op.params),
-                      _fmt_int(op.macs), _fmt_bytes(sum(op.weight_bytes.values())),
-                      _fmt_bytes(op.activation_bytes), op.dtype + (f" ({op.quantization})" if op.quantization else ""))
-    table.add_section()
-    weights = ", ".join(f"{d} {_fmt_bytes(b)}" for d, b in sorted(profile.weight_bytes.items()))
-    table.add_row("total", f"{len(profile.ops)} ops", "", _fmt_int(profile.total_params),
-                  _fmt_int(profile.total_macs), _fmt_bytes(sum(profile.weight_bytes.values())),
-                  f"peak {_fmt_bytes(profile.peak_activation_bytes)}", profile.precision)
-    arena = (f"TFLite Micro arena {_fmt_bytes(profile.arena_bytes)} ({profile.arena_bytes:,} B)"
-             if profile.arena_bytes is not None else "TFLite Micro arena: n/a")
-    table.caption = (f"input {'x'.join(map(str, profile.input_shape))} {profile.input_dtype} | "
-                     f"weights: {weights or 'none'} | peak activations "
-                     f"{_fmt_bytes(profile.peak_activation_bytes)}"
-                     + (f" | file {_fmt_bytes(profile.file_bytes)}" if profile.file_bytes else "")
-                     + f"\n{arena}" + (f" ({profile.arena_note})" if profile.arena_note else "")
-                     + "".join(f"\nnote: {n}" for n in profile.notes))
-    return table

@@ -18,7 +18,7 @@ class OpStats:
     weight_bytes: dict[str, int] = field(default_factory=dict)  # by dtype, e.g. {"int8": 1024, "int32": 64}
     activation_bytes: int = 0  # bytes of the op's output tensor(s)
     input_bytes: int = 0  # bytes of the op's non-constant input tensor(s)
-    dtype: str = "float32"  # compute precision of the op: float32 | float16 | int8 | int16 | hybrid ...
+    dtype: str = "float32"  # compute dtype of the op: float32 | float16 | int8 | int16x8 | dynamic ...
     quantization: str = ""  # e.g. "per-channel int8", "per-tensor int8", "" for float
 
 
@@ -45,7 +45,7 @@ class GraphProfile:
     file_bytes: int | None = None
     input_shape: list[int] = field(default_factory=list)
     input_dtype: str = "float32"
-    precision: str = "float32"  # dominant compute precision: float32 | float16 | int8 | int16x8 | hybrid | int4
+    precision: str = "float32"  # dominant compute precision: an edgeopt.core.precision.Precision value
     arena_bytes: int | None = None  # measured with the TFLite Micro interpreter
     arena_note: str = ""  # how the arena was measured, or why there is none
     notes: list[str] = field(default_factory=list)  # caveats of the profile (subgraphs, dynamic shapes)

@@ -8,27 +8,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from edgeopt.report.format import fmt_bytes, fmt_count, fmt_int, fmt_ms, fmt_time  # noqa: F401  (re-exported)
+
 # Piped output (CI logs, files) gets a wide fixed width instead of rich's 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 150)
-
-
-def fmt_bytes(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
-def fmt_count(n: int | None) -> str:
-    if n is None:
-        return "-"
-    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{unit}"
-    return str(n)
 
 
 def _quality(metrics: dict) -> str:
@@ -40,9 +23,43 @@ def _quality(metrics: dict) -> str:
 
 
 def print_profile(prof) -> None:
-    from edgeopt.measure.graph import format_profile_table
-
     console.print(format_profile_table(prof))
+
+
+def _short_name(name: str, width: int = 36) -> str:
+    """Converter names join fused ops with ';' under the model's scope: keep the first, unscoped."""
+    first = name.split(";")[0]
+    if first.count("/") >= 2:
+        first = first.split("/", 1)[1]
+    return first if len(first) <= width else first[:width - 1] + "…"
+
+
+def format_profile_table(profile: GraphProfile):
+    """A rich Table with one row per op and a totals row; its caption summarises memory and precision."""
+    table = Table(title=f"{Path(profile.path).name or profile.source} ({profile.source}, {profile.precision})",
+                  show_footer=False)
+    for col, justify in (("op", "left"), ("type", "left"), ("output shape", "left"), ("params", "right"),
+                         ("MACs", "right"), ("weight bytes", "right"), ("activation bytes", "right"),
+                         ("dtype", "left")):
+        table.add_column(col, justify=justify)
+    for op in profile.ops:
+        table.add_row(_short_name(op.name), op.op_type, "x".join(map(str, op.output_shape)), fmt_int(op.params),
+                      fmt_int(op.macs), fmt_bytes(sum(op.weight_bytes.values())),
+                      fmt_bytes(op.activation_bytes), op.dtype + (f" ({op.quantization})" if op.quantization else ""))
+    table.add_section()
+    weights = ", ".join(f"{d} {fmt_bytes(b)}" for d, b in sorted(profile.weight_bytes.items()))
+    table.add_row("total", f"{len(profile.ops)} ops", "", fmt_int(profile.total_params),
+                  fmt_int(profile.total_macs), fmt_bytes(sum(profile.weight_bytes.values())),
+                  f"peak {fmt_bytes(profile.peak_activation_bytes)}", profile.precision)
+    arena = (f"TFLite Micro arena {fmt_bytes(profile.arena_bytes)} ({profile.arena_bytes:,} B)"
+             if profile.arena_bytes is not None else "TFLite Micro arena: n/a")
+    table.caption = (f"input {'x'.join(map(str, profile.input_shape))} {profile.input_dtype} | "
+                     f"weights: {weights or 'none'} | peak activations "
+                     f"{fmt_bytes(profile.peak_activation_bytes)}"
+                     + (f" | file {fmt_bytes(profile.file_bytes)}" if profile.file_bytes else "")
+                     + f"\n{arena}" + (f" ({profile.arena_note})" if profile.arena_note else "")
+                     + "".join(f"\nnote: {n}" for n in profile.notes))
+    return table
 
 
 def print_bench(result: dict) -> None:
@@ -50,6 +67,9 @@ def print_bench(result: dict) -> None:
     how = m["how"]
     for w in result.get("warnings", []):
         console.print(f"[yellow]warning:[/] {w}")
+    if m.get("nonfinite_outputs"):
+        console.print(f"[yellow]warning:[/] {m['nonfinite_outputs']} eval sample(s) gave NaN/inf outputs "
+                      "(scored as wrong)")
     table = Table(title=f"{Path(result['model']).name} on {result['data']['name']} "
                         f"({how['runtime']} {how['runtime_version']}, {how['threads']} thread(s))")
     for col in ("metric", "value"):
@@ -57,14 +77,14 @@ def print_bench(result: dict) -> None:
     lat = m["latency_ms"]
     rows = [
         (m["metric"], _quality(m) + f"  ({m['eval_samples']} eval samples)"),
-        ("latency p50 / p90 / p99", f"{lat['p50_ms']:.4f} / {lat['p90_ms']:.4f} / {lat['p99_ms']:.4f} ms"),
+        ("latency p50 / p90 / p99", " / ".join(fmt_time(lat[k] / 1e3) for k in ("p50_ms", "p90_ms", "p99_ms"))),
         ("throughput batch 1", f"{m['throughput_batch1_ips']:.0f} inf/s"),
     ]
     rows += [(k.replace("_ips", "").replace("_", " "), f"{v:.0f} inf/s") for k, v in m.items()
              if k.startswith("throughput_batch") and k != "throughput_batch1_ips"]
     rows += [
         ("size / gzip", f"{fmt_bytes(m['size_bytes'])} / {fmt_bytes(m['gzip_bytes'])}"),
-        ("load time", f"{m['load_ms']:.1f} ms"),
+        ("load time", fmt_time(m["load_ms"] / 1e3)),
         ("RSS growth / process peak", f"{fmt_bytes(m['rss_delta_bytes'])} / {fmt_bytes(m['peak_rss_bytes'])}"),
         ("CPU", f"{how['cpu']} [{', '.join(how['cpu_flags'])}]"),
     ]
@@ -95,7 +115,7 @@ def run_table(record: dict) -> Table:
             "-" if delta is None else f"{delta:+.2f}",
             fmt_bytes(m["size_bytes"]), fmt_bytes(m["gzip_bytes"]),
             "-" if "size_ratio" not in d else f"{d['size_ratio']:.2f}",
-            f"{m['latency_ms']['p50_ms']:.4f}",
+            fmt_ms(m["latency_ms"]["p50_ms"], 4),
             d.get("speed", "baseline"),
             fmt_bytes(m.get("tflm_arena_bytes")) if m.get("tflm_arena_bytes") else "-",
         )

@@ -105,7 +105,7 @@ def _activations(float_tflite: bytes, x: np.ndarray, batch: int):
     """Yield (tensor name, values) for every non-constant float tensor, one chunk at a time."""
     interp = preserving_interpreter(float_tflite)
     inp = interp.get_input_details()[0]
-    names = activation_tensors(interp)
+    names = activation_tensors(interp, float_tflite)
     for start in range(0, len(x), batch):
         chunk = x[start:start + batch]
         run_batch(interp, inp, chunk)
@@ -128,11 +128,13 @@ def preserving_interpreter(model: bytes):
     return interp
 
 
-def activation_tensors(interp) -> dict[str, int]:
+def activation_tensors(interp, model: bytes) -> dict[str, int]:
     """Name -> index of the graph input and every op output (the tensors that carry activations)."""
+    from edgeopt.measure.graph import tflite_op_details
+
     out = {d["name"]: d["index"] for d in interp.get_input_details()}
     details = {d["index"]: d for d in interp.get_tensor_details()}
-    for op in interp._get_ops_details():  # the only public-ish way to see the graph
+    for op in tflite_op_details(model):  # the ops, from the one .tflite reader
         for index in op["outputs"]:
             if index >= 0 and index in details:
                 out[details[index]["name"]] = index

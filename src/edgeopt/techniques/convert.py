@@ -1,6 +1,7 @@
 """The float32 baseline: a Keras model converted to a plain float32 .tflite."""
 from __future__ import annotations
 
+from edgeopt.core.precision import Precision
 from edgeopt.fsutil import atomic_write_bytes
 from edgeopt.steps import StepContext, StepResult, register
 
@@ -16,7 +17,7 @@ class Float32:
         from edgeopt.convert import keras_to_tflite
 
         data = keras_to_tflite(model)
-        details = {"precision": "float32"}
+        details = {"precision": Precision.FLOAT32}
         if ctx.options.get("try_sparse_encoding"):  # set after pruning: keep the sparse file if smaller
             import tensorflow as tf
 

@@ -276,11 +276,9 @@ def validation_score(model, ds) -> dict:
     """Accuracy (classification) or MSE (regression) on the validation split."""
     pred = np.asarray(model.predict(ds.x_val, batch_size=256, verbose=0))
     if ds.task == "classification":
-        if pred.shape[-1] > 1:
-            labels = pred.argmax(-1)
-        else:  # one unit: a sigmoid probability or a logit
-            labels = (pred[:, 0] > (0.5 if 0 <= pred.min() and pred.max() <= 1 else 0.0)).astype(int)
-        return {"accuracy": round(float((labels == ds.y_val).mean()), 5)}
+        from edgeopt.measure.metrics import task_metrics
+
+        return {"accuracy": round(task_metrics(pred, ds.y_val, ds.task)["accuracy"], 5)}
     return {"mse": round(float(np.mean((pred.reshape(ds.y_val.shape) - ds.y_val) ** 2)), 6)}
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeopt.core.precision import Precision
 from edgeopt.errors import UserError, one_line
 from edgeopt.fsutil import atomic_write_bytes
 from edgeopt.steps import StepContext, StepResult, register, register_alias
@@ -58,7 +59,7 @@ class Dynamic(_PTQStep):
         import tensorflow as tf
 
         quant = convert(ctx, model, optimizations=[tf.lite.Optimize.DEFAULT], **_per_channel_kwargs(ctx))
-        return quant, {"precision": "dynamic-int8", "weights": f"int8 {_granularity(ctx)}",
+        return quant, {"precision": Precision.DYNAMIC, "weights": f"int8 {_granularity(ctx)}",
                        "activations": "float32", "io": "float32", "converter": "tflite"}
 
 
@@ -73,7 +74,7 @@ class Float16(_PTQStep):
 
         quant = convert(ctx, model, optimizations=[tf.lite.Optimize.DEFAULT],
                         target_spec={"supported_types": [tf.float16]})
-        return quant, {"precision": "float16", "weights": "float16", "activations": "float32",
+        return quant, {"precision": Precision.FLOAT16, "weights": "float16", "activations": "float32",
                        "io": "float32", "converter": "tflite"}
 
 
@@ -96,7 +97,7 @@ class Int8(_PTQStep):
     def quantize(self, ctx, model, float_model, x):
         method = ctx.options.get("calibration", "minmax")
         int8_io = bool(ctx.options.get("int8_io", False))
-        details = {"precision": f"int{self.activation_bits}" if self.activation_bits == 8 else "int16x8",
+        details = {"precision": Precision.INT8 if self.activation_bits == 8 else Precision.INT16X8,
                    "weights": f"int8 {_granularity(ctx)}",
                    "activations": f"int{self.activation_bits}",
                    "io": f"int{self.activation_bits}" if int8_io else "float32",
@@ -132,7 +133,7 @@ class Int4Weights(_PTQStep):
         from ai_edge_quantizer import recipe
 
         quant = _aeq_run(float_model, recipe.weight_only_wi4_afp32(), None, [])
-        return quant, {"precision": "int4-weights", "weights": "int4 per-channel",
+        return quant, {"precision": Precision.INT4, "weights": "int4 per-channel",
                        "activations": "float32", "io": "float32", "converter": "ai-edge-quantizer"}
 
 
@@ -251,13 +252,14 @@ def _aeq_run(float_model: bytes, recipe, ranges, keep_float: list[str]) -> bytes
 def graph_ops(model: bytes) -> list[dict]:
     """The ops of a .tflite in order: type, output names, ai-edge-quantizer scope, a short label,
     activation inputs and input channels."""
+    from edgeopt.measure.graph import tflite_op_details
     from edgeopt.techniques.calibration import preserving_interpreter
 
     interp = preserving_interpreter(model)
     details = {d["index"]: d for d in interp.get_tensor_details()}
     produced = {d["index"] for d in interp.get_input_details()}  # tensors that carry activations
     ops = []
-    for op in interp._get_ops_details():
+    for op in tflite_op_details(model):
         ins = [i for i in op["inputs"] if i in details]
         outs = [details[i]["name"] for i in op["outputs"] if i in details]
         consts = [details[i]["name"] for i in ins if i not in produced]
@@ -281,13 +283,14 @@ def _short_name(tensor: str) -> str:
 
 def float_ops(model: bytes) -> list[str]:
     """Labels of compute ops whose output is float in a quantized model (boundary ops excluded)."""
+    from edgeopt.measure.graph import tflite_op_details
     from edgeopt.techniques.calibration import preserving_interpreter
 
     interp = preserving_interpreter(model)
     details = {d["index"]: d for d in interp.get_tensor_details()}
     labels = {op["index"]: op["label"] for op in graph_ops(model)}
     out = []
-    for op in interp._get_ops_details():
+    for op in tflite_op_details(model):
         if op["op_name"] in BOUNDARY_OPS or not len(op["outputs"]):
             continue
         d = details.get(op["outputs"][0])
@@ -325,7 +328,7 @@ def weight_dtypes(model: bytes) -> dict[str, int]:
 
 def _float_op_report(ctx, quant: bytes, precision: str) -> dict:
     """For fully integer variants: which ops stayed float (cannot be quantized), with a warning."""
-    if precision not in ("int8", "int16x8"):
+    if precision not in (Precision.INT8, Precision.INT16X8):
         return {}
     left = float_ops(quant)
     if left:
@@ -559,7 +562,7 @@ class MixedSearch:
 
     def details(self, best: _Candidate) -> dict:
         drop = self.drop(best)
-        out = {"precision": "mixed int8/float32",
+        out = {"precision": Precision.MIXED,
                "weights": f"int8 {'per-channel' if self.per_channel else 'per-tensor'}",
                "activations": "int8 (float in kept ops)",
                "io": "int8" if self.int8_io else "float32",
@@ -606,11 +609,12 @@ def compare_latency(path_a: Path, path_b: Path, x1: np.ndarray) -> tuple[float, 
 
 def _litert_evaluator(dataset):
     """Accuracy of an artifact on the eval split in LiteRT (when the run gives no evaluator)."""
+    from edgeopt.measure.metrics import task_metrics
     from edgeopt.runtimes.litert import LiteRT
 
     def evaluate(path: Path) -> float:
         pred = LiteRT().load(path).predict(dataset.x_eval)
-        return float((pred.argmax(axis=1) == dataset.y_eval).mean())
+        return task_metrics(pred, dataset.y_eval, dataset.task)["accuracy"]
     return evaluate
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeopt.core.precision import Precision
 from edgeopt.errors import UserError
 from edgeopt.steps import StepContext, StepResult, register
 
@@ -366,13 +367,15 @@ def convert_qat_int8(model, ctx: StepContext) -> StepResult:
     left = float_ops(data)
     if left:
         ctx.log(f"warning: {len(left)} op(s) stayed float after QAT conversion: {', '.join(left)}")
-    details: dict[str, Any] = {"precision": "int8", "method": "qat", "weights": "int8 per-channel "
+    details: dict[str, Any] = {"precision": Precision.INT8, "method": "qat", "weights": "int8 per-channel "
                                "(conv), per-tensor (dense)", "activations": "int8 (learned ranges)",
                                "io": "int8" if int8_io else "float32", "float_ops": left}
     ds = ctx.dataset
     if ds is not None and ds.task == "classification":  # what conversion should reproduce
+        from edgeopt.measure.metrics import task_metrics
+
         pred = model.predict(ds.x_eval, batch_size=256, verbose=0)
-        details["simulated_accuracy"] = round(float((pred.argmax(-1) == ds.y_eval).mean()), 5)
+        details["simulated_accuracy"] = round(task_metrics(pred, ds.y_eval, ds.task)["accuracy"], 5)
     return StepResult(artifact=Path(path), details=details)
 
 

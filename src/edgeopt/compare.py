@@ -111,12 +111,17 @@ class Artifacts:
             kwargs = {"optimizations": [tf.lite.Optimize.DEFAULT],
                       "target_spec": {"supported_types": [tf.float16]}}
             settings["mode"] = "float16 weights, float32 compute"
-        elif precision == "int8":
-            calib = self.calibration()
-            kwargs = {"optimizations": [tf.lite.Optimize.DEFAULT],
-                      "representative_dataset": lambda: ([calib[i:i + 1]] for i in range(len(calib))),
-                      "target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]}}
-            settings.update(mode="full integer, float32 I/O", calibration_samples=len(calib))
+        elif precision == "int8":  # the artifact optimize's int8 step builds, with the same config
+            from edgeopt.steps import StepContext, get_step
+            from edgeopt.techniques.configs import Int8
+
+            cfg, work = Int8(calibration_samples=self.calibration_n), Path(tempfile.mkdtemp(dir=self.workdir))
+            ctx = StepContext(dataset=self.dataset, work_dir=work, config=cfg, options=cfg.model_dump(),
+                              log=lambda msg: None)
+            shutil.move(get_step("int8").run(ctx, self.keras()).artifact, dst)
+            shutil.rmtree(work, ignore_errors=True)
+            return {**settings, "mode": "full integer, float32 I/O (the int8 recipe step)",
+                    "step": cfg.to_record()}
         elif precision == "int8-dynamic":
             kwargs = {"optimizations": [tf.lite.Optimize.DEFAULT]}
             settings["mode"] = "dynamic range: int8 weights, activations quantized at run time"

@@ -3,8 +3,9 @@
 A recipe is a chain of steps. It can be written as
 
 - a string: ``"int8"``, ``"prune,cluster,int8"`` or an alias such as ``"ptq"`` (several chains);
-- a list of steps, each a name, a config (``Int8(calibration="percentile")``) or a one-key
-  mapping ``{"prune": {"sparsity": 0.5}}``;
+- a list of steps, each a name, a config (``Int8(calibration="percentile")``), a one-key
+  mapping ``{"prune": {"sparsity": 0.5}}`` or a step record of run.json
+  (``{"step": "prune", "config": {...}}``: a variant's ``steps`` rebuild it exactly);
 - a mapping ``{"name": "prune50", "steps": [...]}`` to name the variant;
 - a YAML recipe file (``load_recipe_file``) holding ``recipes:`` (a list of the above) and
   optionally ``options:``.
@@ -241,6 +242,8 @@ def _parse_step(item) -> tuple[str, dict]:
         return item.step, {}
     if isinstance(item, str):
         return item.strip(), {}
+    if isinstance(item, dict) and set(item) == {"step", "config"}:  # a step record of run.json
+        return str(item["step"]), dict(item["config"] or {})
     if isinstance(item, dict) and len(item) == 1:
         (step, values), = item.items()
         if values is not None and not isinstance(values, dict):

@@ -110,6 +110,19 @@ def _check_counts(threads: int, runs: int) -> None:
         raise UserError(f"--runs must be at least 1 (got {runs})")
 
 
+def plan_recipes(recipes: list | None, options: dict[str, Any] | None = None,
+                 recipe_file: str | Path | None = None) -> tuple[list, dict[str, Any]]:
+    """(validated chains, merged options) for ``optimize``: the recipe file's recipes come first,
+    its options are overridden by ``options``. Loads nothing heavy; UserError on a bad recipe."""
+    from edgeopt.recipes import load_recipe_file, plan
+
+    recipes, options = list(recipes or []), dict(options or {})
+    if recipe_file is not None:
+        file_recipes, file_options = load_recipe_file(recipe_file)
+        recipes, options = file_recipes + recipes, {**file_options, **options}
+    return plan(recipes, options), options
+
+
 def optimize(model, data, *, recipes: list | None = None, recipe_file: str | Path | None = None,
              out: str | Path | None = None, options: dict[str, Any] | None = None, threads: int = 1,
              runs: int = 200, unsafe: bool = False, fresh: bool = False, log: Log | None = None,
@@ -127,15 +140,11 @@ def optimize(model, data, *, recipes: list | None = None, recipe_file: str | Pat
     from edgeopt.engine import store
     from edgeopt.engine.oracles import accuracy_oracle
     from edgeopt.measure.env import environment
-    from edgeopt.recipes import Chain, Float32, load_recipe_file, options_json, plan
+    from edgeopt.recipes import Chain, Float32, options_json
     from edgeopt.steps import StepContext
 
     _check_counts(threads, runs)
-    recipes, options = list(recipes or []), dict(options or {})
-    if recipe_file is not None:
-        file_recipes, file_options = load_recipe_file(recipe_file)
-        recipes, options = file_recipes + recipes, {**file_options, **options}
-    chains = plan(recipes, options)  # before any model or data is loaded
+    chains, options = plan_recipes(recipes, options, recipe_file)  # before any model or data loads
     log = log or (lambda msg: None)
     m, ds, warnings = prepare(model, data, unsafe=unsafe, **data_kwargs)
     if chains and m.kind != "keras":

@@ -124,6 +124,7 @@ def register(app: typer.Typer) -> None:
             options["max_accuracy_drop"] = max_accuracy_drop
         if calibration_samples is not None:
             options["calibration_samples"] = calibration_samples
+        api.plan_recipes(list(recipe), options, recipe_file)  # one error line before any output
         with progress_bar(disable=json_out) as (log, step):
             run = api.optimize(model, data, recipes=list(recipe), recipe_file=recipe_file, out=out,
                                options=options, threads=threads, runs=runs, unsafe=unsafe, fresh=fresh,

@@ -84,7 +84,9 @@ def to_artifact(m: LoadedModel, work_dir: Path) -> Path:
 
 
 def _runtime_for(path: Path) -> str:
-    return {".tflite": "litert", ".onnx": "onnxruntime", ".xml": "openvino"}.get(path.suffix, "litert")
+    from edgeopt.engine.oracles import runtime_for
+
+    return runtime_for(path)
 
 
 def bench(model, data, *, threads: int = 1, runs: int = 200, warmup: int = 20, unsafe: bool = False,

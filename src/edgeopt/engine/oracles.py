@@ -14,14 +14,16 @@ import numpy as np
 PAIRED_ROUNDS = 7  # alternating rounds of the paired latency measurement
 
 
-def _runtime_for(path: Path) -> str:
+def runtime_for(path: Path) -> str:
+    """The runtime that measures an artifact of this format (.tflite -> litert, .onnx ->
+    onnxruntime, .xml -> openvino); to be replaced by the runtimes registry's preference rule."""
     return {".tflite": "litert", ".onnx": "onnxruntime", ".xml": "openvino"}.get(Path(path).suffix, "litert")
 
 
 def _session(path: Path, threads: int = 1):
     from edgeopt.runtimes.registry import get_runtime
 
-    return get_runtime(_runtime_for(Path(path))).load(Path(path), threads=threads)
+    return get_runtime(runtime_for(Path(path))).load(Path(path), threads=threads)
 
 
 def accuracy_oracle(dataset, threads: int = 1) -> Callable[[Path], float] | None:

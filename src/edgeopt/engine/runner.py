@@ -99,6 +99,7 @@ class ChainRunner:
                 self._store(key, model, out.details or {}, out.hints or {})
             else:
                 result.artifact = Path(out.artifact)
+                result.details["produces"] = dict(step.produces)  # precision and format of the artifact
         return result
 
     # -- the cache

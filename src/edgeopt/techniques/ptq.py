@@ -8,6 +8,7 @@ ai-edge-quantizer with activation ranges measured by ``calibration.activation_ra
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import warnings
@@ -35,7 +36,7 @@ class _PTQStep:
     calibrated = False  # needs a representative dataset
 
     def run(self, ctx: StepContext, model) -> StepResult:
-        ctx.config = step_config(ctx, self.config)
+        ctx = dataclasses.replace(ctx, config=step_config(ctx, self.config))
         float_model = convert(ctx, model)
         x = calibration_data(ctx, model) if self.calibrated else None
         quant, details = self.quantize(ctx, model, float_model, x)
@@ -96,7 +97,7 @@ class Int8(_PTQStep):
     def run(self, ctx: StepContext, model) -> StepResult:
         from edgeopt.techniques.qat import is_qat_model
 
-        ctx.config = step_config(ctx, self.config)
+        ctx = dataclasses.replace(ctx, config=step_config(ctx, self.config))
         if is_qat_model(model):  # fake-quant ops carry their own ranges
             from edgeopt.techniques.qat import convert_qat_int8
             return convert_qat_int8(model, ctx)
@@ -432,7 +433,7 @@ class Mixed:
     produces = {"precision": "mixed", "format": "tflite"}
 
     def run(self, ctx: StepContext, model) -> StepResult:
-        ctx.config = step_config(ctx, self.config)
+        ctx = dataclasses.replace(ctx, config=step_config(ctx, self.config))
         float_model = convert(ctx, model)
         x = calibration_data(ctx, model)
         search = MixedSearch(ctx, float_model, x)

@@ -71,7 +71,7 @@ def test_optimize_writes_run_and_resumes(capsys, tmp_path, slide_mlp_path):
                              "--runs", "10", "--json")
     assert code == 0, err
     record = json.loads(out)
-    assert record["schema_version"] == 1
+    assert record["schema_version"] == 2  # bumped by issue 9 (typed records)
     base = record["variants"][0]
     assert base["name"] == "float32" and base["status"] == "done"
     assert (out_dir / base["artifact"]).exists()

@@ -4,18 +4,23 @@
     model = edgeopt.load_model("model.keras")
     data = edgeopt.load_data("fashion-mnist")
     edgeopt.bench(model, data)
-    run = edgeopt.optimize(model, data, recipes=["ptq"])
+    run = edgeopt.optimize(model, data, recipes=["ptq", [edgeopt.Prune(epochs=2), edgeopt.Int8()]])
+    run.to_frame()                               # a pandas DataFrame, one row per variant
+    run.best(by="size", max_accuracy_drop=0.5)   # the smallest variant within 0.5 points
 """
 from __future__ import annotations
 
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from edgeopt.data import Dataset, check_against_model, load_data, quantized_input_range
 from edgeopt.errors import UserError
 from edgeopt.model_io import LoadedModel, load_keras, load_model
+
+if TYPE_CHECKING:
+    from edgeopt.core.types import Run
 
 __all__ = ["load_model", "load_data", "profile", "bench", "optimize", "UserError"]
 
@@ -79,7 +84,9 @@ def to_artifact(m: LoadedModel, work_dir: Path) -> Path:
 
 
 def _runtime_for(path: Path) -> str:
-    return {".tflite": "litert", ".onnx": "onnxruntime", ".xml": "openvino"}.get(path.suffix, "litert")
+    from edgeopt.runtimes.registry import runtime_for
+
+    return runtime_for(path)
 
 
 def bench(model, data, *, threads: int = 1, runs: int = 200, warmup: int = 20, unsafe: bool = False,
@@ -105,88 +112,110 @@ def _check_counts(threads: int, runs: int) -> None:
         raise UserError(f"--runs must be at least 1 (got {runs})")
 
 
-def optimize(model, data, *, recipes: list[str] | None = None, out: str | Path | None = None,
-             options: dict[str, Any] | None = None, threads: int = 1, runs: int = 200,
-             unsafe: bool = False, fresh: bool = False, log: Log | None = None,
-             progress: Callable[[str, int, int], None] | None = None, **data_kwargs) -> "Path":
-    """Baseline + one variant per recipe, each measured on its artifact; returns the run directory.
+def plan_recipes(recipes: list | None, options: dict[str, Any] | None = None,
+                 recipe_file: str | Path | None = None) -> tuple[list, dict[str, Any]]:
+    """(validated chains, merged options) for ``optimize``: the recipe file's recipes come first,
+    its options are overridden by ``options``. Loads nothing heavy; UserError on a bad recipe."""
+    from edgeopt.recipes import load_recipe_file, plan
 
-    ``recipes``: step chains such as ``"int8"``, ``"prune,cluster,int8"`` or aliases such as ``"ptq"``.
-    ``options``: step options (``max_accuracy_drop``, ``calibration_samples``, ``sparsity``...).
+    recipes, options = list(recipes or []), dict(options or {})
+    if recipe_file is not None:
+        file_recipes, file_options = load_recipe_file(recipe_file)
+        recipes, options = file_recipes + recipes, {**file_options, **options}
+    return plan(recipes, options), options
+
+
+def optimize(model, data, *, recipes: list | None = None, recipe_file: str | Path | None = None,
+             out: str | Path | None = None, options: dict[str, Any] | None = None, threads: int = 1,
+             runs: int = 200, unsafe: bool = False, fresh: bool = False, log: Log | None = None,
+             progress: Callable[[str, int, int], None] | None = None, **data_kwargs) -> "Run":
+    """Baseline + one variant per recipe, each measured on its artifact; returns the typed ``Run``
+    (``run.path`` is the run directory, ``run.to_frame()`` a table, ``run.best(...)`` a choice).
+
+    ``recipes``: chains such as ``"int8"``, ``"prune,cluster,int8"``, aliases such as ``"ptq"``, or
+    lists of configs such as ``[Prune(sparsity=0.5), Int8(calibration="percentile")]`` (see
+    ``edgeopt.recipes``). ``recipe_file``: a YAML file of recipes (and options) added before them.
+    ``options``: step options, scoped (``{"prune.epochs": 2}``) or unscoped (``{"epochs": 2}``: every
+    step with that field). Recipes and options are validated (UserError) before anything loads.
     """
-    from edgeopt import run as runmod
+    from edgeopt.engine import runner as enginerun
+    from edgeopt.engine import store
+    from edgeopt.engine.oracles import accuracy_oracle
     from edgeopt.measure.env import environment
-    from edgeopt.steps import expand_recipes, get_step
+    from edgeopt.recipes import Chain, Float32, options_json
+    from edgeopt.steps import StepContext
 
     _check_counts(threads, runs)
+    chains, options = plan_recipes(recipes, options, recipe_file)  # before any model or data loads
     log = log or (lambda msg: None)
     m, ds, warnings = prepare(model, data, unsafe=unsafe, **data_kwargs)
-    chains = expand_recipes(recipes or [])
     if chains and m.kind != "keras":
         raise UserError(f"recipes need a Keras model; {m.path.name} is a .{m.kind} file (edgeopt can "
                         f"measure it: edgeopt bench {m.path.name} --data ...)")
-    for chain in chains:  # fail fast on unknown steps, before any training
-        for step in chain:
-            get_step(step)
     out = Path(out) if out else Path("runs") / m.path.stem
     header = {
         "name": out.name,
         "model": {"path": str(m.path), "kind": m.kind, "name": m.name, "input_shape": list(m.input_shape),
-                  "sha256": runmod.file_digest(m.path), **m.info},
+                  "sha256": store.file_digest(m.path), **m.info},
         "data": {"source": ds.name, **ds.summary(), "fingerprint": _data_fingerprint(ds)},
-        "settings": {"threads": threads, "runs": runs, "recipes": recipes or [], "options": options or {}},
+        "settings": {"threads": threads, "runs": runs, "recipes": [c.name for c in chains],
+                     "options": options_json(options)},
         "environment": environment(),
         "warnings": warnings,
     }
-    run = runmod.RunDir.open(out, header, fresh=fresh)
-    todo = [[runmod.BASELINE]] + [c for c in chains if c != [runmod.BASELINE]]
-    total = len(todo)
+    run = store.RunDir.open(out, header, fresh=fresh)
+    base_ctx = StepContext(dataset=ds, work_dir=run.path, log=log, evaluate=accuracy_oracle(ds, threads))
+    root = enginerun.chain_key(header["model"]["sha256"], {"data": header["data"]["fingerprint"],
+                                                           "seed": base_ctx.seed})
+    engine = enginerun.ChainRunner(run.cache_dir, lambda p: load_keras(p or m.path, unsafe=unsafe),
+                                   base_ctx, root)
+    baseline = Chain(enginerun.BASELINE, [Float32()])
+    todo = [baseline] + [c for c in chains if c.name != baseline.name]
     for i, chain in enumerate(todo):
-        name = runmod.variant_name(chain)
         if progress:
-            progress(name, i, total)
-        if run.is_done(name):
-            log(f"{name}: kept from the earlier run")
+            progress(chain.name, i, len(todo))
+        steps = enginerun.closed(chain).records() if m.kind == "keras" else []
+        if run.is_done(chain.name, steps):
+            log(f"{chain.name}: kept from the earlier run")
             continue
-        variant = _make_variant(run, m, ds, chain, name, options or {}, threads, runs, unsafe, log)
-        run.put(variant)
+        run.put(_make_variant(run, engine, m, ds, chain, threads, runs, log))
     if progress:
-        progress("done", total, total)
-    return run.path
+        progress("done", len(todo), len(todo))
+    return store.read_run(run.path)
 
 
-def _make_variant(run, m: LoadedModel, ds: Dataset, chain: list[str], name: str, options: dict,
-                  threads: int, runs: int, unsafe: bool, log: Log) -> dict:
-    from edgeopt import run as runmod
+def _make_variant(run, engine, m: LoadedModel, ds: Dataset, chain, threads: int, runs: int, log: Log) -> dict:
+    from edgeopt.engine import store
+    from edgeopt.engine.analysis import compare_to_baseline
+    from edgeopt.engine.runner import BASELINE, closed, failure_record
     from edgeopt.measure.bench import bench_artifact
-    from edgeopt.steps import StepContext
 
-    work = run.variant_dir(name)
-    base = run.get(runmod.BASELINE)
+    work = run.variant_dir(chain.name)
+    base = run.get(BASELINE)
     base_metrics = base.get("metrics") if base and base.get("status") == "done" else None
-    ctx = StepContext(dataset=ds, work_dir=work, options=dict(options), log=log,
-                      evaluate=lambda p: _quick_accuracy(p, ds, threads),
-                      baseline_accuracy=(base_metrics or {}).get("accuracy"))
+    engine.base_ctx.baseline_accuracy = (base_metrics or {}).get("accuracy")
     t0 = time.perf_counter()
     try:
         if m.kind == "keras":
-            artifact, details, quant_errors = runmod.execute_chain(
-                chain, lambda: load_keras(m.path, unsafe=unsafe), ctx)
+            result = engine.run(chain, work)
+            artifact, steps, details, quant_errors = result.artifact, result.steps, result.details, \
+                result.quant_errors
         else:
-            artifact, details, quant_errors = _copy_artifact(m.path, work), {"steps": []}, []
+            artifact, steps, details, quant_errors = _copy_artifact(m.path, work), [], {"steps": []}, []
         metrics = bench_artifact(artifact, ds, runtime=_runtime_for(artifact), threads=threads, runs=runs)
-        metrics.update(_graph_summary(artifact))
+        metrics["provenance"] = store.provenance(metrics.get("how") or {})
+        graph = _graph_summary(artifact)
     except KeyboardInterrupt:
         raise
     except Exception as err:  # one failing variant must not lose the others
-        log(f"{name}: failed: {err}")
-        return runmod.failure_record(name, chain, err)
-    variant = {"name": name, "recipe": chain, "status": "done",
-               "artifact": str(Path(artifact).relative_to(run.path)), "metrics": metrics,
-               "details": details, "quant_errors": quant_errors,
+        log(f"{chain.name}: failed: {err}")
+        return failure_record(chain.name, closed(chain) if m.kind == "keras" else chain, err)
+    variant = {"name": chain.name, "recipe": [s["step"] for s in steps] or [BASELINE], "steps": steps,
+               "status": "done", "artifact": str(Path(artifact).relative_to(run.path)), "metrics": metrics,
+               "graph": graph, "details": details, "quant_errors": quant_errors,
                "seconds": round(time.perf_counter() - t0, 2)}
-    if base_metrics and name != runmod.BASELINE:
-        variant["vs_baseline"] = runmod.compare_to_baseline(metrics, base_metrics, ds.task)
+    if base_metrics and chain.name != BASELINE:
+        variant["vs_baseline"] = compare_to_baseline(metrics, base_metrics, ds.task)
     return variant
 
 
@@ -196,15 +225,6 @@ def _copy_artifact(src: Path, work: Path) -> Path:
     dst = work / src.name
     shutil.copyfile(src, dst)
     return dst
-
-
-def _quick_accuracy(path: Path, ds: Dataset, threads: int) -> float:
-    from edgeopt.measure.bench import task_metrics
-    from edgeopt.runtimes.registry import get_runtime
-
-    session = get_runtime(_runtime_for(Path(path))).load(Path(path), threads=threads)
-    metrics = task_metrics(session.predict(ds.x_eval), ds.y_eval, ds.task)
-    return metrics.get("accuracy", -metrics.get("mae", 0.0))
 
 
 def _graph_summary(artifact: Path) -> dict:

@@ -58,7 +58,7 @@ def run_demo(out: Path, quick: bool = False) -> list[Path]:
     from edgeopt import api
     from edgeopt.fsutil import ensure_writable_dir
     from edgeopt.report.terminal import print_bench, print_profile, print_run, progress_bar
-    from edgeopt.run import load_run
+    from edgeopt.engine.store import load_run
 
     out = ensure_writable_dir(Path(out))
     runs = []
@@ -72,7 +72,7 @@ def run_demo(out: Path, quick: bool = False) -> list[Path]:
         print_bench(api.bench(model_path, data, runs=50 if quick else 200))
         with progress_bar() as (log, step):
             run_path = api.optimize(model_path, data, recipes=recipes, out=out / model_path.stem,
-                                    runs=50 if quick else 200, log=log, progress=step)
+                                    runs=50 if quick else 200, log=log, progress=step).path
         print_run(load_run(run_path), run_path)
         runs.append(run_path)
     return runs

@@ -2,28 +2,62 @@
 
 A recipe is an ordered list of steps, e.g. ``prune,cluster,qat,int8``. Steps of kind
 "keras" take a Keras model and return a Keras model (training-time techniques); at most one
-step of kind "convert" ends the recipe and turns the Keras model into a deployable artifact
-(if a recipe has none, ``float32`` is appended, or ``int8`` after ``qat``). Steps transform; they never measure the
-artifact: the run measures every variant the same way afterwards.
+step of kind "convert" ends the recipe and turns the Keras model into a deployable artifact.
+A step declares what the runner needs to know about it, so the runner has no
+technique-specific branches:
+
+- ``config``: its pydantic config class (``edgeopt.techniques.configs``);
+- ``closing``: for training steps, the conversion a recipe that ends with it needs (``qat``
+  declares ``int8``; a chain without a conversion ends with the last declared one, else float32);
+- ``produces``: for conversion steps, the artifact's ``precision`` and ``format``.
+
+Steps transform; they never measure the artifact themselves. When a step has to score
+candidates (mixed precision, latency targets) it asks the oracles in its ``StepContext``
+(``evaluate``, ``latency_ms``, ``paired_latency_us``), never a runtime.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Protocol
+from typing import Any, Callable, ClassVar, Literal, Protocol
 
 
 @dataclass
 class StepContext:
     dataset: Any  # edgeopt.data.Dataset
     work_dir: Path  # a private scratch folder for this variant (artifacts are written here)
-    options: dict[str, Any] = field(default_factory=dict)  # user options (e.g. max_accuracy_drop)
-    # evaluate(artifact_path) -> accuracy on the eval split (a fraction in [0, 1]), measured in LiteRT
+    # the step's options: its validated config as a dict (the runner sets it), or plain
+    # key/values when a step is called directly (validated by ``step_config``)
+    options: dict[str, Any] = field(default_factory=dict)
+    # evaluate(artifact_path) -> quality on the eval split (accuracy in [0, 1], or -MAE)
     evaluate: Callable[[Path], float] | None = None
     # float32 accuracy of the baseline artifact, for steps that respect an accuracy budget
     baseline_accuracy: float | None = None
     log: Callable[[str], None] = print
     seed: int = 0
+    config: Any = None  # the step's typed config (a techniques.configs.StepConfig), set by the runner
+    # latency_ms(artifact_path, x1) -> median batch-1 latency in ms on input x1 (1, ...), 1 thread
+    latency_ms: Callable[[Path, Any], float] | None = None
+    # paired_latency_us(path_a, path_b, x1) -> (median us of a, median us of b), measured alternately
+    paired_latency_us: Callable[[Path, Path, Any], tuple[float, float]] | None = None
+    # facts earlier steps of the chain handed on (StepResult.hints), e.g. try_sparse_encoding
+    hints: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.evaluate is None or self.latency_ms is None or self.paired_latency_us is None:
+            defaults = default_oracles(self.dataset)
+            self.evaluate = self.evaluate or defaults["evaluate"]
+            self.latency_ms = self.latency_ms or defaults["latency_ms"]
+            self.paired_latency_us = self.paired_latency_us or defaults["paired_latency_us"]
+
+
+def default_oracles(dataset=None) -> dict[str, Callable | None]:
+    """The engine's oracles (measured in the runtime of the artifact's format), for contexts
+    built without them (direct calls of a step)."""
+    from edgeopt.engine import oracles
+
+    return {"evaluate": oracles.accuracy_oracle(dataset), "latency_ms": oracles.latency_ms,
+            "paired_latency_us": oracles.paired_latency_us}
 
 
 @dataclass
@@ -33,13 +67,32 @@ class StepResult:
     details: dict[str, Any] = field(default_factory=dict)  # recorded in the variant (JSON-able)
     # per-tensor quantization error rows: {"tensor": str, "op": str, "snr_db": float, "cosine": float}
     quant_errors: list[dict[str, Any]] = field(default_factory=list)
+    hints: dict[str, Any] = field(default_factory=dict)  # facts for later steps (StepContext.hints)
 
 
 class Step(Protocol):
     name: str
     kind: Literal["keras", "convert"]
+    config: ClassVar[type]  # a techniques.configs.StepConfig subclass
+    closing: ClassVar[str | None]  # keras steps: the conversion a chain ending with it needs
+    produces: ClassVar[dict[str, str]]  # convert steps: {"precision": ..., "format": ...}
 
     def run(self, ctx: StepContext, model: Any) -> StepResult: ...
+
+
+def step_config(ctx: StepContext, cls):
+    """The typed config of a step: ``ctx.config`` when the runner set it, else one validated from
+    ``ctx.options`` (keys of other steps ignored; ``{step: {...}}`` sub-dicts applied).
+    Raises UserError for a bad value."""
+    if isinstance(ctx.config, cls):
+        return ctx.config
+    from edgeopt.recipes import make_config
+
+    opts = dict(ctx.options or {})
+    scoped = opts.get(cls.step)
+    if isinstance(scoped, dict):
+        opts.update(scoped)
+    return make_config(cls, {k: v for k, v in opts.items() if k in cls.model_fields})
 
 
 _REGISTRY: dict[str, Callable[[], Step]] = {}
@@ -48,6 +101,12 @@ _ALIASES: dict[str, list[str]] = {}  # a recipe name that expands to several rec
 
 def register(name: str):
     def deco(factory):
+        from edgeopt.techniques.configs import CONFIGS
+
+        own = vars(factory)  # declared on the class itself, not inherited from another step
+        factory.config = own.get("config") or CONFIGS[name]
+        factory.closing = own.get("closing")
+        factory.produces = own.get("produces") or {}
         _REGISTRY[name] = factory
         return factory
     return deco

@@ -28,10 +28,16 @@ def _parse_options(pairs: list[str]) -> dict:
         if not sep or not key.strip():
             raise UserError(f"--option expects key=value, got {pair!r}")
         try:
-            out[key.strip().replace("-", "_")] = json.loads(value)
+            out[_option_key(key)] = json.loads(value)
         except json.JSONDecodeError:
-            out[key.strip().replace("-", "_")] = value
+            out[_option_key(key)] = value
     return out
+
+
+def _option_key(key: str) -> str:
+    """'prune.skip-layers' -> 'prune.skip_layers' (the step name keeps its dashes)."""
+    step, dot, name = key.strip().rpartition(".")
+    return f"{step}{dot}{name.replace('-', '_')}"
 
 
 def register(app: typer.Typer) -> None:
@@ -87,11 +93,16 @@ def register(app: typer.Typer) -> None:
         recipe: List[str] = typer.Option([], "--recipe", "-r",
                                          help="a step chain like int8 or prune,cluster,int8, or an alias "
                                               "like ptq; repeat for several (see: edgeopt recipes)"),
+        recipe_file: Optional[Path] = typer.Option(None, "--recipe-file",
+                                                   help="YAML file of recipes with per-step configs "
+                                                        "(and options); see README"),
         out: Optional[Path] = typer.Option(None, help="run directory (default runs/<model name>)"),
         max_accuracy_drop: Optional[float] = typer.Option(
             None, help="accuracy budget in points on the eval split (mixed precision, search)"),
         calibration_samples: Optional[int] = typer.Option(None, help="representative samples for int8"),
-        option: List[str] = typer.Option([], "--option", "-o", help="step option key=value (repeatable)"),
+        option: List[str] = typer.Option([], "--option", "-o",
+                                         help="step field: step.field=value (that step) or field=value "
+                                              "(every step with the field); repeatable"),
         threads: int = typer.Option(1, help="runtime threads for measurements"),
         runs: int = typer.Option(200, help="timed runs at batch 1 per variant"),
         fresh: bool = typer.Option(False, "--fresh", help="start over instead of resuming the run directory"),
@@ -105,18 +116,20 @@ def register(app: typer.Typer) -> None:
         """Baseline + a variant per recipe, each measured on its artifact, into a run directory."""
         from edgeopt import api
         from edgeopt.cli import print_json
+        from edgeopt.engine.store import load_run
         from edgeopt.report.terminal import progress_bar
-        from edgeopt.run import load_run
 
         options = _parse_options(option)
         if max_accuracy_drop is not None:
             options["max_accuracy_drop"] = max_accuracy_drop
         if calibration_samples is not None:
             options["calibration_samples"] = calibration_samples
+        api.plan_recipes(list(recipe), options, recipe_file)  # one error line before any output
         with progress_bar(disable=json_out) as (log, step):
-            path = api.optimize(model, data, recipes=list(recipe), out=out, options=options,
-                                threads=threads, runs=runs, unsafe=unsafe, fresh=fresh, log=log,
-                                progress=step, **_data_kwargs(x_key, y_key, label_column, limit))
+            run = api.optimize(model, data, recipes=list(recipe), recipe_file=recipe_file, out=out,
+                               options=options, threads=threads, runs=runs, unsafe=unsafe, fresh=fresh,
+                               log=log, progress=step, **_data_kwargs(x_key, y_key, label_column, limit))
+        path = run.path
         record = load_run(path)
         if json_out:
             print_json(record)
@@ -134,7 +147,7 @@ def register(app: typer.Typer) -> None:
         """How a variant was made: its steps, kept-float ops and per-tensor quantization error."""
         from edgeopt.cli import print_json
         from edgeopt.errors import UserError
-        from edgeopt.run import load_run
+        from edgeopt.engine.store import load_run
 
         record = load_run(run_dir)
         found = next((v for v in record["variants"] if v["name"] == variant), None)
@@ -173,8 +186,8 @@ def register(app: typer.Typer) -> None:
     ):
         """Deploy bundle of a model or run variant: MCU sketch, Zephyr app, Linux/ONNX/OpenVINO script, Ethos-U."""
         from edgeopt.errors import UserError
+        from edgeopt.engine.store import load_run
         from edgeopt.export.bundles import check_target, export_bundle
-        from edgeopt.run import load_run
 
         check_target(target)
         variant = variant or variant_arg
@@ -199,11 +212,21 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"wrote {path}")
 
     @app.command()
-    def recipes():
-        """List the recipe steps and aliases."""
+    def recipes(
+        json_out: bool = typer.Option(False, "--json", help="print JSON only"),
+    ):
+        """List the recipe steps, each field's type, default and range, and the aliases."""
+        from edgeopt.recipes import catalogue
+
+        steps = catalogue()
+        if json_out:
+            from edgeopt.cli import print_json
+
+            print_json(steps)
+            return
         from edgeopt.report.terminal import print_recipes
 
-        print_recipes()
+        print_recipes(steps)
 
     @app.command()
     def demo(

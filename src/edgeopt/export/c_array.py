@@ -92,7 +92,7 @@ def _check_runs_on_tflm(tflite_path: Path, prof) -> list[str]:
                         f"(--target linux-litert)")
     if prof.arena_bytes is None:
         hint = ""
-        if prof.precision in ("hybrid", "float16"):
+        if prof.precision in ("dynamic", "float16"):  # Precision.DYNAMIC, Precision.FLOAT16
             hint = (f"; it is a {prof.precision} model and TFLite Micro runs full-integer or float32 "
                     f"models only: export the int8 variant")
         raise UserError(f"{tflite_path.name} does not run on TFLite Micro: {prof.arena_note}{hint}")

@@ -96,7 +96,7 @@ def print_bench(result: dict) -> None:
 def run_table(record: dict) -> Table:
     table = Table(title=f"run {record.get('name')}: {Path(record['model']['path']).name} on "
                         f"{record['data']['source']}")
-    from edgeopt.run import pareto_front
+    from edgeopt.engine.analysis import pareto_front
 
     front = set(pareto_front(record["variants"]))
     table.caption = "* = on the Pareto front of accuracy, size and p50 latency"
@@ -117,7 +117,7 @@ def run_table(record: dict) -> Table:
             "-" if "size_ratio" not in d else f"{d['size_ratio']:.2f}",
             fmt_ms(m["latency_ms"]["p50_ms"], 4),
             d.get("speed", "baseline"),
-            fmt_bytes(m.get("tflm_arena_bytes")) if m.get("tflm_arena_bytes") else "-",
+            fmt_bytes(arena) if (arena := (v.get("graph") or m).get("tflm_arena_bytes")) else "-",
         )
     return table
 
@@ -126,7 +126,7 @@ def print_run(record: dict, path: Path) -> None:
     for w in record.get("warnings", []):
         console.print(f"[yellow]warning:[/] {w}")
     console.print(run_table(record))
-    from edgeopt.run import best_within_budget
+    from edgeopt.engine.analysis import best_within_budget
 
     budget = record.get("settings", {}).get("options", {}).get("max_accuracy_drop")
     best = best_within_budget(record["variants"], budget)
@@ -170,19 +170,19 @@ def _short(val) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def print_recipes() -> None:
-    from edgeopt import steps
-
-    table = Table(title="recipe steps (chain with commas: prune,cluster,int8)")
-    table.add_column("step")
-    table.add_column("kind")
-    table.add_column("what it does")
-    steps.load_all()
-    for name, factory in sorted(steps._REGISTRY.items()):
-        summary = (factory.__doc__ or "").strip().split("\n\n")[0]  # the first paragraph
-        table.add_row(name, getattr(factory, "kind", ""), " ".join(summary.split()))
-    for alias, items in sorted(steps._ALIASES.items()):
-        table.add_row(alias, "alias", "runs: " + ", ".join(items))
+def print_recipes(catalogue: dict) -> None:
+    """The steps (``edgeopt.recipes.catalogue()``): what each does and its fields."""
+    table = Table(title="recipe steps (chain with commas: prune,cluster,int8; set a field with "
+                        "-o step.field=value)")
+    for col in ("step / field", "kind / type", "default", "range", "what it does"):
+        table.add_column(col)
+    for name, step in catalogue["steps"].items():
+        table.add_row(f"[bold]{name}[/]", step["kind"], "", "", step["summary"], end_section=not step["fields"])
+        for i, f in enumerate(step["fields"]):
+            table.add_row(f"  {f['field']}", f["type"], repr(f["default"]), f["range"] or "-", f["description"],
+                          end_section=i == len(step["fields"]) - 1)
+    for alias, items in sorted(catalogue["aliases"].items()):
+        table.add_row(alias, "alias", "", "", "runs: " + ", ".join(items))
     console.print(table)
 
 

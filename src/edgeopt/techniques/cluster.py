@@ -20,12 +20,11 @@ import numpy as np
 
 from edgeopt.errors import UserError
 from edgeopt.steps import StepResult, register
+from edgeopt.techniques import configs
 from edgeopt.techniques.prune import (copy_model, float_tflite_sizes, layer_sparsity, model_masks,
-                                      prunable_layers, require_keras_model, scoped_ctx)
+                                      prunable_layers, require_keras_model, configured_ctx)
 
-DEFAULT_CLUSTERS = 16
-DEFAULT_EPOCHS = 2
-DEFAULT_ITERATIONS = 30
+DEFAULT_ITERATIONS = configs.Cluster.model_fields["iterations"].default
 
 
 def kmeans_1d(values: np.ndarray, k: int, init: str = "linear", iterations: int = DEFAULT_ITERATIONS
@@ -131,17 +130,13 @@ class WeightClustering:
 
     name = "cluster"
     kind = "keras"
+    config = configs.Cluster
 
     def run(self, ctx, model) -> StepResult:
+        ctx = configured_ctx(ctx, self.config)
+        cfg = ctx.config
         require_keras_model(model, self.name)
-        ctx = scoped_ctx(ctx, self.name)
-        opts = ctx.options
-        k = int(opts.get("clusters", DEFAULT_CLUSTERS))
-        if not 2 <= k <= 65536:
-            raise UserError(f"clusters must be between 2 and 65536, got {k}")
-        init = str(opts.get("init", "linear"))
-        iterations = int(opts.get("iterations", DEFAULT_ITERATIONS))
-        skip = set(opts.get("skip_layers") or [])
+        k, init, iterations, skip = cfg.clusters, cfg.init, cfg.iterations, set(cfg.skip_layers)
         model = copy_model(model)
         masks = model_masks(model)
         all_layers = prunable_layers(model)
@@ -149,13 +144,13 @@ class WeightClustering:
         if unknown:
             raise UserError(f"skip_layers names {', '.join(unknown)}, which are not clusterable "
                             f"layers of {model.name}; clusterable: {', '.join(all_layers)}")
-        min_weights = int(opts.get("min_weights", 0))
+        min_weights = cfg.min_weights
         layers = {n: l for n, l in prunable_layers(model, skip).items()
                   if int(np.prod(l.kernel.shape)) >= max(min_weights, k)}
         ties = [_Tie(l, k, init, iterations, masks.get(n)) for n, l in layers.items()]
         if not ties:
             raise UserError(f"{model.name} has no layer with at least {k} weights to cluster")
-        epochs = int(opts.get("epochs", DEFAULT_EPOCHS))
+        epochs = cfg.epochs
         history = None
         if epochs > 0:
             from edgeopt.techniques.finetune import fine_tune
@@ -177,7 +172,7 @@ class WeightClustering:
             "sparsity_preserved": bool(masks),
             "fine_tune": history,
         }
-        if opts.get("report_size", True):
+        if cfg.report_size:
             details["size"] = float_tflite_sizes(model, sparse_hint=bool(masks))
         ctx.log(f"cluster: {k} clusters in {len(ties)} layers")
         return StepResult(model=model, details=details)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from edgeopt.core.precision import Precision
 from edgeopt.fsutil import atomic_write_bytes
 from edgeopt.steps import StepContext, StepResult, register
+from edgeopt.techniques import configs
 
 
 @register("float32")
@@ -12,13 +13,15 @@ class Float32:
 
     name = "float32"
     kind = "convert"
+    config = configs.Float32
+    produces = {"precision": "float32", "format": "tflite"}
 
     def run(self, ctx: StepContext, model) -> StepResult:
         from edgeopt.convert import keras_to_tflite
 
         data = keras_to_tflite(model)
         details = {"precision": Precision.FLOAT32}
-        if ctx.options.get("try_sparse_encoding"):  # set after pruning: keep the sparse file if smaller
+        if ctx.hints.get("try_sparse_encoding"):  # set after pruning: keep the sparse file if smaller
             import tensorflow as tf
 
             sparse = keras_to_tflite(model, optimizations=[tf.lite.Optimize.EXPERIMENTAL_SPARSITY])

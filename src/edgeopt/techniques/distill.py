@@ -18,10 +18,11 @@ import numpy as np
 
 from edgeopt.errors import UserError, one_line
 from edgeopt.steps import StepContext, StepResult, register
+from edgeopt.techniques import configs
 
-# T=2, alpha=0.5 beat T=4, alpha=0.2 (and T=3) by 1-2 points on a half-width Fashion-MNIST student
-# trained 3 epochs on 5k rows; higher temperatures slowed early learning there.
-DEFAULTS = {"width": 0.5, "temperature": 2.0, "alpha": 0.5, "epochs": 10, "lr": 1e-3}
+# Defaults live in configs.Distill. T=2, alpha=0.5 beat T=4, alpha=0.2 (and T=3) by 1-2 points
+# on a half-width Fashion-MNIST student trained 3 epochs on 5k rows; higher temperatures slowed
+# early learning there.
 WIDTH_KEYS = ("filters", "units")  # config keys that set a layer's width
 PROB_EPS = 1e-7  # probabilities are clipped before the log (log 0 = -inf)
 
@@ -44,6 +45,7 @@ class Distill:
 
     name = "distill"
     kind = "keras"
+    config = configs.Distill
 
     def run(self, ctx: StepContext, model) -> StepResult:
         student, _, details = distill(model, ctx)
@@ -57,12 +59,15 @@ def distill(teacher, ctx: StepContext):
     import keras
 
     from edgeopt.techniques.finetune import default_loss, fine_tune
+    from edgeopt.techniques.prune import configured_ctx
 
-    options = ctx.options or {}
-    opts = distill_options(options)
+    ctx = configured_ctx(ctx, configs.Distill)
+    cfg = ctx.config
+    opts = {"width": cfg.width, "temperature": cfg.temperature, "alpha": cfg.alpha, "epochs": cfg.epochs,
+            "lr": cfg.lr}
     ds = ctx.dataset
     keras.utils.set_random_seed(int(ctx.seed))
-    student, origin = resolve_student(teacher, options, opts["width"])
+    student, origin = resolve_student(teacher, {"student": cfg.student}, cfg.width)
     check_compatible(teacher, student)
     initial = [np.array(w) for w in student.get_weights()]
     was_trainable = teacher.trainable
@@ -85,7 +90,7 @@ def distill(teacher, ctx: StepContext):
         "distilled_val": validation_score(student, ds),
     }
     baseline = None
-    if options.get("compare_baseline", True):
+    if cfg.compare_baseline:
         baseline, details["baseline"] = _baseline(student, initial, ctx, opts)
         details["gain_over_baseline"] = _gain(details["distilled_val"], details["baseline"], ds.task)
     ctx.log(f"distill: student {details['student_params']} params "
@@ -95,30 +100,6 @@ def distill(teacher, ctx: StepContext):
 
 
 # ---------------------------------------------------------------- options and students
-
-def distill_options(options: dict) -> dict:
-    """Validated distillation options (UserError with the fix for a bad one)."""
-    out = {}
-    for key, default in DEFAULTS.items():
-        value = options.get(key, default)
-        try:
-            out[key] = int(value) if key == "epochs" else float(value)
-        except (TypeError, ValueError):
-            raise UserError(f"distill option {key} must be a number, got {value!r}") from None
-    if not 0.0 <= out["alpha"] <= 1.0:
-        raise UserError(f"distill option alpha must be in [0, 1] (weight of the hard-label loss), "
-                        f"got {out['alpha']:g}")
-    if out["temperature"] <= 0:
-        raise UserError(f"distill option temperature must be > 0 (typical: 2 to 8), got {out['temperature']:g}")
-    if out["width"] <= 0:
-        raise UserError(f"distill option width must be > 0 (e.g. 0.5 for a half-width student), "
-                        f"got {out['width']:g}")
-    if out["epochs"] < 1:
-        raise UserError(f"distill option epochs must be >= 1, got {out['epochs']}")
-    if out["lr"] <= 0:
-        raise UserError(f"distill option lr must be > 0, got {out['lr']:g}")
-    return out
-
 
 def resolve_student(teacher, options: dict, width: float):
     """(student model, description): the user's student or one derived at ``width``."""

@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 
 from edgeopt.errors import UserError
-from edgeopt.steps import StepResult, register
+from edgeopt.steps import StepResult, register, step_config
+from edgeopt.techniques import configs
 
-DEFAULT_SPARSITY = 0.75
-DEFAULT_EPOCHS = 4
+DEFAULT_SPARSITY = configs.Prune.model_fields["sparsity"].default
 PRUNABLE_TYPES = ("Dense", "Conv1D", "Conv2D", "Conv3D", "DepthwiseConv1D", "DepthwiseConv2D",
                   "Conv1DTranspose", "Conv2DTranspose", "EinsumDense")
 # Converter setting for FLOAT conversions of sparse models (a tf.lite.Optimize member name). It is
@@ -234,17 +234,11 @@ def compute_masks(layers, layer_targets: dict[str, float], scope: str, keep: dic
 
 # ---------------------------------------------------------------- shared step helpers
 
-def step_options(ctx, name: str) -> dict:
-    """ctx.options merged with ctx.options[name] when that is a dict (per-step overrides in chains)."""
-    opts = dict(ctx.options or {})
-    scoped = opts.get(name)
-    if isinstance(scoped, dict):
-        opts.update(scoped)
-    return opts
-
-
-def scoped_ctx(ctx, name: str):
-    return dataclasses.replace(ctx, options=step_options(ctx, name))
+def configured_ctx(ctx, cls):
+    """A copy of ``ctx`` whose ``config`` is the step's validated config and whose ``options``
+    are that config's fields (what the shared fine-tuning loop reads)."""
+    cfg = step_config(ctx, cls)
+    return dataclasses.replace(ctx, config=cfg, options=cfg.model_dump())
 
 
 def require_keras_model(model, step: str):
@@ -296,8 +290,8 @@ def float_tflite_sizes(model, sparse_hint: bool = True) -> dict[str, int]:
 
 # ---------------------------------------------------------------- the step
 
-def _layer_targets(model, opts) -> tuple[dict[str, float], dict[str, Any]]:
-    skip = set(opts.get("skip_layers") or [])
+def _layer_targets(model, cfg) -> tuple[dict[str, float], dict[str, Any]]:
+    skip = set(cfg.skip_layers)
     all_names = {l.name for l in prunable_layers(model).values()} | set(prunable_layers(model))
     unknown = sorted(skip - all_names)
     if unknown:
@@ -306,10 +300,7 @@ def _layer_targets(model, opts) -> tuple[dict[str, float], dict[str, Any]]:
     layers = prunable_layers(model, skip)
     if not layers:
         raise UserError(f"{model.name} has no prunable layers (Dense or convolutions) left to prune")
-    sparsity = opts.get("sparsity", DEFAULT_SPARSITY)
-    per_layer = opts.get("layer_sparsity") or {}
-    if isinstance(sparsity, dict):
-        per_layer, sparsity = sparsity, DEFAULT_SPARSITY
+    sparsity, per_layer = cfg.sparsity, cfg.layer_sparsity or {}
     bad = sorted(set(per_layer) - set(layers))
     if bad:
         raise UserError(f"layer_sparsity names {', '.join(bad)}, not prunable layers of {model.name}")
@@ -333,30 +324,26 @@ class MagnitudePrune:
 
     name = "prune"
     kind = "keras"
+    config = configs.Prune
 
     def run(self, ctx, model) -> StepResult:
+        ctx = configured_ctx(ctx, self.config)
+        cfg = ctx.config
         require_keras_model(model, self.name)
-        ctx = scoped_ctx(ctx, self.name)
-        opts = ctx.options
         model = copy_model(model)
-        targets, layers = _layer_targets(model, opts)
-        scope = str(opts.get("scope", "layer"))
-        if scope not in ("layer", "global"):
-            raise UserError(f"prune scope must be 'layer' or 'global', got {scope!r}")
+        targets, layers = _layer_targets(model, cfg)
+        scope = cfg.scope
         if scope == "global" and len(set(targets.values())) > 1:
             raise UserError("prune scope 'global' takes one sparsity, not per-layer sparsities")
         keep = model_masks(model)
-        epochs = int(opts.get("epochs", DEFAULT_EPOCHS))
-        train_rows = min(len(ctx.dataset.x_train), int(opts.get("train_samples") or 10 ** 12))
-        per_epoch = max(1, math.ceil(train_rows / int(opts.get("batch_size", 64))))
+        epochs = cfg.epochs
+        train_rows = min(len(ctx.dataset.x_train), cfg.train_samples or 10 ** 12)
+        per_epoch = max(1, math.ceil(train_rows / cfg.batch_size))
         schedule = SparsitySchedule(
-            kind=str(opts.get("schedule", "polynomial")),
-            initial=float(opts.get("initial_sparsity", 0.0)),
-            final=max(targets.values()),
-            begin=int(opts.get("begin_step", 0)),
-            end=int(opts.get("end_step", max(1, int(0.5 * epochs * per_epoch)))),
-            frequency=int(opts.get("frequency", max(1, per_epoch // 4))),
-            power=float(opts.get("power", 3.0)))
+            kind=cfg.schedule, initial=cfg.initial_sparsity, final=max(targets.values()),
+            begin=cfg.begin_step,
+            end=cfg.end_step if cfg.end_step is not None else max(1, int(0.5 * epochs * per_epoch)),
+            frequency=cfg.frequency or max(1, per_epoch // 4), power=cfg.power)
         history = None
         if epochs > 0:
             from edgeopt.techniques.finetune import fine_tune
@@ -381,9 +368,12 @@ class MagnitudePrune:
             "overall_sparsity": overall_sparsity(model),
             "fine_tune": history,
         }
-        if opts.get("report_size", True):
+        hints = {}
+        if cfg.report_size:
             details["size"] = float_tflite_sizes(model)
             details["sparse_encoding"] = {**SPARSE_FLOAT_HINTS, "helps": details["size"]["sparse_tflite_bytes"]
                                           < details["size"]["float_tflite_bytes"]}
+            if details["sparse_encoding"]["helps"]:  # the float32 conversion may store it sparse
+                hints["try_sparse_encoding"] = True
         ctx.log(f"prune: overall sparsity {details['overall_sparsity']:.2%}")
-        return StepResult(model=model, details=details)
+        return StepResult(model=model, details=details, hints=hints)

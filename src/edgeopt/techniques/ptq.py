@@ -8,6 +8,7 @@ ai-edge-quantizer with activation ranges measured by ``calibration.activation_ra
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import warnings
@@ -18,7 +19,8 @@ import numpy as np
 from edgeopt.core.precision import Precision
 from edgeopt.errors import UserError, one_line
 from edgeopt.fsutil import atomic_write_bytes
-from edgeopt.steps import StepContext, StepResult, register, register_alias
+from edgeopt.steps import StepContext, StepResult, register, register_alias, step_config
+from edgeopt.techniques import configs
 from edgeopt.techniques.calibration import activation_ranges, calibration_data
 from edgeopt.techniques.quant_error import quant_error_table
 
@@ -35,6 +37,7 @@ class _PTQStep:
     calibrated = False  # needs a representative dataset
 
     def run(self, ctx: StepContext, model) -> StepResult:
+        ctx = dataclasses.replace(ctx, config=step_config(ctx, self.config))
         float_model = convert(ctx, model)
         x = calibration_data(ctx, model) if self.calibrated else None
         quant, details = self.quantize(ctx, model, float_model, x)
@@ -54,6 +57,8 @@ class Dynamic(_PTQStep):
     """Dynamic range: int8 weights, float activations (quantized on the fly inside kernels)."""
 
     name = "dynamic"
+    config = configs.Dynamic
+    produces = {"precision": "dynamic", "format": "tflite"}
 
     def quantize(self, ctx, model, float_model, x):
         import tensorflow as tf
@@ -68,6 +73,8 @@ class Float16(_PTQStep):
     """float16 weights (half the size), float32 compute."""
 
     name = "float16"
+    config = configs.Float16
+    produces = {"precision": "float16", "format": "tflite"}
 
     def quantize(self, ctx, model, float_model, x):
         import tensorflow as tf
@@ -83,20 +90,22 @@ class Int8(_PTQStep):
     """Full integer int8 with a representative dataset (float or int8 I/O)."""
 
     name = "int8"
+    config = configs.Int8
+    produces = {"precision": "int8", "format": "tflite"}
     calibrated = True
     activation_bits = 8
 
     def run(self, ctx: StepContext, model) -> StepResult:
         from edgeopt.techniques.qat import is_qat_model
 
+        ctx = dataclasses.replace(ctx, config=step_config(ctx, self.config))
         if is_qat_model(model):  # fake-quant ops carry their own ranges
             from edgeopt.techniques.qat import convert_qat_int8
             return convert_qat_int8(model, ctx)
         return super().run(ctx, model)
 
     def quantize(self, ctx, model, float_model, x):
-        method = ctx.options.get("calibration", "minmax")
-        int8_io = bool(ctx.options.get("int8_io", False))
+        method, int8_io = ctx.config.calibration, ctx.config.int8_io
         details = {"precision": Precision.INT8 if self.activation_bits == 8 else Precision.INT16X8,
                    "weights": f"int8 {_granularity(ctx)}",
                    "activations": f"int{self.activation_bits}",
@@ -117,6 +126,8 @@ class Int16x8(Int8):
     """int16 activations, int8 weights (more accurate than int8; few fast kernels on CPUs)."""
 
     name = "int16x8"
+    config = configs.Int16x8
+    produces = {"precision": "int16x8", "format": "tflite"}
     activation_bits = 16
 
     def run(self, ctx: StepContext, model) -> StepResult:
@@ -128,6 +139,8 @@ class Int4Weights(_PTQStep):
     """int4 weights (ai-edge-quantizer, per channel), dequantized to float for compute."""
 
     name = "int4-weights"
+    config = configs.Int4Weights
+    produces = {"precision": "int4", "format": "tflite"}
 
     def quantize(self, ctx, model, float_model, x):
         from ai_edge_quantizer import recipe
@@ -143,11 +156,11 @@ register_alias("ptq", ["dynamic", "int8", "float16", "int16x8", "int4-weights", 
 # ---------------------------------------------------------------- converter helpers
 
 def convert(ctx, model, **kwargs) -> bytes:
-    """keras_to_tflite with the run's converter hints (``ctx.options["converter_hints"]``) merged
+    """keras_to_tflite with the chain's converter hints (``ctx.hints["converter_hints"]``) merged
     under the mode's own settings (target_spec dicts are merged key by key)."""
     from edgeopt.convert import keras_to_tflite
 
-    hints = dict(ctx.options.get("converter_hints") or {})
+    hints = dict(ctx.hints.get("converter_hints") or {})
     spec = {**(hints.pop("target_spec", None) or {}), **(kwargs.pop("target_spec", None) or {})}
     return keras_to_tflite(model, **{**hints, **kwargs}, **({"target_spec": spec} if spec else {}))
 
@@ -184,7 +197,7 @@ def _converter_static(ctx, model, x: np.ndarray, bits: int, int_io: bool) -> byt
 
 
 def _per_channel(ctx) -> bool:
-    return bool(ctx.options.get("per_channel", True))
+    return bool(getattr(ctx.config, "per_channel", True))
 
 
 def _per_channel_kwargs(ctx) -> dict:
@@ -196,15 +209,7 @@ def _granularity(ctx) -> str:
 
 
 def _percentile(ctx) -> float:
-    return _number(ctx, "percentile", 99.99)
-
-
-def _number(ctx, key: str, default: float) -> float:
-    value = ctx.options.get(key, default)
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise UserError(f"option {key} must be a number (default {default}), got {value!r}") from None
+    return float(ctx.config.percentile)
 
 
 def _calibration_details(ctx, method: str, n: int) -> dict:
@@ -427,8 +432,11 @@ class Mixed:
 
     name = "mixed"
     kind = "convert"
+    config = configs.Mixed
+    produces = {"precision": "mixed", "format": "tflite"}
 
     def run(self, ctx: StepContext, model) -> StepResult:
+        ctx = dataclasses.replace(ctx, config=step_config(ctx, self.config))
         float_model = convert(ctx, model)
         x = calibration_data(ctx, model)
         search = MixedSearch(ctx, float_model, x)
@@ -451,15 +459,17 @@ class MixedSearch:
 
     def __init__(self, ctx: StepContext, float_model: bytes, x: np.ndarray):
         self.ctx, self.float_model, self.x = ctx, float_model, x
-        self.limit = _number(ctx, "max_accuracy_drop", 0.5)
-        self.method = ctx.options.get("calibration", "minmax")
-        self.ranges = activation_ranges(float_model, x, self.method, _percentile(ctx))
-        self.per_channel = _per_channel(ctx)
-        self.int8_io = bool(ctx.options.get("int8_io", False))
+        cfg = step_config(ctx, configs.Mixed)
+        self.limit = float(cfg.max_accuracy_drop)
+        self.latency_candidates = int(cfg.latency_candidates)
+        self.method = cfg.calibration
+        self.ranges = activation_ranges(float_model, x, self.method, float(cfg.percentile))
+        self.per_channel = bool(cfg.per_channel)
+        self.int8_io = bool(cfg.int8_io)
         self.ops = [op for op in graph_ops(float_model) if op["type"] not in BOUNDARY_OPS]
         self.scratch = Path(ctx.work_dir) / "mixed_candidates"
         self.scratch.mkdir(parents=True, exist_ok=True)
-        self.evaluate = ctx.evaluate or _litert_evaluator(ctx.dataset)
+        self.evaluate = ctx.evaluate
         self.baseline = self._baseline()
         self.tried: list[dict] = []
         self.met = False
@@ -504,14 +514,14 @@ class MixedSearch:
 
     def _latency_pass(self, current: _Candidate) -> _Candidate:
         """Keep a compute op float when that makes the artifact faster at no accuracy cost."""
-        limit = int(_number(self.ctx, "latency_candidates", 6))
+        limit = self.latency_candidates
         compute = [op for op in self.ops if op["type"] in COMPUTE_OPS]
         # Ops with few input channels first: their int8 kernels are the slow ones (MEASURED.md).
         compute.sort(key=lambda op: (op["in_channels"] > 4, op["index"]))
         for op in compute[:limit]:
             entry = self._entry(op, "latency")
             cand = self.build(current.keep + [entry])
-            t_cur, t_new = compare_latency(current.path, cand.path, self.x[:1])
+            t_cur, t_new = self.ctx.paired_latency_us(current.path, cand.path, self.x[:1])
             self.tried[-1]["latency_us"] = round(t_new, 2)
             faster = t_new < t_cur * (1.0 - LATENCY_GAIN) and t_cur - t_new >= LATENCY_MIN_GAIN_US
             if faster and cand.accuracy >= current.accuracy:
@@ -590,33 +600,5 @@ def _noise(snr_db: float) -> float:
 # timer noise on a shared CPU decides).
 LATENCY_GAIN = 0.05
 LATENCY_MIN_GAIN_US = 0.2
-LATENCY_ROUNDS = 7
-
-
-def compare_latency(path_a: Path, path_b: Path, x1: np.ndarray) -> tuple[float, float]:
-    """Median batch-1 latency (us, 1 thread) of two artifacts, measured alternately so load from
-    other processes hits both alike."""
-    from edgeopt.measure.latency import measure_latency
-    from edgeopt.runtimes.litert import LiteRT
-
-    sessions = [LiteRT().load(path_a, threads=1), LiteRT().load(path_b, threads=1)]
-    samples: list[list[float]] = [[], []]
-    for _ in range(LATENCY_ROUNDS):
-        for i, s in enumerate(sessions):
-            samples[i].append(measure_latency(s, x1, runs=200, warmup=20, max_seconds=2.0).p50_ms * 1000)
-    return float(np.median(samples[0])), float(np.median(samples[1]))
-
-
-def _litert_evaluator(dataset):
-    """Accuracy of an artifact on the eval split in LiteRT (when the run gives no evaluator)."""
-    from edgeopt.measure.metrics import task_metrics
-    from edgeopt.runtimes.litert import LiteRT
-
-    def evaluate(path: Path) -> float:
-        pred = LiteRT().load(path).predict(dataset.x_eval)
-        return task_metrics(pred, dataset.y_eval, dataset.task)["accuracy"]
-    return evaluate
-
-
 __all__ = ["Dynamic", "Float16", "Int8", "Int16x8", "Int4Weights", "Mixed", "MixedSearch", "aeq_static",
-           "float_io", "float_ops", "graph_ops", "compare_latency", "weight_dtypes"]
+           "float_io", "float_ops", "graph_ops", "weight_dtypes"]

@@ -29,10 +29,8 @@ import numpy as np
 from edgeopt.core.precision import Precision
 from edgeopt.errors import UserError
 from edgeopt.steps import StepContext, StepResult, register
+from edgeopt.techniques import configs
 
-DEFAULT_EPOCHS = 3
-DEFAULT_LR = 2e-4  # fine-tuning a trained model; ranges move by about lr per step
-DEFAULT_CALIBRATION = 500
 CALIBRATION_BATCH = 250
 
 FUSABLE = ("linear", "relu", "relu6")  # activations TFLite fuses into Conv/Dense
@@ -55,22 +53,23 @@ class QAT:
 
     name = "qat"
     kind = "keras"
+    config = configs.QAT
+    closing = "int8"  # a chain that ends after qat converts with the learned ranges
 
     def run(self, ctx: StepContext, model) -> StepResult:
         from edgeopt.techniques.finetune import fine_tune
+        from edgeopt.techniques.prune import configured_ctx
 
+        ctx = configured_ctx(ctx, self.config)
         if is_qat_model(model):
             raise UserError(f"{model.name} is already quantization-aware (it went through qat); "
                             f"use qat once per recipe")
-        opts = ctx.options or {}
-        n_cal = int(opts.get("calibration_samples", DEFAULT_CALIBRATION))
-        if n_cal < 1:
-            raise UserError(f"calibration_samples must be >= 1, got {n_cal}")
+        n_cal = ctx.config.calibration_samples
         qmodel, info = build_qat_model(model, ctx.dataset.calibration(n_cal, ctx.seed), seed=ctx.seed)
         ctx.log(f"qat: {len(info['quantized_layers'])} layers fake-quantized, "
                 f"{len(info['folded_batchnorm'])} BatchNorm folded, "
                 f"{len(info['activation_ranges'])} activation ranges")
-        qmodel, report = fine_tune(qmodel, ctx, epochs=DEFAULT_EPOCHS, lr=DEFAULT_LR)
+        qmodel, report = fine_tune(qmodel, ctx, epochs=ctx.config.epochs, lr=ctx.config.lr)
         qmodel._edgeopt_qat = True
         info["activation_ranges"] = learned_ranges(qmodel)
         info["sparsity"] = kernel_sparsity(qmodel)

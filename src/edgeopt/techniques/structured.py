@@ -26,9 +26,10 @@ from typing import Any
 import numpy as np
 
 from edgeopt.errors import UserError
-from edgeopt.steps import StepResult, register
+from edgeopt.steps import StepResult, default_oracles, register
+from edgeopt.techniques import configs
 from edgeopt.techniques.finetune import recalibrate_batchnorm
-from edgeopt.techniques.prune import require_keras_model, scoped_ctx
+from edgeopt.techniques.prune import configured_ctx, require_keras_model
 
 PRODUCERS = {"Conv1D": "filters", "Conv2D": "filters", "Conv3D": "filters", "Dense": "units"}
 DEPTHWISE = {"DepthwiseConv1D", "DepthwiseConv2D"}
@@ -44,7 +45,6 @@ PASS_THROUGH = {
     "UpSampling2D", "UpSampling3D",
 }
 DEFAULT_RATIO = 0.5
-DEFAULT_EPOCHS = 3
 CRITERIA = ("l1", "l2", "bn")
 
 
@@ -431,22 +431,21 @@ def _search_ratio(model, measure, target: float, criterion, min_channels, round_
     return best
 
 
-def litert_latency_ms(model, work_dir, runs: int = 100) -> float:
-    """Median batch-1 latency of the model's float32 .tflite in LiteRT, 1 thread."""
+def litert_latency_ms(model, work_dir, latency_ms=None) -> float:
+    """Median batch-1 latency (ms) of the model's float32 .tflite, measured by the ``latency_ms``
+    oracle of the step context (default: the engine's, LiteRT on 1 thread)."""
     import os
     import tempfile
 
     from edgeopt.convert import keras_to_tflite
-    from edgeopt.measure.latency import measure_latency
-    from edgeopt.runtimes.litert import LiteRT
 
+    latency_ms = latency_ms or default_oracles()["latency_ms"]
     fd, path = tempfile.mkstemp(suffix=".tflite", dir=work_dir)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(keras_to_tflite(model))
-        session = LiteRT().load(path, threads=1)
         x1 = np.zeros((1,) + tuple(model.inputs[0].shape[1:]), np.float32)
-        return float(measure_latency(session, x1, runs=runs, warmup=10).p50_ms)
+        return float(latency_ms(path, x1))
     finally:
         os.unlink(path)
 
@@ -467,15 +466,14 @@ class StructuredPrune:
 
     name = "prune-structured"
     kind = "keras"
+    config = configs.PruneStructured
 
     def run(self, ctx, model) -> StepResult:
+        ctx = configured_ctx(ctx, self.config)
+        cfg = ctx.config
         require_keras_model(model, self.name)
-        ctx = scoped_ctx(ctx, self.name)
-        opts = ctx.options
-        criterion = str(opts.get("criterion", "l1"))
-        min_ch, round_to = int(opts.get("min_channels", 4)), int(opts.get("round_to", 1))
-        iterations = max(1, int(opts.get("iterations", 1)))
-        epochs = int(opts.get("epochs", DEFAULT_EPOCHS))
+        criterion, min_ch, round_to = cfg.criterion, cfg.min_channels, cfg.round_to
+        iterations, epochs = cfg.iterations, cfg.epochs
         ChannelGraph(model)  # fail fast on unsupported models before any work
         base_macs, base_params = keras_macs(model), param_count(model)
         goal = self._goal(ctx, model, base_macs)
@@ -510,20 +508,16 @@ class StructuredPrune:
 
     @staticmethod
     def _goal(ctx, model, base_macs) -> dict:
-        opts = ctx.options
-        if opts.get("target_latency_ms") is not None:
-            base = litert_latency_ms(model, ctx.work_dir)
-            return {"kind": "latency_ms", "target": float(opts["target_latency_ms"]), "start": base}
-        if opts.get("target_macs") is not None:
-            t = float(opts["target_macs"])
-            t = t * base_macs if t <= 1.0 else t
-            if t <= 0:
-                raise UserError(f"target_macs must be positive, got {opts['target_macs']}")
-            return {"kind": "macs", "target": t, "start": float(base_macs)}
-        if opts.get("per_layer"):
-            return {"kind": "per_layer", "per_layer": dict(opts["per_layer"]),
-                    "ratio": opts.get("ratio")}
-        return {"kind": "ratio", "ratio": float(opts.get("ratio", DEFAULT_RATIO))}
+        cfg = ctx.config
+        if cfg.target_latency_ms is not None:
+            base = litert_latency_ms(model, ctx.work_dir, ctx.latency_ms)
+            return {"kind": "latency_ms", "target": cfg.target_latency_ms, "start": base}
+        if cfg.target_macs is not None:
+            t = cfg.target_macs
+            return {"kind": "macs", "target": t * base_macs if t <= 1.0 else t, "start": float(base_macs)}
+        if cfg.per_layer:
+            return {"kind": "per_layer", "per_layer": dict(cfg.per_layer), "ratio": cfg.ratio}
+        return {"kind": "ratio", "ratio": cfg.ratio if cfg.ratio is not None else DEFAULT_RATIO}
 
     @staticmethod
     def _prune_once(ctx, model, goal, frac, criterion, min_ch, round_to, base_widths):
@@ -531,7 +525,8 @@ class StructuredPrune:
         kind = goal["kind"]
         if kind in ("macs", "latency_ms"):
             step_target = goal["start"] * (goal["target"] / goal["start"]) ** frac
-            measure = keras_macs if kind == "macs" else (lambda m: litert_latency_ms(m, ctx.work_dir))
+            measure = keras_macs if kind == "macs" else (
+                lambda m: litert_latency_ms(m, ctx.work_dir, ctx.latency_ms))
             if measure(model) <= step_target:
                 return model, group_report(ChannelGraph(model), {}), {f"achieved_{kind}": measure(model)}
             steps = 10 if kind == "macs" else 5

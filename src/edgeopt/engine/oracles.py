@@ -1,0 +1,63 @@
+"""Measurement oracles handed to techniques through ``StepContext``: techniques ask these to score
+candidate artifacts and never import a runtime themselves.
+
+All three measure in the runtime that the artifact's format maps to (LiteRT for .tflite), on
+one thread, so candidates are compared the same way the run measures variants.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+PAIRED_ROUNDS = 7  # alternating rounds of the paired latency measurement
+
+
+def runtime_for(path: Path) -> str:
+    """The runtime that measures an artifact of this format: the runtimes registry's preferred one
+    (.tflite -> litert, .onnx -> onnxruntime, .xml -> openvino)."""
+    from edgeopt.runtimes.registry import runtime_for as preferred
+
+    return preferred(Path(path))
+
+
+def _session(path: Path, threads: int = 1):
+    from edgeopt.runtimes.registry import get_runtime
+
+    return get_runtime(runtime_for(Path(path))).load(Path(path), threads=threads)
+
+
+def accuracy_oracle(dataset, threads: int = 1) -> Callable[[Path], float] | None:
+    """``evaluate(path) -> quality`` on the eval split: accuracy in [0, 1] for classification,
+    -MAE for regression (higher is better in both). None when there is no dataset."""
+    if dataset is None:
+        return None
+
+    def evaluate(path: Path) -> float:
+        from edgeopt.measure.metrics import task_metrics
+
+        metrics = task_metrics(_session(path, threads).predict(dataset.x_eval), dataset.y_eval, dataset.task)
+        return float(metrics.get("accuracy", -metrics.get("mae", 0.0)))
+    return evaluate
+
+
+def latency_ms(path: Path, x1: np.ndarray, runs: int = 100) -> float:
+    """Median batch-1 latency in ms of an artifact on input ``x1`` (shape (1, ...)), 1 thread,
+    10 warm-up runs."""
+    from edgeopt.measure.latency import measure_latency
+
+    return float(measure_latency(_session(path), x1, runs=runs, warmup=10).p50_ms)
+
+
+def paired_latency_us(path_a: Path, path_b: Path, x1: np.ndarray) -> tuple[float, float]:
+    """Median batch-1 latency (us, 1 thread) of two artifacts, measured alternately so load from
+    other processes hits both alike."""
+    from edgeopt.measure.latency import measure_latency
+
+    sessions = [_session(path_a), _session(path_b)]
+    samples: list[list[float]] = [[], []]
+    for _ in range(PAIRED_ROUNDS):
+        for i, s in enumerate(sessions):
+            samples[i].append(measure_latency(s, x1, runs=200, warmup=20, max_seconds=2.0).p50_ms * 1000)
+    return float(np.median(samples[0])), float(np.median(samples[1]))

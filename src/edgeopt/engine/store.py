@@ -1,0 +1,184 @@
+"""The run directory and the one module that reads and writes run.json.
+
+Layout::
+
+    runs/<name>/run.json            # schema version 2, written atomically after every variant
+    runs/<name>/<variant>/model.tflite
+    runs/<name>/.cache/<key>/       # outputs of training steps, keyed by parent digest + config
+
+Re-running into an existing run directory resumes: a variant already done with the same steps and
+configs (same model, same data, same measurement settings) is kept. run.json of schema version 1
+is migrated when read (graph facts moved out of ``metrics``, provenance added, step configs
+unknown); any other version is refused in one line. ``run.schema.json`` beside this module is the
+JSON Schema of the file (generated from ``edgeopt.core.types.Run``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+from edgeopt.core.types import GRAPH_KEYS, SCHEMA_VERSION, Run
+from edgeopt.errors import UserError
+from edgeopt.fsutil import atomic_write_json, ensure_writable_dir
+
+RUN_FILE = "run.json"
+CACHE_DIR = ".cache"
+SCHEMA_FILE = Path(__file__).with_name("run.schema.json")
+READABLE_VERSIONS = (1, SCHEMA_VERSION)
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    paths = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for p in paths:
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+class RunDir:
+    """A run directory open for writing; ``record`` is the run.json content (a dict)."""
+
+    def __init__(self, path: Path, record: dict):
+        self.path = Path(path)
+        self.record = record
+
+    @classmethod
+    def open(cls, path: Path, header: dict, fresh: bool = False) -> "RunDir":
+        """Open a run directory for writing, resuming when it holds a compatible run."""
+        path = ensure_writable_dir(Path(path))
+        if (path / RUN_FILE).exists() and not fresh:
+            old = load_run(path)
+            mismatch = _mismatch(old, header)
+            if mismatch:
+                raise UserError(f"{path} holds a run of {mismatch}; choose another --out or pass --fresh "
+                                f"to start over")
+            old.update({k: v for k, v in header.items() if k not in ("variants", "created")})
+            return cls(path, old)
+        if fresh and (path / CACHE_DIR).exists():
+            shutil.rmtree(path / CACHE_DIR)
+        record = {"schema_version": SCHEMA_VERSION, "created": _now(), **header, "variants": []}
+        return cls(path, record)
+
+    def save(self) -> None:
+        self.record["updated"] = _now()
+        Run.model_validate(self.record)  # never write a record that does not match the schema
+        atomic_write_json(self.path / RUN_FILE, self.record)
+
+    @property
+    def variants(self) -> list[dict]:
+        return self.record["variants"]
+
+    def get(self, name: str) -> dict | None:
+        return next((v for v in self.variants if v["name"] == name), None)
+
+    def is_done(self, name: str, steps: list[dict] | None = None) -> bool:
+        """True when the variant is done, its artifact exists and (when ``steps`` is given) it was
+        made with exactly these steps and configs."""
+        v = self.get(name)
+        if not (v and v.get("status") == "done" and (self.path / v["artifact"]).exists()):
+            return False
+        return steps is None or v.get("steps") == steps
+
+    def put(self, variant: dict) -> None:
+        for i, v in enumerate(self.variants):
+            if v["name"] == variant["name"]:
+                self.variants[i] = variant
+                break
+        else:
+            self.variants.append(variant)
+        self.save()
+
+    def variant_dir(self, name: str) -> Path:
+        d = self.path / _safe_dirname(name)
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+        return d
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.path / CACHE_DIR
+
+
+def _safe_dirname(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.+" else "_" for c in name)
+
+
+def _mismatch(old: dict, header: dict) -> str | None:
+    if old.get("model", {}).get("sha256") != header["model"]["sha256"]:
+        return f"another model ({old.get('model', {}).get('path')})"
+    if old.get("data", {}).get("fingerprint") != header["data"]["fingerprint"]:
+        return f"other data ({old.get('data', {}).get('source')})"
+    keep = ("threads", "runs")
+    if any(old.get("settings", {}).get(k) != header["settings"].get(k) for k in keep):
+        return "other measurement settings (threads/runs)"
+    return None
+
+
+def load_run(path: Path) -> dict:
+    """run.json of a run directory (or the file itself) as a schema-version-2 dict.
+
+    Raises UserError for a missing or unreadable file and for a schema version this edgeopt
+    cannot read; version 1 is migrated."""
+    path = Path(path)
+    run_file = path / RUN_FILE if path.is_dir() else path
+    if not run_file.exists():
+        raise UserError(f"{path} is not a run directory (no {RUN_FILE}); create one with edgeopt optimize")
+    try:
+        record = json.loads(run_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{run_file} is not valid JSON ({e.msg if hasattr(e, 'msg') else e})") from None
+    version = record.get("schema_version") if isinstance(record, dict) else None
+    if version not in READABLE_VERSIONS:
+        raise UserError(f"{run_file} has schema version {version}; this edgeopt reads versions "
+                        f"{', '.join(map(str, READABLE_VERSIONS))} (re-run edgeopt optimize with --fresh)")
+    return migrate(record)
+
+
+def read_run(path: Path) -> Run:
+    """The typed ``Run`` of a run directory (see ``load_run``)."""
+    run = Run.model_validate(load_run(path))
+    path = Path(path)
+    run._path = path if path.is_dir() else path.parent
+    return run
+
+
+def migrate(record: dict) -> dict:
+    """A version-1 record in the version-2 layout (a version-2 record is returned unchanged)."""
+    if record.get("schema_version") == SCHEMA_VERSION:
+        return record
+    record = json.loads(json.dumps(record))  # a deep copy
+    for v in record.get("variants", []):
+        metrics = v.get("metrics")
+        if isinstance(metrics, dict):
+            v["graph"] = {k: metrics.pop(k) for k in GRAPH_KEYS if k in metrics}
+            metrics["provenance"] = provenance(metrics.get("how") or {})
+        v.setdefault("steps", [{"step": s, "config": None} for s in v.get("recipe", [])])
+    record["schema_version"] = SCHEMA_VERSION
+    return record
+
+
+def provenance(how: dict) -> dict:
+    """``metrics.provenance`` from the ``how`` block that measure.bench writes."""
+    return {"runtime": how.get("runtime"), "version": how.get("runtime_version"),
+            "threads": how.get("threads"), "cpu": how.get("cpu"), "flags": list(how.get("cpu_flags") or [])}
+
+
+def graph_of(variant: dict) -> dict:
+    """A variant's graph facts, from ``graph`` or (older records) ``metrics``."""
+    return variant.get("graph") or {k: (variant.get("metrics") or {}).get(k) for k in GRAPH_KEYS}
+
+
+def json_schema() -> dict:
+    """The JSON Schema of run.json (version 2), generated from ``edgeopt.core.types.Run``."""
+    schema = Run.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "edgeopt run.json (schema version 2)"
+    return schema
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

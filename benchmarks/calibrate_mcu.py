@@ -323,6 +323,26 @@ def summary_table(name: str, s: dict) -> list[str]:
     return lines
 
 
+def energy_check(results: list[dict], devices) -> list[str]:
+    """Held-out energy: catalogue active power x estimated latency (interval) vs the published energy,
+    on rows measured with the engine the catalogue's power figure belongs to."""
+    rows = []
+    for c in results:
+        p, dev = c["point"], devices[c["point"].device]
+        if p.energy_uj is None or c["estimate"] is None or dev.engine != p.engine or dev.active_power_w is None:
+            continue
+        uj = lambda ms: None if ms is None else dev.active_power_w * ms * 1e3  # noqa: E731
+        rows.append((p, uj(c["estimate"]), uj(c["low"]), uj(c["high"])))
+    if not rows:
+        return []
+    within = sum(abs(e / p.energy_uj - 1) <= TOLERANCE for p, e, _, _ in rows)
+    inside = sum(lo <= p.energy_uj and (hi is None or p.energy_uj <= hi) for p, _, lo, hi in rows)
+    ratio = statistics.median(e / p.energy_uj for p, e, _, _ in rows)
+    return [f"Energy per inference, same held-out predictions (catalogue active power x latency, on the {len(rows)} "
+            f"rows measured with the engine that power figure comes from): {within}/{len(rows)} within ±30%, "
+            f"median estimate/published {ratio:.2f}, {inside}/{len(rows)} inside the interval."]
+
+
 def done_when(loso: dict) -> list[str]:
     """The issue's targets, checked on the leave-one-submitter-out numbers, with the reason for a miss."""
     a = loso["all"]
@@ -424,8 +444,10 @@ def main(argv=None) -> int:
     works = {b: work_by_class(p) for b, p in profiles.items()}
 
     cal = calibrate(points, works, profiles, devices)
-    loso = summarize(validate(points, "submitter", works, profiles, devices))
-    lobo = summarize(validate(points, "device", works, profiles, devices))
+    loso_rows = validate(points, "submitter", works, profiles, devices)
+    lobo_rows = validate(points, "device", works, profiles, devices)
+    loso, lobo = summarize(loso_rows), summarize(lobo_rows)
+    loso["energy"], lobo["energy"] = energy_check(loso_rows, devices), energy_check(lobo_rows, devices)
     in_sample = summarize([{"point": p, **_pred_row(cal, p, profiles, devices)} for p in points])
     for name, e in cal["engines"].items():
         e["rows"] = sorted(p.text for p in points if p.engine == name)
@@ -486,7 +508,8 @@ def _markdown(out, in_sample, loso, lobo, skipped, arena_report) -> str:
              "uncalibrated-engine factors) is redone without one submitter / one board, then predicts its rows;",
              "an engine left with no rows is estimated like its `fallback` engine (engines.yaml) with the widened range.",
              ""] + done_when(loso) + ["", "### Leave-one-submitter-out", ""] + summary_table("LOSO", loso)
-    lines += ["", "### Leave-one-board-out", ""] + summary_table("LOBO", lobo)
+    lines += ["", *loso["energy"], "", "### Leave-one-board-out", ""] + summary_table("LOBO", lobo)
+    lines += ["", *lobo["energy"]]
     lines += ["", "### In sample (all rows fitted)", ""] + summary_table("in sample", in_sample)
     lines += ["", "### Fitted rates (MACs/cycle; elementwise/pooling/other: elements read+written per cycle)", "",
               "| engine | core | " + " | ".join(CLASSES) + " | interval (published/estimate) |",

@@ -191,6 +191,8 @@ def estimate(profile: GraphProfile, device: Device, *, engine: str | None = None
                    price_usd=device.price_usd, active_power_w=device.active_power_w)
     if device.device_class == "mcu":
         est.engine, est.engine_choice = choose_engine(device, engine)
+    elif engine:
+        est.warnings.append(f"--engine {engine} applies to microcontrollers only; ignored for this device")
     vec = core_info(device).get("vector_extension")
     if vec:
         est.accelerator = f"accelerator not modelled: {vec}"

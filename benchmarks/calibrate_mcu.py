@@ -361,8 +361,8 @@ def done_when(loso: dict) -> list[str]:
     if misses:
         k = loso["engine_calibrated"]
         lines += ["", f"{sum(misses.values())} of the {a['n'] - a['within']} rows outside ±30% belong to an engine "
-                  "that no other submitter measured, so the held-out fit has no rows of it and uses its "
-                  "`fallback` engine: " + ", ".join(f"{n} rows of {g}" for g, n in misses.items()) + ". "
+                  "that no other submitter measured, so the held-out fit has no rows of it and estimates it like "
+                  "its `fallback` / `assumed_like` engine (engines.yaml) with the widened range: " + ", ".join(f"{n} rows of {g}" for g, n in misses.items()) + ". "
                   f"On the rows whose engine kept rows from other submitters: {_frac(k, 'within')} within ±30%, "
                   f"median ratio {_ratio(k)}, {_frac(k, 'inside')} inside the interval."]
     return lines
@@ -506,7 +506,8 @@ def _markdown(out, in_sample, loso, lobo, skipped, arena_report) -> str:
              "Each row = one model on one board with one engine. Estimates are the estimator's own",
              "(`edgeopt.hardware.estimator.mcu_latency`). LOSO/LOBO: the whole calibration (fit, intervals,",
              "uncalibrated-engine factors) is redone without one submitter / one board, then predicts its rows;",
-             "an engine left with no rows is estimated like its `fallback` engine (engines.yaml) with the widened range.",
+             "an engine left with no rows is estimated like its `fallback` / `assumed_like` engine (engines.yaml)",
+             "with the widened range. Units: one row = one published latency (model × board × engine × run).",
              ""] + done_when(loso) + ["", "### Leave-one-submitter-out", ""] + summary_table("LOSO", loso)
     lines += ["", *loso["energy"], "", "### Leave-one-board-out", ""] + summary_table("LOBO", lobo)
     lines += ["", *lobo["energy"]]

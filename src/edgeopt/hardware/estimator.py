@@ -455,9 +455,9 @@ def _latency(est: Estimate, profile: GraphProfile, dev: Device, cal: dict) -> No
                      "and can be orders of magnitude longer)")
         info.update(method="lower bound: peak throughput (no published efficiency)", peak_gops=peak[1],
                     throughput_precision=peak[0], source=dev.source_of("peak_gops"))
-        est.accelerator = est.accelerator or (
-            f"accelerator not modelled ({dev.core}: peak throughput only)"
-            if dev.device_class in ("npu", "accelerator") else None)
+        if dev.device_class in ("npu", "accelerator"):
+            est.accelerator = (f"accelerator not modelled ({dev.title or dev.core}: peak throughput only, "
+                               "no compiler or published estimate)")
         return
     if dev.origin == "host":
         est.missing.append("host throughput (latency on this machine is measured by runs, not estimated)")

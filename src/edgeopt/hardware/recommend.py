@@ -122,8 +122,10 @@ def _merits(est: Estimate, max_latency_ms) -> list[str]:
                        "(ranked below calibrated estimates)")
         else:
             limit = f" <= {max_latency_ms:g} ms" if max_latency_ms is not None else ""
+            if max_latency_ms is not None and (lr.get("high") or 0) > max_latency_ms:
+                limit += f" (the interval's upper end {lr['high']:.3g} ms is not)"
             span = f" ({lr['low']:.2g}–{lr['high']:.2g})" if lr.get("low") is not None and lr.get("high") else ""
-            out.append(f"latency {est.latency_ms:.3g} ms{span} [{est.basis}]{limit}")
+            out.append(f"latency {est.latency_ms:.3g} ms{span}{limit} ({est.basis})")
     if est.energy_mj is not None:
         out.append(f"{est.energy_mj:.3g} mJ/inference")
     life = est.battery_life_range_h

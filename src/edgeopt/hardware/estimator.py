@@ -115,6 +115,9 @@ class Interval:
 
 @dataclass
 class Estimate:
+    """One model on one device. Units: ms, mJ, W, h, bytes. Ranges are dicts {value, low, high, basis}
+    (high None = no upper end). `basis` says how the latency is known (BASIS_RANK)."""
+
     device: str
     device_title: str
     device_class: str
@@ -183,7 +186,9 @@ def estimate(profile: GraphProfile, device: Device, *, engine: str | None = None
     engine: inference engine for MCUs (a key of engines.yaml); None = the device's (or its core's)
     default, named in the result. host_latency_ms: a latency measured on this machine (a run's p50);
     used for the host-cpu device instead of an estimate, and labelled as measured.
-    battery_mah and inferences_per_hour (both or neither): duty-cycle average power and battery life.
+    inferences_per_hour: duty-cycle average power (`power`); with battery_mah (mAh, at battery_v
+    volts) also battery life. calibration: a calibration.yaml dict (default: the packaged one).
+    Missing figures never raise: they are named in `missing` and the figure becomes a range or None.
     """
     cal = calibration if calibration is not None else data_file("calibration.yaml")
     est = Estimate(device=device.name, device_title=device.title or device.name,
@@ -341,6 +346,29 @@ def _calibrated(cal: dict, engine: str | None) -> bool:
     return "effect" in cal.get("engines", {}).get(engine or "", {})
 
 
+def _engine_used(engine: str | None, cal: dict) -> tuple[str | None, list[str], float]:
+    """(engine whose rates apply, notes, range factor): an engine without rows borrows those of its
+    `assumed_like` (or `fallback`) engine, range widened by engine_spread_factor."""
+    if _calibrated(cal, engine):
+        return engine, [], 1.0
+    spec = data_file("engines.yaml").get("engines", {}).get(engine or "", {})
+    like = spec.get("assumed_like") or spec.get("fallback")
+    if not _calibrated(cal, like):
+        return None, [], 1.0
+    f = float(cal["uncalibrated"]["engine_spread_factor"])
+    why = " ".join(str(spec.get("why", "its rows are not in this calibration")).split())
+    return like, [f"no calibration for {engine}: assumed like {like} ({why}); range widened x/÷{f:.2f}, "
+                  "the largest spread between engines on one board and model"], f
+
+
+def _coarse_rates(dev: Device, coarse: dict) -> Rates:
+    r = float(coarse["int8"])
+    lo, hi = coarse.get("range", [r, r])
+    return Rates(dict.fromkeys(CLASSES, r), r / hi, r / lo, "coarse",
+                 f"coarse single MACs/cycle for {dev.core}, engine not modelled: "
+                 f"{' '.join(str(coarse.get('source', '')).split())}")
+
+
 def mcu_rates(dev: Device, engine: str | None, cal: dict) -> Rates:
     """Rates for an MCU's int8 kernels on `engine`, with the interval of their basis.
 
@@ -350,48 +378,32 @@ def mcu_rates(dev: Device, engine: str | None, cal: dict) -> Rates:
     """
     core = core_info(dev)
     key = core.get("calibration_core", dev.core)
-    spec = data_file("engines.yaml").get("engines", {}).get(engine or "", {})
-    unc = cal.get("uncalibrated", {})
-    used, notes, low, high = engine, [], 1.0, 1.0
-    if not _calibrated(cal, engine):
-        like = spec.get("assumed_like") or spec.get("fallback")
-        used = like if _calibrated(cal, like) else None
-        if used:
-            f = float(unc.get("engine_spread_factor", 4.0))
-            why = " ".join(str(spec.get("why", f"its rows are not in this calibration")).split())
-            notes.append(f"no calibration for {engine}: assumed like {used} ({why}); range widened x/÷{f:.2f}, "
-                         "the largest spread between engines on one board and model")
-            low, high = low / f, high * f
     core_eff = cal.get("core_effect", {})
+    used, notes, factor = _engine_used(engine, cal)
     coarse = core.get("coarse_macs_per_cycle", {})
-    if key not in core_eff and "int8" in coarse or used is None and "int8" in coarse:
-        r = float(coarse["int8"])
-        lo, hi = coarse.get("range", [r, r])
-        return Rates(dict.fromkeys(CLASSES, r), r / hi, r / lo, "coarse",
-                     f"coarse single MACs/cycle for {dev.core}, engine not modelled: "
-                     f"{' '.join(str(coarse.get('source', '')).split())}")
+    if "int8" in coarse and (used is None or key not in core_eff):
+        return _coarse_rates(dev, coarse)
     if used is None or not core_eff:
         return Rates(None, 1.0, 1.0, "unknown", f"no calibration for core '{dev.core}' with engine '{engine}'")
     entry = cal["engines"][used]
-    if key in core_eff:
-        effect = core_eff[key]
-        seen = key in entry.get("interaction", {})
-    else:
-        effect, seen = sum(core_eff.values()) / len(core_eff), False
-        f = float(unc.get("core_spread_factor", 2.0))
+    effect, seen = core_eff.get(key), key in entry.get("interaction", {})
+    if effect is None:
+        effect = sum(core_eff.values()) / len(core_eff)
+        f = float(cal["uncalibrated"]["core_spread_factor"])
         notes.append(f"core {dev.core} not calibrated: assumed like the mean calibrated core "
                      f"({', '.join(core_eff)}); range widened x/÷{f:.2f}, the spread between calibrated cores")
-        low, high = low / f, high * f
+        factor *= f
     iv = entry["interval" if seen else "composed_interval"]
-    if not notes:
-        how = (f"calibrated on MLPerf Tiny ({engine}, {key}; interval from {iv['n']} held-out predictions)" if seen
-               else f"composed: {key} was not measured with {engine}; core effect from other engines, "
-                    "engine effect from other cores")
-        basis = "calibrated" if seen else "composed"
-    else:
+    if notes:
         how, basis = "; ".join(notes), "assumed"
+    elif seen:
+        how, basis = f"calibrated on MLPerf Tiny ({engine}, {key}; interval from {iv['n']} held-out predictions)", \
+            "calibrated"
+    else:
+        how, basis = (f"composed: {key} was not measured with {engine}; core effect from other engines, "
+                      "engine effect from other cores"), "composed"
     cost = _log_cost(cal, effect, used, key)
-    return Rates({c: math.exp(-v) for c, v in cost.items()}, low * iv["low"], high * iv["high"], basis, how)
+    return Rates({c: math.exp(-v) for c, v in cost.items()}, iv["low"] / factor, iv["high"] * factor, basis, how)
 
 
 def _pick(rates: dict[str, float], precision: str) -> tuple[str, float] | None:
@@ -439,7 +451,7 @@ def _latency(est: Estimate, profile: GraphProfile, dev: Device, cal: dict) -> No
     if eff:
         rate = eff[1] * 1e9
         ms = 1e3 * _roofline([op_work(op) / rate for op in profile.ops], mem)
-        f = float(cal.get("uncalibrated", {}).get("single_throughput_factor", 2.0))
+        f = float(cal["uncalibrated"]["single_throughput_factor"])
         _set_latency(est, ms, ms / f, ms * f, "published-throughput",
                      f"one published benchmark's MACs/s; x/÷{f:.2f} = how much MACs/s varies between the "
                      "MLPerf Tiny models on one calibrated board and engine")
@@ -498,8 +510,6 @@ def _mcu_latency(est: Estimate, profile: GraphProfile, dev: Device, cal: dict, i
                 clock_mhz=dev.clock_mhz, engine=est.engine, rates={c: round(v, 5) for c, v in r.rates.items()},
                 rates_basis=r.how, work=work_by_class(profile),
                 units="rates: MACs/cycle (conv, depthwise, fc), elements read+written per cycle (others)")
-    if r.basis == "coarse" and est.accelerator is None and core_info(dev).get("vector_extension"):
-        est.accelerator = f"accelerator not modelled: {core_info(dev)['vector_extension']}"
     return True
 
 

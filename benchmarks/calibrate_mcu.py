@@ -311,7 +311,7 @@ def _ratio(s: dict) -> str:
 def summary_table(name: str, s: dict) -> list[str]:
     lines = [f"| {name} | rows | within ±30% | median estimate/published | published inside interval |",
              "|---|---:|---:|---:|---:|",
-             f"| all held-out rows | {s['all']['n']} | {_frac(s['all'], 'within')} | {_ratio(s['all'])} | "
+             f"| all rows | {s['all']['n']} | {_frac(s['all'], 'within')} | {_ratio(s['all'])} | "
              f"{_frac(s['all'], 'inside')} |",
              f"| rows whose engine kept other rows | {s['engine_calibrated']['n']} | "
              f"{_frac(s['engine_calibrated'], 'within')} | {_ratio(s['engine_calibrated'])} | "
@@ -543,7 +543,11 @@ def _markdown(out, in_sample, loso, lobo, skipped, arena_report) -> str:
     lines += ["", f"Engines without rows: range x/÷{u['engine_spread_factor']} (largest spread between engines, "
                   f"{u['engine_spread_at']}); one published throughput: x/÷{u['single_throughput_factor']} "
                   f"({u['single_throughput_at']}).", "", "Rows not fitted:", ""]
-    lines += [f"- {s}" for s in skipped] or ["- none"]
+    by_reason = defaultdict(list)
+    for s in skipped:
+        label, reason = s.split(": ", 1)
+        by_reason[reason].append(label)
+    lines += [f"- {', '.join(labels)}: {reason}" for reason, labels in by_reason.items()] or ["- none"]
     if arena_report:
         lines += ["", "### TFLite Micro arena (bytes)", "",
                   "measured = smallest arena the tflite-micro host interpreter allocates and invokes with;",

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 needs_mlperf = pytest.mark.skipif(not (MLPERF / "results_calibration.csv").exists(),
                                   reason=f"MLPerf Tiny reference data not at {MLPERF}")
 FIGURES = ("clock_mhz", "ram_kb", "flash_kb", "peak_gops", "effective_gmacs", "memory_bandwidth_gbs",
-           "onchip_weight_cache_kb", "active_power_w", "idle_power_w", "price_usd")
+           "onchip_weight_cache_kb", "active_power_w", "idle_power_w", "sleep_power_w", "wakeup_s", "price_usd")
 
 
 @pytest.fixture(scope="module")

@@ -219,7 +219,8 @@ def register(app: typer.Typer) -> None:
             table.add_column(col)
         for v, e in rows:
             fits = "NO" if not e.runnable else {True: "yes", False: "NO", None: "?"}[e.fits]
-            notes = e.blockers + ([e.accelerator] if e.accelerator else []) + \
+            basis_note = [e.latency_range_ms["basis"].split(" (")[0]] if e.basis in ("assumed", "composed") else []
+            notes = e.blockers + ([e.accelerator] if e.accelerator else []) + basis_note + \
                 [f"missing {m.split(' (')[0]}" for m in dict.fromkeys(e.missing)]
             cells = [v.name, e.device + (f"\n{e.engine} ({e.engine_choice})" if e.engine else ""), fits,
                      f"{_fmt_bytes(e.ram.get('needed_bytes'))} / {_fmt_bytes(e.ram.get('capacity_bytes'))}",

@@ -148,18 +148,37 @@ def fit(points: list[Point], works: dict[str, dict[str, float]]) -> dict:
         a, b, h, u, d = (x[cuts[i]:cuts[i + 1]] for i in range(5))
         return a, b, h, u.reshape(ne, nc), d
 
-    def residuals(x):
+    def shares(x):
+        """Each class's share of a row's predicted cycles (n x classes) and log predicted cycles."""
         a, b, h, u, d = split(x)
         cls = np.zeros((ne, len(CLASSES)))
         cls[:, 1:] = h[None, :] + u
-        log_cost = (a[ik] + b[ie] + d[ip])[:, None] + cls[ie]
-        pred = np.log(np.sum(work * np.exp(log_cost), axis=1))
-        return np.concatenate([pred - log_obs, RIDGE["effect"] * a, RIDGE["effect"] * b, RIDGE["class"] * h,
-                               RIDGE["class_engine"] * u.ravel(), RIDGE["interaction"] * d])
+        parts = work * np.exp((a[ik] + b[ie] + d[ip])[:, None] + cls[ie])
+        total = parts.sum(axis=1)
+        return parts / total[:, None], np.log(total)
+
+    ridge = np.concatenate([np.full(nk + ne, RIDGE["effect"]), np.full(nc, RIDGE["class"]),
+                            np.full(ne * nc, RIDGE["class_engine"]), np.full(npair, RIDGE["interaction"])])
+    rows = np.arange(len(points))
+
+    def residuals(x):
+        return np.concatenate([shares(x)[1] - log_obs, ridge * x])
+
+    def jacobian(x):
+        """d log(sum_c work_c exp(L_c)) / d theta = sum_c share_c x d L_c / d theta."""
+        s = shares(x)[0]
+        jac = np.zeros((len(points), cuts[-1]))
+        jac[rows, cuts[0] + ik] = 1.0
+        jac[rows, cuts[1] + ie] = 1.0
+        jac[:, cuts[2]:cuts[3]] = s[:, 1:]
+        for i in range(nc):
+            jac[rows, cuts[3] + ie * nc + i] = s[:, 1 + i]
+        jac[rows, cuts[4] + ip] = 1.0
+        return np.vstack([jac, np.diag(ridge)])
 
     x0 = np.zeros(cuts[-1])
     x0[nk:nk + ne] = math.log(2.0)  # about 2 cycles per MAC
-    sol = least_squares(residuals, x0, method="trf")
+    sol = least_squares(residuals, x0, jac=jacobian, method="trf")
     a, b, h, u, d = split(sol.x)
     out_engines = {}
     for j, e in enumerate(engines):

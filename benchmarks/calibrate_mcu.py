@@ -302,6 +302,25 @@ def _stats(items: list[dict]) -> dict:
             "median_ratio": statistics.median(ratios) if ratios else None}
 
 
+def pair_stats(results: list[dict]) -> dict:
+    """The same held-out predictions per model x board x engine pair (medians over its rows)."""
+    groups = defaultdict(list)
+    for c in results:
+        groups[(c["point"].bench, c["point"].device, c["point"].engine)].append(c)
+    n = within = inside = 0
+    for items in groups.values():
+        est = [c for c in items if c["estimate"] is not None]
+        n += 1
+        if not est:
+            continue
+        pub = statistics.median(c["point"].latency_ms for c in items)
+        ratio = statistics.median(c["estimate"] for c in est) / pub
+        within += abs(ratio - 1) <= TOLERANCE
+        inside += statistics.median(c["low"] for c in est) <= pub <= statistics.median(
+            c["high"] if c["high"] is not None else math.inf for c in est)
+    return {"n": n, "within": within, "inside": inside}
+
+
 def summarize(results: list[dict]) -> dict:
     """Overall, per model and per engine: within +-30%, median estimate/published, interval coverage."""
     out = {"all": _stats(results),
@@ -309,7 +328,7 @@ def summarize(results: list[dict]) -> dict:
            "by_model": {b: _stats([c for c in results if c["point"].bench == b]) for b in MODELS},
            "by_model_engine_kept_rows": {b: _stats([c for c in results if c["point"].bench == b
                                                     and c["engine_calibrated"]]) for b in MODELS},
-           "by_engine": {}, "misses_without_engine_rows": defaultdict(int)}
+           "by_engine": {}, "misses_without_engine_rows": defaultdict(int), "pairs": pair_stats(results)}
     for c in results:
         miss = c["estimate"] is None or abs(c["estimate"] / c["point"].latency_ms - 1) > TOLERANCE
         if miss and not c["engine_calibrated"]:
@@ -394,6 +413,9 @@ def done_when(loso: dict) -> list[str]:
              + ", ".join(f"{b} {r:.2f}" if r is not None else f"{b} -" for b, r in ratios.items())
              + f": **{verdict(ok_ratio)}**.",
              f"- published value inside the stated interval for ≥ 80%: {_frac(a, 'inside')}: **{verdict(ok_cover)}**."]
+    pairs = loso["pairs"]
+    lines.append(f"- per model × board × engine pair (median of its rows' estimate/published): "
+                 f"{pairs['within']}/{pairs['n']} within ±30%, {pairs['inside']}/{pairs['n']} inside the interval.")
     misses = loso["misses_without_engine_rows"]
     if misses:
         k = loso["engine_calibrated"]

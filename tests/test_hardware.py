@@ -187,7 +187,6 @@ def test_calibration_file_holds_rates_rows_and_intervals():
 
 
 @needs_mlperf
-@pytest.mark.slow
 def test_leave_one_submitter_out_reproduces_the_recorded_validation(profiles):
     """Redo the calibration without each submitter; the numbers in calibration.yaml must come out."""
     mod = _calibrate_module()

@@ -468,8 +468,7 @@ def _latency(est: Estimate, profile: GraphProfile, dev: Device, cal: dict) -> No
         info.update(method="lower bound: peak throughput (no published efficiency)", peak_gops=peak[1],
                     throughput_precision=peak[0], source=dev.source_of("peak_gops"))
         if dev.device_class in ("npu", "accelerator"):
-            est.accelerator = (f"accelerator not modelled ({dev.title or dev.core}: peak throughput only, "
-                               "no compiler or published estimate)")
+            est.accelerator = f"accelerator not modelled ({dev.device_class}: peak throughput only)"
         return
     if dev.origin == "host":
         est.missing.append("host throughput (latency on this machine is measured by runs, not estimated)")

@@ -207,3 +207,19 @@ def test_a_registered_provider_takes_over_its_devices(devs):
         estimator._PROVIDERS.pop("fake-compiler")
     assert est.basis == "compiler" and est.latency_ms == 0.5 and est.latency_range_ms["high"] == 0.6
     assert est.accelerator is None and est.rank == estimator.BASIS_RANK["calibrated"]
+
+
+@needs_mlperf
+def test_cli_engine_option_in_json_and_table(app):
+    model = str(MLPERF / "kws_ref_model.tflite")
+    res = CliRunner().invoke(app, ["estimate", model, "-d", "stm32l4r5", "--engine", "microtvm-native", "--json"])
+    assert res.exit_code == 0, res.output
+    row = json.loads(res.stdout)[0]
+    assert (row["engine"], row["engine_choice"], row["basis"]) == ("microtvm-native", "--engine", "calibrated")
+    assert row["latency_range_ms"]["low"] < row["latency_ms"] < row["latency_range_ms"]["high"]
+    assert row["memory_traffic"]["total_bytes"] > row["memory_traffic"]["weight_bytes"] > 0
+    table = CliRunner().invoke(app, ["estimate", model, "-d", "stm32l4r5"])
+    assert table.exit_code == 0 and "x-cube-ai" in table.stdout and "default" in table.stdout  # engine named
+    rec = CliRunner().invoke(app, ["recommend", model, "--class", "mcu", "--engine", "microtvm-native", "--json"])
+    assert rec.exit_code == 0, rec.output
+    assert {r["estimate"]["engine"] for r in json.loads(rec.stdout) if r["estimate"]} == {"microtvm-native"}

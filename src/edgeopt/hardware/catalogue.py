@@ -34,7 +34,8 @@ def _read_yaml(path: Path) -> dict:
 
 @lru_cache(maxsize=None)
 def data_file(name: str) -> dict:
-    """A packaged data file (devices.yaml, cores.yaml, ops.yaml, calibration.yaml) as a dict."""
+    """A packaged data file (devices.yaml, cores.yaml, engines.yaml, ops.yaml, calibration.yaml,
+    mlperf_systems.yaml) as a dict."""
     path = DATA_DIR / name
     return _read_yaml(path) if path.exists() else {}
 
@@ -62,11 +63,15 @@ def load_devices(devices_file: str | Path | None = None, include_host: bool = Tr
         for dev in _devices_in(_read_yaml(path), str(path), str(path)):
             devices[dev.name] = dev
     cores = data_file("cores.yaml").get("cores", {})
+    engines = data_file("engines.yaml").get("engines", {})
     for dev in devices.values():
         if dev.device_class == "mcu" and dev.core not in cores:
             raise UserError(f"device '{dev.name}' ({dev.origin}): field 'core': unknown core type "
                             f"'{dev.core}'; known MCU cores: "
                             f"{', '.join(k for k, v in cores.items() if v.get('family') == 'mcu')}")
+        if dev.engine is not None and dev.engine not in engines:
+            raise UserError(f"device '{dev.name}' ({dev.origin}): field 'engine': unknown inference engine "
+                            f"'{dev.engine}'; known: {', '.join(engines)} (add one to engines.yaml)")
     return devices
 
 

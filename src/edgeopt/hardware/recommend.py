@@ -116,37 +116,55 @@ def _merits(est: Estimate, max_latency_ms) -> list[str]:
     if ram.get("capacity_bytes"):
         out.append(f"RAM {ram['needed_bytes'] / 1024:,.0f} of {ram['capacity_bytes'] / 1024:,.0f} KB")
     if est.latency_ms is not None:
-        bound = " (lower bound)" if est.latency_is_lower_bound else ""
-        limit = f" <= {max_latency_ms:g} ms" if max_latency_ms is not None and not bound else ""
-        out.append(f"latency {est.latency_ms:.3g} ms{bound}{limit}")
+        lr = est.latency_range_ms
+        if est.latency_is_lower_bound:
+            out.append(f"latency ≥ {est.latency_ms:.3g} ms: a peak-throughput lower bound, not a latency "
+                       "(ranked below calibrated estimates)")
+        else:
+            limit = f" <= {max_latency_ms:g} ms" if max_latency_ms is not None else ""
+            if max_latency_ms is not None and (lr.get("high") or 0) > max_latency_ms:
+                limit += f" (the interval's upper end {lr['high']:.3g} ms is not)"
+            span = f" ({lr['low']:.2g}–{lr['high']:.2g})" if lr.get("low") is not None and lr.get("high") else ""
+            out.append(f"latency {est.latency_ms:.3g} ms{span}{limit} ({est.basis})")
     if est.energy_mj is not None:
         out.append(f"{est.energy_mj:.3g} mJ/inference")
-    if est.battery_life_h is not None:
-        bound = " at most (idle power unknown)" if est.battery_life_is_upper_bound else ""
-        out.append(f"battery {est.battery_life_h / 24:,.1f} days{bound}")
+    life = est.battery_life_range_h
+    if life:
+        if est.battery_life_h is not None:
+            out.append(f"battery {est.battery_life_h / 24:,.1f} days")
+        elif life.get("low") is not None:
+            out.append(f"battery at least {life['low'] / 24:,.1f} days (upper end unknown: "
+                       f"{'; '.join(est.power.get('assumptions', []))})")
+    if est.accelerator:
+        out.append(est.accelerator)
     return out
 
 
 def _sort_key(rec: Recommendation):
+    """Feasible first, then accuracy, then how well the latency is known (measured/calibrated before
+    published throughput, assumed, lower bounds), then energy and latency."""
     est = rec.estimate
     energy = est.energy_mj if est and est.energy_mj is not None else float("inf")
-    bound = bool(est and est.latency_is_lower_bound)
     latency = est.latency_ms if est and est.latency_ms is not None else float("inf")
     acc = rec.accuracy if rec.accuracy is not None else -1.0
-    return (not rec.feasible, -acc, bound, energy, latency)
+    return (not rec.feasible, -acc, est.rank if est else 5, energy, latency)
 
 
 def recommend(variants: list[Variant], devices: dict[str, Device], *, max_latency_ms=None, max_power_w=None,
-              max_price=None, battery_mah=None, inferences_per_hour=None) -> list[Recommendation]:
-    """Devices ranked: feasible first, then by the accuracy of the best variant that fits, then by
-    energy per inference, then latency. Each device gets its best feasible variant and the reasons."""
+              max_price=None, battery_mah=None, inferences_per_hour=None,
+              engine: str | None = None) -> list[Recommendation]:
+    """Devices ranked: feasible first, then by the accuracy of the best variant that fits, then by how
+    the latency is known (Estimate.rank: measured/calibrated above lower bounds), then energy per
+    inference, then latency. Each device gets its best feasible variant and the reasons.
+    engine: inference engine for the microcontrollers (None: each device's own)."""
     recs = []
     for dev in devices.values():
         if dev.name == HOST_NAME:  # where edgeopt runs, not a deployment target
             continue
         options = []
         for v in variants:
-            est = estimate(v.profile, dev, battery_mah=battery_mah, inferences_per_hour=inferences_per_hour)
+            est = estimate(v.profile, dev, engine=engine, battery_mah=battery_mah,
+                           inferences_per_hour=inferences_per_hour)
             options.append((v, est, _check(est, max_latency_ms, max_power_w, max_price)))
         good = [(v, e) for v, e, bad in options if not bad]
         if good:
@@ -154,8 +172,8 @@ def recommend(variants: list[Variant], devices: dict[str, Device], *, max_latenc
                                                -(ve[1].latency_ms or float("inf"))))
             recs.append(Recommendation(dev.name, dev.title or dev.name, True, v.name, est,
                                        _merits(est, max_latency_ms)
-                                       + [f"missing {m.split(' (')[0]}" for m in est.missing
-                                          if not m.startswith("idle power")],
+                                       + [f"missing {m.split(' (')[0]}" for m in dict.fromkeys(est.missing)
+                                          if not m.startswith(("sleep power", "idle power", "wake-up"))],
                                        _accuracy(v)))
         else:
             v, est, bad = min(options, key=lambda o: len(o[2]))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgeopt.errors import UserError
 
@@ -17,7 +17,8 @@ PRECISIONS = ("float32", "float16", "bfloat16", "int8", "int16", "int16x8", "int
 # unit words for the error message of each numeric field
 _UNITS = {
     "clock_mhz": "MHz", "ram_kb": "KB", "flash_kb": "KB", "onchip_weight_cache_kb": "KB",
-    "memory_bandwidth_gbs": "GB/s", "active_power_w": "W", "idle_power_w": "W", "price_usd": "USD",
+    "memory_bandwidth_gbs": "GB/s", "active_power_w": "W", "idle_power_w": "W", "sleep_power_w": "W",
+    "wakeup_s": "s", "price_usd": "USD",
     "cores": "cores",
 }
 
@@ -71,11 +72,14 @@ class Device(BaseModel):
     bandwidth_is_host_link: bool = False  # True: the bandwidth is the link to a host (USB/PCIe)
     onchip_weight_cache_kb: float | None = Field(default=None, ge=0)
     active_power_w: float | None = Field(default=None, gt=0)
-    idle_power_w: float | None = Field(default=None, ge=0)
+    idle_power_w: float | None = Field(default=None, ge=0)  # awake, not computing
+    sleep_power_w: float | None = Field(default=None, ge=0)  # low-power state between inferences
+    wakeup_s: float | None = Field(default=None, ge=0)  # time from sleep to running, spent at active power
     price_usd: float | None = Field(default=None, ge=0)
     runtimes: list[str] = Field(default_factory=list)
     precisions: list[str] = Field(default_factory=list)
-    stack: str | None = None
+    # inference engine (engines.yaml); `stack` is the older name of the same field
+    engine: str | None = Field(default=None, validation_alias=AliasChoices("engine", "stack"))
     constraints: Constraints = Field(default_factory=Constraints)
     mlperf_systems: list[str] = Field(default_factory=list)
     sources: dict[str, str] = Field(default_factory=dict)
@@ -85,7 +89,8 @@ class Device(BaseModel):
 
     _check_units = field_validator(
         "clock_mhz", "ram_kb", "flash_kb", "onchip_weight_cache_kb", "memory_bandwidth_gbs",
-        "active_power_w", "idle_power_w", "price_usd", "cores", mode="before")(_reject_unit_strings)
+        "active_power_w", "idle_power_w", "sleep_power_w", "wakeup_s", "price_usd", "cores",
+        mode="before")(_reject_unit_strings)
     _check_rates = field_validator("peak_gops", "effective_gmacs", mode="before")(_numbers_by_precision)
 
     @field_validator("precisions")

@@ -5,7 +5,8 @@ sparsity, few clusters and lower precision; size and latency fall with them. Eac
 little (SEARCH_TEST_SLEEP seconds) so that workers overlap, writes a small artifact file and may
 report a learning curve.
 
-    python tests/search_synthetic.py STORAGE_URL SEARCH_NAME WORK_DIR   # join a search as a worker
+    python tests/search_synthetic.py worker STORAGE_URL SEARCH_NAME WORK_DIR   # join a search
+    python tests/search_synthetic.py search RUN_DIR N_TRIALS                   # run one (SQLite)
 """
 from __future__ import annotations
 
@@ -43,6 +44,9 @@ def facts(spec: TrialSpec) -> tuple[float, float, float]:
 
 def evaluate(spec: TrialSpec) -> TrialOutcome:
     acc, size, latency = facts(spec)
+    marks = os.environ.get("SEARCH_TEST_MARKS")
+    if marks:  # lets a test see which process runs which trial, and when
+        Path(marks, f"{os.getpid()}-{spec.number}.started").touch()
     steps = int(os.environ.get("SEARCH_TEST_EPOCHS", "0"))
     for epoch in range(steps):  # a fake fine-tune: accuracy climbs to its final value
         spec.report(epoch, acc - 0.02 * (steps - 1 - epoch))
@@ -57,10 +61,19 @@ def evaluate(spec: TrialSpec) -> TrialOutcome:
                                  "size_bytes": Metric(size, "measured", "B", "synthetic")})
 
 
-if __name__ == "__main__":
-    from edgeopt.search import Heartbeat, run_worker
+HEARTBEAT_FOR_TESTS = dict(interval=1, grace=3, max_retry=3)
 
-    url, name, work = sys.argv[1:4]
-    hb = Heartbeat(interval=1, grace=3, max_retry=3)
-    run_worker(url, name, evaluate=evaluate, work_dir=work, heartbeat=hb,
-               log=lambda m: print(m, file=sys.stderr, flush=True))
+if __name__ == "__main__":
+    from edgeopt.search import Heartbeat, default_space, run_search, run_worker
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    hb = Heartbeat(**HEARTBEAT_FOR_TESTS)
+    if sys.argv[1] == "worker":
+        url, name, work = sys.argv[2:5]
+        run_worker(url, name, evaluate=evaluate, work_dir=work, heartbeat=hb, log=log)
+    else:
+        run_dir, n = sys.argv[2], int(sys.argv[3])
+        run_search(default_space(), evaluate, ["host-cpu"], run_dir=run_dir, baseline_accuracy=0.9,
+                   n_trials=n, heartbeat=hb, log=log)

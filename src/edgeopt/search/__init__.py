@@ -12,11 +12,11 @@ from edgeopt.search.device import DeviceCheck, estimated_metrics
 from edgeopt.search.pruning import AccuracyPruner
 from edgeopt.search.space import SEED_RECIPES, Param, SearchSpace, Slot, StepChoice, StepSpec, default_space
 from edgeopt.search.storage import Heartbeat, open_artifact_store, open_storage
-from edgeopt.search.study import collect, export_artifact, run_search, run_worker, study_name
+from edgeopt.search.study import collect, create_search, export_artifact, run_search, run_worker, study_name
 from edgeopt.search.types import (Accounting, Metric, Objective, SearchResult, TargetResult, TrialOutcome,
                                   TrialRecord, TrialSpec, TrialStopped, Violation)
 
-__all__ = ["run_search", "run_worker", "collect", "export_artifact", "study_name", "SearchSpace", "Slot",
+__all__ = ["run_search", "run_worker", "create_search", "collect", "export_artifact", "study_name", "SearchSpace", "Slot",
            "StepChoice", "StepSpec", "Param", "default_space", "SEED_RECIPES", "TrialSpec", "TrialOutcome",
            "TrialStopped", "Metric", "Violation", "Objective", "TrialRecord", "TargetResult", "SearchResult",
            "Accounting", "AccuracyPruner", "DeviceCheck", "estimated_metrics", "Heartbeat", "open_storage",

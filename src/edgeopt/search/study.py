@@ -66,7 +66,7 @@ def run_search(space: SearchSpace, evaluate: Evaluate, targets: Sequence[str], *
                objectives: Sequence[Objective] = DEFAULT_OBJECTIVES, n_trials: int = 30,
                time_budget_s: float | None = None, storage: str | None = None,
                artifacts: str | Path | None = None, precheck: dict[str, Precheck] | None = None,
-               seeds: Sequence[dict] = tuple(SEED_RECIPES), sampler: str = "tpe",
+               seeds: Sequence[dict] | None = None, sampler: str = "tpe",
                random_baseline: bool = False, settings: dict | None = None, seed: int = 0,
                heartbeat: Heartbeat = Heartbeat(), pruner: AccuracyPruner | None = None,
                log: Log | None = None) -> SearchResult:
@@ -77,30 +77,62 @@ def run_search(space: SearchSpace, evaluate: Evaluate, targets: Sequence[str], *
     baseline_accuracy: float32 accuracy (fraction); a variant may lose ``max_accuracy_drop`` points.
     storage: an RDB URL (default: SQLite in ``run_dir``); artifacts: a path or s3://bucket
     (default: ``run_dir/artifacts``). Re-running with the same arguments resumes.
+    seeds: recipes tried first, ``{step: {field: value}}`` each (default: the SEED_RECIPES that
+    fit the space: int8, mixed, prune-structured 0.5 + int8).
     precheck: target -> hook ``(spec, target, artifact|None) -> reason|None`` (e.g. DeviceCheck).
     random_baseline: also run a RandomSampler study per target with the same trial budget.
     settings: JSON-able facts a remote worker needs to rebuild ``evaluate`` (model, data...).
     Raises UserError on bad arguments (before any storage is opened).
     """
-    _check_args(targets, n_trials, max_accuracy_drop, sampler, objectives, time_budget_s)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     url = storage or default_url(run_dir)
-    store_path = str(artifacts or run_dir / "artifacts")
     log = log or (lambda msg: None)
+    store, studies = _create_all(space, targets, url=url, run_dir=run_dir, baseline_accuracy=baseline_accuracy,
+                                 max_accuracy_drop=max_accuracy_drop, name=name, objectives=objectives,
+                                 n_trials=n_trials, time_budget_s=time_budget_s, artifacts=artifacts,
+                                 seeds=seeds, sampler=sampler, random_baseline=random_baseline,
+                                 settings=settings, seed=seed, heartbeat=heartbeat)
+    log(f"search {name}: {len(targets)} target(s), {n_trials} trials each, storage {redact(url)}")
+    _work(store, studies, lambda s: evaluate, run_dir / "trials", precheck or {}, time_budget_s, pruner, log)
+    return collect(store, name, url)
+
+
+def create_search(space: SearchSpace, targets: Sequence[str], *, storage: str, baseline_accuracy: float,
+                  run_dir: str | Path = ".", **kw) -> list[str]:
+    """Create (or check and reuse) the studies of a search without running a trial, so that
+    workers (``run_worker``) can start on them; returns the study names. Keyword arguments as
+    for ``run_search``."""
+    _, studies = _create_all(space, targets, url=storage, run_dir=Path(run_dir),
+                             baseline_accuracy=baseline_accuracy, **kw)
+    return [s.study_name for s in studies]
+
+
+def _create_all(space, targets, *, url, run_dir, baseline_accuracy, max_accuracy_drop=1.0, name="search",
+                objectives=DEFAULT_OBJECTIVES, n_trials=30, time_budget_s=None, artifacts=None,
+                seeds=None, sampler="tpe", random_baseline=False, settings=None, seed=0,
+                heartbeat=Heartbeat()):
+    _check_args(targets, n_trials, max_accuracy_drop, sampler, objectives, time_budget_s)
+    if not 0 <= baseline_accuracy <= 1:
+        raise UserError(f"baseline accuracy must be a fraction in [0, 1] (got {baseline_accuracy})")
+    if ":" in name or not name:
+        raise UserError(f"--study name {name!r} must be non-empty and without ':'")
+    if seeds is None:
+        seeds = [r for r in SEED_RECIPES if _fits(space, r)]
+    for recipe in seeds:
+        space.params_for(recipe)  # a seed outside the space is an error, before anything is created
+    run_dir.mkdir(parents=True, exist_ok=True)
     store = open_storage(url, heartbeat)
     common = {"name": name, "baseline_accuracy": float(baseline_accuracy),
               "max_accuracy_drop": float(max_accuracy_drop), "objectives": [asdict(o) for o in objectives],
-              "n_trials": int(n_trials), "space": space.to_dict(), "artifacts": store_path,
+              "n_trials": int(n_trials), "space": space.to_dict(),
+              "artifacts": str(artifacts or (run_dir / "artifacts").resolve()),
               "settings": settings or {}, "seed": int(seed)}
     studies = []
     for target in targets:
         studies.append(_create(store, {**common, "target": target, "sampler": sampler}, seeds, space))
         if random_baseline:
             studies.append(_create(store, {**common, "target": target, "sampler": "random"}, (), space))
-    log(f"search {name}: {len(targets)} target(s), {n_trials} trials each, storage {redact(url)}")
-    _work(store, studies, lambda s: evaluate, run_dir / "trials", precheck or {}, time_budget_s, pruner, log)
-    return collect(store, name, url)
+    return store, studies
 
 
 def run_worker(storage: str, name: str, *, evaluate: Evaluate | None = None,
@@ -212,6 +244,14 @@ def _check_args(targets, n_trials, max_drop, sampler, objectives, time_budget_s)
     names = [o.name for o in objectives]
     if not names or len(set(names)) != len(names) or "accuracy" in names:
         raise UserError(f"objectives must be distinct metric names other than accuracy (got {names})")
+
+
+def _fits(space: SearchSpace, recipe: dict) -> bool:
+    try:
+        space.params_for(recipe)
+        return True
+    except UserError:
+        return False
 
 
 def _sampler(cfg: dict):

@@ -254,6 +254,7 @@ def test_device_check_rejects_before_fine_tuning_only_what_is_certain():
 
 
 # ---------------------------------------------------------------- kill and resume (SQLite)
+@pytest.mark.slow
 def test_sqlite_search_killed_mid_trial_resumes_without_losing_or_double_counting(tmp_path):
     marks = tmp_path / "marks"
     marks.mkdir()

@@ -149,7 +149,7 @@ def test_search_seeds_constraints_front_and_export(tmp_path, monkeypatch):
     assert t.baseline["sampler"] == "random" and t.baseline["accounting"]["counted"] == 8
     assert t.hypervolume > 0 and t.baseline["hypervolume"] >= 0
     assert any("best so far: trial" in line for line in lines)
-    out = export_artifact(result.storage if False else f"sqlite:///{tmp_path / 'search.db'}", t, tmp_path / "winner")
+    out = export_artifact(f"sqlite:///{tmp_path / 'search.db'}", t, tmp_path / "winner")
     assert out.name == "model.tflite" and out.stat().st_size > 0
     assert not (tmp_path / "trials").exists() or not any((tmp_path / "trials").iterdir())  # work dirs cleaned
     # resuming a finished search runs nothing and reads the same result
@@ -284,3 +284,22 @@ def test_sqlite_search_killed_mid_trial_resumes_without_losing_or_double_countin
     assert lost.number == 2 and retry.retry_of == 2 and retry.params == lost.params and retry.status == "done"
     kept = {r.number: r for r in t.trials}
     assert all(kept[n].accuracy == r.accuracy for n, r in ((r.number, r) for r in before.trials if r.status == "done"))
+
+
+def test_device_check_after_conversion_uses_the_estimator_on_the_artifact():
+    from conftest import MLPERF_DIR
+    from edgeopt.hardware.catalogue import load_devices
+    from edgeopt.search import estimated_metrics
+    from edgeopt.search.space import StepSpec
+
+    kws = MLPERF_DIR / "kws_ref_model.tflite"  # int8 keyword spotting, ~22 KB arena, ~50 KB flash
+    if not kws.exists():
+        pytest.skip("shared MLPerf Tiny models not present")
+    nano = load_devices()["arduino-nano-33-ble-sense"]
+    spec = TrialSpec(0, nano.name, [StepSpec("int8", {})], {}, Path("."))
+    check = DeviceCheck(nano, baseline=None)
+    assert check(spec, nano.name, kws) is None
+    metrics = estimated_metrics(check.estimate(kws))
+    assert metrics["latency_ms"].provenance == "estimated" and metrics["latency_ms"].value > 0
+    tiny = nano.model_copy(update={"ram_kb": 8})
+    assert "does not fit" in DeviceCheck(tiny, baseline=None)(spec, tiny.name, kws)

@@ -91,7 +91,7 @@ def sentence(target: str, best: TrialRecord | None, closest: TrialRecord | None,
              objectives: Sequence[Objective]) -> str:
     """One plain sentence: what won, or that nothing met the constraints and what came closest."""
     if best is not None:
-        figures = ", ".join(_fmt(o.name, best) for o in objectives)
+        figures = ", ".join(fmt_metric(o.name, best) for o in objectives)
         return (f"{target}: trial {best.number} ({best.description}) meets the constraints "
                 f"(accuracy {best.accuracy:.4f}, {figures}).")
     if closest is not None:
@@ -109,7 +109,8 @@ def sentence(target: str, best: TrialRecord | None, closest: TrialRecord | None,
     return f"{target}: no trial has finished yet."
 
 
-def _fmt(name: str, t: TrialRecord) -> str:
+def fmt_metric(name: str, t: TrialRecord) -> str:
+    """``latency_ms 0.21 (measured)``"""
     m = t.metrics.get(name, {})
     return f"{name} {m.get('value', float('nan')):.4g} ({m.get('provenance', '?')})"
 

@@ -31,6 +31,10 @@ class Heartbeat:
     grace: int = 120
     max_retry: int = 3
 
+    def __post_init__(self):
+        if not 0 < self.interval < self.grace:
+            raise ValueError(f"heartbeat: need 0 < interval < grace (got {self.interval}, {self.grace})")
+
 
 def default_url(run_dir: Path) -> str:
     return f"sqlite:///{(Path(run_dir) / DB_FILE).resolve()}"

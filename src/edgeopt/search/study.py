@@ -21,6 +21,7 @@ them; ``random`` is the baseline sampler.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -126,7 +127,7 @@ def _create_all(space, targets, *, url, run_dir, baseline_accuracy, max_accuracy
               "max_accuracy_drop": float(max_accuracy_drop), "objectives": [asdict(o) for o in objectives],
               "n_trials": int(n_trials), "space": space.to_dict(),
               "artifacts": str(artifacts or (run_dir / "artifacts").resolve()),
-              "settings": settings or {}, "seed": int(seed)}
+              "settings": settings or {}, "seed": int(seed), "heartbeat": asdict(heartbeat)}
     studies = []
     for target in targets:
         studies.append(_create(store, {**common, "target": target, "sampler": sampler}, seeds, space))
@@ -138,32 +139,39 @@ def _create_all(space, targets, *, url, run_dir, baseline_accuracy, max_accuracy
 def run_worker(storage: str, name: str, *, evaluate: Evaluate | None = None,
                make_evaluate: Callable[[dict], Evaluate] | None = None, work_dir: str | Path | None = None,
                precheck: dict[str, Precheck] | None = None, time_budget_s: float | None = None,
-               heartbeat: Heartbeat = Heartbeat(), pruner: AccuracyPruner | None = None,
+               heartbeat: Heartbeat | None = None, pruner: AccuracyPruner | None = None,
                log: Log | None = None) -> SearchResult:
     """Join the studies of search ``name`` on ``storage`` and work until their budgets are spent.
 
     evaluate: the objective; or make_evaluate(settings) builds it from the settings the search
-    stored (``run_search(settings=...)``), once per study. Raises UserError when no study of that
+    stored (``run_search(settings=...)``), once per study. heartbeat: default, the one the search
+    was created with (every worker should use the same). Raises UserError when no study of that
     name exists.
     """
     if (evaluate is None) == (make_evaluate is None):
         raise UserError("run_worker needs exactly one of evaluate or make_evaluate")
     import optuna
 
-    store = open_storage(storage, heartbeat)
+    store = open_storage(storage, heartbeat or Heartbeat())
     names = [n for n in optuna.get_all_study_names(store) if n.startswith(f"{name}:")]
     if not names:
         raise UserError(f"no search named {name!r} in {redact(storage)}; start one with run_search "
                         f"(edgeopt search ... --storage URL --study {name})")
+    if heartbeat is None:
+        stored = _load(store, names[0]).user_attrs[SETTINGS_KEY].get("heartbeat")
+        if stored:
+            store = open_storage(storage, Heartbeat(**stored))
     studies = [_load(store, n) for n in names]
-    cache: dict[str, Evaluate] = {}
+    cache: dict[str, Evaluate] = {}  # one evaluate per distinct settings (main and random studies share)
 
     def factory(study) -> Evaluate:
         if evaluate is not None:
             return evaluate
-        if study.study_name not in cache:
-            cache[study.study_name] = make_evaluate(study.user_attrs[SETTINGS_KEY]["settings"])
-        return cache[study.study_name]
+        settings = study.user_attrs[SETTINGS_KEY]["settings"]
+        key = json.dumps(settings, sort_keys=True, default=str)
+        if key not in cache:
+            cache[key] = make_evaluate(settings)
+        return cache[key]
 
     log = log or (lambda msg: None)
     work = Path(work_dir) if work_dir else Path.cwd() / "edgeopt-worker"
@@ -241,6 +249,9 @@ def _check_args(targets, n_trials, max_drop, sampler, objectives, time_budget_s)
         raise UserError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}")
     if time_budget_s is not None and time_budget_s <= 0:
         raise UserError(f"--time-budget must be positive (got {time_budget_s} s)")
+    bad = [o.direction for o in objectives if o.direction not in ("minimize", "maximize")]
+    if bad:
+        raise UserError(f"objective direction must be minimize or maximize (got {bad[0]!r})")
     names = [o.name for o in objectives]
     if not names or len(set(names)) != len(names) or "accuracy" in names:
         raise UserError(f"objectives must be distinct metric names other than accuracy (got {names})")
@@ -401,7 +412,8 @@ class _Objective:
         """Two workers that start at the same instant may both get a trial; the later one yields."""
         before = [res.record(t) for t in trial.study.get_trials(deepcopy=False) if t.number < trial.number]
         acc = res.account(before)
-        if acc.counted + sum(1 for t in before if t.status == "running") >= _budget(trial.study):
+        claimed = sum(1 for t in before if t.status in ("running", "waiting"))  # waiting: a queued retry
+        if acc.counted + claimed >= _budget(trial.study):
             trial.set_user_attr(res.STATUS, "skipped")
             trial.set_user_attr(res.REASON, "budget already taken by earlier trials")
             raise _TrialFailed("budget reached")
@@ -468,7 +480,7 @@ def _progress(log: Log) -> Callable:
         acc = res.account(trials)
         head = f"[{study.study_name}] trial {t.number} ({acc.counted}/{cfg['n_trials']}) {t.status}"
         if t.status == "done":
-            figures = ", ".join(res._fmt(o.name, t) for o in objectives)
+            figures = ", ".join(res.fmt_metric(o.name, t) for o in objectives)
             line = f"{head}: {t.description}: accuracy {t.accuracy:.4f}, {figures}"
         else:
             line = f"{head}: {t.description or '-'}: {t.reason or ''}"

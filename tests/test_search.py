@@ -303,3 +303,30 @@ def test_device_check_after_conversion_uses_the_estimator_on_the_artifact():
     assert metrics["latency_ms"].provenance == "estimated" and metrics["latency_ms"].value > 0
     tiny = nano.model_copy(update={"ram_kb": 8})
     assert "does not fit" in DeviceCheck(tiny, baseline=None)(spec, tiny.name, kws)
+
+
+def test_worker_rebuilds_evaluate_and_precheck_from_the_stored_settings(tmp_path):
+    from edgeopt.search import create_search, run_worker
+
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    names = create_search(default_space(), ["a", "b"], storage=url, baseline_accuracy=0.9, n_trials=2,
+                          settings={"model": "m.keras"}, random_baseline=True, run_dir=tmp_path, heartbeat=HB)
+    assert names == ["search:a", "search:a:random", "search:b", "search:b:random"]
+    built, checked = [], []
+
+    def make_evaluate(settings):
+        built.append(settings)
+        return search_synthetic.evaluate
+
+    def make_precheck(settings, target):
+        return lambda spec, t, artifact: checked.append((t, artifact is None)) or None
+
+    result = run_worker(url, "search", make_evaluate=make_evaluate, make_precheck=make_precheck,
+                        work_dir=tmp_path / "w")
+    assert built == [{"model": "m.keras"}]  # one evaluate for the four studies with the same settings
+    assert {t for t, _ in checked} == {"a", "b"} and {before for _, before in checked} == {True, False}
+    for target in ("a", "b"):
+        t = result.targets[target]
+        assert t.accounting.counted == 2 and t.baseline["accounting"]["counted"] == 2
+    with pytest.raises(UserError, match="exactly one of evaluate or make_evaluate"):
+        run_worker(url, "search")

@@ -138,13 +138,15 @@ def _create_all(space, targets, *, url, run_dir, baseline_accuracy, max_accuracy
 
 def run_worker(storage: str, name: str, *, evaluate: Evaluate | None = None,
                make_evaluate: Callable[[dict], Evaluate] | None = None, work_dir: str | Path | None = None,
-               precheck: dict[str, Precheck] | None = None, time_budget_s: float | None = None,
-               heartbeat: Heartbeat | None = None, pruner: AccuracyPruner | None = None,
+               precheck: dict[str, Precheck] | None = None,
+               make_precheck: Callable[[dict, str], Precheck | None] | None = None,
+               time_budget_s: float | None = None, heartbeat: Heartbeat | None = None, pruner: AccuracyPruner | None = None,
                log: Log | None = None) -> SearchResult:
     """Join the studies of search ``name`` on ``storage`` and work until their budgets are spent.
 
     evaluate: the objective; or make_evaluate(settings) builds it from the settings the search
-    stored (``run_search(settings=...)``), once per study. heartbeat: default, the one the search
+    stored (``run_search(settings=...)``), once per study. precheck: target -> hook; or
+    make_precheck(settings, target) builds it from the stored settings. heartbeat: default, the one the search
     was created with (every worker should use the same). Raises UserError when no study of that
     name exists.
     """
@@ -161,7 +163,7 @@ def run_worker(storage: str, name: str, *, evaluate: Evaluate | None = None,
         stored = _load(store, names[0]).user_attrs[SETTINGS_KEY].get("heartbeat")
         if stored:
             store = open_storage(storage, Heartbeat(**stored))
-    studies = [_load(store, n) for n in names]
+    studies = [_load(store, n, salt=worker_id()) for n in names]
     cache: dict[str, Evaluate] = {}  # one evaluate per distinct settings (main and random studies share)
 
     def factory(study) -> Evaluate:
@@ -173,9 +175,15 @@ def run_worker(storage: str, name: str, *, evaluate: Evaluate | None = None,
             cache[key] = make_evaluate(settings)
         return cache[key]
 
+    prechecks = dict(precheck or {})
+    if make_precheck is not None:
+        for study in studies:
+            cfg = study.user_attrs[SETTINGS_KEY]
+            if cfg["target"] not in prechecks:
+                prechecks[cfg["target"]] = make_precheck(cfg["settings"], cfg["target"])
     log = log or (lambda msg: None)
     work = Path(work_dir) if work_dir else Path.cwd() / "edgeopt-worker"
-    _work(store, studies, factory, work, precheck or {}, time_budget_s, pruner, log)
+    _work(store, studies, factory, work, {k: v for k, v in prechecks.items() if v}, time_budget_s, pruner, log)
     return collect(store, name, storage)
 
 
@@ -265,16 +273,18 @@ def _fits(space: SearchSpace, recipe: dict) -> bool:
         return False
 
 
-def _sampler(cfg: dict):
+def _sampler(cfg: dict, salt: str = ""):
+    """The study's sampler for this process. run_search samples with the search's seed (a
+    single-process search repeats exactly); each joining worker salts it with its id, since two
+    workers seeded alike would propose the same start-up trials."""
     import optuna
 
-    # each worker its own seed: two workers seeded alike would sample the same startup trials
-    seed = (cfg.get("seed", 0) * 1_000_003 + zlib.crc32(worker_id().encode())) % 2**31
+    seed = (cfg.get("seed", 0) * 1_000_003 + (zlib.crc32(salt.encode()) if salt else 0)) % 2**31
     kind = cfg["sampler"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if kind == "random":
-            return optuna.samplers.RandomSampler(seed=seed)
+        if kind == "random":  # its own stream: TPE's start-up trials are random draws too
+            return optuna.samplers.RandomSampler(seed=(seed + 7919) % 2**31)
         if kind == "nsga2":
             return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(20, cfg["n_trials"] // 4)))
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
@@ -305,14 +315,14 @@ def _create(store, cfg: dict, seeds: Sequence[dict], space: SearchSpace):
     return study
 
 
-def _load(store, name: str):
+def _load(store, name: str, salt: str = ""):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our progress line reports trials
     study = optuna.load_study(study_name=name, storage=store)
     if SETTINGS_KEY not in study.user_attrs:
         raise UserError(f"study {name} was not created by edgeopt search")
-    study.sampler = _sampler(study.user_attrs[SETTINGS_KEY])
+    study.sampler = _sampler(study.user_attrs[SETTINGS_KEY], salt)
     return study
 
 

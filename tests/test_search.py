@@ -330,3 +330,20 @@ def test_worker_rebuilds_evaluate_and_precheck_from_the_stored_settings(tmp_path
         assert t.accounting.counted == 2 and t.baseline["accounting"]["counted"] == 2
     with pytest.raises(UserError, match="exactly one of evaluate or make_evaluate"):
         run_worker(url, "search")
+
+
+def test_time_budget_stops_starting_trials(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEARCH_TEST_SLEEP", "0.3")
+    lines = []
+    t0 = time.monotonic()
+    result = run_search(default_space(), search_synthetic.evaluate, ["h"], run_dir=tmp_path, baseline_accuracy=0.9,
+                        n_trials=100, time_budget_s=1.0, heartbeat=HB, log=lines.append)
+    assert time.monotonic() - t0 < 30
+    assert 1 <= result.targets["h"].accounting.counted < 100 and result.targets["h"].accounting.running == 0
+    assert lines[-1] == "time budget spent: no new trials started"
+
+
+def test_importing_the_package_stays_light():
+    code = ("import sys, edgeopt.search; heavy = [m for m in ('optuna', 'sqlalchemy', 'tensorflow', 'psycopg') "
+            "if m in sys.modules]; assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], env=_env(), check=True)

@@ -81,6 +81,7 @@ def run_search(space: SearchSpace, evaluate: Evaluate, targets: Sequence[str], *
     seeds: recipes tried first, ``{step: {field: value}}`` each (default: the SEED_RECIPES that
     fit the space: int8, mixed, prune-structured 0.5 + int8).
     precheck: target -> hook ``(spec, target, artifact|None) -> reason|None`` (e.g. DeviceCheck).
+    time_budget_s: no new trial starts after this many seconds (a running trial finishes).
     random_baseline: also run a RandomSampler study per target with the same trial budget.
     settings: JSON-able facts a remote worker needs to rebuild ``evaluate`` (model, data...).
     Raises UserError on bad arguments (before any storage is opened).

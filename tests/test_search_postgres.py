@@ -1,0 +1,113 @@
+"""Two workers on one PostgreSQL study, one killed with SIGKILL mid-trial: every trial is
+accounted for, the killed worker's trial is retried by the other, nothing finished is lost and
+the study completes its budget exactly.
+
+The server: $EDGEOPT_TEST_POSTGRES_URL, else the one scripts/start_postgres.sh starts (CI runs it
+in .ci/run). Skipped only when no server can be started here; under CI (CI=true) that fails.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+import search_synthetic
+from edgeopt.search import Heartbeat, collect, create_search, default_space, run_worker
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = ROOT / "tests"
+
+
+def _can_connect(url: str) -> bool:
+    try:
+        import psycopg
+
+        psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), connect_timeout=5).close()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="module")
+def pg_url():
+    url = os.environ.get("EDGEOPT_TEST_POSTGRES_URL")
+    if not url:
+        try:
+            out = subprocess.run(["bash", str(ROOT / "scripts" / "start_postgres.sh")], capture_output=True,
+                                 text=True, timeout=300, env={**os.environ, "EDGEOPT_PG_DB": "edgeopt_test"})
+            url = out.stdout.strip().splitlines()[-1] if out.returncode == 0 and out.stdout.strip() else None
+            why = out.stderr.strip()[-300:]
+        except (OSError, subprocess.TimeoutExpired) as err:
+            url, why = None, str(err)
+    else:
+        why = f"cannot connect to {url}"
+    if not url or not _can_connect(url):
+        if os.environ.get("CI"):
+            pytest.fail(f"no PostgreSQL server could be started (CI must run one): {why}")
+        pytest.skip(f"no PostgreSQL server could be started here: {why}")
+    return url
+
+
+def _env(**extra) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(TESTS), env.get("PYTHONPATH", "")])
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+@pytest.mark.slow
+def test_two_workers_one_killed_mid_trial(pg_url, tmp_path):
+    name = f"t{uuid.uuid4().hex[:10]}"
+    budget = 8
+    create_search(default_space(), ["host-cpu"], storage=pg_url, baseline_accuracy=0.9, name=name,
+                  n_trials=budget, run_dir=tmp_path, heartbeat=Heartbeat(**search_synthetic.HEARTBEAT_FOR_TESTS))
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = _env(SEARCH_TEST_SLEEP=0.7, SEARCH_TEST_MARKS=marks)
+
+    def start():
+        return subprocess.Popen([sys.executable, str(TESTS / "search_synthetic.py"), "worker", pg_url, name,
+                                 str(tmp_path / "work")], env=env, stderr=subprocess.PIPE, text=True)
+
+    victim, survivor = start(), start()
+    deadline = time.monotonic() + 90
+    while len(list(marks.glob(f"{victim.pid}-*.started"))) < 2:  # the victim is in its second trial
+        assert victim.poll() is None and time.monotonic() < deadline, victim.stderr.read()
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    try:
+        survivor.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        survivor.kill()
+        pytest.fail("the surviving worker did not finish the study")
+    log = survivor.stderr.read()
+    assert survivor.returncode == 0, log
+
+    t = collect(pg_url, name).targets["host-cpu"]
+    acc = t.accounting
+    assert (acc.counted, acc.done, acc.running, acc.waiting) == (budget, budget, 0, 0), acc
+    assert acc.lost == 1 and acc.retried == 1, acc  # the killed trial, and its one retry
+    lost = next(r for r in t.trials if r.status == "lost")
+    retry = next(r for r in t.trials if r.retry_of is not None)
+    assert retry.retry_of == lost.number and retry.params == lost.params and retry.status == "done"
+    assert lost.worker is None or lost.worker.endswith(f":{victim.pid}")
+    assert retry.worker.endswith(f":{survivor.pid}")
+    started = {int(p.name.split("-")[1].split(".")[0]) for p in marks.glob("*.started")}
+    assert started == {r.number for r in t.trials if r.status != "skipped"}  # every trial that ran is in the study
+    victim_done = [r for r in t.trials if r.status == "done" and r.worker.endswith(f":{victim.pid}")]
+    assert victim_done, "the victim's first trial finished before the kill and must be kept"
+    assert t.met and t.front
+
+
+def test_run_worker_refuses_an_unknown_search(pg_url):
+    from edgeopt.errors import UserError
+
+    with pytest.raises(UserError, match="no search named"):
+        run_worker(pg_url, f"missing{uuid.uuid4().hex[:6]}", evaluate=search_synthetic.evaluate)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from typing import Any, Mapping, Sequence
 
 from edgeopt.errors import UserError
@@ -140,7 +141,9 @@ def keras_to_tflite(model, *, input_shape: InputShape = None, **converter_kwargs
     shapes = static_input_shapes(model, input_shape)
     target_spec = converter_kwargs.pop("target_spec", None) or {}
     calibrated = converter_kwargs.get("representative_dataset") is not None
-    with quiet_fds():
+    with quiet_fds(), warnings.catch_warnings():
+        # The frozen-graph path warns about input statistics it does not need for float inputs.
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
         try:
             converter = _converter_for(model, shapes, calibrated)
             for key, value in converter_kwargs.items():

@@ -144,8 +144,9 @@ def keras_to_tflite(model, *, input_shape: InputShape = None, **converter_kwargs
     with quiet_fds(), warnings.catch_warnings():
         # The frozen-graph path warns about input statistics it does not need for float inputs.
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+        frozen = None
         try:
-            converter = _converter_for(model, shapes, calibrated)
+            converter, frozen = _converter_for(model, shapes, calibrated)
             for key, value in converter_kwargs.items():
                 setattr(converter, key, value)
             for key, value in target_spec.items():
@@ -154,7 +155,7 @@ def keras_to_tflite(model, *, input_shape: InputShape = None, **converter_kwargs
         except UserError:
             raise
         except Exception as e:  # the converter raises many types; the reason is what matters
-            err = UserError(f"cannot convert {model.name} to .tflite: {converter_reason(e)}")
+            err = UserError(f"cannot convert {model.name} to .tflite: {converter_reason(e, frozen, model)}")
             err.full_text = str(e)  # the converter's whole message, for run.json and explain
             raise err from None
 
@@ -174,7 +175,7 @@ def _converter_for(model, shapes: dict[str, tuple[int, ...]], calibrated: bool):
     with rnn_unrolled(model, calibrated, longest):
         concrete = serve.get_concrete_function()
     frozen = convert_variables_to_constants_v2(concrete, lower_control_flow=False)
-    return tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    return tf.lite.TFLiteConverter.from_concrete_functions([frozen]), frozen
 
 
 @contextlib.contextmanager
@@ -230,19 +231,42 @@ def _all_layers(model) -> list:
     return out
 
 
-def converter_reason(e: Exception) -> str:
-    """The converter's reason in one line: unsupported ops named when it lists them."""
+def converter_reason(e: Exception, frozen=None, model=None) -> str:
+    """The converter's reason in one line: unsupported ops, and the layers using them (found in
+    the traced graph ``frozen`` when given), named when the converter lists them."""
     import re
 
     text = str(e)
-    ops = sorted(set(re.findall(r"'(tf\.\w+)' op is neither a custom op nor a flex op", text)))
+    ops = sorted(set(re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op", text)))
     if ops:
-        return (f"op(s) {', '.join(ops)} have no TFLite builtin kernel (neither builtin, custom nor "
-                f"flex); replace the layer(s) that use them")
+        layers = _layers_using(model, frozen, ops) if model is not None else []
+        where = f" used by layer {', '.join(layers)}" if layers else ""
+        return (f"TensorFlow op {', '.join(ops)}{where} has no TFLite builtin kernel; replace that "
+                f"layer or keep this model on a TensorFlow runtime")
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "error:" in ln.lower()]
     line = lines[0] if lines else " ".join(text.split())
     line = re.sub(r"^.*?error:\s*", "", line) if lines else line
     return line[:400] or type(e).__name__
+
+
+def _layers_using(model, frozen, ops: list[str]) -> list[str]:
+    """Names of the Keras layers whose traced ops (named scope/scope/op, a scope being a layer
+    name with an optional ``_N`` call suffix) include ``ops``."""
+    import re
+
+    if frozen is None:
+        return []
+    known = {layer.name for layer in _all_layers(model)}
+    names = []
+    for node in frozen.graph.as_graph_def().node:
+        if node.op not in ops:
+            continue
+        scopes = node.name.split("/")[:-1]
+        found = [p if p in known else re.sub(r"_\d+$", "", p) for p in scopes]
+        found = [p for p in found if p in known]
+        if found and found[-1] not in names:
+            names.append(found[-1])
+    return names
 
 
 # ---------------------------------------------------------------- reading what came out

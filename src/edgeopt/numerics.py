@@ -200,14 +200,16 @@ def _compare_calibrations(float_tflite: bytes, x: np.ndarray, wide: dict, centra
 
     from edgeopt.techniques.ptq import aeq_static, float_io
 
-    def run(model: bytes) -> np.ndarray:
+    def run(model: bytes) -> np.ndarray:  # one sample per invoke: the model's batch is fixed at 1
         interp = Interpreter(model_content=model)
-        inp = interp.get_input_details()[0]
-        interp.resize_tensor_input(inp["index"], (len(x),) + tuple(inp["shape"][1:]))
         interp.allocate_tensors()
-        interp.set_tensor(inp["index"], x)
-        interp.invoke()
-        return np.asarray(interp.get_tensor(interp.get_output_details()[0]["index"]), np.float64)
+        inp, out = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
+        rows = []
+        for i in range(len(x)):
+            interp.set_tensor(inp, x[i:i + 1])
+            interp.invoke()
+            rows.append(np.asarray(interp.get_tensor(out), np.float64))
+        return np.concatenate(rows)
 
     ref = run(float_tflite)
     out = {}

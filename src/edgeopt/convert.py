@@ -96,6 +96,12 @@ def conversion_shape(model, given: InputShape = None, data_shape: InputShape = N
     return None
 
 
+def context_input_shape(ctx, model) -> InputShape:
+    """``conversion_shape`` for a recipe step: ``ctx.options["input_shape"]`` or the data's."""
+    options = getattr(ctx, "options", None) or {}
+    return conversion_shape(model, options.get("input_shape"), getattr(ctx.dataset, "input_shape", None))
+
+
 def _given_per_input(model, input_shape: InputShape) -> list:
     n = len(model.inputs)
     if input_shape is None:

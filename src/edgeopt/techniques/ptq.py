@@ -145,12 +145,11 @@ def convert(ctx, model, **kwargs) -> bytes:
     """keras_to_tflite with the run's converter hints (``ctx.options["converter_hints"]``) merged
     under the mode's own settings (target_spec dicts are merged key by key); open input axes are
     fixed from ``ctx.options["input_shape"]`` or else the data's sample shape."""
-    from edgeopt.convert import conversion_shape, keras_to_tflite
+    from edgeopt.convert import context_input_shape, keras_to_tflite
 
     hints = dict(ctx.options.get("converter_hints") or {})
     spec = {**(hints.pop("target_spec", None) or {}), **(kwargs.pop("target_spec", None) or {})}
-    shape = conversion_shape(model, ctx.options.get("input_shape"), getattr(ctx.dataset, "input_shape", None))
-    return keras_to_tflite(model, input_shape=shape, **{**hints, **kwargs},
+    return keras_to_tflite(model, input_shape=context_input_shape(ctx, model), **{**hints, **kwargs},
                            **({"target_spec": spec} if spec else {}))
 
 

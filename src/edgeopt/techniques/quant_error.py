@@ -30,6 +30,8 @@ def quant_error_table(float_tflite, quant_tflite, x: np.ndarray) -> list[dict]:
     fl = preserving_interpreter(_bytes(float_tflite))
     qu = preserving_interpreter(_bytes(quant_tflite))
     x = np.asarray(x, np.float32)
+    if fl.get_input_details()[0]["shape_signature"][0] != -1:  # static batch (1): cannot resize
+        x = x[: int(fl.get_input_details()[0]["shape"][0])]
     run_batch(fl, fl.get_input_details()[0], x)
     run_batch(qu, qu.get_input_details()[0], x)
     float_by_name = activation_tensors(fl)

@@ -86,6 +86,30 @@ def static_input_shapes(model, input_shape: InputShape = None) -> dict[str, tupl
     return out
 
 
+def parse_input_shape(text: str) -> InputShape:
+    """Parse ``--input-shape``: one sample's shape without the batch axis, e.g. ``16,4``; for
+    several inputs ``;``-separated, optionally named: ``image:8,8,1;vector:4``.
+    Raises UserError for anything else."""
+    parts = [p.strip() for p in str(text).split(";") if p.strip()]
+    named = [":" in p for p in parts]
+    if not parts or (any(named) and not all(named)):
+        raise UserError(f"--input-shape {text!r}: give sizes like 16,4 (one input) or "
+                        f"image:8,8,1;vector:4 (several inputs, all named or none)")
+    shapes = []
+    for p in parts:
+        dims = p.split(":", 1)[-1]
+        try:
+            shape = tuple(int(d) for d in dims.replace("x", ",").split(",") if d.strip())
+        except ValueError:
+            shape = ()
+        if not shape or min(shape) < 1:
+            raise UserError(f"--input-shape {text!r}: {dims!r} is not a list of positive sizes such as 16,4")
+        shapes.append(shape)
+    if all(named):
+        return {p.split(":", 1)[0].strip(): s for p, s in zip(parts, shapes)}
+    return shapes[0] if len(shapes) == 1 else shapes
+
+
 def conversion_shape(model, given: InputShape = None, data_shape: InputShape = None) -> InputShape:
     """The ``input_shape`` to convert with: ``given`` (e.g. ``--input-shape``) when set, else the
     data's sample shape when the model has an open axis, else None (the model's own shape)."""
@@ -302,8 +326,10 @@ def tflite_op_types(model: bytes) -> list[str]:
     return seen
 
 
-# Ops a dynamic batch leaves behind; with static shapes none should appear.
-SHAPE_OPS = ("SHAPE", "GATHER", "REDUCE_PROD", "BROADCAST_ARGS", "BROADCAST_TO")
+# Ops that compute shapes at run time (a dynamic batch adds SHAPE -> GATHER -> REDUCE_PROD around a
+# Dense on a rank-3 input); with static shapes none should appear. GATHER alone is a real lookup
+# (Embedding), so it is not listed.
+SHAPE_OPS = ("SHAPE", "REDUCE_PROD", "BROADCAST_ARGS")
 
 
 def non_builtin_ops(model: bytes) -> list[str]:

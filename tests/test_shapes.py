@@ -34,6 +34,15 @@ def test_static_shapes_fix_batch_and_open_axes():
         static_input_shapes(m, (1, 16, 4))
 
 
+def test_loaded_model_names_its_open_axes(tmp_path):
+    import keras
+
+    from edgeopt.model_io import load_model
+
+    _seq((None, 4), keras.layers.Dense(2)).save(tmp_path / "m.keras")
+    assert load_model(tmp_path / "m.keras").open_axes == [1]
+
+
 def test_parse_input_shape():
     from edgeopt.convert import parse_input_shape
 
@@ -76,6 +85,7 @@ def test_dense_on_rank3_has_no_shape_ops_and_lstm_converts_without_loop():
 
 # ---------------------------------------------------------------- nested models
 
+@pytest.mark.slow
 def test_flatten_mobilenet_base_with_new_head():
     import keras
 

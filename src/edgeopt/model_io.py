@@ -30,6 +30,12 @@ class LoadedModel:
     info: dict = field(default_factory=dict)
 
     @property
+    def open_axes(self) -> list[int]:
+        """Axes of the input (1-based, batch excluded) without a fixed size: conversion needs a
+        length for each (the data's, or ``--input-shape``; see ``convert.static_input_shapes``)."""
+        return [i + 1 for i, d in enumerate(self.input_shape) if d is None]
+
+    @property
     def output_is_probability(self) -> bool:
         return bool(self.info.get("softmax_output"))
 

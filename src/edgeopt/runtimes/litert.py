@@ -38,6 +38,10 @@ class LiteRTSession:
         self._in = self._interp.get_input_details()[0]["index"]
         self._out = self._interp.get_output_details()[0]["index"]
         self._batch = int(self.inputs[0].shape[0]) if self.inputs[0].shape else 1
+        # A static batch (edgeopt converts deployables with batch 1) cannot be resized: graphs with
+        # a constant Reshape after Flatten would break, so such models run chunk by chunk.
+        signature = self._interp.get_input_details()[0].get("shape_signature")
+        self._static_batch = signature is not None and len(signature) > 0 and int(signature[0]) != -1
 
     def _resize(self, batch: int) -> None:
         if batch != self._batch:
@@ -47,6 +51,8 @@ class LiteRTSession:
             self._batch = batch
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        if self._static_batch:
+            batch_size = self._batch
         outs = []
         for start in range(0, len(x), batch_size):
             chunk = x[start:start + batch_size]
@@ -58,7 +64,8 @@ class LiteRTSession:
 
     def invoke_prepared(self, x1: np.ndarray):
         """Set one batch once and return a zero-argument callable that only invokes (for latency)."""
-        self._resize(len(x1))
+        if not self._static_batch:
+            self._resize(len(x1))
         self._interp.set_tensor(self._in, quantize_input(x1, self.inputs[0]))
         return self._interp.invoke
 

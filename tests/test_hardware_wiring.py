@@ -23,7 +23,7 @@ def test_tflm_fit_check_uses_the_one_op_table():
 
 
 def test_signal_and_space_to_batch_ops_are_not_falsely_blocked():
-    dev = load_devices(include_host=False)["stm32h7a3"]
+    dev = load_devices(include_host=False)["arduino-nano-33-ble-sense"]
     assert dev.constraints.op_list == "tflm"
     est = estimate(_int8_profile("CUSTOM:SignalWindow", "SPACE_TO_BATCH_ND", "CONV_2D"), dev)
     assert not [b for b in est.blockers if "not supported" in b], est.blockers

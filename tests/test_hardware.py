@@ -287,7 +287,7 @@ def run_dir(tmp_path):
     for name, src in (("float32", "kws_ref_model.tflite"), ("int8", "ad01_int8.tflite")):
         (run / name).mkdir(parents=True)
         shutil.copy(MLPERF / src, run / name / "model.tflite")
-    (run / "run.json").write_text(json.dumps({"variants": [
+    (run / "run.json").write_text(json.dumps({"schema_version": 2, "name": "demo", "variants": [
         {"name": "float32", "artifact": "float32/model.tflite", "status": "done",
          "metrics": {"accuracy": 0.91, "size_bytes": 53936}},
         {"name": "int8", "artifact": "int8/model.tflite", "status": "done", "metrics": {"accuracy": 0.95}},
@@ -300,7 +300,7 @@ def run_dir(tmp_path):
 @needs_mlperf
 def test_load_run_variants_is_defensive(run_dir):
     got = load_run_variants(run_dir)
-    assert [(n, p.name, m.get("accuracy")) for n, p, m in got] == [
+    assert [(n, p.name, m.get("accuracy")) for n, p, m, _ in got] == [
         ("float32", "model.tflite", 0.91), ("int8", "model.tflite", 0.95)]
     with pytest.raises(UserError, match="run.json"):
         load_run_variants(run_dir.parent)

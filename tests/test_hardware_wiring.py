@@ -29,3 +29,37 @@ def test_signal_and_space_to_batch_ops_are_not_falsely_blocked():
     assert not [b for b in est.blockers if "not supported" in b], est.blockers
     bad = estimate(_int8_profile("CUSTOM:NoSuchKernel", "CONV_2D"), dev)
     assert any("CUSTOM:NoSuchKernel" in b for b in bad.blockers)
+
+
+def test_recommend_reads_only_keys_the_engine_writes():
+    """issue 9: recommend read metric keys no code wrote (top1, auc, median_ms)."""
+    import inspect
+
+    from edgeopt.core.types import Metrics
+    from edgeopt.hardware import recommend as rec
+    from edgeopt.runtimes.base import LatencyStats
+
+    src = inspect.getsource(rec.measured_host_latency) + inspect.getsource(rec._accuracy)
+    read = set(__import__("re").findall(r'\.get\("(\w+)"\)', src))
+    assert read <= set(Metrics.model_fields) | {f.name for f in __import__("dataclasses").fields(LatencyStats)}
+
+
+@pytest.mark.slow  # one small optimize run (slide MLP, int8)
+def test_recommend_on_a_real_run_directory(slide_mlp_path, tmp_path):
+    import edgeopt
+    from edgeopt.hardware.recommend import load_targets, measured_host_latency, recommend
+
+    run = edgeopt.optimize(slide_mlp_path, "blobs2d", recipes=["int8"], runs=5, out=tmp_path / "run")
+    variants = load_targets(run.path)
+    assert [v.name for v in variants] == [v.name for v in run.variants if v.done]
+    for v, rv in zip(variants, run.variants):
+        assert v.metrics["accuracy"] == rv.metrics.accuracy is not None
+        assert measured_host_latency(v.metrics) == rv.metrics.latency_ms["p50_ms"] > 0
+        assert v.graph["precision"] == rv.graph.precision
+        if v.path.suffix == ".tflite" and rv.graph.tflm_arena_bytes:
+            assert v.profile.arena_bytes == rv.graph.tflm_arena_bytes  # the run's measurement, reused
+    devices = {n: d for n, d in load_devices(include_host=False).items() if d.device_class == "mcu"}
+    recs = recommend(variants, devices)
+    best = recs[0]
+    assert best.feasible and best.variant == "int8"  # float32 does not run on FPU-less boards; int8 fits all
+    assert best.accuracy == run.variant("int8").metrics.accuracy

@@ -226,8 +226,8 @@ def test_model_that_does_not_fit_is_reported_with_numbers(tmp_path, profiles):
     board = load_devices(_write(tmp_path, CUSTOM))["my-board"]  # 64 KB RAM, 256 KB flash
     est = estimate(profiles["vww"], board)
     assert est.fits is False
-    assert any(re.search(r"arena 10\d KB > 64 KB RAM", b) for b in est.blockers), est.blockers
-    assert any(re.search(r"model 3\d\d KB > 256 KB flash", b) for b in est.blockers), est.blockers
+    assert any(re.search(r"arena 10\d\.\d KiB > 64\.0 KiB RAM", b) for b in est.blockers), est.blockers
+    assert any(re.search(r"model 3\d\d\.\d KiB > 256\.0 KiB flash", b) for b in est.blockers), est.blockers
     fits = estimate(profiles["kws"], board)
     assert fits.fits is True and not fits.blockers
 

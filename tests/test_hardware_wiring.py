@@ -63,3 +63,21 @@ def test_recommend_on_a_real_run_directory(slide_mlp_path, tmp_path):
     best = recs[0]
     assert best.feasible and best.variant == "int8"  # float32 does not run on FPU-less boards; int8 fits all
     assert best.accuracy == run.variant("int8").metrics.accuracy
+
+
+def test_dynamic_range_models_are_blocked_on_tflite_micro():
+    """The profiler says "dynamic" (core.precision), not "hybrid": the TFLM blocker must use that word."""
+    from edgeopt.core.precision import Precision
+
+    prof = _int8_profile("FULLY_CONNECTED")
+    prof.precision = Precision.DYNAMIC.value
+    est = estimate(prof, load_devices(include_host=False)["arduino-nano-33-ble-sense"])
+    assert any("dynamic-range int8 models do not run on TFLite Micro" in b for b in est.blockers)
+
+
+def test_device_files_use_the_one_precision_vocabulary(tmp_path):
+    from edgeopt.hardware.schema import parse_device
+
+    dev = parse_device({"name": "b", "class": "sbc", "core": "cortex-a72", "ram_kb": 1, "flash_kb": None,
+                        "precisions": ["hybrid", "fp16"], "effective_gmacs": {"fp32": 2.0}}, "test")
+    assert dev.precisions == ["dynamic", "float16"] and dev.effective_gmacs == {"float32": 2.0}

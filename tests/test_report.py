@@ -170,7 +170,7 @@ def test_estimate_cell_flattens_the_estimator_result():
                                  battery_mah=1000, inferences_per_hour=3600)
     assert cell["runs"] and cell["fits"] is True
     assert cell["ram_needed"] >= 6000 and cell["ram_capacity"] == devs["stm32h7a3"].ram_kb * 1024
-    assert cell["latency_ms"] > 0 and cell["energy_mj"] > 0 and cell["battery_h"] > 0
+    assert cell["latency_ms"] > 0 and cell["energy_mj"] > 0 and cell["battery_range"][0] > 0  # sleep power unknown: a range
     blocked = devices.estimate_cell(_profile("float32", "float32"), devs["rp2040"], host_latency_ms=None,
                                     battery_mah=None, inferences_per_hour=None)
     assert not blocked["runs"] and any("FPU" in b for b in blocked["blockers"])
@@ -179,15 +179,33 @@ def test_estimate_cell_flattens_the_estimator_result():
     assert host["latency_ms"] == 0.25
 
 
-@pytest.mark.parametrize("est, expected", [
-    ({"latency_range": [1, 2]}, (1.0, 2.0)),
-    ({"latency_ms_range": {"low": 1, "high": 3}}, (1.0, 3.0)),
-    ({"latency": {"method": "x", "low": 0.5, "high": 2}}, (0.5, 2.0)),
-    ({"latency": {"range": {"min": 1, "max": 4}}}, (1.0, 4.0)),
-    ({"latency": {"method": "x"}, "latency_ms": 1.0}, None),
+@pytest.mark.parametrize("rng, expected", [
+    ({"value": 2, "low": 1, "high": 3, "basis": "x"}, (1.0, 3.0)),
+    ({"value": 2, "low": 2, "high": None, "basis": "x"}, (2.0, None)),
+    ({"value": 2, "low": None, "high": None, "basis": "x"}, None),
+    ([0.5, float("inf")], (0.5, None)),
+    ({}, None),
 ])
-def test_intervals_are_read_when_the_estimator_gives_them(est, expected):
-    assert devices._interval(est, "latency") == expected
+def test_intervals_keep_an_unknown_end_unknown(rng, expected):
+    assert devices._interval(rng) == expected
+
+
+def test_cells_carry_interval_basis_power_and_traffic():
+    from edgeopt.hardware.catalogue import load_devices
+    from edgeopt.report.format import fmt_interval
+
+    devs = load_devices()
+    cell = devices.estimate_cell(_profile("int8", "int8"), devs["stm32h7a3"], host_latency_ms=None,
+                                 battery_mah=1000, inferences_per_hour=3600)
+    lo, hi = cell["latency_range"]
+    assert lo < cell["latency_ms"] < hi and cell["basis_word"] in devices.BASIS_WORDS.values()
+    assert fmt_interval(cell["latency_ms"], lo, hi) == f"{cell['latency_ms']:.3g} ({lo:.3g}–{hi:.3g})"
+    assert cell["power_range_mw"][0] <= cell["power_range_mw"][1] and cell["traffic"]["bytes"] > 0
+    assert cell["battery_range"][0] <= cell["battery_range"][1]
+    bound = devices.estimate_cell(_profile("int8", "int8"), devs["jetson-nano"], host_latency_ms=None,
+                                  battery_mah=None, inferences_per_hour=None)
+    assert bound["basis_word"] == "lower bound" and bound["latency_bound"] == "≥"
+    assert fmt_interval(1.0, None, None) == "1" and fmt_interval(None, 1, 2) == "? (1–2)"
 
 
 # ------------------------------------------------------------------ a real run

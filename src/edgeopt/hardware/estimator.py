@@ -27,9 +27,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from edgeopt.core.precision import Precision
 from edgeopt.hardware.catalogue import core_info, data_file, has_fpu, op_list
 from edgeopt.hardware.schema import Device
 from edgeopt.measure.graph_types import GraphProfile, OpStats
+from edgeopt.report.format import fmt_bytes
 
 DEFAULT_BATTERY_V = 3.7  # nominal Li-ion/LiPo cell voltage; override with battery_v
 
@@ -54,7 +56,7 @@ _ITEMSIZE = {"int8": 1, "uint8": 1, "int16": 2, "int16x8": 2, "float16": 2, "bfl
 _PRECISION_FALLBACK = {
     "int8": ["int8", "float16", "float32"], "int16x8": ["int16x8"], "int16": ["int16x8", "int16"],
     "float32": ["float32", "float16"], "float16": ["float16", "float32"],
-    "hybrid": ["float32", "float16"], "int4": ["int8"],
+    "dynamic": ["float32", "float16"], "int4": ["int8"], "mixed": ["int8", "float32"],
 }
 # a device whose latency comes from elsewhere (a compiler): name -> fn(profile, device) -> dict or None
 LatencyProvider = Callable[[GraphProfile, Device], "dict | None"]
@@ -307,10 +309,6 @@ def arena_counts(profile: GraphProfile) -> dict[str, int]:
             "per_channel": per_channel}
 
 
-def _kb(n: float) -> str:
-    return f"{n / 1024:,.0f} KB" if n < 10 * 1024 * 1024 else f"{n / 1024 / 1024:,.0f} MB"
-
-
 def _fit(est: Estimate, profile: GraphProfile, dev: Device, cal: dict, got: dict | None = None) -> None:
     """RAM and flash needed against the device's; a provider's (compiler's) memory figures replace the
     TFLM arena estimate when it gives them (`got`)."""
@@ -340,7 +338,7 @@ def _fit(est: Estimate, profile: GraphProfile, dev: Device, cal: dict, got: dict
         cache = dev.onchip_weight_cache_kb
         weights = sum(profile.weight_bytes.values())
         if cache is not None and weights > cache * 1024:
-            est.warnings.append(f"weights {_kb(weights)} > {_kb(cache * 1024)} on-chip cache: "
+            est.warnings.append(f"weights {fmt_bytes(weights)} > {fmt_bytes(cache * 1024)} on-chip cache: "
                                 "the rest streams from the host every inference")
         est.fits = None if cache is None else True
         if cache is None:
@@ -350,14 +348,14 @@ def _fit(est: Estimate, profile: GraphProfile, dev: Device, cal: dict, got: dict
         est.missing.append("RAM size")
         fits = None
     elif ram_need > est.ram["capacity_bytes"]:
-        est.blockers.append(f"does not fit: arena {_kb(ram_need)} > {_kb(est.ram['capacity_bytes'])} RAM")
+        est.blockers.append(f"does not fit: arena {fmt_bytes(ram_need)} > {fmt_bytes(est.ram['capacity_bytes'])} RAM")
         fits = False
     if dev.device_class == "mcu":
         if est.flash["capacity_bytes"] is None:
             est.missing.append("flash size")
             fits = None if fits else fits
         elif flash_need > est.flash["capacity_bytes"]:
-            est.blockers.append(f"does not fit: model {_kb(flash_need)} > {_kb(est.flash['capacity_bytes'])} flash")
+            est.blockers.append(f"does not fit: model {fmt_bytes(flash_need)} > {fmt_bytes(est.flash['capacity_bytes'])} flash")
             fits = False
     est.fits = fits
 
@@ -601,7 +599,7 @@ def _memory_traffic(est: Estimate, profile: GraphProfile, dev: Device) -> None:
             info["memory_share"] = mem_ms / est.latency_ms
             info["bound"] = "memory-bound" if info["memory_share"] >= 0.5 else "compute-bound"
             if info["bound"] == "memory-bound":
-                est.warnings.append(f"memory-bound: moving {moved / 1024:,.0f} KB takes {mem_ms:.3g} ms at "
+                est.warnings.append(f"memory-bound: moving {fmt_bytes(moved)} takes {mem_ms:.3g} ms at "
                                     f"{dev.memory_bandwidth_gbs:g} GB/s")
     est.memory_traffic = info
 
@@ -713,8 +711,8 @@ def _constraints(est: Estimate, profile: GraphProfile, dev: Device) -> None:
     if dev.device_class == "mcu" and is_float and not has_fpu(dev):
         est.blockers.append(f"{precision} model on an MCU without FPU ({dev.core})")
     uses_tflm = dev.constraints.op_list == "tflm" or "tflm" in dev.runtimes and dev.device_class == "mcu"
-    if precision == "hybrid" and uses_tflm:
-        est.blockers.append("dynamic-range (hybrid) models do not run on TFLite Micro; use full int8")
+    if precision == Precision.DYNAMIC and uses_tflm:
+        est.blockers.append("dynamic-range int8 models do not run on TFLite Micro; use full int8")
     if dev.precisions and precision not in dev.precisions and not any(b.startswith("needs") for b in est.blockers):
         est.warnings.append(f"{precision} is not among the listed precisions ({', '.join(dev.precisions)}): "
                             "the runtime would convert it")

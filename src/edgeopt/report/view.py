@@ -218,10 +218,6 @@ def delta_text(variant: dict, base: dict | None) -> str:
     return f"MAE {drop_points(variant, base):+.4g} vs {name}"
 
 
-def _kb(n) -> str:
-    return f"{n / 1024:.1f} KB"
-
-
 # ------------------------------------------------------------------ environment, search
 def environment_rows(record: dict) -> list[tuple[str, str]]:
     """(label, text) pairs: where and with what the run was made."""

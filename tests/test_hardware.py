@@ -246,7 +246,7 @@ def test_blockers_name_the_problem():
     assert "needs a full-int8 model (this one is float32)" in estimate(_profile("float32"),
                                                                         devs["coral-usb-accelerator"]).blockers
     assert any("without FPU" in b for b in estimate(_profile("float32"), devs["rp2040"]).blockers)
-    assert any("TFLite Micro" in b for b in estimate(_profile("hybrid"), devs["arduino-nano-33-ble-sense"]).blockers)
+    assert any("TFLite Micro" in b for b in estimate(_profile("dynamic"), devs["arduino-nano-33-ble-sense"]).blockers)
     odd = estimate(_profile("int8", op_type="MY_CUSTOM_OP"), devs["arduino-nano-33-ble-sense"])
     assert any("MY_CUSTOM_OP" in b and "TFLM" in b for b in odd.blockers)
     tpu = estimate(_profile("int8", op_type="MY_CUSTOM_OP"), devs["coral-usb-accelerator"])

@@ -157,3 +157,18 @@ def test_vela_provider_skips_models_it_cannot_take():
     assert est.basis != "compiler" and any("full-int8" in b for b in est.blockers)
     kws = GraphProfile(source="tflite", path=str(MLPERF_DIR / "kws_ref_model.tflite"), ops=[], precision="int8")
     assert vela_latency(kws, devices["stm32h7a3"]) is None  # not an Ethos-U target
+
+
+def test_recommend_ranks_ethos_u_on_vela_figures():
+    from edgeopt.hardware.catalogue import load_devices
+    from edgeopt.hardware.recommend import Variant, recommend
+    from edgeopt.measure.graph import profile_tflite
+
+    model = MLPERF_DIR / "kws_ref_model.tflite"
+    devices = load_devices(include_host=False)
+    pick = {n: devices[n] for n in ("ethos-u55-128", "jetson-nano")}
+    recs = recommend([Variant("kws", model, {"accuracy": 0.9}, profile_tflite(model, measure_arena=False))],
+                     pick, max_latency_ms=1.0)
+    assert recs[0].device == "ethos-u55-128" and recs[0].feasible  # compiler estimate ranks above a lower bound
+    assert recs[0].estimate.latency_ms == compile_for_ethos_u(model, "ethos-u55-128").inference_ms
+    assert any("(compiler)" in r for r in recs[0].reasons)

@@ -216,7 +216,7 @@ def real_run(tmp_path_factory, digits_cnn_path):
 
     out = tmp_path_factory.mktemp("report") / "run"
     return api.optimize(digits_cnn_path, "digits", recipes=["int8", "prune,int8"], out=out, runs=10,
-                        options={"epochs": 2})
+                        options={"epochs": 2}).path  # optimize returns the typed Run
 
 
 def _copy_run(src, dst, edit) -> dict:
@@ -241,6 +241,14 @@ def test_report_of_a_real_run_has_every_section(real_run):
     assert "Search history" not in html  # only with a search
     assert html.count('class="plot"') == 3 + 1  # three trade-offs + one fine-tuning history
     assert "stm32h7a3" in html and "prune+int8" in html and "CONV_2D" in html
+    # device-fit matrix: sorted by fit, filterable, intervals and how each latency is known
+    fits = [int(f) for f in re.findall(r'<tr class="device-row" data-fit="(\d)"', html)]
+    assert len(fits) >= 20 and fits == sorted(fits)
+    assert 'id="device-filter"' in html and 'id="device-runs-only"' in html
+    assert re.search(r"\d ms</?", html) and re.search(r"[\d.]+ \([\d.]+–[\d.]+\) ms", html)
+    for word in ("compiler estimate", "calibrated", "lower bound", "measured", "vela: performance",
+                 "mW average", "moves "):
+        assert word in html, word
     assert "75.0%" in html  # the pruned weights' sparsity, read from the .tflite
     text = re.sub(r"<script.*?</script>", "", html, flags=re.S)  # the page, without plotly.js and figure JSON
     assert "{&#39;" not in text and "{'" not in text  # no Python dict reprs
@@ -249,16 +257,11 @@ def test_report_of_a_real_run_has_every_section(real_run):
 
 @pytest.mark.slow
 def test_report_reads_the_v2_layout(real_run, tmp_path):
-    def to_v2(record):
-        record["schema_version"] = 2
+    def to_v2(record):  # the engine writes schema 2 itself: mark the step configs, keep graph facts out of metrics
+        assert record["schema_version"] == 2
         for v in record["variants"]:
-            m = v["metrics"]
-            v["graph"] = {k: m.pop(k) for k in view.GRAPH_KEYS if k in m}
-            how = m.pop("how")
-            m["provenance"] = {"runtime": how["runtime"], "version": how["runtime_version"],
-                               "threads": how["threads"], "cpu": how["cpu"], "flags": how["cpu_flags"]}
-            v["steps"] = [{"step": s["step"], "config": {"marker_option": f"{s['step']}-config"}}
-                          for s in v["details"]["steps"]]
+            assert not set(view.GRAPH_KEYS) & set(v["metrics"]) and v["graph"]
+            v["steps"] = [{"step": s["step"], "config": {"marker_option": f"{s['step']}-config"}} for s in v["steps"]]
 
     record = _copy_run(real_run, tmp_path / "v2", to_v2)
     html = render_report(tmp_path / "v2").read_text()

@@ -191,7 +191,9 @@ def _flags() -> list[str]:
 
 def _check(path: Path, calib) -> None:
     reason = check_artifact(path, None if calib is None else calib[:1])
-    if reason:
+    if reason:  # never left where a later step could measure it
+        for f in (path, path.with_suffix(".bin")) if path.suffix == ".xml" else (path,):
+            f.unlink(missing_ok=True)
         raise ArtifactCheckFailed(reason)
 
 

@@ -4,7 +4,10 @@ own tools, every number measured on the artifact in that runtime.
 Rows are runtime x precision; the runtimes are the lines of ``edgeopt.runtimes.registry.RUNTIMES``
 (a new runtime shows up here without changes to this module). Each runtime gets artifacts of the
 first of its declared formats that compare can build (.tflite, .onnx, OpenVINO .xml); LiteRT rows
-are made by the same recipe steps as ``edgeopt optimize`` (float32, float16, int8, dynamic). A
+are made by the same recipe steps as ``edgeopt optimize`` (float32, float16, int8, dynamic) from a
+Keras model, or by ``techniques.tflite_ptq`` from a float .tflite; ONNX Runtime and OpenVINO rows
+by ``techniques.onnx_ptq``. Every artifact is loaded and run once before it is measured: one its
+runtime cannot run is a "failed" row with the runtime's whole message. A
 runtime that is missing, or cannot run a model, gives a row with a ``status`` and a ``reason``
 instead of an exception.
 """
@@ -22,6 +25,7 @@ from edgeopt.core.precision import Precision
 from edgeopt.errors import UserError, one_line
 from edgeopt.report.format import fmt_bytes, fmt_count, fmt_ms
 from edgeopt.runtimes.cpu import relevant_flags  # noqa: F401  (part of compare's public surface)
+from edgeopt.techniques.artifact_check import ArtifactCheckFailed, check_artifact
 
 PRECISIONS = (Precision.FLOAT32, Precision.FLOAT16, Precision.INT8, Precision.DYNAMIC)
 DEFAULT_PRECISIONS = (Precision.FLOAT32, Precision.FLOAT16, Precision.INT8)
@@ -91,7 +95,11 @@ class Artifacts:
         if key not in self._built:
             dst = self.workdir / f"{precision.value}{suffix}"
             try:
-                self._built[key] = (dst, getattr(self, BUILDERS[suffix])(precision, dst) or {})
+                details = getattr(self, BUILDERS[suffix])(precision, dst) or {}
+                reason = check_artifact(dst, self.dataset.x_eval[:1])
+                if reason:  # loaded and run once before anything measures it
+                    raise ArtifactCheckFailed(reason)
+                self._built[key] = (dst, details)
             except Exception as e:  # remembered: a second runtime on this format gets the same reason
                 self._built[key] = e
         built = self._built[key]
@@ -121,12 +129,20 @@ class Artifacts:
         return {"step": name, **({"mode": mode} if mode else {}), **details}
 
     def _given_tflite(self, precision: Precision, dst: Path) -> dict:
+        """The given .tflite itself, or (from a float one) a variant made by ai-edge-quantizer."""
+        from edgeopt.techniques import tflite_ptq
+
         given = tflite_precision(self.model_path)
-        if precision != given:
+        if precision == given:
+            shutil.copyfile(self.model_path, dst)
+            return {"source": "the given .tflite"}
+        if given != Precision.FLOAT32:
             raise Unsupported(f"the input is a {given} .tflite; making {precision} from it needs the "
-                              f"Keras model (or quantize it with edgeopt's PTQ step)")
-        shutil.copyfile(self.model_path, dst)
-        return {"source": "the given .tflite"}
+                              f"float model (float32 .tflite, .onnx or Keras)")
+        make = {Precision.FLOAT16: tflite_ptq.tflite_float16, Precision.INT8: tflite_ptq.tflite_int8,
+                Precision.DYNAMIC: tflite_ptq.tflite_dynamic}[precision]
+        _, details = make(self.model_path, self.calibration(), dst.parent, name=dst.stem)
+        return {k: v for k, v in details.items() if k != "weight_tensors"}
 
     # -- ONNX, with ONNX Runtime's tools
     def _onnx(self, precision: Precision, dst: Path) -> dict:
@@ -141,13 +157,16 @@ class Artifacts:
                                   "for ONNX Runtime/OpenVINO rows")
             ox.keras_to_onnx(self.keras(), dst)
             return {"exporter": "keras export (tf2onnx)"}
+        from edgeopt.techniques import onnx_ptq
+
         fp32, _ = self.get(".onnx", Precision.FLOAT32)
-        if precision == Precision.FLOAT16:
-            ox.onnx_to_fp16(fp32, dst)
-            return {"converter": "onnxruntime.transformers.float16", "io": "float32"}
+        make = {Precision.FLOAT16: onnx_ptq.onnx_float16, Precision.DYNAMIC: onnx_ptq.ort_dynamic_int8}
         if precision == Precision.INT8:
-            return ox.quantize_onnx_static(fp32, dst, self.calibration(), self.cpu_flags)
-        return ox.quantize_onnx_dynamic(fp32, dst)
+            _, details = onnx_ptq.ort_static_int8(fp32, self.calibration(), dst.parent, name=dst.stem,
+                                                  cpu_flags=self.cpu_flags)
+        else:
+            _, details = make[precision](fp32, self.dataset.x_eval[:1], dst.parent, name=dst.stem)
+        return details
 
     # -- OpenVINO IR, with OpenVINO's converter and NNCF
     def _ir(self, precision: Precision, dst: Path) -> dict:
@@ -161,8 +180,10 @@ class Artifacts:
             ovx.onnx_to_openvino(onnx_fp32, dst, fp16=precision == Precision.FLOAT16)
             return {"converter": "openvino.convert_model", "weights": precision.value,
                     "inference_precision": "f32"}
-        ir_fp32, _ = self.get(".xml", Precision.FLOAT32)
-        return ovx.quantize_openvino(ir_fp32, dst, self.calibration(), self.cpu_flags)
+        from edgeopt.techniques.onnx_ptq import nncf_int8
+
+        onnx_fp32, _ = self.get(".onnx", Precision.FLOAT32)
+        return nncf_int8(onnx_fp32, self.calibration(), dst.parent, name=dst.stem, cpu_flags=self.cpu_flags)[1]
 
 
 class Unsupported(Exception):
@@ -313,7 +334,7 @@ def _fill_row(row: Row, artifacts: Artifacts, dataset, reference, workdir, timin
         measure_row(row, path, dataset, reference, *timing)
     except Unsupported as e:
         row.status, row.reason = "unsupported", str(e)
-    except UserError as e:
+    except (UserError, ArtifactCheckFailed) as e:  # the whole reason, never cut
         row.status, row.reason = "failed", str(e)
     except Exception as e:  # a runtime crashing on one model must not end the comparison
         row.status = "failed"

@@ -218,6 +218,10 @@ def test_compare_runs_an_opset11_onnx_and_a_float_tflite(models, digits):
     fast = dict(runs=5, throughput_seconds=0.05, calibration=100)
     rows = compare(models["onnx11"], digits, runtimes=["onnxruntime", "openvino"],
                    precisions=["float32", "int8", "dynamic"], **fast)
+    measured = compare(models["onnx"], digits, runtimes=["onnxruntime"], precisions=["int8"],
+                       int8_settings="measured", **fast)[0]
+    assert measured.ok and measured.settings["chosen"] in {c["name"] for c in measured.settings["candidates"]}
+    assert measured.settings["validation_samples"] == len(digits.x_val)
     by = {(r.runtime, r.precision.value): r for r in rows}
     int8 = by[("onnxruntime", "int8")]
     assert int8.ok and int8.settings["opset"]["quantized"] == 13 and int8.top1_agreement >= 0.95, int8.reason

@@ -29,6 +29,7 @@ from edgeopt.techniques.artifact_check import ArtifactCheckFailed, check_artifac
 
 PRECISIONS = (Precision.FLOAT32, Precision.FLOAT16, Precision.INT8, Precision.DYNAMIC)
 DEFAULT_PRECISIONS = (Precision.FLOAT32, Precision.FLOAT16, Precision.INT8)
+INT8_SETTINGS = ("rule", "measured")  # how ONNX Runtime / OpenVINO int8 settings are chosen
 # artifact suffix -> the Artifacts method that builds it (with the format's own tools)
 BUILDERS = {".tflite": "_tflite", ".onnx": "_onnx", ".xml": "_ir"}
 # the recipe step that makes each LiteRT precision (the same step `edgeopt optimize` runs)
@@ -78,9 +79,11 @@ class Artifacts:
     """Builds each (suffix, precision) artifact once, with the format's own tools, and remembers
     why one could not be built. .tflite artifacts are shared by LiteRT and TFLM."""
 
-    def __init__(self, loaded, dataset, workdir: Path, calibration: int, cpu_flags: list[str]):
+    def __init__(self, loaded, dataset, workdir: Path, calibration: int, cpu_flags: list[str],
+                 int8_settings: str = "rule"):
         self.model_path, self.kind, self.dataset = Path(loaded.path), loaded.kind, dataset
         self.workdir, self.calibration_n, self.cpu_flags = workdir, calibration, cpu_flags
+        self.int8_settings = int8_settings
         self._built: dict[tuple[str, str], tuple[Path, dict] | Exception] = {}
         self._loaded = loaded
 
@@ -161,7 +164,11 @@ class Artifacts:
 
         fp32, _ = self.get(".onnx", Precision.FLOAT32)
         make = {Precision.FLOAT16: onnx_ptq.onnx_float16, Precision.DYNAMIC: onnx_ptq.ort_dynamic_int8}
-        if precision == Precision.INT8:
+        if precision == Precision.INT8 and self.int8_settings == "measured":
+            _, details = onnx_ptq.choose_int8_settings(fp32, self.calibration(), self.dataset.x_val, dst.parent,
+                                                       runtime="onnxruntime", cpu_flags=self.cpu_flags,
+                                                       name=dst.stem)
+        elif precision == Precision.INT8:
             _, details = onnx_ptq.ort_static_int8(fp32, self.calibration(), dst.parent, name=dst.stem,
                                                   cpu_flags=self.cpu_flags)
         else:
@@ -180,9 +187,12 @@ class Artifacts:
             ovx.onnx_to_openvino(onnx_fp32, dst, fp16=precision == Precision.FLOAT16)
             return {"converter": "openvino.convert_model", "weights": precision.value,
                     "inference_precision": "f32"}
-        from edgeopt.techniques.onnx_ptq import nncf_int8
+        from edgeopt.techniques.onnx_ptq import choose_int8_settings, nncf_int8
 
         onnx_fp32, _ = self.get(".onnx", Precision.FLOAT32)
+        if self.int8_settings == "measured":
+            return choose_int8_settings(onnx_fp32, self.calibration(), self.dataset.x_val, dst.parent,
+                                        runtime="openvino", cpu_flags=self.cpu_flags, name=dst.stem)[1]
         return nncf_int8(onnx_fp32, self.calibration(), dst.parent, name=dst.stem, cpu_flags=self.cpu_flags)[1]
 
 
@@ -252,14 +262,17 @@ def compare(model_path: str | Path, dataset, runtimes: list[str] | None = None,
             precisions: list[Precision | str] | tuple[Precision | str, ...] = DEFAULT_PRECISIONS,
             threads: int = 1,
             runs: int = 100, batch: int = 32, out_dir: str | Path | None = None,
-            calibration: int = 300, throughput_seconds: float = 1.0, progress=None) -> list[Row]:
+            calibration: int = 300, throughput_seconds: float = 1.0, progress=None,
+            int8_settings: str = "rule") -> list[Row]:
     """Every runtime x precision on ``model_path`` (.keras/.h5/SavedModel, .onnx or .tflite).
 
     ``runtimes`` are registry names (default: every registered runtime); ``precisions`` are
     Precision values or aliases (fp32, int8-dynamic, ...). Artifacts go to ``out_dir`` (kept) or a
     temporary folder (removed). ``calibration`` samples
     of the training split calibrate int8; throughput at ``batch`` runs for ``throughput_seconds``.
-    ``progress`` is called with each finished Row.
+    ``progress`` is called with each finished Row. ``int8_settings``: "rule" (ONNX Runtime and
+    OpenVINO int8 settings from the CPU flags) or "measured" (each candidate setting measured on
+    the validation split, the choice recorded in the row's settings; rows report on the eval split).
     """
     from edgeopt.runtimes.cpu import cpu_info
     from edgeopt.runtimes.registry import RUNTIMES, get_runtime
@@ -269,6 +282,8 @@ def compare(model_path: str | Path, dataset, runtimes: list[str] | None = None,
         raise UserError(f"model not found: {model_path}")
     runtimes = list(runtimes or RUNTIMES)
     precisions = parse_compare_precisions(precisions)
+    if int8_settings not in INT8_SETTINGS:
+        raise UserError(f"int8_settings {int8_settings!r}: choose from {', '.join(INT8_SETTINGS)}")
     loaded = load_model_file(model_path)
     cpu = cpu_info()
     tmp = None if out_dir else tempfile.mkdtemp(prefix="edgeopt-compare-")
@@ -276,7 +291,7 @@ def compare(model_path: str | Path, dataset, runtimes: list[str] | None = None,
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         _check_data(loaded, dataset)
-        artifacts = Artifacts(loaded, dataset, workdir, calibration, cpu["flags"])
+        artifacts = Artifacts(loaded, dataset, workdir, calibration, cpu["flags"], int8_settings)
         reference = reference_outputs(loaded.kind, dataset.x_eval, artifacts)
         rows = []
         for name in runtimes:

@@ -153,7 +153,7 @@ def test_int8_settings_are_chosen_by_measurement(runtime, flags, n, models, digi
     best = max(r["agreement"] for r in rows)
     tol = max(0.005, 1 / len(digits.x_val))
     assert chosen["agreement"] >= best - tol and details["chosen"] == chosen["name"]
-    assert chosen["p50_ms"] == min(r["p50_ms"] for r in rows if r["agreement"] >= best - tol)
+    assert chosen["p50_ms"] <= 1.05 * min(r["p50_ms"] for r in rows if r["agreement"] >= best - tol)
     assert ("VNNI present" in details["why_candidates"]) is (flags == VNNI)
     if runtime == "onnxruntime":
         assert any(r["settings"].get("reduce_range") for r in rows) is (flags == NO_VNNI)

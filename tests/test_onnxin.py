@@ -9,6 +9,9 @@ from edgeopt.errors import UserError
 from edgeopt.techniques import onnx_ptq, tflite_ptq
 from edgeopt.techniques.artifact_check import ArtifactCheckFailed, check_artifact
 
+# Every test uses the module's trained model (about 15 s of CPU to train and export).
+pytestmark = pytest.mark.slow
+
 NO_VNNI = ["avx2", "fma", "f16c"]  # the AMD EPYC of MEASURED.md
 VNNI = ["avx2", "avx512f", "avx512_vnni"]
 

@@ -726,18 +726,32 @@ def fashion_mnist(val_fraction: float = 0.1, limit: int | None = None, seed: int
 
 # ---------------------------------------------------------------- checks against a model
 
-def check_against_model(ds: Dataset, input_shape: tuple, output_units: int | None,
+def check_against_model(ds: Dataset, input_shape: tuple | dict | list, output_units: int | None,
                         input_range: tuple[float, float] | None = None) -> list[str]:
     """Raise UserError for hard mismatches; return warnings for soft ones.
 
-    ``input_shape`` excludes the batch dimension (None for free dims)."""
-    got = ds.input_shape
-    want = tuple(input_shape)
-    if len(got) != len(want) or any(w not in (None, -1, g) for w, g in zip(want, got)):
-        raise UserError(f"data {ds.name} has input shape {_fmt(got)} but the model expects "
-                        f"{_fmt(want)}; reshape or resize the data")
+    ``input_shape`` excludes the batch dimension (None for free dims): one tuple, or one per
+    input (a list in model order, or a dict by input name) for a model with several inputs; a
+    single tuple against several-input data checks the first input (data keys are in model order).
+    """
+    got_all = ds.input_shape if isinstance(ds.input_shape, dict) else {"": ds.input_shape}
+    if isinstance(input_shape, dict):
+        want_all = input_shape
+    elif input_shape and not isinstance(input_shape[0], (int, type(None))) and not hasattr(input_shape[0], "__index__"):
+        want_all = dict(zip(got_all, input_shape))  # a list of shapes, in model order
+    else:
+        want_all = {next(iter(got_all)): input_shape}
+    if len(want_all) > 1 and len(want_all) != len(got_all):
+        raise UserError(f"data {ds.name} has {len(got_all)} input array(s) but the model has {len(want_all)} "
+                        f"inputs; give one .npz key per input (--x-key a,b)")
+    for (gname, got), want in zip(got_all.items(), want_all.values()):
+        got, want = tuple(got), tuple(want)
+        if len(got) != len(want) or any(w not in (None, -1, g) for w, g in zip(want, got)):
+            which = f" for input {gname!r}" if gname else ""
+            raise UserError(f"data {ds.name} has input shape {_fmt(got)}{which} but the model expects "
+                            f"{_fmt(want)}; reshape or resize the data")
     warnings = []
-    if ds.task == "classification" and output_units:
+    if ds.task in ("classification", "binary") and output_units:
         if output_units == 1 and ds.num_classes <= 2:
             pass
         elif ds.num_classes > output_units:
@@ -746,7 +760,8 @@ def check_against_model(ds: Dataset, input_shape: tuple, output_units: int | Non
         elif ds.num_classes < output_units:
             warnings.append(f"data has {ds.num_classes} classes, model outputs {output_units}")
     if input_range is not None:
-        lo, hi = float(ds.x_eval.min()), float(ds.x_eval.max())
+        first = first_array(ds.x_eval)
+        lo, hi = float(first.min()), float(first.max())
         span = input_range[1] - input_range[0]
         if lo < input_range[0] - 0.1 * span or hi > input_range[1] + 0.1 * span:
             warnings.append(f"data ranges {lo:.4g}..{hi:.4g} but the model's quantized input covers "

@@ -240,7 +240,14 @@ def _build_profile(graph: Graph) -> GraphProfile:
         peak_activation_bytes=_peak_activation(graph, derived), file_bytes=graph.file_bytes,
         input_shape=list(first_in.shape) if first_in else [],
         input_dtype=first_in.dtype if first_in else "float32",
+        inputs=[_io(graph.tensors[t]) for t in graph.inputs], outputs=[_io(graph.tensors[t]) for t in graph.outputs],
         precision=_precision(graph, ops), notes=list(graph.notes))
+
+
+def _io(t: Tensor) -> dict:
+    from edgeopt.runtimes.base import canonical_name
+
+    return {"name": canonical_name(t.name), "shape": list(t.shape), "dtype": t.dtype}
 
 
 # --------------------------------------------------------------------------- .tflite
@@ -450,6 +457,11 @@ def profile_tflite(path, measure_arena: bool = True) -> GraphProfile:
     path = _existing(path)
     graph = read_tflite(path)
     profile = _build_profile(graph)
+    from edgeopt.runtimes.litert import tflite_io
+
+    in_names, out_names, _ = tflite_io(path.read_bytes())  # signature names where the file has them
+    for io, name in zip(profile.inputs + profile.outputs, in_names + out_names):
+        io["name"] = name
     profile.tensors = [TensorStats(t.name, list(t.shape), t.dtype, t.nbytes, t.is_const, t.quant_text)
                        for t in graph.tensors]
     if measure_arena:
@@ -568,6 +580,9 @@ def profile_keras(model, path: str = "") -> GraphProfile:
     graph = Graph("keras", str(path), tensors, nodes, [tid(t) for t in functional.inputs],
                    [tid(t) for t in functional.outputs])
     profile = _build_profile(graph)
+    for io, t in zip(profile.inputs + profile.outputs, list(functional.inputs) + list(functional.outputs)):
+        history = getattr(t, "_keras_history", None)
+        io["name"] = history.operation.name if history is not None else io["name"]  # layer names
     profile.arena_note = "arena is measured on .tflite files only"
     return profile
 

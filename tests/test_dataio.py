@@ -221,6 +221,17 @@ def test_npz_keys_named_for_several_inputs_and_outputs(tmp_path):
         load_data(tmp_path / "d.npz", x_key="x_img,x_vec,y", model=model)
 
 
+def test_label_free_fidelity_data(tmp_path):
+    from edgeopt.measure.bench import score
+
+    np.savez(tmp_path / "u.npz", x=np.random.rand(20, 3))
+    ds = load_data(tmp_path / "u.npz", task="fidelity")
+    assert ds.task == "fidelity" and len(ds.x_eval) == 4
+    ref = np.random.rand(4, 2)
+    got = score(ref + 0.01, ds.y_eval, ds, reference=ref)
+    assert got["metric"] == "top1_agreement" and got["top1_agreement"] == 1.0 and got["snr_db"] > 20
+
+
 def test_csv_reshaped_for_an_image_model(tmp_path):
     rows = [",".join(str(v) for v in np.random.rand(64).round(3)) + f",{i % 2}" for i in range(30)]
     (tmp_path / "img.csv").write_text("\n".join(rows) + "\n")

@@ -234,9 +234,12 @@ def load_data(
         _only_one_input(in_names, name)
         ds = _builtin(name, val_fraction, limit, seed)
         return fit_to_model(ds, model, task, output) if model is not None else ds
-    x, y, classes = read_arrays(source, x_keys=x_keys, y_keys=y_keys, label_column=label_column,
-                                image_size=image_size, grayscale=grayscale, input_names=in_names,
-                                output_names=out_names)
+    label_free = task == "fidelity" and Path(source).suffix == ".npz"  # scored against the float model
+    x, y, classes = read_arrays(source, x_keys=x_keys, y_keys=None if label_free else y_keys,
+                                label_column=label_column, image_size=image_size, grayscale=grayscale,
+                                input_names=in_names, output_names=out_names)
+    if y is None:
+        y = np.zeros((len(x), 0), np.float32)  # no labels: zero label columns
     x = reshape_inputs(x, reshape, name)
     ds = make_dataset(Path(source).name, x, y, task=task if task != "fidelity" else None,
                       class_names=classes, val_fraction=val_fraction, eval_fraction=eval_fraction,
@@ -477,7 +480,7 @@ def _pick_keys(keys, given, names, default, what, flag, fname, allow_one=False) 
         missing = [k for k in given if k not in keys]
         if missing:
             raise UserError(f"{fname} has keys {keys} but not {missing}: name them with {flag}")
-        if len(given) != want and not (allow_one and len(given) == 1):
+        if names and len(given) != want and not (allow_one and len(given) == 1):
             raise UserError(f"{len(given)} keys given with {flag} but the model has {want} {what} "
                             f"({', '.join(names)}); give one key per {what[:-1]}, in order")
         return list(given)

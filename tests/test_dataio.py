@@ -312,13 +312,20 @@ def two_io(tmp_path_factory):
     return d, m
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("artifact,runtime", [("sorted.tflite", "litert"), ("static.tflite", "litert"),
-                                              ("static.tflite", "tflm")])
+                                              ("static.tflite", "tflm"), ("m.onnx", "onnxruntime"),
+                                              ("m.onnx", "openvino")])
 def test_two_inputs_two_outputs_in_runtimes(two_io, artifact, runtime):
     from edgeopt.measure.bench import bench_artifact
     from edgeopt.model_io import load_model
 
     d, keras_model = two_io
+    if artifact == "m.onnx" and not (d / "m.onnx").exists():
+        from edgeopt.convert import quiet_fds
+
+        with quiet_fds():
+            keras_model.export(str(d / "m.onnx"), format="onnx", verbose=False)
     model = load_model(d / "m.keras")
     assert [o.activation for o in model.outputs] == ["softmax", "linear"]
     ds = load_data(d / "d.npz", y_key="zcls,areg", model=model)
@@ -336,6 +343,30 @@ def test_two_inputs_two_outputs_in_runtimes(two_io, artifact, runtime):
     assert len(r["accuracy_ci95"]) == 2 and r["eval_resolution"]["too_small"]  # 12 samples
     chosen = bench_artifact(d / artifact, ds, runtime=runtime, runs=2, warmup=1, output_name="areg")
     assert chosen["output"] == "areg" and "mae" in chosen
+
+
+@pytest.mark.slow
+def test_multilabel_thresholds_from_validation_outputs(tmp_path):
+    import keras
+
+    from edgeopt.convert import keras_to_tflite
+    from edgeopt.measure.bench import bench_artifact, multilabel_thresholds
+    from edgeopt.model_io import load_model
+
+    keras.utils.set_random_seed(1)
+    m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="sigmoid", name="tags")])
+    m.save(tmp_path / "ml.keras")
+    x = np.random.default_rng(2).normal(0, 1, (200, 4)).astype(np.float32)
+    y = (m.predict(x, verbose=0) > 0.4).astype(int)  # labels the model gets right at threshold 0.4
+    np.savez(tmp_path / "ml.npz", x=x, y=y)
+    (tmp_path / "ml.tflite").write_bytes(keras_to_tflite(m))
+    ds = load_data(tmp_path / "ml.npz", model=load_model(tmp_path / "ml.keras"))
+    assert ds.task == "multilabel" and ds.output_reading == "probabilities"
+    thr = multilabel_thresholds(tmp_path / "ml.tflite", ds)
+    tuned = bench_artifact(tmp_path / "ml.tflite", ds, runs=2, warmup=1, thresholds=thr)
+    plain = bench_artifact(tmp_path / "ml.tflite", ds, runs=2, warmup=1)
+    assert len(thr) == 3 and tuned["thresholds"] == [round(t, 6) for t in thr]
+    assert tuned["f1_micro"] > plain["f1_micro"] and tuned["accuracy"] > 0.97
 
 
 def test_two_input_profile_and_model_io(two_io):

@@ -754,6 +754,11 @@ def check_against_model(ds: Dataset, input_shape: tuple | dict | list, output_un
             raise UserError(f"data {ds.name} has input shape {_fmt(got)}{which} but the model expects "
                             f"{_fmt(want)}; reshape or resize the data")
     warnings = []
+    y = ds.y_eval
+    if ds.task == "regression" and output_units and output_units > 1 and isinstance(y, np.ndarray) and y.ndim == 1:
+        raise UserError(f"data {ds.name} has real-valued labels (e.g. {float(y[0]):g}) but the model outputs "
+                        f"{output_units} classes; give integer class ids 0..{output_units - 1}, or pass "
+                        f"--task regression if the outputs really are targets")
     if ds.task in ("classification", "binary") and output_units:
         if output_units == 1 and ds.num_classes <= 2:
             pass

@@ -88,6 +88,27 @@ def bench_artifact(path: Path, dataset, *, runtime: str = "litert", threads: int
     return result
 
 
+def multilabel_thresholds(path: Path, dataset, *, runtime: str = "litert", threads: int = 1,
+                          output_name: str | int | None = None) -> list[float] | None:
+    """Per-label thresholds for a multilabel task, chosen on the validation split with the
+    artifact's own outputs (``metrics.choose_thresholds``); None for other tasks or no validation
+    data. Pass them to ``bench_artifact(thresholds=...)`` and record them with the variant."""
+    from edgeopt.data import NamedArrays
+    from edgeopt.measure.metrics import choose_thresholds
+    from edgeopt.runtimes.registry import get_runtime
+
+    if dataset.task != "multilabel" or len(dataset.x_val) == 0:
+        return None
+    pred = model_named(get_runtime(runtime).load(Path(path), threads=threads).predict(dataset.x_val), dataset)
+    y = dataset.y_val
+    if isinstance(pred, NamedArrays):
+        name = output_name if output_name is not None else (dataset.label_outputs or pred.names)[0]
+        pred = pred[name] if isinstance(name, str) else pred.as_list()[int(name)]
+        y = y[name] if isinstance(y, NamedArrays) and isinstance(name, str) and name in y else \
+            (y.as_list()[0] if isinstance(y, NamedArrays) else y)
+    return [float(t) for t in choose_thresholds(pred, y, getattr(dataset, "output_reading", "auto"))]
+
+
 def score(pred, y, dataset, *, output_name=None, metric=None, thresholds=None, reference=None) -> dict:
     """The task metric of outputs ``pred`` against labels ``y`` for ``dataset``'s task(s), or the
     fidelity to ``reference`` for the label-free task "fidelity" (headline ``top1_agreement``)."""

@@ -79,10 +79,6 @@ class NamedArrays:
 Arrays = np.ndarray | NamedArrays
 
 
-def num_samples(x: Arrays) -> int:
-    return len(x)
-
-
 def first_array(x: Arrays) -> np.ndarray:
     """The array itself, or the first of several (e.g. for a one-output view)."""
     return x.as_list()[0] if isinstance(x, NamedArrays) else x

@@ -223,11 +223,11 @@ def _load_tflite(path: Path) -> LoadedModel:
 def _tflite_producers(path: Path) -> dict:
     """Output tensor name/index -> (op type, first input index, fused activation) of a .tflite."""
     from edgeopt.measure.graph import read_tflite
-    from edgeopt.runtimes.litert import tflite_io
+    from edgeopt.measure.graph import tflite_io_names
 
     try:
         g = read_tflite(path, resolve_shapes=False)
-        _, names, _ = tflite_io(path.read_bytes())
+        _, names, _ = tflite_io_names(path.read_bytes())
     except UserError:
         return {}
     prod = {}

@@ -170,9 +170,9 @@ class TFLMSession:
         self._stateful = runtime.count_resource_variables(data) > 0
         self._interp = runtime.Interpreter.from_bytes(data, arena_size=2 * arena + 4096)
         self.load_seconds = time.perf_counter() - t0
-        from edgeopt.runtimes.litert import tflite_io
+        from edgeopt.measure.graph import tflite_io_names
 
-        in_names, out_names, order = tflite_io(data)
+        in_names, out_names, order = tflite_io_names(data)
         self.inputs = [_tensor_info(self._interp.get_input_details(k), n) for k, n in enumerate(in_names)]
         self._out_pos = order
         self.outputs = [_tensor_info(self._interp.get_output_details(k), out_names[k]) for k in order]

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 
 from edgeopt.errors import UserError, one_line
-from edgeopt.runtimes.base import (RuntimeInfo, TensorInfo, as_arrays, canonical_name, concat_outputs,
-                                   dequantize_output, gather_outputs, match_inputs, quantize_input)
+from edgeopt.measure.graph import tflite_io_names
+from edgeopt.runtimes.base import (RuntimeInfo, TensorInfo, as_arrays, concat_outputs, dequantize_output,
+                                   gather_outputs, match_inputs, quantize_input)
 
 
 def _tensor_info(d: dict) -> TensorInfo:
@@ -16,40 +17,6 @@ def _tensor_info(d: dict) -> TensorInfo:
     quantized = bool(scale) and np.dtype(d["dtype"]).kind in "iu"
     return TensorInfo(d["name"], tuple(int(s) for s in d["shape"]), np.dtype(d["dtype"]).name,
                       float(scale) if quantized else None, int(zp) if quantized else None)
-
-
-def tflite_io(data: bytes) -> tuple[list[str], list[str], list[int]]:
-    """Names of a .tflite's inputs and outputs (subgraph 0 order) and the source-model order of its
-    outputs (a permutation of output positions).
-
-    Names come from the signature (``image``, ``output_0``) when the file has one, else from the
-    tensor names without converter decoration. The converter may store inputs and outputs in
-    another order than the Keras model (it sorts signature keys): outputs named ``output_N`` are
-    put back in N order; inputs are matched by name, so their order does not matter.
-    """
-    import re
-
-    from edgeopt.measure.graph import _schema
-
-    fb = _schema()
-    m = fb.Model.GetRootAs(data, 0)
-    sg = m.Subgraphs(0)
-    ins = [int(sg.Inputs(j)) for j in range(sg.InputsLength())]
-    outs = [int(sg.Outputs(j)) for j in range(sg.OutputsLength())]
-    names = {t: canonical_name((sg.Tensors(t).Name() or b"").decode(errors="replace")) for t in ins + outs}
-    for k in range(m.SignatureDefsLength()):
-        sd = m.SignatureDefs(k)
-        if sd.SubgraphIndex() != 0:
-            continue
-        for j in range(sd.InputsLength()):
-            names[int(sd.Inputs(j).TensorIndex())] = sd.Inputs(j).Name().decode(errors="replace")
-        for j in range(sd.OutputsLength()):
-            names[int(sd.Outputs(j).TensorIndex())] = sd.Outputs(j).Name().decode(errors="replace")
-    out_names = [names[t] for t in outs]
-    numbered = [re.fullmatch(r"output_(\d+)", n) for n in out_names]
-    order = sorted(range(len(outs)), key=lambda k: int(numbered[k].group(1))) if all(numbered) else \
-        list(range(len(outs)))
-    return [names[t] for t in ins], out_names, order
 
 
 class LiteRTSession:
@@ -70,7 +37,7 @@ class LiteRTSession:
         except (ValueError, RuntimeError) as e:
             raise UserError(f"LiteRT cannot load {Path(path).name}: {one_line(e)}") from None
         self.load_seconds = time.perf_counter() - t0
-        in_names, out_names, order = tflite_io(Path(path).read_bytes())
+        in_names, out_names, order = tflite_io_names(Path(path).read_bytes())
         ins, outs = self._interp.get_input_details(), self._interp.get_output_details()
         self.inputs = [_named(_tensor_info(d), n) for d, n in zip(ins, in_names)]
         self.outputs = [_named(_tensor_info(outs[k]), out_names[k]) for k in order]

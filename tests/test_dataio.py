@@ -69,6 +69,25 @@ def test_float_labels_for_a_classifier_are_refused_when_loading(tmp_path):
         load_data(tmp_path / "d.npz", model=model)
 
 
+def test_float_labels_for_a_classifier_are_refused_by_the_model_check(tmp_path):
+    from edgeopt.data import check_against_model, make_dataset
+
+    ds = make_dataset("f", np.random.rand(30, 4), np.random.rand(30) * 9)
+    assert ds.task == "regression"
+    with pytest.raises(UserError, match="real-valued labels.*outputs 10 classes.*--task regression"):
+        check_against_model(ds, (4,), 10)
+    assert check_against_model(ds, (4,), 1) == []
+    two = load_data(_two_input_file(tmp_path), x_key="image,features")
+    assert check_against_model(two, [(8, 8, 1), (5,)], 2) == []
+    with pytest.raises(UserError, match="for input 'features'"):
+        check_against_model(two, {"image": (8, 8, 1), "features": (6,)}, 2)
+
+
+def _two_input_file(tmp_path, n=40):
+    np.savez(tmp_path / "two.npz", image=np.random.rand(n, 8, 8, 1), features=np.random.rand(n, 5), y=np.arange(n) % 2)
+    return tmp_path / "two.npz"
+
+
 # ------------------------------------------------------------------ metrics
 
 def test_binary_logits_threshold_at_zero_and_probabilities_at_half():

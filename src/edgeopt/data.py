@@ -621,7 +621,8 @@ def load_data_roles(data: str | Path | None = None, *, train: str | Path | None 
             tr = _empty_like(ev)
         ds = Dataset(Path(str(eval_src)).name, tr.x_train, tr.y_train, tr.x_val, tr.y_val, ev.x_train,
                      ev.y_train, ev.task, max(ev.num_classes, tr.num_classes), ev.class_names or tr.class_names,
-                     ev.task_reason, ev.output_reading, ev.tasks, ev.label_outputs)
+                     ev.task_reason, ev.output_reading, ev.tasks, ev.label_outputs,
+                     output_names=ev.output_names)
         ds.sources = {"eval": str(eval_src), **({"train": str(train_src), "val": str(train_src)}
                                                 if train_src is not None else {})}
     if calib is not None:

@@ -221,6 +221,7 @@ def test_npz_inputs_matched_by_input_name(tmp_path):
     assert ds.input_shape == {"image": (8, 8, 1), "features": (5,)}
     assert len(ds.x_eval) == len(ds.y_eval) == 8 and isinstance(ds.x_eval[:3], NamedArrays)
     assert ds.calibration(10).shapes == {"image": (8, 8, 1), "features": (5,)}
+    assert len(ds.fingerprint()) == 16 and ds.fingerprint() == ds.fingerprint()
 
 
 def test_npz_keys_named_for_several_inputs_and_outputs(tmp_path):

@@ -139,6 +139,18 @@ class Dataset:
             return self.x_train[: min(n, len(self.x_train))]
         return self.x_train[stratified_indices(y, n, seed)]
 
+    def fingerprint(self) -> str:
+        """16 hex digits identifying the eval data, the first training rows and the split sizes
+        (several inputs/outputs included), to tell whether two runs used the same data."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for part in (self.x_eval, self.y_eval, self.x_train[:256]):
+            for arr in (part.as_list() if isinstance(part, NamedArrays) else [part]):
+                h.update(np.ascontiguousarray(arr).tobytes())
+        h.update(str((len(self.x_train), len(self.x_val))).encode())
+        return h.hexdigest()[:16]
+
     def summary(self) -> dict:
         out = {
             "name": self.name,

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from edgeopt.search.space import StepSpec, describe, recipe_name
+from edgeopt.tuner.space import StepSpec, describe, recipe_name
 
 Provenance = Literal["measured", "estimated"]
 

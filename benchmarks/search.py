@@ -30,16 +30,20 @@ NANO = "arduino-nano-33-ble-sense"
 
 
 def train_baseline(path: Path, limit: int, epochs: int) -> Path:
+    """Trained with the shared fine-tuning loop (cosine decay, BatchNorm statistics re-estimated),
+    as benchmarks/compression.py trains its baseline."""
     import keras
 
     from edgeopt.data import load_data
-    from edgeopt.zoo import compile_classifier, small_cnn
+    from edgeopt.steps import StepContext
+    from edgeopt.techniques.finetune import fine_tune
+    from edgeopt.zoo import small_cnn
 
     keras.utils.set_random_seed(0)
     ds = load_data("fashion-mnist", limit=limit)
-    model = compile_classifier(small_cnn(ds.input_shape, ds.num_classes, head="flatten"), lr=3e-3)
-    model.fit(ds.x_train, ds.y_train, validation_data=(ds.x_val, ds.y_val), epochs=epochs, batch_size=128,
-              verbose=0)
+    ctx = StepContext(dataset=ds, work_dir=path.parent, log=print,
+                      options={"epochs": epochs, "lr": 3e-3, "batch_size": 128, "patience": 3})
+    model = fine_tune(small_cnn(ds.input_shape, ds.num_classes, head="flatten"), ctx, epochs=epochs)[0]
     path.parent.mkdir(parents=True, exist_ok=True)
     model.save(path)
     return path

@@ -103,3 +103,26 @@ def test_killed_search_resumes_keeping_finished_trials(tmp_path, digits_cnn_path
     for t in before.trials:
         if t.status == "done":
             assert kept[t.number]["status"] == "done" and kept[t.number]["accuracy"] == t.accuracy
+
+
+@pytest.mark.parametrize("text, seconds", [("90", 90), ("90s", 90), ("30m", 1800), ("1h30m", 5400), (45, 45)])
+def test_time_budget_parses(text, seconds):
+    from edgeopt.tuner.options import parse_duration
+
+    assert parse_duration(text) == seconds
+
+
+def test_history_is_what_the_report_reads(tmp_path):
+    import search_synthetic  # tests/ is on sys.path (conftest's folder)
+    from edgeopt.report.view import search_history
+    from edgeopt.tuner import Heartbeat, Objective, default_space, run_search
+    from edgeopt.tuner.searching import history
+
+    result = run_search(default_space(), search_synthetic.evaluate, ["host-cpu"], run_dir=tmp_path,
+                        baseline_accuracy=0.9, n_trials=4, objectives=[Objective("latency_ms")],
+                        heartbeat=Heartbeat(**search_synthetic.HEARTBEAT_FOR_TESTS))
+    record = history(result)
+    parsed = search_history({"search": record})
+    assert parsed["objectives"] == ["accuracy", "latency_ms"] and parsed["directions"] == ["max", "min"]
+    assert [t["number"] for t in parsed["trials"]] == [0, 1, 2, 3]
+    assert record["targets"]["host-cpu"]["winner"] == result.targets["host-cpu"].best.number

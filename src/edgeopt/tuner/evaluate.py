@@ -78,7 +78,6 @@ class Evaluator:
 
     # -- the objective
     def __call__(self, spec: TrialSpec) -> TrialOutcome:
-        from edgeopt.engine.runner import ChainRunner
         from edgeopt.recipes import Chain
         from edgeopt.techniques.configs import config_class
 
@@ -88,8 +87,7 @@ class Evaluator:
             if cls is None:
                 raise UserError(f"step {s.step!r} has no config class; it cannot be searched")
             configs.append(cls(**s.config))
-        ctx = replace(self.base_ctx, on_epoch=_counting(spec.report))
-        runner = ChainRunner(self._runner_args[0], self._runner_args[1], ctx, self._runner_args[2])
+        runner = self.runner(replace(self.base_ctx, on_epoch=_counting(spec.report)))
         result = runner.run(Chain(spec.recipe, configs), Path(spec.work_dir))
         spec.check_artifact(result.artifact)
         metrics, details = self.measure(result.artifact, spec.target)
@@ -98,6 +96,13 @@ class Evaluator:
         details["cache_hits"] = result.cache_hits
         return TrialOutcome(accuracy=accuracy, metrics=metrics, violations=violations,
                             artifact=result.artifact, details=details)
+
+    def runner(self, ctx=None):
+        """A ChainRunner on the run directory's prefix cache, with ``ctx`` (default the base context)."""
+        from edgeopt.engine.runner import ChainRunner
+
+        cache, load, root = self._runner_args
+        return ChainRunner(cache, load, ctx or self.base_ctx, root)
 
     def measure(self, artifact: Path, target: str) -> tuple[dict[str, Metric], dict]:
         """(objective metrics, details) of an artifact for a target: accuracy, size_bytes and

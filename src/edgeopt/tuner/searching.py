@@ -100,13 +100,12 @@ def _profile(path: Path):
 def _baseline(rundir, evaluate, chain, threads: int, runs: int, log) -> dict:
     """The float32 variant of the run (kept from an earlier run when it is there)."""
     from edgeopt.api import _make_variant
-    from edgeopt.engine.runner import BASELINE, ChainRunner, closed
+    from edgeopt.engine.runner import BASELINE, closed
 
     if rundir.is_done(BASELINE, closed(chain).records()):
         return rundir.get(BASELINE)
     log("float32 baseline")
-    runner = ChainRunner(*evaluate._runner_args[:2], evaluate.base_ctx, evaluate._runner_args[2])
-    variant = _make_variant(rundir, runner, evaluate.model, evaluate.dataset, chain, threads, runs, log)
+    variant = _make_variant(rundir, evaluate.runner(), evaluate.model, evaluate.dataset, chain, threads, runs, log)
     if variant.get("status") != "done":
         raise UserError(f"the float32 baseline failed: {variant.get('error')}")
     rundir.put(variant)

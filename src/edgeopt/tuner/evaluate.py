@@ -126,6 +126,11 @@ class Evaluator:
         from edgeopt.tuner.device import DeviceCheck, estimated_metrics
 
         est = DeviceCheck(self.device(target), None).estimate(Path(artifact))
+        if est.latency_ms is None:  # nothing to compare it by: say why instead of failing the trial
+            from edgeopt.tuner.types import TrialStopped
+
+            why = "; ".join(est.blockers or est.missing or est.warnings) or "no rate for its precision"
+            raise TrialStopped(f"no latency estimate for this {est.precision} model on {target}: {why}", "rejected")
         metrics.update(estimated_metrics(est))
         details["blockers"] = list(est.blockers)
         details["estimate_basis"] = est.basis

@@ -61,3 +61,37 @@ def fmt_time(seconds: float | None, digits: int = 3) -> str:
 def fmt_ms(ms: float | None, digits: int = 3) -> str:
     """Milliseconds as a plain number for columns headed 'ms': 0.12345 -> '0.123'; None -> '-'."""
     return _MISSING if _missing(ms) else f"{ms:.{digits}f}"
+
+
+def fmt_sig(x: float) -> str:
+    """A figure to about 3 significant digits: 1234 -> '1,234', 0.01234 -> '0.0123'."""
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
+
+def fmt_range(value: float | None, low: float | None = None, high: float | None = None, unit: str = "") -> str:
+    """An estimate with its interval: '25 (19–33)'; only a lower end: '≥0.0078 (bound)'; None -> '?'."""
+    if value is None and low is None:
+        return "?"
+    if high is None and low is not None:
+        return f"≥{fmt_sig(low)}{unit} (bound)"
+    if low is None or low == high == value:
+        return f"{value:.3g}{unit}"
+    return f"{value:.3g}{unit} ({fmt_sig(low)}–{fmt_sig(high)})"
+
+
+def fmt_power(watts: float | None) -> str:
+    """0.0123 -> '12.3 mW', 2.5 -> '2.5 W'; None -> '-'."""
+    if _missing(watts):
+        return _MISSING
+    return f"{watts * 1e3:.3g} mW" if watts < 1 else f"{watts:.3g} W"
+
+
+def fmt_hours(hours: float | None) -> str:
+    """A long duration given in hours: '29.6 h', '12 d', '25 y'; inf -> '∞'; None -> '?'."""
+    if _missing(hours):
+        return "?"
+    if hours == float("inf"):
+        return "∞"
+    if hours < 48:
+        return f"{hours:.3g} h"
+    return f"{hours / 24:,.0f} d" if hours < 24 * 3650 else f"{hours / 24 / 365:,.0f} y"

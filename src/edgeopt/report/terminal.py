@@ -227,11 +227,16 @@ def warn(message: str) -> None:
 @contextlib.contextmanager
 def progress_bar(disable: bool = False, noun: str = "variant"):
     """Yield (log, step) callbacks driving a progress bar on stderr: ``step(name, done, total)``,
-    ``log(message)`` prints a line above the bar. ``disable``: both do nothing (e.g. ``--json``)."""
+    ``log(message)`` prints a line above the bar. ``disable``: both do nothing (e.g. ``--json``).
+    When stderr is not a terminal (CI logs, files) there is no bar, only the log lines."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     if disable:
         yield (lambda msg: None), (lambda name, i, n: None)
+        return
+    if not err_console.is_terminal:
+        yield (lambda msg: err_console.print(msg, highlight=False, markup=False, soft_wrap=True)), \
+            (lambda name, i, n: None)
         return
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=err_console, transient=False) as progress:

@@ -173,3 +173,9 @@ def test_a_bigger_quantized_tiny_model_is_explained():
     assert note.startswith("note: int8 is larger than float32") and "956 B of float32 weights" in note
     record["variants"][1]["metrics"]["size_bytes"] = 2000
     assert _bigger_note(record) is None
+
+
+def test_the_ptq_alias_of_the_tour_is_known_in_a_fresh_process():
+    code = "from edgeopt.api import plan_recipes; print(len(plan_recipes(['ptq'])[0]))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert int(out) >= 6

@@ -144,6 +144,8 @@ def print_run(record: dict, path: Path) -> None:
     for v in failed:
         console.print(f"[red]{v['name']} failed:[/] {v.get('error')}")
     console.print(f"run directory: {path}  (details: edgeopt explain {path} VARIANT)")
+    if (Path(path) / "report.html").exists():
+        console.print(f"report: {Path(path) / 'report.html'}")
 
 
 def _bigger_note(record: dict) -> str | None:

@@ -63,6 +63,27 @@ def fmt_ms(ms: float | None, digits: int = 3) -> str:
     return _MISSING if _missing(ms) else f"{ms:.{digits}f}"
 
 
+def fmt_interval(value: float | None, low: float | None = None, high: float | None = None,
+                 digits: int = 3) -> str:
+    """A figure with its range, to `digits` significant digits: (25, 19, 33) -> '25 (19–33)';
+    an unknown end shows as '?': (0.18, None, None) -> '0.18', (2, 2, None) -> '2 (2–?)',
+    (None, 1, 3) -> '? (1–3)' (only a range is known); nothing known -> '-'."""
+    g = lambda x: "?" if _missing(x) or not math.isfinite(x) else f"{x:.{digits}g}"  # noqa: E731
+    if _missing(low) and _missing(high):
+        return _MISSING if _missing(value) else g(value)
+    return f"{g(value)} ({g(low)}–{g(high)})"
+
+
+def fmt_hours(h: float | None) -> str:
+    """A duration in hours for battery life: 30 -> '30 h', 100 -> '4.2 d', 20000 -> '2 years';
+    infinity -> '∞'; None/NaN -> '-'."""
+    if _missing(h):
+        return _MISSING
+    if h == math.inf:
+        return "∞"
+    if h >= 2 * 8766:  # hours in a year
+        return f"{h / 8766:,.0f} years"
+    return f"{h:.3g} h" if h < 48 else f"{h / 24:,.1f} d"
 def fmt_sig(x: float) -> str:
     """A figure to about 3 significant digits: 1234 -> '1,234', 0.01234 -> '0.0123'."""
     return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
@@ -85,13 +106,3 @@ def fmt_power(watts: float | None) -> str:
         return _MISSING
     return f"{watts * 1e3:.3g} mW" if watts < 1 else f"{watts:.3g} W"
 
-
-def fmt_hours(hours: float | None) -> str:
-    """A long duration given in hours: '29.6 h', '12 d', '25 y'; inf -> '∞'; None -> '?'."""
-    if _missing(hours):
-        return "?"
-    if hours == float("inf"):
-        return "∞"
-    if hours < 48:
-        return f"{hours:.3g} h"
-    return f"{hours / 24:,.0f} d" if hours < 24 * 3650 else f"{hours / 24 / 365:,.0f} y"

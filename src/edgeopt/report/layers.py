@@ -50,10 +50,12 @@ def weight_sparsity(path: Path) -> dict[str, float]:
         return {}
     from ai_edge_litert.interpreter import Interpreter
 
+    from edgeopt.measure.graph import tflite_op_details
+
     interp = Interpreter(model_path=str(path))
     names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
     out = {}
-    for op in interp._get_ops_details():  # the only LiteRT Python view of op inputs
+    for op in tflite_op_details(path):
         ins = [i for i in op["inputs"] if i >= 0]
         if op["op_name"] not in _WEIGHTED_OPS or len(ins) < 2 or not op["outputs"]:
             continue

@@ -105,6 +105,8 @@ def _activations(float_tflite: bytes, x: np.ndarray, batch: int):
     """Yield (tensor name, values) for every non-constant float tensor, one chunk at a time."""
     interp = preserving_interpreter(float_tflite)
     inp = interp.get_input_details()[0]
+    if inp["shape_signature"][0] != -1:  # a static batch (edgeopt converts with batch 1): no resizing
+        batch = int(inp["shape"][0])
     names = activation_tensors(interp, float_tflite)
     for start in range(0, len(x), batch):
         chunk = x[start:start + batch]

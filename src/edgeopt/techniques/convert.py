@@ -17,14 +17,16 @@ class Float32:
     produces = {"precision": "float32", "format": "tflite"}
 
     def run(self, ctx: StepContext, model) -> StepResult:
-        from edgeopt.convert import keras_to_tflite
+        from edgeopt.convert import context_input_shape, keras_to_tflite
 
-        data = keras_to_tflite(model)
+        shape = context_input_shape(ctx, model)  # open axes fixed from the data or --input-shape
+        data = keras_to_tflite(model, input_shape=shape)
         details = {"precision": Precision.FLOAT32}
         if ctx.hints.get("try_sparse_encoding"):  # set after pruning: keep the sparse file if smaller
             import tensorflow as tf
 
-            sparse = keras_to_tflite(model, optimizations=[tf.lite.Optimize.EXPERIMENTAL_SPARSITY])
+            sparse = keras_to_tflite(model, input_shape=shape,
+                                     optimizations=[tf.lite.Optimize.EXPERIMENTAL_SPARSITY])
             details["sparse_encoding"] = len(sparse) < len(data)
             details["dense_bytes"], details["sparse_bytes"] = len(data), len(sparse)
             data = sparse if details["sparse_encoding"] else data

@@ -157,12 +157,14 @@ register_alias("ptq", ["dynamic", "int8", "float16", "int16x8", "int4-weights", 
 
 def convert(ctx, model, **kwargs) -> bytes:
     """keras_to_tflite with the chain's converter hints (``ctx.hints["converter_hints"]``) merged
-    under the mode's own settings (target_spec dicts are merged key by key)."""
-    from edgeopt.convert import keras_to_tflite
+    under the mode's own settings (target_spec dicts are merged key by key); open input axes are
+    fixed from ``ctx.options["input_shape"]`` or else the data's sample shape."""
+    from edgeopt.convert import context_input_shape, keras_to_tflite
 
     hints = dict(ctx.hints.get("converter_hints") or {})
     spec = {**(hints.pop("target_spec", None) or {}), **(kwargs.pop("target_spec", None) or {})}
-    return keras_to_tflite(model, **{**hints, **kwargs}, **({"target_spec": spec} if spec else {}))
+    return keras_to_tflite(model, input_shape=context_input_shape(ctx, model), **{**hints, **kwargs},
+                           **({"target_spec": spec} if spec else {}))
 
 
 def _converter_static(ctx, model, x: np.ndarray, bits: int, int_io: bool) -> bytes:

@@ -168,8 +168,16 @@ class _Builder:
         self.func = func
         self.ql = ql
         self.consumers: dict[int, list] = {}
+        # Calls of each layer in THIS graph: a Sequential reloaded from .keras has layers with
+        # several inbound nodes (one per internal rebuild), so ``layer._inbound_nodes`` overcounts.
+        self.calls: dict[int, int] = {}
+        self.in_rank: dict[int, int] = {}  # rank of each layer's (first) input in this graph
         for nodes in func._nodes_by_depth.values():
             for node in nodes:
+                if node.operation is not None:
+                    self.calls[id(node.operation)] = self.calls.get(id(node.operation), 0) + 1
+                    if node.input_tensors:
+                        self.in_rank[id(node.operation)] = len(node.input_tensors[0].shape)
                 for t in node.input_tensors:
                     self.consumers.setdefault(id(_producer(t)), []).append(node.operation)
         self.output_layers = {id(_producer(t)) for t in func.outputs}
@@ -179,7 +187,7 @@ class _Builder:
 
     def _only_consumer(self, layer):
         cons = self.consumers.get(id(layer), [])
-        if len(cons) != 1 or id(layer) in self.output_layers or len(layer._inbound_nodes) != 1:
+        if len(cons) != 1 or id(layer) in self.output_layers or self.calls.get(id(layer)) != 1:
             return None
         return cons[0]
 
@@ -189,9 +197,9 @@ class _Builder:
             if type(layer).__name__ not in self.ql.QUANT_CLASSES or layer.get_config()["activation"] != "linear":
                 continue
             bn = self._only_consumer(layer)
-            if bn is None or type(bn).__name__ != "BatchNormalization" or len(bn._inbound_nodes) != 1:
+            if bn is None or type(bn).__name__ != "BatchNormalization" or self.calls.get(id(bn)) != 1:
                 continue
-            if bn.axis not in (-1, len(bn.input.shape) - 1):
+            if bn.axis not in (-1, self.in_rank.get(id(bn), 0) - 1):
                 continue
             folds[bn.name] = (layer, bn)
         return folds

@@ -114,6 +114,8 @@ def _matched_by_name(float_tflite: bytes, quant_tflite: bytes, x: np.ndarray) ->
 
     fl = preserving_interpreter(float_tflite)
     qu = preserving_interpreter(quant_tflite)
+    if fl.get_input_details()[0]["shape_signature"][0] != -1:  # static batch (1): cannot resize
+        x = x[: int(fl.get_input_details()[0]["shape"][0])]
     run_batch(fl, fl.get_input_details()[0], x)
     run_batch(qu, qu.get_input_details()[0], x)
     float_by_name = activation_tensors(fl, float_tflite)

@@ -117,7 +117,7 @@ def test_published_rows_fall_inside_the_interval(kws, devs):
 
 
 def test_unknown_engine_is_one_clear_error(app, tmp_path):
-    res = CliRunner().invoke(app, ["estimate", "x.tflite", "-d", "stm32l4r5", "--engine", "tvm"])
+    res = CliRunner().invoke(app, ["estimate", "x.tflite", "--device", "stm32l4r5", "--engine", "tvm"])
     assert isinstance(res.exception, UserError) and "x-cube-ai" in str(res.exception)
     path = tmp_path / "d.yaml"
     path.write_text(BOARD.replace("engine: x-cube-ai", "engine: cube"))
@@ -136,9 +136,9 @@ def test_peak_throughput_is_a_bound_not_a_latency(app, devs):
     est = estimate(_int8(), devs["ethos-u55-256"])  # 1 M MACs at 256 GOPS: a few microseconds at best
     assert est.basis == "lower-bound" and est.latency_range_ms["high"] is None
     assert est.energy_range_mj == {} or est.energy_range_mj["high"] is None
-    from edgeopt.commands.hardware import _fmt_ms
+    from edgeopt.report.terminal import _latency
 
-    assert _fmt_ms(est).startswith("≥") and "bound" in _fmt_ms(est)
+    assert _latency(est).startswith("≥") and "bound" in _latency(est)
 
 
 # --------------------------------------------------------------------------- memory traffic
@@ -180,7 +180,7 @@ def test_missing_sleep_power_is_a_range_with_the_assumption(app, devs):
     assert any("sleep power unknown" in a for a in est.power["assumptions"])
     r = est.battery_life_range_h
     assert r["low"] < r["high"] and "sleep power unknown" in r["basis"]
-    res = CliRunner().invoke(app, ["estimate", str(MLPERF / "kws_ref_model.tflite"), "-d", "stm32l4r5",
+    res = CliRunner().invoke(app, ["estimate", str(MLPERF / "kws_ref_model.tflite"), "--device", "stm32l4r5",
                                    "--battery-mah", "1000", "--inferences-per-hour", "60", "--json"])
     if res.exit_code == 0:  # needs the MLPerf model
         row = json.loads(res.stdout)[0]
@@ -212,13 +212,13 @@ def test_a_registered_provider_takes_over_its_devices(devs):
 @needs_mlperf
 def test_cli_engine_option_in_json_and_table(app):
     model = str(MLPERF / "kws_ref_model.tflite")
-    res = CliRunner().invoke(app, ["estimate", model, "-d", "stm32l4r5", "--engine", "microtvm-native", "--json"])
+    res = CliRunner().invoke(app, ["estimate", model, "--device", "stm32l4r5", "--engine", "microtvm-native", "--json"])
     assert res.exit_code == 0, res.output
     row = json.loads(res.stdout)[0]
     assert (row["engine"], row["engine_choice"], row["basis"]) == ("microtvm-native", "--engine", "calibrated")
     assert row["latency_range_ms"]["low"] < row["latency_ms"] < row["latency_range_ms"]["high"]
     assert row["memory_traffic"]["total_bytes"] > row["memory_traffic"]["weight_bytes"] > 0
-    table = CliRunner().invoke(app, ["estimate", model, "-d", "stm32l4r5"])
+    table = CliRunner().invoke(app, ["estimate", model, "--device", "stm32l4r5"])
     assert table.exit_code == 0 and "x-cube-ai" in table.stdout and "default" in table.stdout  # engine named
     rec = CliRunner().invoke(app, ["recommend", model, "--class", "mcu", "--engine", "microtvm-native", "--json"])
     assert rec.exit_code == 0, rec.output

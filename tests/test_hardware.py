@@ -344,18 +344,18 @@ def test_cli_devices_json_and_class_filter(app, tmp_path):
 @needs_mlperf
 def test_cli_estimate_and_errors(app):
     runner = CliRunner()
-    res = runner.invoke(app, ["estimate", str(MLPERF / MODELS["kws"]), "-d", "stm32l4r5", "-d", "hailo-8",
+    res = runner.invoke(app, ["estimate", str(MLPERF / MODELS["kws"]), "--device", "stm32l4r5", "--device", "hailo-8",
                               "--battery-mah", "1000", "--inferences-per-hour", "60", "--json"])
     assert res.exit_code == 0, res.output
     rows = json.loads(res.stdout)
     assert [r["device"] for r in rows] == ["stm32l4r5", "hailo-8"]
     assert rows[0]["label"] == "estimate" and rows[0]["latency"]["clock_mhz"] == 120
     assert rows[0]["ram"]["arena_bytes"] > 0 and rows[0]["battery"]["inferences_per_hour"] == 60
-    res = runner.invoke(app, ["estimate", str(MLPERF / MODELS["kws"]), "-d", "stm32l4"])
+    res = runner.invoke(app, ["estimate", str(MLPERF / MODELS["kws"]), "--device", "stm32l4"])
     assert isinstance(res.exception, UserError) and "stm32l4r5" in str(res.exception)
-    res = runner.invoke(app, ["estimate", str(MLPERF / MODELS["kws"]), "-d", "rp2040", "--battery-mah", "100"])
+    res = runner.invoke(app, ["estimate", str(MLPERF / MODELS["kws"]), "--device", "rp2040", "--battery-mah", "100"])
     assert isinstance(res.exception, UserError) and "--inferences-per-hour" in str(res.exception)
-    table = runner.invoke(app, ["estimate", str(MLPERF / MODELS["kws"]), "-d", "rp2040"])
+    table = runner.invoke(app, ["estimate", str(MLPERF / MODELS["kws"]), "--device", "rp2040"])
     assert table.exit_code == 0 and "rp2040" in table.stdout
 
 
@@ -381,7 +381,7 @@ def test_host_cpu_uses_a_run_measured_latency(app, run_dir):
     record = json.loads((run_dir / "run.json").read_text())
     record["variants"][0]["metrics"]["latency_ms"] = {"p50_ms": 0.123}
     (run_dir / "run.json").write_text(json.dumps(record))
-    res = CliRunner().invoke(app, ["estimate", str(run_dir), "-d", "host-cpu", "--json"])
+    res = CliRunner().invoke(app, ["estimate", str(run_dir), "--device", "host-cpu", "--json"])
     assert res.exit_code == 0, res.output
     rows = {r["variant"]: r for r in json.loads(res.stdout)}
     assert rows["float32"]["latency_ms"] == 0.123 and "measured" in rows["float32"]["label"]

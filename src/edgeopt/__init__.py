@@ -6,8 +6,12 @@ and the run records (``edgeopt.Run``, ``edgeopt.Variant``) are importable from h
 """
 from __future__ import annotations
 
+import sys
+import types
+
 __version__ = "0.1.0"
-_API = ["load_model", "load_data", "profile", "bench", "optimize", "search", "UserError"]
+_API = ["load_model", "load_data", "profile", "bench", "optimize", "search", "compare", "devices", "estimate",
+        "recommend", "explain", "export", "report", "footprint", "UserError"]
 _CONFIGS = ["Float32", "Dynamic", "Float16", "Int8", "Int16x8", "Int4Weights", "Mixed", "Prune",
             "PruneStructured", "Cluster", "QAT", "Distill"]
 _TYPES = ["Run", "Variant", "Metrics", "GraphSummary", "Provenance"]
@@ -28,3 +32,17 @@ def __getattr__(name: str):
 
         return getattr(types, name)
     raise AttributeError(f"module 'edgeopt' has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    """``edgeopt.compare``, ``.report``, ``.export`` and ``.footprint`` are API functions, and also the
+    names of submodules: importing such a submodule sets it as an attribute of the package, which
+    would hide the function. The submodules stay importable (``from edgeopt.compare import Row``)."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in _API and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -20,9 +20,12 @@ from edgeopt.errors import UserError
 from edgeopt.model_io import LoadedModel, load_keras, load_model
 
 if TYPE_CHECKING:
-    from edgeopt.core.types import Run
+    from edgeopt.core.types import Run, Variant
+    from edgeopt.footprint import Footprint
+    from edgeopt.results import CompareResult, Estimates, ExportResult, Progress, Recommendations, ReportResult
 
-__all__ = ["load_model", "load_data", "profile", "bench", "optimize", "UserError"]
+__all__ = ["load_model", "load_data", "profile", "bench", "optimize", "compare", "devices", "estimate",
+           "recommend", "explain", "export", "report", "footprint", "UserError"]
 
 Log = Callable[[str], None]
 
@@ -128,7 +131,8 @@ def plan_recipes(recipes: list | None, options: dict[str, Any] | None = None,
 def optimize(model, data, *, recipes: list | None = None, recipe_file: str | Path | None = None,
              out: str | Path | None = None, options: dict[str, Any] | None = None, threads: int = 1,
              runs: int = 200, unsafe: bool = False, fresh: bool = False, log: Log | None = None,
-             progress: Callable[[str, int, int], None] | None = None, **data_kwargs) -> "Run":
+             progress: Callable[[str, int, int], None] | None = None, html_report: bool = True,
+             **data_kwargs) -> "Run":
     """Baseline + one variant per recipe, each measured on its artifact; returns the typed ``Run``
     (``run.path`` is the run directory, ``run.to_frame()`` a table, ``run.best(...)`` a choice).
 
@@ -137,6 +141,8 @@ def optimize(model, data, *, recipes: list | None = None, recipe_file: str | Pat
     ``edgeopt.recipes``). ``recipe_file``: a YAML file of recipes (and options) added before them.
     ``options``: step options, scoped (``{"prune.epochs": 2}``) or unscoped (``{"epochs": 2}``: every
     step with that field). Recipes and options are validated (UserError) before anything loads.
+    ``log(message)`` gets progress messages, ``progress(variant, done, total)`` each variant.
+    ``html_report``: write RUN_DIR/report.html at the end (a failure there is one warning line).
     """
     from edgeopt.engine import runner as enginerun
     from edgeopt.engine import store
@@ -147,6 +153,7 @@ def optimize(model, data, *, recipes: list | None = None, recipe_file: str | Pat
 
     _check_counts(threads, runs)
     chains, options = plan_recipes(recipes, options, recipe_file)  # before any model or data loads
+    log_given = log is not None
     log = log or (lambda msg: None)
     m, ds, warnings = prepare(model, data, unsafe=unsafe, **data_kwargs)
     if chains and m.kind != "keras":
@@ -181,7 +188,246 @@ def optimize(model, data, *, recipes: list | None = None, recipe_file: str | Pat
         run.put(_make_variant(run, engine, m, ds, chain, threads, runs, log))
     if progress:
         progress("done", len(todo), len(todo))
+    if html_report:
+        write_report_quietly(run.path, log if log_given else _stderr_line)
     return store.read_run(run.path)
+
+
+# ------------------------------------------------------------------ one function per command
+# Each returns a typed result (edgeopt.results, edgeopt.core.types); the CLI only parses and renders.
+
+def compare(model, data, *, runtimes: list[str] | str | None = None,
+            precisions: list[str] | str = ("float32", "float16", "int8"), threads: int = 1, runs: int = 100,
+            batch: int = 32, calibration: int = 300, out: str | Path | None = None,
+            progress: "Progress | None" = None, **data_kwargs) -> "CompareResult":
+    """``model`` (.keras/.h5/SavedModel, .onnx or .tflite path) in every runtime at every precision.
+
+    ``runtimes``: registry names or a comma-separated string (default: every registered runtime);
+    ``precisions``: float32, float16, int8, dynamic (aliases fp32, fp16, int8-dynamic), list or
+    comma-separated. Each row is measured on its own artifact: batch-1 latency over ``runs`` runs,
+    throughput at ``batch``, size, accuracy and agreement with the float model; int8 is calibrated on
+    ``calibration`` training samples. ``out``: keep the artifacts and compare.json there (else a
+    temporary folder). ``progress(row name, done, total)``. Raises UserError for an unknown runtime or
+    precision, a missing model or data that does not fit the model (checked before measuring)."""
+    from edgeopt.compare import compare as compare_rows, fastest, parse_compare_precisions
+    from edgeopt.measure.env import environment
+    from edgeopt.results import CompareResult
+    from edgeopt.runtimes.registry import parse_runtimes
+
+    _check_counts(threads, runs)
+    names = parse_runtimes(runtimes if runtimes is None or isinstance(runtimes, str) else ",".join(runtimes))
+    items = precisions.split(",") if isinstance(precisions, str) else list(precisions)
+    try:
+        precs = parse_compare_precisions([p for p in items if str(p).strip()])
+    except UserError as e:
+        raise UserError(f"--precisions {','.join(map(str, items))!r}: {e}") from None
+    if not Path(model).exists():
+        raise UserError(f"model not found: {model}")
+    if out is not None:
+        from edgeopt.fsutil import ensure_writable_dir
+
+        ensure_writable_dir(Path(out))
+    ds = _as_data(data, **data_kwargs)
+    total = len(names) * len(precs)
+    done = []
+
+    def each_row(row) -> None:
+        done.append(row)
+        if progress:
+            progress(f"{row.runtime} {row.precision.value}", len(done), total)
+
+    if progress:
+        progress(f"{names[0]} {precs[0].value}", 0, total)
+    rows = compare_rows(model, ds, names, precs, threads=threads, runs=runs, batch=batch, out_dir=out,
+                        calibration=calibration, progress=each_row)
+    result = CompareResult(str(model), ds.summary(), threads, runs, rows, fastest(rows), environment(),
+                           Path(out) if out is not None else None)
+    if out is not None:
+        from edgeopt.fsutil import atomic_write_json
+
+        atomic_write_json(Path(out) / "compare.json", result.to_dict())
+    return result
+
+
+def devices(*, device_class: str | None = None, devices_file: str | Path | None = None) -> list:
+    """The device catalogue (``edgeopt.hardware.schema.Device``, each figure sourced), plus the
+    devices of ``devices_file``; only ``device_class`` (mcu, sbc, accelerator, npu, cpu) if given."""
+    from edgeopt.hardware.catalogue import load_devices
+
+    _check_class(device_class)
+    return [d for d in load_devices(devices_file).values() if device_class is None or d.device_class == device_class]
+
+
+def _check_class(device_class: str | None) -> None:
+    from edgeopt.hardware.schema import DEVICE_CLASSES
+
+    if device_class is not None and device_class not in DEVICE_CLASSES:
+        raise UserError(f"--class must be one of {', '.join(DEVICE_CLASSES)}, got '{device_class}'")
+
+
+def _check_power_inputs(engine: str | None, battery_mah, inferences_per_hour) -> None:
+    if battery_mah is not None and inferences_per_hour is None:
+        raise UserError("battery life needs --inferences-per-hour as well as --battery-mah")
+    if engine is not None:
+        from edgeopt.hardware.estimator import engine_names
+
+        if engine not in engine_names():
+            raise UserError(f"unknown --engine '{engine}'; use one of {', '.join(engine_names())}")
+
+
+def _targets(target, progress: "Progress | None"):
+    """A model file or a run directory's finished variants, each profiled (the slow part)."""
+    from edgeopt.hardware.recommend import load_targets
+
+    if progress:
+        progress(f"profiling {Path(target).name}", 0, 1)
+    variants = load_targets(target)
+    if progress:
+        progress(f"profiled {len(variants)} variant(s)", 1, 1)
+    return variants
+
+
+def estimate(target: str | Path, devices: list[str] | str, *, engine: str | None = None,
+             battery_mah: float | None = None, inferences_per_hour: float | None = None, battery_v: float = 3.7,
+             devices_file: str | Path | None = None, progress: "Progress | None" = None) -> "Estimates":
+    """Estimates (not measurements) of a model file (.tflite/.onnx/.keras) or of each finished
+    variant of a run directory on each named device: fit (RAM, flash), latency and energy with
+    intervals and their basis, memory traffic, and with ``inferences_per_hour`` duty-cycle power
+    (and battery life with ``battery_mah`` mAh at ``battery_v`` V). ``engine``: the MCU inference
+    engine (engines.yaml; default each device's own). Raises UserError for an unknown device
+    (with close matches) or engine, battery without a rate, or a missing target."""
+    from edgeopt.hardware.catalogue import get_device, load_devices
+    from edgeopt.hardware.estimator import estimate as estimate_one
+    from edgeopt.hardware.recommend import measured_host_latency
+    from edgeopt.results import EstimateRow, Estimates
+
+    _check_power_inputs(engine, battery_mah, inferences_per_hour)
+    devs = load_devices(devices_file)
+    chosen = [get_device(name, devs) for name in ([devices] if isinstance(devices, str) else devices)]
+    if not chosen:
+        raise UserError("name at least one device (--device NAME; see: edgeopt devices)")
+    rows = [EstimateRow(v.name, estimate_one(v.profile, d, engine=engine, battery_mah=battery_mah,
+                                             inferences_per_hour=inferences_per_hour, battery_v=battery_v,
+                                             host_latency_ms=measured_host_latency(v.metrics)))
+            for v in _targets(target, progress) for d in chosen]
+    return Estimates(str(target), rows, inferences_per_hour, battery_mah)
+
+
+def recommend(target: str | Path, *, max_latency_ms: float | None = None, max_power_w: float | None = None,
+              max_price: float | None = None, battery_mah: float | None = None,
+              inferences_per_hour: float | None = None, engine: str | None = None,
+              device_class: str | None = None, devices_file: str | Path | None = None,
+              progress: "Progress | None" = None) -> "Recommendations":
+    """Devices ranked for a model file or a run directory: feasible first (within the latency in ms,
+    active power in W and price in USD limits), then the accuracy of the best variant that fits,
+    then how the latency is known, energy and latency; each with its reasons (estimates)."""
+    from edgeopt.hardware.recommend import recommend as rank
+    from edgeopt.results import Recommendations
+
+    _check_power_inputs(engine, battery_mah, inferences_per_hour)
+    devs = {d.name: d for d in devices(device_class=device_class, devices_file=devices_file)}
+    recs = rank(_targets(target, progress), devs, max_latency_ms=max_latency_ms, max_power_w=max_power_w,
+                max_price=max_price, battery_mah=battery_mah, inferences_per_hour=inferences_per_hour,
+                engine=engine)
+    return Recommendations(str(target), recs)
+
+
+def explain(run_dir: str | Path, variant: str) -> "Variant":
+    """How a variant of a run was made: the typed ``Variant`` (steps with their exact configs,
+    per-step details such as ops kept float and why, per-tensor quantization error, metrics).
+    Raises UserError for a missing run directory or variant (listing the variants)."""
+    from edgeopt.engine.store import read_run
+
+    run = read_run(Path(run_dir))
+    try:
+        return run.variant(variant)
+    except KeyError:
+        names = ", ".join(v.name for v in run.variants)
+        raise UserError(f"no variant {variant!r} in {run_dir}; variants: {names}") from None
+
+
+def export(source: str | Path, *, out: str | Path, variant: str | None = None, target: str = "arduino",
+           name: str | None = None, data=None, npu: str = "ethos-u55-128",
+           progress: "Progress | None" = None) -> "ExportResult":
+    """Write the deploy bundle of a .tflite/.onnx file or of a run directory's ``variant`` to ``out``:
+    ``target`` arduino | zephyr | linux-litert | onnx | openvino | ethos-u (``npu``: the Ethos-U
+    target). The bundle's sample input is the first eval sample of ``data`` (a dataset name, path or
+    Dataset), else zeros. Raises UserError for an unknown target, variant or file, or a model the
+    target cannot run (nothing is left half-written)."""
+    from edgeopt.export.bundles import check_target, export_bundle
+    from edgeopt.results import ExportResult
+
+    check_target(target)
+    source = Path(source)
+    artifact = source
+    if source.is_dir():
+        from edgeopt.engine.store import load_run
+
+        record = load_run(source)
+        chosen = next((v for v in record["variants"] if v["name"] == variant and v.get("status") == "done"), None)
+        if chosen is None:
+            names = ", ".join(v["name"] for v in record["variants"] if v.get("status") == "done")
+            raise UserError(f"give the variant to export (--variant NAME), one of: {names}")
+        artifact = source / chosen["artifact"]
+        name = name or f"{record.get('name', 'model')}_{chosen['name']}"
+    elif not source.exists():
+        raise UserError(f"not found: {source}")
+    sample, origin = None, "zeros"
+    if data is not None:
+        sample, origin = _as_data(data).x_eval[0], f"first eval sample of {getattr(data, 'name', data)}"
+    if progress:
+        progress(f"exporting {target}", 0, 1)
+    files = export_bundle(artifact, target, out, name, sample=sample, npu=npu)
+    if progress:
+        progress(f"exported {target}", 1, 1)
+    return ExportResult(artifact, target, Path(out), name or artifact.stem, files, origin)
+
+
+def report(run_dir: str | Path, out: str | Path | None = None, *, devices_file: str | Path | None = None,
+           device_names: list[str] | None = None, battery_mah: float | None = None,
+           inferences_per_hour: float | None = None) -> "ReportResult":
+    """Write the self-contained HTML report of a run (``out``, default RUN_DIR/report.html):
+    summary, trade-off plots, device fit, per-layer view, fine-tuning curves, how each variant was
+    made. Raises UserError for a missing or unreadable run directory."""
+    from edgeopt.report.html import render_report
+    from edgeopt.results import ReportResult
+
+    options = {k: v for k, v in {"devices_file": devices_file, "device_names": device_names,
+                                 "battery_mah": battery_mah, "inferences_per_hour": inferences_per_hour}.items()
+               if v is not None}
+    path = render_report(Path(run_dir), Path(out) if out else None, **options)
+    return ReportResult(Path(run_dir), path, path.stat().st_size)
+
+
+def footprint(run_dir: str | Path, *, device: str, inferences_per_day: float, variant: str = "int8",
+              cloud: str = "aws-m7g.large", region: str = "aws-average", device_years: float | None = None,
+              devices_file: str | Path | None = None) -> "Footprint":
+    """Energy (kWh), CO2e (kg) and cost (USD) per year of ``inferences_per_day`` on ``device`` versus
+    on a ``cloud`` instance, each figure with its formula and source (``edgeopt.footprint``)."""
+    from edgeopt.footprint import footprint as compute
+
+    return compute(run_dir, variant, device, inferences_per_day, cloud=cloud, region=region,
+                   device_years=device_years, devices_file=devices_file)
+
+
+def _stderr_line(message: str) -> None:
+    import sys
+
+    sys.stderr.write(message + "\n")
+
+
+def write_report_quietly(run_dir: Path, log: Log) -> Path | None:
+    """``report`` for the end of a run: a failure to render is one warning line, never a failed run."""
+    try:
+        return report(run_dir).path
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:  # the run itself is complete and saved
+        from edgeopt.errors import one_line
+
+        log(f"warning: the HTML report was not written: {type(err).__name__}: {one_line(err)} "
+            f"(retry with: edgeopt report {run_dir})")
+        return None
 
 
 def _make_variant(run, engine, m: LoadedModel, ds: Dataset, chain, threads: int, runs: int, log: Log) -> dict:

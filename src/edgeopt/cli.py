@@ -43,6 +43,32 @@ def _register_commands() -> None:
 
 _register_commands()
 
+_TYPE_METAVARS = {"integer": "N", "int": "N", "float": "NUMBER", "path": "PATH", "boolean": "BOOL"}
+
+
+def command():
+    """The click command tree of ``app`` with help that reads like a person wrote it: arguments as
+    ``MODEL`` / ``[VARIANT]`` (no ``{model}`` or ``<path>``), options with a metavar (``--runs N``)."""
+    from typer.core import TyperArgument
+
+    cmd = typer.main.get_command(app)
+    for sub in getattr(cmd, "commands", {}).values():
+        for param in sub.params:
+            if isinstance(param, TyperArgument):
+                _plain_argument(param)
+            elif not getattr(param, "is_flag", False) and param.metavar is None:
+                kind = getattr(param.type, "name", "text").split()[0].lower()
+                param.metavar = _TYPE_METAVARS.get(kind, "TEXT")
+    return cmd
+
+
+def _plain_argument(param) -> None:
+    name = (param.metavar or param.name).strip("[]").upper()
+    param.metavar = name
+    usage = name if param.required else f"[{name}]"
+    param._usage_display_name = lambda: usage + ("..." if param.nargs != 1 else "")
+    param.display_type_rich = lambda ctx: ""  # the help line shows the name, not "<path>"
+
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: one clear line and exit code 2 for bad input, never a traceback."""
@@ -52,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
 
     _quiet_frameworks()
     try:
-        code = app(args=argv, standalone_mode=False)
+        code = command().main(args=argv, prog_name="edgeopt", standalone_mode=False)
     except UserError as e:
         _error(str(e))
         return e.exit_code

@@ -254,8 +254,9 @@ def _parse_step(item) -> tuple[str, dict]:
 
 def _parse_recipe(item) -> list[tuple[str | None, list[tuple[str, dict]]]]:
     """One recipe argument -> [(variant name or None, [(step, values)])] (aliases give several)."""
-    from edgeopt.steps import _ALIASES
+    from edgeopt.steps import _ALIASES, load_all
 
+    load_all()  # the technique modules register the aliases (ptq)
     if isinstance(item, str):
         if "," not in item and item.strip() in _ALIASES:
             return [(None, [(s, {}) for s in part.split(",")]) for part in _ALIASES[item.strip()]]

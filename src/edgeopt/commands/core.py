@@ -6,7 +6,11 @@ from typing import List, Optional
 
 import typer
 
-DATA_HELP = "data: digits | fashion-mnist | blobs2d | a .npz/.npy/.csv file | an image folder"
+DATA_HELP = "digits | fashion-mnist | blobs2d | a .npz/.npy/.csv file | an image folder (see README: Data)"
+MODEL_HELP = "a .keras/.h5 file, SavedModel folder, .tflite or .onnx"
+RUN_HELP = "a run directory made by edgeopt optimize"
+UNSAFE_HELP = "allow Lambda layers (runs code from the file)"
+LIMIT_HELP = "use at most N samples of the data"
 
 
 def _data_kwargs(x_key, y_key, label_column, limit) -> dict:
@@ -43,17 +47,20 @@ def _option_key(key: str) -> str:
 def register(app: typer.Typer) -> None:
     @app.command()
     def profile(
-        model: Path = typer.Argument(..., help="a .keras/.h5 file, SavedModel folder, .tflite or .onnx"),
+        model: Path = typer.Argument(..., metavar="MODEL", help=MODEL_HELP),
         json_out: bool = typer.Option(False, "--json", help="print JSON only"),
         no_arena: bool = typer.Option(False, "--no-arena", help="skip the TFLite Micro arena measurement"),
-        unsafe: bool = typer.Option(False, "--unsafe", help="allow Lambda layers (runs code from the file)"),
+        unsafe: bool = typer.Option(False, "--unsafe", help=UNSAFE_HELP),
     ):
         """Per-layer/per-op parameters, MACs, weight and activation memory, and the TFLM arena."""
         from edgeopt import api
-        from edgeopt.cli import print_json
+        from edgeopt.report.terminal import spinner
 
-        prof = api.profile(model, unsafe=unsafe, measure_arena=not no_arena)
+        with spinner(f"profiling {model.name}", disable=json_out):
+            prof = api.profile(model, unsafe=unsafe, measure_arena=not no_arena)
         if json_out:
+            from edgeopt.cli import print_json
+
             print_json(prof.to_dict())
             return
         from edgeopt.report.terminal import print_profile
@@ -62,24 +69,27 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def bench(
-        model: Path = typer.Argument(..., help="a .keras/.h5 file, SavedModel folder, .tflite or .onnx"),
-        data: str = typer.Option(..., "--data", "-d", help=DATA_HELP),
-        threads: int = typer.Option(1, help="runtime threads"),
-        runs: int = typer.Option(200, help="timed runs at batch 1 (after 20 warm-up runs)"),
+        model: Path = typer.Argument(..., metavar="MODEL", help=MODEL_HELP),
+        data: str = typer.Option(..., "--data", "-d", metavar="DATA", help=DATA_HELP),
+        threads: int = typer.Option(1, metavar="N", help="runtime threads"),
+        runs: int = typer.Option(200, metavar="N", help="timed runs at batch 1 (after 20 warm-up runs)"),
         json_out: bool = typer.Option(False, "--json", help="print JSON only"),
-        x_key: str = typer.Option("x", help=".npz key of the inputs"),
-        y_key: str = typer.Option("y", help=".npz key of the labels"),
-        label_column: str = typer.Option("-1", help="CSV label column (name or index)"),
-        limit: Optional[int] = typer.Option(None, help="use at most N samples of the data"),
-        unsafe: bool = typer.Option(False, "--unsafe", help="allow Lambda layers (runs code from the file)"),
+        x_key: str = typer.Option("x", metavar="KEY", help=".npz key of the inputs"),
+        y_key: str = typer.Option("y", metavar="KEY", help=".npz key of the labels"),
+        label_column: str = typer.Option("-1", metavar="COLUMN", help="CSV label column (name or index)"),
+        limit: Optional[int] = typer.Option(None, metavar="N", help=LIMIT_HELP),
+        unsafe: bool = typer.Option(False, "--unsafe", help=UNSAFE_HELP),
     ):
         """Convert to float32 LiteRT and measure accuracy, latency, throughput, size and memory."""
         from edgeopt import api
-        from edgeopt.cli import print_json
+        from edgeopt.report.terminal import spinner
 
-        result = api.bench(model, data, threads=threads, runs=runs, unsafe=unsafe,
-                           **_data_kwargs(x_key, y_key, label_column, limit))
+        with spinner(f"measuring {model.name} on {data}", disable=json_out):
+            result = api.bench(model, data, threads=threads, runs=runs, unsafe=unsafe,
+                               **_data_kwargs(x_key, y_key, label_column, limit))
         if json_out:
+            from edgeopt.cli import print_json
+
             print_json(result)
             return
         from edgeopt.report.terminal import print_bench
@@ -88,34 +98,37 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def optimize(
-        model: Path = typer.Argument(..., help="a Keras model (.keras/.h5/SavedModel) or a .tflite/.onnx"),
-        data: str = typer.Option(..., "--data", "-d", help=DATA_HELP),
-        recipe: List[str] = typer.Option([], "--recipe", "-r",
+        model: Path = typer.Argument(..., metavar="MODEL", help="a Keras model (.keras/.h5/SavedModel) or a .tflite/.onnx"),
+        data: str = typer.Option(..., "--data", "-d", metavar="DATA", help=DATA_HELP),
+        recipe: List[str] = typer.Option([], "--recipe", "-r", metavar="RECIPE",
                                          help="a step chain like int8 or prune,cluster,int8, or an alias "
                                               "like ptq; repeat for several (see: edgeopt recipes)"),
-        recipe_file: Optional[Path] = typer.Option(None, "--recipe-file",
+        recipe_file: Optional[Path] = typer.Option(None, "--recipe-file", metavar="FILE",
                                                    help="YAML file of recipes with per-step configs "
                                                         "(and options); see README"),
-        out: Optional[Path] = typer.Option(None, help="run directory (default runs/<model name>)"),
+        out: Optional[Path] = typer.Option(None, "--out", metavar="DIR",
+                                           help="run directory (default runs/<model name>)"),
         max_accuracy_drop: Optional[float] = typer.Option(
-            None, help="accuracy budget in points on the eval split (mixed precision, search)"),
-        calibration_samples: Optional[int] = typer.Option(None, help="representative samples for int8"),
-        option: List[str] = typer.Option([], "--option", "-o",
+            None, metavar="POINTS", help="accuracy budget in points on the eval split (mixed precision, search)"),
+        calibration_samples: Optional[int] = typer.Option(None, metavar="N",
+                                                          help="representative samples for int8"),
+        option: List[str] = typer.Option([], "--option", "-o", metavar="STEP.FIELD=VALUE",
                                          help="step field: step.field=value (that step) or field=value "
                                               "(every step with the field); repeatable"),
-        threads: int = typer.Option(1, help="runtime threads for measurements"),
-        runs: int = typer.Option(200, help="timed runs at batch 1 per variant"),
+        threads: int = typer.Option(1, metavar="N", help="runtime threads for measurements"),
+        runs: int = typer.Option(200, metavar="N", help="timed runs at batch 1 per variant"),
         fresh: bool = typer.Option(False, "--fresh", help="start over instead of resuming the run directory"),
+        no_report: bool = typer.Option(False, "--no-report", help="do not write RUN_DIR/report.html"),
         json_out: bool = typer.Option(False, "--json", help="print run.json only"),
-        x_key: str = typer.Option("x", help=".npz key of the inputs"),
-        y_key: str = typer.Option("y", help=".npz key of the labels"),
-        label_column: str = typer.Option("-1", help="CSV label column (name or index)"),
-        limit: Optional[int] = typer.Option(None, help="use at most N samples of the data"),
-        unsafe: bool = typer.Option(False, "--unsafe", help="allow Lambda layers (runs code from the file)"),
+        x_key: str = typer.Option("x", metavar="KEY", help=".npz key of the inputs"),
+        y_key: str = typer.Option("y", metavar="KEY", help=".npz key of the labels"),
+        label_column: str = typer.Option("-1", metavar="COLUMN", help="CSV label column (name or index)"),
+        limit: Optional[int] = typer.Option(None, metavar="N", help=LIMIT_HELP),
+        unsafe: bool = typer.Option(False, "--unsafe", help=UNSAFE_HELP),
     ):
-        """Baseline + a variant per recipe, each measured on its artifact, into a run directory."""
+        """Baseline + a variant per recipe, each measured on its artifact, into a run directory
+        (run.json, the artifacts and report.html)."""
         from edgeopt import api
-        from edgeopt.cli import print_json
         from edgeopt.engine.store import load_run
         from edgeopt.report.terminal import progress_bar
 
@@ -128,33 +141,31 @@ def register(app: typer.Typer) -> None:
         with progress_bar(disable=json_out) as (log, step):
             run = api.optimize(model, data, recipes=list(recipe), recipe_file=recipe_file, out=out,
                                options=options, threads=threads, runs=runs, unsafe=unsafe, fresh=fresh,
-                               log=log, progress=step, **_data_kwargs(x_key, y_key, label_column, limit))
-        path = run.path
-        record = load_run(path)
+                               log=log if not json_out else _warn_only, progress=step, html_report=not no_report,
+                               **_data_kwargs(x_key, y_key, label_column, limit))
+        record = load_run(run.path)
         if json_out:
+            from edgeopt.cli import print_json
+
             print_json(record)
             return
         from edgeopt.report.terminal import print_run
 
-        print_run(record, path)
+        print_run(record, run.path)
 
     @app.command()
     def explain(
-        run_dir: Path = typer.Argument(..., help="a run directory made by edgeopt optimize"),
-        variant: str = typer.Argument(..., help="variant name, e.g. int8 or prune+int8"),
+        run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help=RUN_HELP),
+        variant: str = typer.Argument(..., metavar="VARIANT", help="variant name, e.g. int8 or prune+int8"),
         json_out: bool = typer.Option(False, "--json", help="print JSON only"),
     ):
         """How a variant was made: its steps, kept-float ops and per-tensor quantization error."""
-        from edgeopt.cli import print_json
-        from edgeopt.errors import UserError
-        from edgeopt.engine.store import load_run
+        from edgeopt import api
 
-        record = load_run(run_dir)
-        found = next((v for v in record["variants"] if v["name"] == variant), None)
-        if found is None:
-            names = ", ".join(v["name"] for v in record["variants"])
-            raise UserError(f"no variant {variant!r} in {run_dir}; variants: {names}")
+        found = api.explain(run_dir, variant).model_dump(mode="json")
         if json_out:
+            from edgeopt.cli import print_json
+
             print_json(found)
             return
         from edgeopt.report.terminal import print_variant
@@ -163,52 +174,53 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def report(
-        run_dir: Path = typer.Argument(..., help="a run directory made by edgeopt optimize"),
-        out: Optional[Path] = typer.Option(None, help="HTML file to write (default RUN_DIR/report.html)"),
+        run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help=RUN_HELP),
+        out: Optional[Path] = typer.Option(None, "--out", metavar="FILE",
+                                           help="HTML file to write (default RUN_DIR/report.html)"),
+        json_out: bool = typer.Option(False, "--json", help="print JSON only"),
     ):
-        """Write a self-contained HTML report: variants, Pareto plots, how each variant was made."""
-        from edgeopt.report.html import render_report
+        """Write a self-contained HTML report: summary, trade-off plots, device fit, per-layer view,
+        how each variant was made."""
+        from edgeopt import api
+        from edgeopt.report.terminal import spinner
 
-        path = render_report(run_dir, out)
-        typer.echo(f"wrote {path}")
+        with spinner(f"writing the report of {run_dir}", disable=json_out):
+            result = api.report(run_dir, out)
+        if json_out:
+            from edgeopt.cli import print_json
+
+            print_json(result.to_dict())
+            return
+        typer.echo(f"wrote {result.path}")
 
     @app.command()
     def export(
-        source: Path = typer.Argument(..., help="a .tflite/.onnx file, or a run directory"),
-        variant_arg: Optional[str] = typer.Argument(None, metavar="[VARIANT]", help="variant of the run directory"),
-        out: Path = typer.Option(..., help="folder for the bundle"),
-        target: str = typer.Option("arduino", help="arduino | zephyr | linux-litert | onnx | openvino | ethos-u"),
-        variant: Optional[str] = typer.Option(None, help="variant of the run directory (same as VARIANT)"),
-        name: Optional[str] = typer.Option(None, help="C identifier / file stem of the model"),
-        data: Optional[str] = typer.Option(None, "--data", "-d",
+        source: Path = typer.Argument(..., metavar="MODEL_OR_RUN", help="a .tflite/.onnx file, or a run directory"),
+        variant_arg: Optional[str] = typer.Argument(None, metavar="VARIANT", help="variant of the run directory"),
+        out: Path = typer.Option(..., "--out", metavar="DIR", help="folder for the bundle"),
+        target: str = typer.Option("arduino", metavar="TARGET",
+                                   help="arduino | zephyr | linux-litert | onnx | openvino | ethos-u"),
+        variant: Optional[str] = typer.Option(None, metavar="NAME", help="variant of the run directory (same as VARIANT)"),
+        name: Optional[str] = typer.Option(None, metavar="NAME", help="C identifier / file stem of the model"),
+        data: Optional[str] = typer.Option(None, "--data", "-d", metavar="DATA",
                                            help="data whose first eval sample the bundle carries (default: zeros)"),
-        npu: str = typer.Option("ethos-u55-128", help="Ethos-U target for --target ethos-u (see hardware/npu.yaml)"),
+        npu: str = typer.Option("ethos-u55-128", metavar="NPU",
+                                help="Ethos-U target for --target ethos-u (see hardware/npu.yaml)"),
+        json_out: bool = typer.Option(False, "--json", help="print JSON only"),
     ):
         """Deploy bundle of a model or run variant: MCU sketch, Zephyr app, Linux/ONNX/OpenVINO script, Ethos-U."""
-        from edgeopt.errors import UserError
-        from edgeopt.engine.store import load_run
-        from edgeopt.export.bundles import check_target, export_bundle
+        from edgeopt import api
+        from edgeopt.report.terminal import spinner
 
-        check_target(target)
-        variant = variant or variant_arg
-        artifact = source
-        if source.is_dir():
-            record = load_run(source)
-            chosen = next((v for v in record["variants"] if v["name"] == variant and v.get("status") == "done"),
-                          None)
-            if chosen is None:
-                names = ", ".join(v["name"] for v in record["variants"] if v.get("status") == "done")
-                raise UserError(f"give the variant to export, one of: {names}")
-            artifact = source / chosen["artifact"]
-            name = name or f"{record.get('name', 'model')}_{chosen['name']}"
-        elif not source.exists():
-            raise UserError(f"not found: {source}")
-        sample = None
-        if data is not None:
-            from edgeopt.data import load_data
+        with spinner(f"exporting for {target}", disable=json_out):
+            result = api.export(source, out=out, variant=variant or variant_arg, target=target, name=name,
+                                data=data, npu=npu)
+        if json_out:
+            from edgeopt.cli import print_json
 
-            sample = load_data(data).x_eval[0]
-        for path in export_bundle(artifact, target, out, name, sample=sample, npu=npu):
+            print_json(result.to_dict())
+            return
+        for path in result.files:
             typer.echo(f"wrote {path}")
 
     @app.command()
@@ -230,10 +242,23 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def demo(
-        out: Path = typer.Option(Path("runs/demo"), help="where the demo's run directories go"),
-        quick: bool = typer.Option(False, "--quick", help="smaller training (for tests)"),
+        out: Path = typer.Option(Path("runs/demo"), "--out", metavar="DIR",
+                                 help="where the demo writes its models and run directories"),
+        quick: bool = typer.Option(False, "--quick", help="shorter training (for tests)"),
     ):
-        """Train the slide MLP and a small CNN, then profile, bench and optimize each."""
+        """Train two small models and run the whole pipeline on built-in data: the slide MLP on
+        blobs2d and a small CNN on Fashion-MNIST (digits when it is not installed) are saved to
+        OUT/models/ (slide_mlp.keras, fashion_mnist_cnn.keras or digits_cnn.keras), then each is
+        profiled, benchmarked and optimized (dynamic, float16, int8) into OUT/<model name>/
+        (run.json, artifacts, report.html). A few minutes on two cores."""
         from edgeopt.demo import run_demo
 
         run_demo(out, quick=quick)
+
+
+def _warn_only(message: str) -> None:
+    """With --json, only warnings reach stderr (the run's progress messages are dropped)."""
+    if message.startswith("warning:"):
+        from edgeopt.report.terminal import err_console
+
+        err_console.print(message, highlight=False, markup=False, soft_wrap=True)

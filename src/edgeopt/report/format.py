@@ -84,3 +84,25 @@ def fmt_hours(h: float | None) -> str:
     if h >= 2 * 8766:  # hours in a year
         return f"{h / 8766:,.0f} years"
     return f"{h:.3g} h" if h < 48 else f"{h / 24:,.1f} d"
+def fmt_sig(x: float) -> str:
+    """A figure to about 3 significant digits: 1234 -> '1,234', 0.01234 -> '0.0123'."""
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
+
+def fmt_range(value: float | None, low: float | None = None, high: float | None = None, unit: str = "") -> str:
+    """An estimate with its interval: '25 (19–33)'; only a lower end: '≥0.0078 (bound)'; None -> '?'."""
+    if value is None and low is None:
+        return "?"
+    if high is None and low is not None:
+        return f"≥{fmt_sig(low)}{unit} (bound)"
+    if low is None or low == high == value:
+        return f"{value:.3g}{unit}"
+    return f"{value:.3g}{unit} ({fmt_sig(low)}–{fmt_sig(high)})"
+
+
+def fmt_power(watts: float | None) -> str:
+    """0.0123 -> '12.3 mW', 2.5 -> '2.5 W'; None -> '-'."""
+    if _missing(watts):
+        return _MISSING
+    return f"{watts * 1e3:.3g} mW" if watts < 1 else f"{watts:.3g} W"
+

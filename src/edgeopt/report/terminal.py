@@ -8,10 +8,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from edgeopt.report.format import fmt_bytes, fmt_count, fmt_int, fmt_ms, fmt_time  # noqa: F401  (re-exported)
+from edgeopt.report.format import (fmt_bytes, fmt_count, fmt_hours, fmt_int, fmt_ms, fmt_power,  # noqa: F401
+                                   fmt_range, fmt_time)
 
-# Piped output (CI logs, files) gets a wide fixed width instead of rich's 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 150)
+# Results go to stdout; progress, spinners, logs and warnings to stderr (so `--json` and pipes get
+# only the result). Piped output (CI logs, files) gets a wide fixed width instead of rich's 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 150, log_path=False)
+err_console = Console(stderr=True, log_path=False)
 
 
 def _quality(metrics: dict) -> str:
@@ -66,10 +69,9 @@ def print_bench(result: dict) -> None:
     m = result["metrics"]
     how = m["how"]
     for w in result.get("warnings", []):
-        console.print(f"[yellow]warning:[/] {w}")
+        warn(w)
     if m.get("nonfinite_outputs"):
-        console.print(f"[yellow]warning:[/] {m['nonfinite_outputs']} eval sample(s) gave NaN/inf outputs "
-                      "(scored as wrong)")
+        warn(f"{m['nonfinite_outputs']} eval sample(s) gave NaN/inf outputs (scored as wrong)")
     table = Table(title=f"{Path(result['model']).name} on {result['data']['name']} "
                         f"({how['runtime']} {how['runtime_version']}, {how['threads']} thread(s))")
     for col in ("metric", "value"):
@@ -124,7 +126,7 @@ def run_table(record: dict) -> Table:
 
 def print_run(record: dict, path: Path) -> None:
     for w in record.get("warnings", []):
-        console.print(f"[yellow]warning:[/] {w}")
+        warn(w)
     console.print(run_table(record))
     from edgeopt.engine.analysis import best_within_budget
 
@@ -135,10 +137,34 @@ def print_run(record: dict, path: Path) -> None:
         if not best["budget_met"]:
             within = f"no variant is within {budget} points; the most accurate"
         console.print(f"best {within}: smallest [bold]{best['smallest']}[/], fastest [bold]{best['fastest']}[/]")
+    note = _bigger_note(record)
+    if note:
+        console.print(note, highlight=False)
     failed = [v for v in record["variants"] if v.get("status") != "done"]
     for v in failed:
         console.print(f"[red]{v['name']} failed:[/] {v.get('error')}")
     console.print(f"run directory: {path}  (details: edgeopt explain {path} VARIANT)")
+    if (Path(path) / "report.html").exists():
+        console.print(f"report: {Path(path) / 'report.html'}")
+
+
+def _bigger_note(record: dict) -> str | None:
+    """Why a compressed variant can be larger than float32: on a tiny model the file's structure
+    (graph, tensor names and shapes, quantization parameters) outweighs the weights it saves."""
+    done = [v for v in record["variants"] if v.get("status") == "done"]
+    base = next((v for v in done if v["name"] == "float32"), None)
+    if base is None:
+        return None
+    base_size = base["metrics"].get("size_bytes") or 0
+    bigger = [v["name"] for v in done if v is not base and (v["metrics"].get("size_bytes") or 0) > base_size]
+    params = (base.get("graph") or base["metrics"]).get("params")
+    if not bigger or not params:
+        return None
+    weights = params * 4
+    return (f"note: {', '.join(bigger)} {'is' if len(bigger) == 1 else 'are'} larger than float32: this model has "
+            f"{fmt_int(params)} parameters ({fmt_bytes(weights)} of float32 weights in a {fmt_bytes(base_size)} "
+            f"file), so the file's structure (graph, tensor metadata, quantization scales and zero points) "
+            f"outweighs what quantizing the weights saves; on a model with more weights it shrinks the file.")
 
 
 def print_variant(v: dict) -> None:
@@ -170,6 +196,14 @@ def _short(val) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def plain_text(text: str) -> str:
+    """Docstring markup (reST) to plain text: ``x`` -> x, :func:`f` -> f, `x` -> x."""
+    import re
+
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", str(text or ""))
+    return re.sub(r"``?([^`]+)``?", r"\1", text)
+
+
 def print_recipes(catalogue: dict) -> None:
     """The steps (``edgeopt.recipes.catalogue()``): what each does and its fields."""
     table = Table(title="recipe steps (chain with commas: prune,cluster,int8; set a field with "
@@ -177,31 +211,232 @@ def print_recipes(catalogue: dict) -> None:
     for col in ("step / field", "kind / type", "default", "range", "what it does"):
         table.add_column(col)
     for name, step in catalogue["steps"].items():
-        table.add_row(f"[bold]{name}[/]", step["kind"], "", "", step["summary"], end_section=not step["fields"])
+        table.add_row(f"[bold]{name}[/]", step["kind"], "", "", plain_text(step["summary"]),
+                      end_section=not step["fields"])
         for i, f in enumerate(step["fields"]):
-            table.add_row(f"  {f['field']}", f["type"], repr(f["default"]), f["range"] or "-", f["description"],
-                          end_section=i == len(step["fields"]) - 1)
+            table.add_row(f"  {f['field']}", f["type"], repr(f["default"]), f["range"] or "-",
+                          plain_text(f["description"]), end_section=i == len(step["fields"]) - 1)
     for alias, items in sorted(catalogue["aliases"].items()):
         table.add_row(alias, "alias", "", "", "runs: " + ", ".join(items))
     console.print(table)
 
 
+def warn(message: str) -> None:
+    """One warning line on stderr."""
+    err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
 @contextlib.contextmanager
-def progress_bar(disable: bool = False):
-    """Yield (log, step) callbacks driving a rich progress bar over variants."""
+def progress_bar(disable: bool = False, noun: str = "variant"):
+    """Yield (log, step) callbacks driving a progress bar on stderr: ``step(name, done, total)``,
+    ``log(message)`` prints a line above the bar. ``disable``: both do nothing (e.g. ``--json``).
+    When stderr is not a terminal (CI logs, files) there is no bar, only the log lines."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     if disable:
         yield (lambda msg: None), (lambda name, i, n: None)
         return
+    if not err_console.is_terminal:
+        yield (lambda msg: err_console.print(msg, highlight=False, markup=False, soft_wrap=True)), \
+            (lambda name, i, n: None)
+        return
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console, transient=False) as progress:
-        task = progress.add_task("variants", total=1)
+                  TimeElapsedColumn(), console=err_console, transient=False) as progress:
+        task = progress.add_task(f"{noun}s", total=1)
 
         def step(name: str, i: int, n: int) -> None:
-            progress.update(task, total=n, completed=i, description=f"variant {name}")
+            progress.update(task, total=n, completed=i, description=f"{noun} {name}")
 
         def log(msg: str) -> None:
-            progress.console.log(msg)
+            progress.console.log(msg, highlight=False)
 
         yield log, step
+
+
+@contextlib.contextmanager
+def spinner(text: str, disable: bool = False):
+    """A spinner with ``text`` on stderr while the block runs (only when stderr is a terminal).
+    Yields ``progress(what, done, total)``, which updates the text."""
+    if disable or not err_console.is_terminal:
+        yield lambda what, i=0, n=0: None
+        return
+    with err_console.status(text) as status:
+        def progress(what: str, i: int = 0, n: int = 0) -> None:
+            status.update(f"{text}: {what}" + (f" ({i}/{n})" if n > 1 else ""))
+
+        yield progress
+
+
+# --------------------------------------------------------------------------- compare
+def print_compare(result, title: str) -> None:
+    """``edgeopt.compare`` result: the table, one note per row, the fastest runtime per precision."""
+    from edgeopt.compare import render_table
+
+    out = console if console.is_terminal else Console(width=160)  # piped: don't squeeze the table
+    out.print(render_table(result.rows, title=title))
+    for precision, runtime in result.fastest.items():
+        out.print(f"fastest at {precision}: [bold]{runtime}[/]")
+    if result.out is not None:
+        out.print(f"artifacts and compare.json in {result.out}")
+
+
+# --------------------------------------------------------------------------- hardware
+def _throughput(dev) -> str:
+    if dev.effective_gmacs:
+        p, v = next(iter(dev.effective_gmacs.items()))
+        return f"{v:g} GMAC/s {p}"
+    if dev.peak_gops:
+        p, v = next(iter(dev.peak_gops.items()))
+        return f"peak {v:g} GOPS {p}"
+    if dev.device_class == "mcu" and dev.clock_mhz:
+        from edgeopt.hardware.catalogue import data_file
+        from edgeopt.hardware.estimator import choose_engine, mcu_rates
+
+        engine = choose_engine(dev)[0]
+        r = mcu_rates(dev, engine, data_file("calibration.yaml"))
+        if r.rates:
+            return f"{r.basis} {r.rates['conv'] * dev.clock_mhz / 1e3:.3g} GMAC/s conv int8 ({engine})"
+    return "-"
+
+
+def _kb(kb) -> str:
+    return fmt_bytes(None if kb is None else kb * 1024)
+
+
+def print_devices(devs: list) -> None:
+    """The device catalogue (``edgeopt.devices()``), one row per device."""
+    table = Table(title="edgeopt devices (sources: edgeopt/hardware/devices.yaml; --json for all fields)")
+    show_origin = any(d.origin != "catalogue" for d in devs if d.origin != "host")
+    cols = ["name", "class", "core", "clock", "RAM", "flash", "throughput", "power", "price"]
+    for col in cols + (["from"] if show_origin else []):
+        table.add_column(col)
+    for d in devs:
+        row = [d.name, d.device_class, f"{d.cores}x {d.core}" if d.cores > 1 else d.core,
+               f"{d.clock_mhz:g} MHz" if d.clock_mhz else "-", _kb(d.ram_kb), _kb(d.flash_kb),
+               _throughput(d), fmt_power(d.active_power_w), f"${d.price_usd:g}" if d.price_usd is not None else "-"]
+        table.add_row(*row, *([d.origin] if show_origin else []))
+    console.print(table)
+
+
+def _latency(est) -> str:
+    r = est.latency_range_ms or {}
+    return fmt_range(est.latency_ms, r.get("low"), r.get("high"))
+
+
+def _life(est) -> str:
+    rng = est.battery_life_range_h
+    if not rng:
+        return "-"
+    lo, hi = fmt_hours(rng.get("low")), fmt_hours(rng.get("high"))
+    if rng.get("low") is None:
+        return f"≤{hi}"
+    if est.battery_life_h is None:
+        return f"{lo}–{hi} (range: a figure is unknown)"
+    return fmt_hours(est.battery_life_h) + ("" if lo == hi else f" ({lo}–{hi})")
+
+
+def _power_range(est) -> str:
+    p = est.power
+    if not p:
+        return "-"
+    lo, hi = p["average_w_range"]
+    if hi is None:
+        return f"≥{fmt_power(lo)}"
+    if p["average_w"] is None:
+        return f"{fmt_power(lo)}–{fmt_power(hi)}"
+    return fmt_power(p["average_w"]) + f" ({fmt_power(lo)}–{fmt_power(hi)})"
+
+
+def _traffic(est) -> str:
+    t = est.memory_traffic
+    if not t:
+        return "-"
+    out = fmt_bytes(t.get("link_bytes", t["total_bytes"]))
+    if t.get("needed_gbs") is not None:
+        out += f"; needs {t['needed_gbs']:.2g} GB/s"
+        out += f" of {t['device_bandwidth_gbs']:g}" if t.get("device_bandwidth_gbs") else " (device: ?)"
+    if t.get("bound") == "memory-bound":
+        out += " MEMORY-BOUND"
+    return out
+
+
+def _need_has(figure: dict) -> str:
+    return f"{fmt_bytes(figure.get('needed_bytes'))} / {fmt_bytes(figure.get('capacity_bytes'))}"
+
+
+def print_estimates(result) -> None:
+    """``edgeopt.estimate()``: one row per variant x device, every figure an estimate with its basis."""
+    table = Table(title="Estimates (not measurements; --json shows every input)")
+    cols = ["variant", "device (engine)", "runs?", "RAM need / has", "flash need / has",
+            "latency ms (basis)", "energy mJ", "bytes moved / inference"]
+    if result.inferences_per_hour is not None:
+        cols += ["avg power"] + (["battery"] if result.battery_mah is not None else [])
+    for col in cols + ["blockers / missing"]:
+        table.add_column(col)
+    for row in result.rows:
+        e = row.estimate
+        fits = "NO" if not e.runnable else {True: "yes", False: "NO", None: "?"}[e.fits]
+        basis_note = [e.latency_range_ms["basis"].split(" (")[0]] if e.basis in ("assumed", "composed") else []
+        notes = e.blockers + ([e.accelerator] if e.accelerator else []) + basis_note + \
+            [f"missing {m.split(' (')[0]}" for m in dict.fromkeys(e.missing)]
+        energy = e.energy_range_mj or {}
+        cells = [row.variant, e.device + (f"\n{e.engine} ({e.engine_choice})" if e.engine else ""), fits,
+                 _need_has(e.ram), _need_has(e.flash), f"{_latency(e)}\n{e.basis}",
+                 fmt_range(e.energy_mj, energy.get("low"), energy.get("high")), _traffic(e)]
+        if result.inferences_per_hour is not None:
+            cells += [_power_range(e)] + ([_life(e)] if result.battery_mah is not None else [])
+        table.add_row(*cells, "; ".join(notes) or "-")
+    console.print(table)
+    console.print("latency/energy: estimate (interval from the calibration residuals of the core and engine; "
+                  "basis says where it comes from). ≥ = peak-throughput lower bound, not a latency. "
+                  "Ranges in power/battery = a figure is unknown (see --json: power.assumptions). "
+                  "RAM = TFLM arena (measured when the profile has it); runtime code/RAM not included.")
+
+
+def print_recommendations(result) -> None:
+    """``edgeopt.recommend()``: devices ranked, each with its best variant and the reasons."""
+    table = Table(title="Recommended devices (estimates)")
+    for col in ("#", "device", "ok", "best variant", "accuracy", "latency ms", "basis", "reasons"):
+        table.add_column(col)
+    for i, r in enumerate(result.items, 1):
+        acc = f"{r.accuracy:.4f}" if r.accuracy is not None else "-"
+        table.add_row(str(i), r.device, "yes" if r.feasible else "no", r.variant or "-", acc,
+                      _latency(r.estimate) if r.estimate else "?", r.estimate.basis if r.estimate else "-",
+                      "; ".join(r.reasons))
+    console.print(table)
+    console.print("Ranked: feasible first, then accuracy, then how the latency is known (measured or calibrated "
+                  "above published-throughput, assumed and peak lower bounds), then energy and latency.")
+
+
+# --------------------------------------------------------------------------- footprint
+def _figure(value: float, unit: str) -> str:
+    text = f"{value:,.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+    return f"{text} {unit}".strip()
+
+
+def print_footprint(result, variant: str) -> None:
+    """``edgeopt.footprint()``: device against cloud per year, then how each figure was computed."""
+    table = Table(title=f"{variant}: {result.inferences_per_day:,.0f} inferences/day for a year "
+                        f"({result.grid} grid, {result.grid_kg_per_kwh:.3g} kg CO2e/kWh)")
+    table.add_column("")
+    for side in (result.device, result.cloud):
+        table.add_column(side.name + (" (lower bound)" if side.lower_bound else ""), justify="right")
+    for label, attr, unit in (("energy", "energy_kwh_per_year", "kWh"), ("CO2e", "co2e_kg_per_year", "kg"),
+                              ("cost", "cost_usd_per_year", "USD")):
+        table.add_row(label, _figure(getattr(result.device, attr), unit), _figure(getattr(result.cloud, attr), unit))
+    console.print(table)
+    for side in (result.device, result.cloud):
+        lines = Table(title=f"how: {side.name}", show_header=True)
+        for col in ("item", "value", "formula", "source"):
+            lines.add_column(col)
+        for ln in side.lines:
+            lines.add_row(ln.item, _figure(ln.value, ln.unit), ln.formula, ln.source)
+        console.print(lines)
+        for note in side.notes:
+            console.print(f"  note: {note}")
+    context = Table(title="for context: CO2e of familiar things (Strubell et al. 2019, Table 1)")
+    context.add_column("")
+    context.add_column("kg CO2e", justify="right")
+    for ln in result.context:
+        context.add_row(ln.item, f"{ln.value:,.0f}")
+    console.print(context)

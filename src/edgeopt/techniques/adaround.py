@@ -31,9 +31,10 @@ def adaround(model, x: np.ndarray, iterations: int = 300, batch: int = 32, reg: 
 
     ``x``: calibration inputs (the first ``samples`` are used), ``iterations`` Adam steps per
     layer on mini-batches of ``batch`` samples. Returns one record per layer: ``{"layer",
-    "mse_nearest", "mse_adaround", "flipped"}`` (layer output MSE on the used samples against the
-    float layer, with nearest rounding and with AdaRound; fraction of weights rounded away from
-    nearest)."""
+    "mse_nearest", "mse_adaround", "flipped", "kept"}`` (layer output MSE on the used samples against
+    the float layer, with nearest rounding and with the kept rounding; fraction of weights rounded
+    away from nearest; "adaround", or "nearest" when AdaRound's result measured worse on the
+    samples, e.g. with very few iterations)."""
     if iterations < 1:
         raise UserError(f"adaround iterations must be >= 1, got {iterations}")
     x = np.asarray(x, np.float32)[:samples]
@@ -146,7 +147,12 @@ def _round_layer(u: Unit, x_float, x_quant, iterations, batch, reg, lr, rng) -> 
                              - target) ** 2))
     mse_near = float(np.mean((np.asarray(layer_linear(u, [tf.constant(q.astype(np.float32)) for q in nearest],
                                                       x_quant)) - target) ** 2))
-    return {"mse_nearest": mse_near, "mse_adaround": mse_new, "flipped": flipped / max(1, total)}
+    kept = "adaround"
+    if mse_new > mse_near:  # too few iterations for this layer: nearest rounding measured better
+        for (var, *_), q in zip(specs, nearest):
+            var.assign(q.astype(np.float32))
+        kept, flipped, mse_new = "nearest", 0, mse_near
+    return {"mse_nearest": mse_near, "mse_adaround": mse_new, "flipped": flipped / max(1, total), "kept": kept}
 
 
 def on_grid(model) -> dict[str, float]:

@@ -54,27 +54,33 @@ def quantize_weights(model) -> list[str]:
 
 
 def bias_correction(model, x: np.ndarray, quantized=None, batch: int = 128) -> list[dict]:
-    """Correct each weight layer's bias (in place) for the mean output shift of int8 weights.
+    """Correct biases for the mean output shift of int8 weights, layer by layer.
 
-    ``x``: calibration inputs shaped like the model input (100-500 samples is plenty).
-    ``quantized``: an optional weight-quantized copy (e.g. AdaRound's result) to measure the shift
-    against; by default a nearest-rounded copy. Layers without a bias to hold the correction (no
-    bias and no BatchNorm after them) are skipped. Returns one record per layer:
-    ``{"layer", "mean_abs_shift_before", "corrected": bool}`` (shift in the layer's output units,
-    mean over channels of |E[float] - E[int8 weights]|)."""
-    q = quantized if quantized is not None else copy_model(model)
+    ``model`` is the float reference. Without ``quantized``, a nearest-rounded copy is simulated
+    and ``model``'s own biases are corrected in place (so that its int8 conversion is unbiased).
+    With ``quantized`` (a copy whose weights are already on the grid, e.g. AdaRound's result),
+    ``quantized``'s biases are corrected and ``model`` is left unchanged.
+    ``x``: calibration inputs shaped like the model input (100-500 samples is plenty). Layers
+    without a bias to hold the correction (no bias and no BatchNorm after them) are skipped.
+    Returns one record per layer: ``{"layer", "mean_abs_shift_before", "corrected": bool}`` (shift
+    in the layer's output units, mean over channels of |E[float] - E[int8 weights]|)."""
+    ref = copy_model(model)
     if quantized is None:
+        q = copy_model(model)
         quantize_weights(q)
-    g_f, g_q = model_graph(model), model_graph(q)
-    units_f, units_q = weight_units(g_f), weight_units(g_q)
+        targets = [model, q]
+    else:
+        q, targets = quantized, [quantized]
+    g_ref, g_q = model_graph(ref), model_graph(q)
+    units_ref, units_q = weight_units(g_ref), weight_units(g_q)
+    target_units = [weight_units(model_graph(t)) if t is not q else units_q for t in targets]
     out = []
-    for name, uf in units_f.items():
-        uq = units_q[name]
-        shift = _mean(model, g_f, uf, x, batch) - _mean(q, g_q, uq, x, batch)
-        fixable = uf.can_set_bias() and uq.can_set_bias()
+    for name, ur in units_ref.items():
+        shift = _mean(ref, g_ref, ur, x, batch) - _mean(q, g_q, units_q[name], x, batch)
+        fixable = all(u[name].can_set_bias() for u in target_units)
         if fixable:
-            uf.set_bias(uf.bias() + shift)
-            uq.set_bias(uq.bias() + shift)
+            for u in target_units:
+                u[name].set_bias(u[name].bias() + shift)
         out.append({"layer": name, "mean_abs_shift_before": float(np.abs(shift).mean()), "corrected": fixable})
     return out
 

@@ -83,6 +83,7 @@ def apply_fixes(model, fixes: Sequence[str], calib: np.ndarray, *, relu6: str = 
     if "adaround" in fixes:
         records["adaround"] = adaround(m, calib, iterations=adaround_iterations, log=log)
     if "bias_correction" in fixes:
+        # After AdaRound the weights are on the grid: correct them against the float reference.
         records["bias_correction"] = (bias_correction(ref, calib, quantized=m) if ref is not None
                                       else bias_correction(m, calib))
     ranges = None

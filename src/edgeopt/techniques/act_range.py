@@ -23,7 +23,7 @@ import numpy as np
 from edgeopt.errors import UserError
 
 METHODS = ("minmax", "percentile", "mse")
-MAX_VALUES = 200_000  # values kept per tensor and half (random subsample beyond)
+MAX_VALUES = 50_000  # values kept per tensor and half (random subsample beyond)
 MSE_GRID = np.linspace(0.05, 1.0, 40)
 
 

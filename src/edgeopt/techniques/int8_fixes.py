@@ -1,7 +1,10 @@
 """Apply the int8 accuracy fixes to a Keras model and keep those that measurably help.
 
 The fixes (each in its own module, with its paper):
-- ``cle``: BatchNorm folding, cross-layer equalization and high-bias absorption (``equalize``);
+- ``cle``: BatchNorm folding, cross-layer equalization and high-bias absorption (``equalize``),
+  pairs through ReLU6 left alone (float outputs unchanged);
+- ``cle_relu``: the same with those ReLU6 replaced by ReLU first, as Nagel et al. do (the float
+  model changes where an activation exceeded 6; agreement is still measured against the original);
 - ``bias_correction``: empirical correction of the weight-rounding output shift (``bias_correction``);
 - ``adaround``: adaptive rounding of weights onto the converter's int8 grid (``adaround``);
 - ``act_range``: per-tensor activation range among min/max, percentile and MSE (``act_range``);
@@ -24,8 +27,9 @@ import numpy as np
 
 from edgeopt.errors import UserError
 
-FIXES = ("cle", "bias_correction", "adaround", "act_range")
+FIXES = ("cle", "cle_relu", "bias_correction", "adaround", "act_range")
 ORDER = {f: i for i, f in enumerate(FIXES)}  # the order fixes are applied in
+EXCLUSIVE = {"cle", "cle_relu"}  # two variants of one fix
 
 
 @dataclass
@@ -40,6 +44,12 @@ class Trial:
 
     def score(self) -> tuple:
         return (self.agreement if self.agreement is not None else 0.0, -self.output_mse)
+
+    def beats(self, other: "Trial", mse_gain: float) -> bool:
+        """Higher agreement, or the same agreement and an output MSE at least ``mse_gain``
+        (relative) lower: smaller MSE differences are within calibration noise."""
+        mine, theirs = self.score()[0], other.score()[0]
+        return mine > theirs or (mine == theirs and self.output_mse < (1.0 - mse_gain) * other.output_mse)
 
     def summary(self) -> dict:
         return {"fixes": self.fixes, "agreement": self.agreement, "output_mse": self.output_mse,
@@ -77,8 +87,8 @@ def apply_fixes(model, fixes: Sequence[str], calib: np.ndarray, *, relu6: str = 
     fixes = _check(fixes)
     m = copy_model(model)
     records: dict = {}
-    if "cle" in fixes:
-        records["cle"] = equalize(m, relu6=relu6)
+    if "cle" in fixes or "cle_relu" in fixes:
+        records["cle"] = equalize(m, relu6="relu" if "cle_relu" in fixes else relu6)
     ref = copy_model(m) if "adaround" in fixes and "bias_correction" in fixes else None
     if "adaround" in fixes:
         records["adaround"] = adaround(m, calib, iterations=adaround_iterations, log=log)
@@ -149,7 +159,7 @@ def run_trial(model, fixes: Sequence[str], calib, val, ref_pred, **kw) -> Trial:
 
 def choose_fixes(model, calib: np.ndarray, val: np.ndarray, fixes: str | Sequence[str] = "auto", *,
                  candidates: Sequence[str] = FIXES, relu6: str = "keep", adaround_iterations: int = 200,
-                 log: Callable[[str], None] = lambda m: None) -> ChosenFixes:
+                 mse_gain: float = 0.05, log: Callable[[str], None] = lambda m: None) -> ChosenFixes:
     """Choose int8 fixes for a Keras classifier by measuring the converted int8 .tflite.
 
     ``calib``: calibration inputs (used by the fixes and the converter); ``val``: validation inputs
@@ -157,6 +167,8 @@ def choose_fixes(model, calib: np.ndarray, val: np.ndarray, fixes: str | Sequenc
     MSE as tie-break); both shaped like the model input. ``fixes``: "none" (converter default),
     "auto" (each of ``candidates`` alone, then greedily combined in order of gain, kept only when
     the combination scores higher), or an explicit list (applied as given, still measured).
+    A candidate beats another with higher agreement, or equal agreement and an output MSE at least
+    ``mse_gain`` (relative) lower.
     Cost: one conversion per trial (at most 2 x len(candidates)). Raises UserError for an unknown
     fix name or mode."""
     calib, val = np.asarray(calib, np.float32), np.asarray(val, np.float32)
@@ -177,15 +189,17 @@ def choose_fixes(model, calib: np.ndarray, val: np.ndarray, fixes: str | Sequenc
         t = run_trial(model, [f], calib, val, ref, **kw)
         trials.append(t)
         log(f"int8 fixes: {f} alone -> agreement {t.agreement}, output MSE {t.output_mse:.3g} ({t.seconds:.1f} s)")
-        if t.score() > base.score():
+        if t.beats(base, mse_gain):
             singles.append(t)
     singles.sort(key=Trial.score, reverse=True)
     best = singles[0] if singles else base
     for t in singles[1:]:
+        if EXCLUSIVE <= set(best.fixes + t.fixes):
+            continue
         cand = run_trial(model, best.fixes + t.fixes, calib, val, ref, **kw)
         trials.append(cand)
         log(f"int8 fixes: {'+'.join(cand.fixes)} -> agreement {cand.agreement}, output MSE {cand.output_mse:.3g}")
-        if cand.score() > best.score():
+        if cand.beats(best, mse_gain):
             best = cand
     return _result(best, trials)
 
@@ -203,6 +217,8 @@ def _check(fixes: Sequence[str]) -> list[str]:
     bad = [f for f in fixes if f not in FIXES]
     if bad:
         raise UserError(f"unknown int8 fix {bad[0]!r}; use any of: {', '.join(FIXES)}")
+    if EXCLUSIVE <= set(fixes):
+        raise UserError("use either cle or cle_relu, not both (two variants of the same fix)")
     return sorted(set(fixes), key=ORDER.get)
 
 

@@ -313,7 +313,6 @@ def markdown(results: list[dict], env: str, args) -> str:
 def checks(results: list[dict]) -> list[tuple[str, bool, str]]:
     out = []
     for r in results:
-        rows = {row["row"]: row for row in r["rows"]}
         ours = r["rows"][-1]
         base = r["rows"][0]
         peers = [row for row in r["rows"] if row["row"].startswith(("TFLite", "ONNX", "NNCF"))]
@@ -327,7 +326,6 @@ def checks(results: list[dict]) -> list[tuple[str, bool, str]]:
         if r["params"] >= 50_000:
             ratio = r["float_size"] / ours["size"]
             out.append((f"{r['model']}: int8 >= 3.5x smaller", ratio >= 3.5, f"{ratio:.2f}x"))
-        del rows
     return out
 
 
@@ -345,14 +343,20 @@ def main(argv=None) -> int:
     ap.add_argument("--latency-rounds", type=int, default=3)
     ap.add_argument("--out", default=str(RESULTS / "peers"))
     ap.add_argument("--benchmarks-md", default="", help="append the table to this BENCHMARKS.md")
+    ap.add_argument("--from-json", default="", help="comma-separated peers.json files of earlier runs "
+                    "(e.g. models run in parallel processes): combine them instead of measuring")
     args = ap.parse_args(argv)
     args.fixes = tuple(f for f in args.fixes.split(",") if f)
     from edgeopt.measure.env import cpu_info
 
     env = f"{cpu_info().get('model', 'unknown CPU')} ({os.cpu_count()} cores)"
     results = []
+    if args.from_json:
+        for f in args.from_json.split(","):
+            saved = json.loads(Path(f).read_text())
+            env, results = saved["env"], results + saved["results"]
     with tempfile.TemporaryDirectory() as tmp:
-        for name in [m for m in args.models.split(",") if m]:
+        for name in [m for m in args.models.split(",") if m and not args.from_json]:
             t0 = time.perf_counter()
             try:
                 results.append(run_model(name, args, Path(tmp)))

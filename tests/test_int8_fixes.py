@@ -194,3 +194,7 @@ def test_choose_fixes_measures_each_candidate(x):
     assert none.fixes == [] and len(none.trials) == 1
     with pytest.raises(UserError, match="unknown int8 fix"):
         choose_fixes(model, x[:24], x[24:], fixes=["gptq"])
+    with pytest.raises(UserError, match="either cle or cle_relu"):
+        choose_fixes(model, x[:24], x[24:], fixes=["cle", "cle_relu"])
+    with pytest.raises(UserError, match="auto"):
+        choose_fixes(model, x[:24], x[24:], fixes="all")

@@ -78,8 +78,6 @@ def choose_activation_ranges(float_tflite: bytes, x: np.ndarray, methods=METHODS
     Returns ``(ranges, choices)``: ranges in ai-edge-quantizer's QSV format
     (``{tensor: {"min": array, "max": array}}``) and one record per tensor ``{"tensor", "method",
     "min", "max", "errors"}``. Raises UserError for an unknown method or fewer than 2 samples."""
-    from edgeopt.techniques.calibration import activation_tensors, preserving_interpreter, run_batch
-
     methods = tuple(methods)
     for m in methods:
         if m not in METHODS:
@@ -88,8 +86,7 @@ def choose_activation_ranges(float_tflite: bytes, x: np.ndarray, methods=METHODS
         raise UserError(f"choosing activation ranges needs at least 2 calibration samples, got {len(x)}")
     rng = np.random.default_rng(seed)
     half = len(x) // 2
-    halves = [_values(preserving_interpreter, activation_tensors, run_batch, float_tflite, part, rng)
-              for part in (x[:half], x[half:])]
+    halves = [_values(float_tflite, part, rng) for part in (x[:half], x[half:])]
     ranges, choices = {}, []
     for name, (first, ndim) in halves[0].items():
         second = halves[1].get(name, (first, ndim))[0]
@@ -102,8 +99,10 @@ def choose_activation_ranges(float_tflite: bytes, x: np.ndarray, methods=METHODS
     return ranges, choices
 
 
-def _values(preserving_interpreter, activation_tensors, run_batch, model: bytes, x: np.ndarray, rng,
-            batch: int = 64) -> dict[str, tuple[np.ndarray, int]]:
+def _values(model: bytes, x: np.ndarray, rng, batch: int = 64) -> dict[str, tuple[np.ndarray, int]]:
+    """Tensor name -> (subsampled float values, rank) of every activation tensor over ``x``."""
+    from edgeopt.techniques.calibration import activation_tensors, preserving_interpreter, run_batch
+
     interp = preserving_interpreter(model)
     inp = interp.get_input_details()[0]
     names = activation_tensors(interp)

@@ -129,7 +129,6 @@ class Unit:
     """A weight layer plus the folded BatchNorm that holds its bias (if any)."""
     node: Node
     bn: Any = None
-    bn_stats: tuple[np.ndarray, np.ndarray] | None = None  # (beta, |gamma|) of the BN before folding
 
     @property
     def layer(self):

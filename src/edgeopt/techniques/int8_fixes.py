@@ -172,6 +172,10 @@ def choose_fixes(model, calib: np.ndarray, val: np.ndarray, fixes: str | Sequenc
     Cost: one conversion per trial (at most 2 x len(candidates)). Raises UserError for an unknown
     fix name or mode."""
     calib, val = np.asarray(calib, np.float32), np.asarray(val, np.float32)
+    if not isinstance(fixes, str):
+        fixes = _check(fixes)  # bad names fail before any conversion
+    elif fixes not in ("auto", "none"):
+        raise UserError(f"fixes must be 'auto', 'none' or a list of {', '.join(FIXES)}; got {fixes!r}")
     ref = np.asarray(model.predict(val, verbose=0, batch_size=256))
     kw = dict(relu6=relu6, adaround_iterations=adaround_iterations)
     base = run_trial(model, [], calib, val, ref, **kw)
@@ -180,12 +184,10 @@ def choose_fixes(model, calib: np.ndarray, val: np.ndarray, fixes: str | Sequenc
     if fixes == "none":
         return _result(base, trials)
     if not isinstance(fixes, str):
-        t = run_trial(model, _check(fixes), calib, val, ref, **kw)
+        t = run_trial(model, fixes, calib, val, ref, **kw)
         return _result(t, trials + [t])
-    if fixes != "auto":
-        raise UserError(f"fixes must be 'auto', 'none' or a list of {', '.join(FIXES)}; got {fixes!r}")
     singles = []
-    for f in _check(candidates):
+    for f in _check_names(candidates):
         t = run_trial(model, [f], calib, val, ref, **kw)
         trials.append(t)
         log(f"int8 fixes: {f} alone -> agreement {t.agreement}, output MSE {t.output_mse:.3g} ({t.seconds:.1f} s)")
@@ -211,15 +213,21 @@ def _result(t: Trial, trials: list[Trial]) -> ChosenFixes:
     return ChosenFixes(t.fixes, t.model, t.tflite, ranges, t.records, trials)
 
 
-def _check(fixes: Sequence[str]) -> list[str]:
+def _check_names(fixes: Sequence[str]) -> list[str]:
     if isinstance(fixes, str):
         fixes = [fixes]
     bad = [f for f in fixes if f not in FIXES]
     if bad:
         raise UserError(f"unknown int8 fix {bad[0]!r}; use any of: {', '.join(FIXES)}")
+    return sorted(set(fixes), key=ORDER.get)
+
+
+def _check(fixes: Sequence[str]) -> list[str]:
+    """Fix names to apply together, in application order (cle and cle_relu exclude each other)."""
+    fixes = _check_names(fixes)
     if EXCLUSIVE <= set(fixes):
         raise UserError("use either cle or cle_relu, not both (two variants of the same fix)")
-    return sorted(set(fixes), key=ORDER.get)
+    return fixes
 
 
 def _json_records(records: dict) -> dict:

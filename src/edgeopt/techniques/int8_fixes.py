@@ -1,0 +1,248 @@
+"""Apply the int8 accuracy fixes to a Keras model and keep those that measurably help.
+
+The fixes (each in its own module, with its paper):
+- ``cle``: BatchNorm folding, cross-layer equalization and high-bias absorption (``equalize``),
+  pairs through ReLU6 left alone (float outputs unchanged);
+- ``cle_relu``: the same with those ReLU6 replaced by ReLU first, as Nagel et al. do (the float
+  model changes where an activation exceeded 6; agreement is still measured against the original);
+- ``bias_correction``: empirical correction of the weight-rounding output shift (``bias_correction``);
+- ``adaround``: adaptive rounding of weights onto the converter's int8 grid (``adaround``);
+- ``act_range``: per-tensor activation range among min/max, percentile and MSE (``act_range``);
+  the int8 file is then made by ai-edge-quantizer with those ranges instead of the converter.
+
+``choose_fixes`` converts each candidate to a full-int8 .tflite and measures it against the float
+model on validation inputs (top-1 agreement, then output MSE), so a fix is kept only when the
+converted file agrees better, never on faith. The weight fixes change the Keras weights, so an
+ONNX or OpenVINO export of ``ChosenFixes.model`` gains from them too.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from edgeopt.errors import UserError
+
+FIXES = ("cle", "cle_relu", "bias_correction", "adaround", "act_range")
+ORDER = {f: i for i, f in enumerate(FIXES)}  # the order fixes are applied in
+EXCLUSIVE = {"cle", "cle_relu"}  # two variants of one fix
+
+
+@dataclass
+class Trial:
+    fixes: list[str]
+    agreement: float | None   # top-1 agreement with the float model on validation inputs
+    output_mse: float         # mean squared difference of the outputs
+    seconds: float
+    tflite: bytes = field(repr=False, default=b"")
+    model: Any = field(repr=False, default=None)
+    records: dict = field(repr=False, default_factory=dict)
+
+    def score(self) -> tuple:
+        return (self.agreement if self.agreement is not None else 0.0, -self.output_mse)
+
+    def beats(self, other: "Trial", mse_gain: float) -> bool:
+        """Higher agreement, or the same agreement and an output MSE at least ``mse_gain``
+        (relative) lower: smaller MSE differences are within calibration noise."""
+        mine, theirs = self.score()[0], other.score()[0]
+        return mine > theirs or (mine == theirs and self.output_mse < (1.0 - mse_gain) * other.output_mse)
+
+    def summary(self) -> dict:
+        return {"fixes": self.fixes, "agreement": self.agreement, "output_mse": self.output_mse,
+                "seconds": round(self.seconds, 2)}
+
+
+@dataclass
+class ChosenFixes:
+    """What ``choose_fixes`` returns: the chosen fixes, the fixed Keras model, the int8 .tflite it
+    gives (converter default, or ai-edge-quantizer when ``act_range`` is chosen), the activation
+    ranges (or None), per-fix records of what changed, and every trial measured."""
+    fixes: list[str]
+    model: Any
+    tflite: bytes
+    ranges: dict | None
+    records: dict
+    trials: list[Trial]
+
+    def details(self) -> dict:
+        """JSON-ready summary for a step's ``details`` (run.json)."""
+        return {"fixes": self.fixes, "trials": [t.summary() for t in self.trials],
+                "changed": _json_records(self.records)}
+
+
+def apply_fixes(model, fixes: Sequence[str], calib: np.ndarray, *, relu6: str = "keep",
+                adaround_iterations: int = 200, log: Callable[[str], None] | None = None):
+    """A fixed copy of ``model`` (the original is untouched), the activation ranges when
+    ``act_range`` is among ``fixes`` (else None), and per-fix records.
+
+    Returns ``(model, ranges, records)``. Raises UserError for an unknown fix name."""
+    from edgeopt.techniques.adaround import adaround
+    from edgeopt.techniques.bias_correction import bias_correction
+    from edgeopt.techniques.equalize import copy_model, equalize
+
+    fixes = _check(fixes)
+    m = copy_model(model)
+    records: dict = {}
+    if "cle" in fixes or "cle_relu" in fixes:
+        records["cle"] = equalize(m, relu6="relu" if "cle_relu" in fixes else relu6)
+    ref = copy_model(m) if "adaround" in fixes and "bias_correction" in fixes else None
+    if "adaround" in fixes:
+        records["adaround"] = adaround(m, calib, iterations=adaround_iterations, log=log)
+    if "bias_correction" in fixes:
+        # After AdaRound the weights are on the grid: correct them against the float reference.
+        records["bias_correction"] = (bias_correction(ref, calib, quantized=m) if ref is not None
+                                      else bias_correction(m, calib))
+    ranges = None
+    if "act_range" in fixes:
+        from edgeopt.techniques.act_range import choose_activation_ranges, method_counts
+
+        ranges, choices = choose_activation_ranges(float_tflite(m), calib)
+        records["act_range"] = {"methods": method_counts(choices), "tensors": len(choices)}
+    return m, ranges, records
+
+
+def float_tflite(model) -> bytes:
+    from edgeopt.convert import keras_to_tflite
+
+    return keras_to_tflite(model)
+
+
+def int8_tflite(model, calib: np.ndarray, ranges: dict | None = None) -> bytes:
+    """Full-int8 .tflite with float32 I/O: the TFLite converter's default (ops without an int8
+    kernel stay float) or, with ``ranges``, ai-edge-quantizer with those activation ranges."""
+    import tensorflow as tf
+
+    from edgeopt.convert import keras_to_tflite
+
+    if ranges is not None:
+        from edgeopt.techniques.ptq import aeq_static, float_io
+
+        return float_io(aeq_static(float_tflite(model), ranges, 8, True))
+
+    def representative():
+        for i in range(len(calib)):
+            yield [calib[i:i + 1]]
+
+    ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    return keras_to_tflite(model, optimizations=[tf.lite.Optimize.DEFAULT], representative_dataset=representative,
+                           target_spec={"supported_ops": ops})
+
+
+def tflite_predict(model: bytes, x: np.ndarray) -> np.ndarray:
+    from edgeopt.runtimes.litert import LiteRT
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.tflite"
+        path.write_bytes(model)
+        return LiteRT().load(path).predict(x)
+
+
+def compare(pred: np.ndarray, ref: np.ndarray) -> tuple[float | None, float]:
+    """(top-1 agreement or None for single-output regressors, output MSE)."""
+    pred, ref = pred.reshape(len(pred), -1), ref.reshape(len(ref), -1)
+    agree = float((pred.argmax(1) == ref.argmax(1)).mean()) if ref.shape[1] > 1 else None
+    return agree, float(np.mean((pred - ref) ** 2))
+
+
+def run_trial(model, fixes: Sequence[str], calib, val, ref_pred, **kw) -> Trial:
+    t0 = time.perf_counter()
+    m, ranges, records = apply_fixes(model, fixes, calib, **kw)
+    q = int8_tflite(m, calib, ranges)
+    agree, mse = compare(tflite_predict(q, val), ref_pred)
+    records["_ranges"] = ranges
+    return Trial(sorted(fixes, key=ORDER.get), agree, mse, time.perf_counter() - t0, q, m, records)
+
+
+def choose_fixes(model, calib: np.ndarray, val: np.ndarray, fixes: str | Sequence[str] = "auto", *,
+                 candidates: Sequence[str] = FIXES, relu6: str = "keep", adaround_iterations: int = 200,
+                 mse_gain: float = 0.05, log: Callable[[str], None] = lambda m: None) -> ChosenFixes:
+    """Choose int8 fixes for a Keras classifier by measuring the converted int8 .tflite.
+
+    ``calib``: calibration inputs (used by the fixes and the converter); ``val``: validation inputs
+    the choice is measured on (agreement of the int8 file's top-1 with the float model's, output
+    MSE as tie-break); both shaped like the model input. ``fixes``: "none" (converter default),
+    "auto" (each of ``candidates`` alone, then greedily combined in order of gain, kept only when
+    the combination scores higher), or an explicit list (applied as given, still measured).
+    A candidate beats another with higher agreement, or equal agreement and an output MSE at least
+    ``mse_gain`` (relative) lower.
+    Cost: one conversion per trial (at most 2 x len(candidates)). Raises UserError for an unknown
+    fix name or mode."""
+    calib, val = np.asarray(calib, np.float32), np.asarray(val, np.float32)
+    if not isinstance(fixes, str):
+        fixes = _check(fixes)  # bad names fail before any conversion
+    elif fixes not in ("auto", "none"):
+        raise UserError(f"fixes must be 'auto', 'none' or a list of {', '.join(FIXES)}; got {fixes!r}")
+    ref = np.asarray(model.predict(val, verbose=0, batch_size=256))
+    kw = dict(relu6=relu6, adaround_iterations=adaround_iterations)
+    base = run_trial(model, [], calib, val, ref, **kw)
+    trials = [base]
+    log(f"int8 fixes: converter default agreement {base.agreement}, output MSE {base.output_mse:.3g}")
+    if fixes == "none":
+        return _result(base, trials)
+    if not isinstance(fixes, str):
+        t = run_trial(model, fixes, calib, val, ref, **kw)
+        return _result(t, trials + [t])
+    singles = []
+    for f in _check_names(candidates):
+        t = run_trial(model, [f], calib, val, ref, **kw)
+        trials.append(t)
+        log(f"int8 fixes: {f} alone -> agreement {t.agreement}, output MSE {t.output_mse:.3g} ({t.seconds:.1f} s)")
+        if t.beats(base, mse_gain):
+            singles.append(t)
+    singles.sort(key=Trial.score, reverse=True)
+    best = singles[0] if singles else base
+    for t in singles[1:]:
+        if EXCLUSIVE <= set(best.fixes + t.fixes):
+            continue
+        cand = run_trial(model, best.fixes + t.fixes, calib, val, ref, **kw)
+        trials.append(cand)
+        log(f"int8 fixes: {'+'.join(cand.fixes)} -> agreement {cand.agreement}, output MSE {cand.output_mse:.3g}")
+        if cand.beats(best, mse_gain):
+            best = cand
+    return _result(best, trials)
+
+
+def _result(t: Trial, trials: list[Trial]) -> ChosenFixes:
+    ranges = t.records.pop("_ranges", None)
+    for other in trials:
+        other.records.pop("_ranges", None)
+    return ChosenFixes(t.fixes, t.model, t.tflite, ranges, t.records, trials)
+
+
+def _check_names(fixes: Sequence[str]) -> list[str]:
+    if isinstance(fixes, str):
+        fixes = [fixes]
+    bad = [f for f in fixes if f not in FIXES]
+    if bad:
+        raise UserError(f"unknown int8 fix {bad[0]!r}; use any of: {', '.join(FIXES)}")
+    return sorted(set(fixes), key=ORDER.get)
+
+
+def _check(fixes: Sequence[str]) -> list[str]:
+    """Fix names to apply together, in application order (cle and cle_relu exclude each other)."""
+    fixes = _check_names(fixes)
+    if EXCLUSIVE <= set(fixes):
+        raise UserError("use either cle or cle_relu, not both (two variants of the same fix)")
+    return fixes
+
+
+def _json_records(records: dict) -> dict:
+    def clean(v):
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items() if not k.startswith("_")}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        if isinstance(v, np.ndarray):
+            return v.tolist()
+        if isinstance(v, (np.floating, np.integer)):
+            return v.item()
+        return v
+    return clean(records)
+
+
+__all__ = ["FIXES", "ChosenFixes", "Trial", "apply_fixes", "choose_fixes", "compare", "int8_tflite",
+           "tflite_predict"]

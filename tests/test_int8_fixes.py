@@ -1,0 +1,200 @@
+"""int8 accuracy fixes: equivalence of folding/equalization, bias correction, AdaRound on the
+converter's grid, activation range choice, and choose_fixes measuring the converted file."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from edgeopt.errors import UserError
+
+
+def _randomize_bn(model, seed=0, beta_shift=0.0):
+    from keras import layers
+
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.gamma.assign(rng.uniform(0.2, 3.0, n))
+            layer.beta.assign(rng.normal(beta_shift, 1.0, n))
+            layer.moving_mean.assign(rng.normal(0, 1, n))
+            layer.moving_variance.assign(rng.uniform(0.1, 4.0, n))
+
+
+def conv_net(relu6_first=True, seed=0):
+    """Conv-BN-ReLU6 -> depthwise-BN-ReLU -> 1x1 conv-BN-ReLU -> separable-BN-ReLU -> GAP -> Dense."""
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((10, 10, 3))
+    x = layers.Conv2D(8, 3, padding="same", use_bias=False, name="c0")(inp)
+    x = layers.BatchNormalization(name="bn0")(x)
+    x = layers.ReLU(6.0 if relu6_first else None, name="act0")(x)
+    x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="dw")(x)
+    x = layers.BatchNormalization(name="bn1")(x)
+    x = layers.ReLU(name="act1")(x)
+    x = layers.Conv2D(12, 1, name="pw")(x)
+    x = layers.BatchNormalization(name="bn2")(x)
+    x = layers.ReLU(name="act2")(x)
+    x = layers.SeparableConv2D(8, 3, padding="same", name="sep")(x)
+    x = layers.BatchNormalization(name="bn3")(x)
+    x = layers.ReLU(name="act3")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dense(16, activation="relu", name="fc")(x)
+    out = layers.Dense(5, activation="softmax", name="logits")(x)
+    model = keras.Model(inp, out)
+    _randomize_bn(model, seed)
+    return model
+
+
+@pytest.fixture(scope="module")
+def x():
+    return np.random.default_rng(1).normal(size=(48, 10, 10, 3)).astype(np.float32)
+
+
+def test_fold_and_equalize_keep_float_outputs(x):
+    from edgeopt.techniques.equalize import cross_layer_equalize, fold_batchnorm
+
+    model = conv_net()
+    y0 = model.predict(x, verbose=0)
+    folded = fold_batchnorm(model)
+    assert {f["layer"] for f in folded} == {"c0", "dw", "pw", "sep"}
+    assert np.abs(model.predict(x, verbose=0) - y0).max() < 1e-5
+    report = cross_layer_equalize(model)  # relu6="keep": c0 -> dw goes through ReLU6 and is skipped
+    pairs = {(p["first"], p["second"]) for p in report["pairs"]}
+    assert ("c0", "dw") not in pairs and {("dw", "pw"), ("pw", "sep"), ("fc", "logits")} <= pairs
+    assert all(p["range_ratio_after"] <= p["range_ratio_before"] + 1e-6 for p in report["pairs"])
+    assert report["pairs"][0]["range_ratio_after"] < report["pairs"][0]["range_ratio_before"]
+    assert np.abs(model.predict(x, verbose=0) - y0).max() < 1e-5
+
+
+def test_relu6_to_relu_is_reported_and_measured(x):
+    from edgeopt.techniques.equalize import cross_layer_equalize, fold_batchnorm
+
+    model = conv_net()
+    fold_batchnorm(model)
+    report = cross_layer_equalize(model, relu6="relu")
+    assert report["relu6_replaced"] == ["act0"]
+    assert ("c0", "dw") in {(p["first"], p["second"]) for p in report["pairs"]}
+    with pytest.raises(UserError, match="relu6"):
+        cross_layer_equalize(model, relu6="clip")
+
+
+def test_high_bias_absorption_moves_bias_without_changing_outputs():
+    import keras
+    from keras import layers
+
+    from edgeopt.techniques.equalize import absorb_high_bias, fold_batchnorm
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)), layers.Dense(8, name="d0"),
+                              layers.BatchNormalization(name="bn"), layers.ReLU(), layers.Dense(3, name="d1")])
+    _randomize_bn(model, beta_shift=8.0)  # large beta: pre-activations far above zero
+    x = np.random.default_rng(0).normal(size=(64, 6)).astype(np.float32) * 0.1
+    y0 = model.predict(x, verbose=0)
+    absorbed = absorb_high_bias(model, fold_batchnorm(model))
+    assert absorbed and absorbed[0]["first"] == "d0" and absorbed[0]["mean_absorbed"] > 0
+    assert np.abs(model.predict(x, verbose=0) - y0).max() < 1e-4
+
+
+def test_bias_correction_reduces_output_mean_shift():
+    from edgeopt.techniques.bias_correction import bias_correction, output_mean_shift, quantize_weights
+    from edgeopt.techniques.equalize import copy_model, fold_batchnorm
+
+    model = conv_net(relu6_first=False)
+    fold_batchnorm(model)
+    original = copy_model(model)
+    nearest = copy_model(original)
+    quantize_weights(nearest)
+    x = np.abs(np.random.default_rng(2).normal(size=(400, 10, 10, 3))).astype(np.float32)
+    records = bias_correction(model, x[:200])
+    assert all(r["corrected"] for r in records)
+    corrected = copy_model(model)
+    quantize_weights(corrected)
+    held_out = x[200:]
+    before = output_mean_shift(original, nearest, held_out)
+    after = output_mean_shift(original, corrected, held_out)
+    assert after["logits"] < 0.5 * before["logits"]
+    assert sum(after.values()) < sum(before.values())
+
+
+def _tflite_int8_kernels(tflite: bytes) -> dict[str, np.ndarray]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=tflite)
+    out = {}
+    for d in it.get_tensor_details():
+        if np.dtype(d["dtype"]) != np.int8 or len(d["quantization_parameters"]["scales"]) < 2:
+            continue
+        try:
+            out[d["name"]] = it.get_tensor(d["index"])
+        except ValueError:
+            continue
+    return out
+
+
+def test_adaround_weights_lie_on_converter_grid_and_reduce_error(x):
+    from edgeopt.techniques.adaround import adaround, on_grid
+    from edgeopt.techniques.bias_correction import weight_scale
+    from edgeopt.techniques.equalize import fold_batchnorm
+    from edgeopt.techniques.int8_fixes import int8_tflite
+
+    model = conv_net(relu6_first=False)
+    fold_batchnorm(model)
+    records = adaround(model, x[:32], iterations=60, batch=16)
+    assert all(r["mse_adaround"] <= r["mse_nearest"] * 1.0001 for r in records)
+    assert sum(r["mse_adaround"] for r in records) < sum(r["mse_nearest"] for r in records)
+    assert max(on_grid(model).values()) < 1e-3
+    kernels = _tflite_int8_kernels(int8_tflite(model, x[:16]))
+    layouts = {"c0": ("kernel", False, (3, 0, 1, 2)), "pw": ("kernel", False, (3, 0, 1, 2)),
+               "dw": ("kernel", True, None), "fc": ("kernel", False, (1, 0)), "logits": ("kernel", False, (1, 0))}
+    for name, (attr, dw, perm) in layouts.items():
+        w = np.asarray(getattr(model.get_layer(name), attr))
+        ints = np.round(w / weight_scale(w, dw)).astype(np.int8)
+        want = ints.reshape(1, *ints.shape[:2], -1) if dw else np.transpose(ints, perm)
+        found = [v for n, v in kernels.items()
+                 if re.search(rf"/{name}(_\d+)?/", n) and v.shape == want.shape]
+        assert found, f"no int8 kernel for {name} in {list(kernels)}"
+        assert any(np.array_equal(v, want) for v in found), name
+
+
+def test_act_range_picks_percentile_when_outliers_are_rare():
+    from edgeopt.techniques.act_range import choose_range
+
+    rng = np.random.default_rng(0)
+    first = rng.normal(size=20000).astype(np.float32)
+    first[:3] = [300.0, -250.0, 400.0]  # rare spikes seen in calibration
+    second = rng.normal(size=20000).astype(np.float32)
+    picked = choose_range(first, second, methods=("minmax", "percentile"))
+    assert picked["method"] == "percentile" and picked["max"] < 10
+    assert choose_range(first, second)["method"] != "minmax"
+    clean = rng.uniform(-1, 1, size=20000).astype(np.float32)
+    plain = choose_range(clean, rng.uniform(-1, 1, size=20000).astype(np.float32))
+    assert plain["max"] > 0.99 and plain["min"] < -0.99  # nothing to clip: the full range is kept
+
+
+def test_choose_fixes_measures_each_candidate(x):
+    from edgeopt.techniques.equalize import copy_model
+    from edgeopt.techniques.int8_fixes import choose_fixes
+
+    model = conv_net()
+    weights = [w.copy() for w in model.get_weights()]
+    chosen = choose_fixes(model, x[:24], x[24:], candidates=("cle", "bias_correction"))
+    assert [t.fixes for t in chosen.trials][:3] == [[], ["cle"], ["bias_correction"]]
+    base = chosen.trials[0]
+    picked = next(t for t in chosen.trials if t.fixes == chosen.fixes)
+    assert chosen.fixes == [] or picked.beats(base, 0.05)
+    assert not any(t.beats(picked, 0.05) for t in chosen.trials[1:3])
+    assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights()))  # original untouched
+    assert chosen.tflite[4:8] == b"TFL3"
+    none = choose_fixes(copy_model(model), x[:24], x[24:], fixes="none")
+    assert none.fixes == [] and len(none.trials) == 1
+    with pytest.raises(UserError, match="unknown int8 fix"):
+        choose_fixes(model, x[:24], x[24:], fixes=["gptq"])
+    with pytest.raises(UserError, match="either cle or cle_relu"):
+        choose_fixes(model, x[:24], x[24:], fixes=["cle", "cle_relu"])
+    with pytest.raises(UserError, match="auto"):
+        choose_fixes(model, x[:24], x[24:], fixes="all")

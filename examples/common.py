@@ -78,8 +78,9 @@ def optimize(model, dataset, out: Path, recipes: list[str], *, runs: int, option
     out.mkdir(parents=True, exist_ok=True)
     model_path = out / f"{model.name}.keras"
     model.save(model_path)
-    run_dir = edgeopt.optimize(str(model_path), dataset, recipes=recipes, out=out / "run", runs=runs,
-                               options=options or {}, fresh=True)
+    run = edgeopt.optimize(str(model_path), dataset, recipes=recipes, out=out / "run", runs=runs,
+                           options=options or {}, fresh=True)
+    run_dir = run.path
     record = json.loads((Path(run_dir) / "run.json").read_text())
     record["_dir"] = str(run_dir)
     return record

@@ -57,9 +57,22 @@ def command():
             if isinstance(param, TyperArgument):
                 _plain_argument(param)
             elif not getattr(param, "is_flag", False) and param.metavar is None:
-                kind = getattr(param.type, "name", "text").split()[0].lower()
-                param.metavar = _TYPE_METAVARS.get(kind, "TEXT")
+                param.metavar = _TYPE_METAVARS.get(_kind(param), "TEXT")
     return cmd
+
+
+def _kind(param) -> str:
+    """The value type of an option ("int", "path", ...): click's type when the parameter has been
+    resolved, else the annotation typer keeps (Optional[...] and List[...] unwrapped)."""
+    import typing
+
+    if getattr(param, "type", None) is not None:
+        return getattr(param.type, "name", "text").split()[0].lower()
+    annotation = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+    for arg in typing.get_args(annotation) or (annotation,):
+        if arg is not type(None) and arg is not None:
+            return getattr(arg, "__name__", "text").lower()
+    return "text"
 
 
 def _plain_argument(param) -> None:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from edgeopt import validate
 from edgeopt.data import Dataset, check_against_model, load_data, quantized_input_range
 from edgeopt.errors import UserError
 from edgeopt.model_io import LoadedModel, load_keras, load_model
@@ -66,6 +67,7 @@ def profile(model, *, unsafe: bool = False, measure_arena: bool = True):
     """Per-layer/per-op graph statistics (params, MACs, memory) of a Keras, .tflite or .onnx model."""
     from edgeopt.measure import graph
 
+    _check_model(model)
     m = _as_model(model, unsafe)
     if m.kind == "keras":
         prof = graph.profile_keras(m.keras)
@@ -99,6 +101,8 @@ def bench(model, data, *, threads: int = 1, runs: int = 200, warmup: int = 20, u
     from edgeopt.measure.env import environment
 
     _check_counts(threads, runs)
+    _check_model(model)
+    _check_data(data, data_kwargs)
     m, ds, warnings = prepare(model, data, unsafe=unsafe, **data_kwargs)
     with tempfile.TemporaryDirectory() as tmp:
         artifact = to_artifact(m, Path(keep_artifact or tmp))
@@ -109,10 +113,28 @@ def bench(model, data, *, threads: int = 1, runs: int = 200, warmup: int = 20, u
 
 
 def _check_counts(threads: int, runs: int) -> None:
-    if threads < 1:
-        raise UserError(f"--threads must be at least 1 (got {threads})")
-    if runs < 1:
-        raise UserError(f"--runs must be at least 1 (got {runs})")
+    validate.count(threads, "--threads")
+    validate.count(runs, "--runs")
+
+
+def _check_model(model, kinds: tuple[str, ...] = ("keras", "tflite", "onnx")) -> None:
+    """A model path exists and looks like a model (a loaded model passes); nothing heavy loads."""
+    if isinstance(model, (str, Path)):
+        validate.model_path(model, kinds)
+
+
+def _check_data(data, data_kwargs: dict) -> None:
+    validate.data_source(data)
+    validate.count(data_kwargs.get("limit"), "--limit")
+
+
+def _check_target(target) -> None:
+    """A run directory (with run.json) or a model file, for estimate and recommend."""
+    path = Path(target)
+    if path.is_dir() and not (path / "saved_model.pb").exists():
+        validate.run_dir(path)
+    else:
+        validate.model_path(path)
 
 
 def plan_recipes(recipes: list | None, options: dict[str, Any] | None = None,
@@ -152,7 +174,11 @@ def optimize(model, data, *, recipes: list | None = None, recipe_file: str | Pat
     from edgeopt.steps import StepContext
 
     _check_counts(threads, runs)
+    _check_model(model)
+    _check_data(data, data_kwargs)
+    validate.output_dir(out)
     chains, options = plan_recipes(recipes, options, recipe_file)  # before any model or data loads
+    validate.options(options)
     log_given = log is not None
     log = log or (lambda msg: None)
     m, ds, warnings = prepare(model, data, unsafe=unsafe, **data_kwargs)
@@ -221,8 +247,11 @@ def compare(model, data, *, runtimes: list[str] | str | None = None,
         precs = parse_compare_precisions([p for p in items if str(p).strip()])
     except UserError as e:
         raise UserError(f"--precisions {','.join(map(str, items))!r}: {e}") from None
-    if not Path(model).exists():
-        raise UserError(f"model not found: {model}")
+    _check_model(model)
+    _check_data(data, data_kwargs)
+    validate.count(batch, "--batch")
+    validate.count(calibration, "--calibration")
+    validate.output_dir(out)
     if out is not None:
         from edgeopt.fsutil import ensure_writable_dir
 
@@ -255,6 +284,7 @@ def devices(*, device_class: str | None = None, devices_file: str | Path | None 
     from edgeopt.hardware.catalogue import load_devices
 
     _check_class(device_class)
+    validate.devices_file(devices_file)
     return [d for d in load_devices(devices_file).values() if device_class is None or d.device_class == device_class]
 
 
@@ -302,6 +332,8 @@ def estimate(target: str | Path, devices: list[str] | str, *, engine: str | None
     from edgeopt.results import EstimateRow, Estimates
 
     _check_power_inputs(engine, battery_mah, inferences_per_hour)
+    validate.devices_file(devices_file)
+    _check_target(target)
     devs = load_devices(devices_file)
     chosen = [get_device(name, devs) for name in ([devices] if isinstance(devices, str) else devices)]
     if not chosen:
@@ -325,6 +357,7 @@ def recommend(target: str | Path, *, max_latency_ms: float | None = None, max_po
     from edgeopt.results import Recommendations
 
     _check_power_inputs(engine, battery_mah, inferences_per_hour)
+    _check_target(target)
     devs = {d.name: d for d in devices(device_class=device_class, devices_file=devices_file)}
     recs = rank(_targets(target, progress), devs, max_latency_ms=max_latency_ms, max_power_w=max_power_w,
                 max_price=max_price, battery_mah=battery_mah, inferences_per_hour=inferences_per_hour,
@@ -338,6 +371,7 @@ def explain(run_dir: str | Path, variant: str) -> "Variant":
     Raises UserError for a missing run directory or variant (listing the variants)."""
     from edgeopt.engine.store import read_run
 
+    validate.run_dir(run_dir)
     run = read_run(Path(run_dir))
     try:
         return run.variant(variant)
@@ -358,7 +392,15 @@ def export(source: str | Path, *, out: str | Path, variant: str | None = None, t
     from edgeopt.results import ExportResult
 
     check_target(target)
+    validate.c_identifier(name)
+    validate.output_dir(out)
+    if data is not None:
+        validate.data_source(data)
     source = Path(source)
+    if source.is_dir():
+        validate.run_dir(source)
+    else:
+        validate.model_path(source, ("tflite", "onnx"))
     artifact = source
     if source.is_dir():
         from edgeopt.engine.store import load_run
@@ -392,6 +434,11 @@ def report(run_dir: str | Path, out: str | Path | None = None, *, devices_file: 
     from edgeopt.report.html import render_report
     from edgeopt.results import ReportResult
 
+    validate.run_dir(run_dir)
+    if out is not None and Path(out).is_dir():  # a folder: the report goes inside it
+        out = Path(out) / "report.html"
+    validate.output_file(out)
+    validate.devices_file(devices_file)
     options = {k: v for k, v in {"devices_file": devices_file, "device_names": device_names,
                                  "battery_mah": battery_mah, "inferences_per_hour": inferences_per_hour}.items()
                if v is not None}
@@ -406,6 +453,9 @@ def footprint(run_dir: str | Path, *, device: str, inferences_per_day: float, va
     on a ``cloud`` instance, each figure with its formula and source (``edgeopt.footprint``)."""
     from edgeopt.footprint import footprint as compute
 
+    validate.run_dir(run_dir)
+    validate.positive(inferences_per_day, "--inferences-per-day")
+    validate.devices_file(devices_file)
     return compute(run_dir, variant, device, inferences_per_day, cloud=cloud, region=region,
                    device_years=device_years, devices_file=devices_file)
 
@@ -525,6 +575,10 @@ def search(model, data, *, targets: list[str] | None = None, max_accuracy_drop: 
     from edgeopt.tuner.options import check_targets, parse_duration, parse_objectives
     from edgeopt.tuner.storage import check_url
 
+    _check_model(model, ("keras",))
+    _check_data(data, data_kwargs)
+    validate.output_dir(out)
+    validate.accuracy_budget(max_accuracy_drop)
     metrics = parse_objectives(objectives)
     budget_s = None if time_budget is None else parse_duration(time_budget)
     devices = check_targets(targets, metrics)

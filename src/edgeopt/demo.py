@@ -63,6 +63,9 @@ def run_demo(out: Path, quick: bool = False) -> list[Path]:
     from edgeopt.report.terminal import print_bench, print_profile, print_run, progress_bar
     from edgeopt.engine.store import load_run
 
+    from edgeopt import validate
+
+    validate.output_dir(out)  # before any training
     out = ensure_writable_dir(Path(out))
     runs = []
     recipes = [r for r in DEMO_RECIPES if _known(r)]

@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
         with progress_bar(disable=json_out, noun="row") as (_, step):
             result = api.compare(model, data, runtimes=runtimes, precisions=precisions, threads=threads, runs=runs,
                                  batch=batch, calibration=calibration, out=out, progress=step,
-                                 **({"limit": limit} if limit else {}))
+                                 **({"limit": limit} if limit is not None else {}))
         if json_out:
             from edgeopt.cli import print_json
 

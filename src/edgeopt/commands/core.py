@@ -15,7 +15,7 @@ LIMIT_HELP = "use at most N samples of the data"
 
 def _data_kwargs(x_key, y_key, label_column, limit) -> dict:
     kw = {"x_key": x_key, "y_key": y_key, "label_column": label_column}
-    if limit:
+    if limit is not None:
         kw["limit"] = limit
     return kw
 
@@ -148,10 +148,12 @@ def register(app: typer.Typer) -> None:
             from edgeopt.cli import print_json
 
             print_json(record)
-            return
-        from edgeopt.report.terminal import print_run
+        else:
+            from edgeopt.report.terminal import print_run
 
-        print_run(record, run.path)
+            print_run(record, run.path)
+        if any(v.get("status") != "done" for v in record["variants"]):
+            raise typer.Exit(code=1)  # a requested variant or the baseline failed; the table says why
 
     @app.command()
     def explain(

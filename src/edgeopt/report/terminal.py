@@ -105,6 +105,7 @@ def run_table(record: dict) -> Table:
     for col in ("variant", "status", "accuracy", "Δ pts", "size", "gzip", "x smaller", "p50 ms",
                 "speed vs float32", "TFLM arena"):
         table.add_column(col, justify="left" if col in ("variant", "status", "speed vs float32") else "right")
+    budget = run_budget(record)
     for v in record["variants"]:
         if v.get("status") != "done":
             table.add_row(v["name"], "[red]failed[/]", "-", "-", "-", "-", "-", "-",
@@ -113,7 +114,8 @@ def run_table(record: dict) -> Table:
         m, d = v["metrics"], v.get("vs_baseline", {})
         delta = d.get("accuracy_delta_points")
         table.add_row(
-            v["name"] + (" *" if v["name"] in front else ""), "done", _quality(m),
+            v["name"] + (" *" if v["name"] in front else ""),
+            f"[yellow]over budget (>{budget:g} pts)[/]" if over_budget(v, budget) else "done", _quality(m),
             "-" if delta is None else f"{delta:+.2f}",
             fmt_bytes(m["size_bytes"]), fmt_bytes(m["gzip_bytes"]),
             "-" if "size_ratio" not in d else f"{d['size_ratio']:.2f}",
@@ -124,19 +126,41 @@ def run_table(record: dict) -> Table:
     return table
 
 
+DEFAULT_BUDGET_POINTS = 1.0  # accuracy points a variant may lose when the run names no budget
+
+
+def run_budget(record: dict) -> float:
+    """The run's accuracy budget in points (``--max-accuracy-drop``; 1 point when none was given)."""
+    budget = (record.get("settings") or {}).get("options", {}).get("max_accuracy_drop")
+    return DEFAULT_BUDGET_POINTS if budget is None else float(budget)
+
+
+def over_budget(v: dict, budget: float) -> bool:
+    """A done variant that loses more than ``budget`` accuracy points against float32 (the
+    record's own ``over_budget`` flag when the engine set one)."""
+    if "over_budget" in v:
+        return bool(v["over_budget"])
+    return -float((v.get("vs_baseline") or {}).get("accuracy_delta_points", 0.0)) > budget
+
+
 def print_run(record: dict, path: Path) -> None:
     for w in record.get("warnings", []):
         warn(w)
     console.print(run_table(record))
     from edgeopt.engine.analysis import best_within_budget
 
-    budget = record.get("settings", {}).get("options", {}).get("max_accuracy_drop")
-    best = best_within_budget(record["variants"], budget)
-    if best:
-        within = f"within {budget} points of float32" if budget is not None else "of all variants"
-        if not best["budget_met"]:
-            within = f"no variant is within {budget} points; the most accurate"
-        console.print(f"best {within}: smallest [bold]{best['smallest']}[/], fastest [bold]{best['fastest']}[/]")
+    budget = run_budget(record)
+    within = [v for v in record["variants"] if v.get("status") == "done" and not over_budget(v, budget)]
+    best = best_within_budget(within, budget) if within else {}
+    over = [v["name"] for v in record["variants"] if v.get("status") == "done" and over_budget(v, budget)]
+    points = f"{budget:g} point{'s' if budget != 1 else ''}"
+    if over and not [v for v in within if v["name"] != "float32"]:
+        console.print(f"[yellow]no optimized variant stays within {points} of float32's accuracy[/] "
+                      f"({', '.join(over)} over the budget): keep float32, or allow more with "
+                      f"--max-accuracy-drop", highlight=False)
+    elif best:
+        console.print(f"best within {points} of float32's accuracy: smallest [bold]{best['smallest']}[/], "
+                      f"fastest [bold]{best['fastest']}[/]" + (f" ({', '.join(over)} over the budget)" if over else ""))
     note = _bigger_note(record)
     if note:
         console.print(note, highlight=False)
@@ -240,17 +264,26 @@ def progress_bar(disable: bool = False, noun: str = "variant"):
         yield (lambda msg: err_console.print(msg, highlight=False, markup=False, soft_wrap=True)), \
             (lambda name, i, n: None)
         return
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=err_console, transient=False) as progress:
-        task = progress.add_task(f"{noun}s", total=1)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                        TimeElapsedColumn(), console=err_console, transient=False)
+    task = progress.add_task(f"{noun}s", total=1)
 
-        def step(name: str, i: int, n: int) -> None:
-            progress.update(task, total=n, completed=i, description=f"{noun} {name}")
+    def started() -> Progress:  # the bar appears with the first message, i.e. after validation passed
+        if not progress.live.is_started:
+            progress.start()
+        return progress
 
-        def log(msg: str) -> None:
-            progress.console.log(msg, highlight=False)
+    def step(name: str, i: int, n: int) -> None:
+        started().update(task, total=n, completed=i, description=f"{noun} {name}")
 
+    def log(msg: str) -> None:
+        started().console.print(msg, highlight=False, markup=False, soft_wrap=True)
+
+    try:
         yield log, step
+    finally:
+        if progress.live.is_started:
+            progress.stop()
 
 
 @contextlib.contextmanager

@@ -1,0 +1,228 @@
+"""Checks of a command's inputs that run before anything heavy loads (no TensorFlow, Keras or model).
+
+Every API function that backs a command calls these first, so bad input is one ``UserError``
+line (exit code 2) within a fraction of a second, before any progress bar, and nothing is
+written: the checks read the file system but never create a folder.
+"""
+from __future__ import annotations
+
+import keyword
+import math
+import os
+import re
+import zipfile
+from pathlib import Path
+
+from edgeopt.errors import UserError
+
+MODEL_SUFFIXES = (".keras", ".h5", ".hdf5", ".tflite", ".onnx")
+DATA_SUFFIXES = (".npz", ".npy", ".csv")
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+# C and C++ keywords (C17 + C++20) that are valid-looking identifiers but cannot name a variable.
+C_KEYWORDS = frozenset("""
+auto break case char const continue default do double else enum extern float for goto if inline int
+long register restrict return short signed sizeof static struct switch typedef union unsigned void
+volatile while _Bool _Complex _Imaginary _Alignas _Alignof _Atomic _Generic _Noreturn _Static_assert
+_Thread_local alignas alignof and and_eq asm bitand bitor bool catch char8_t char16_t char32_t class
+compl concept consteval constexpr constinit const_cast co_await co_return co_yield decltype delete
+dynamic_cast explicit export false friend mutable namespace new noexcept not not_eq nullptr operator
+or or_eq private protected public reinterpret_cast requires static_assert static_cast template this
+thread_local throw true try typeid typename using virtual wchar_t xor xor_eq main
+""".split())
+
+
+def count(value, flag: str, minimum: int = 1) -> None:
+    """``value`` is None or an integer of at least ``minimum`` (``--runs``, ``--limit``, ...)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UserError(f"{flag} must be a whole number of at least {minimum} (got {value!r})")
+    if value < minimum:
+        raise UserError(f"{flag} must be at least {minimum} (got {value}); give e.g. {flag} {max(minimum, 1)}")
+
+
+def accuracy_budget(value, flag: str = "--max-accuracy-drop") -> None:
+    """``value`` is None or a finite number of accuracy points within [0, 100]."""
+    if value is None:
+        return
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{flag} must be a number of accuracy points (got {value!r}); e.g. {flag} 1") from None
+    if not math.isfinite(number) or not 0 <= number <= 100:
+        raise UserError(f"{flag} must be a finite number of accuracy points from 0 to 100 (got {value}); "
+                        f"e.g. {flag} 1")
+
+
+def options(opts: dict | None) -> None:
+    """Run-level numbers among the step options: the budget and the calibration sample count."""
+    opts = opts or {}
+    accuracy_budget(opts.get("max_accuracy_drop"))
+    if "calibration_samples" in opts:
+        count(opts["calibration_samples"], "--calibration-samples")
+
+
+def output_dir(path, flag: str = "--out") -> None:
+    """``path`` can be a folder we write into: not an existing file, and the nearest existing
+    folder on its way is writable. Creates nothing."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} is a file, not a folder; give a folder path (it is created if missing)")
+    _writable_ancestor(path, flag)
+
+
+def output_file(path, flag: str = "--out") -> None:
+    """``path`` can be written as a file: not an existing folder, and its folder is writable."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a folder; give a file path such as {path / 'report.html'}")
+    _writable_ancestor(path.parent if str(path.parent) else Path("."), flag)
+
+
+def _writable_ancestor(path: Path, flag: str) -> None:
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise UserError(f"{flag} {path}: {probe} is a file, so no folder can be made there; choose another path")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: {probe} is not writable; choose a folder you can write to")
+
+
+def model_path(path, kinds: tuple[str, ...] = ("keras", "tflite", "onnx")) -> str:
+    """The kind ("keras", "tflite", "onnx") of an existing model file or SavedModel folder; a cheap
+    look at the container (zip, HDF5, TFLite magic) refuses empty, truncated or wrong files."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"model not found: {path}; give the path of a .keras/.h5 file, SavedModel folder, "
+                        f".tflite or .onnx")
+    if path.is_dir():
+        if not (path / "saved_model.pb").exists():
+            raise UserError(f"{path} is a folder but not a SavedModel (no saved_model.pb inside); give a "
+                            f"model file (.keras, .h5, .tflite, .onnx)")
+        kind = "keras"
+    else:
+        suffix = path.suffix.lower()
+        if suffix not in MODEL_SUFFIXES:
+            raise UserError(f"unsupported model file {path.name}: use .keras, .h5, a SavedModel folder, "
+                            f".tflite or .onnx")
+        kind = {".tflite": "tflite", ".onnx": "onnx"}.get(suffix, "keras")
+        _check_container(path, suffix)
+    if kind not in kinds:
+        wanted = " or ".join("a Keras model (.keras/.h5/SavedModel)" if k == "keras" else f"a .{k} file"
+                             for k in kinds)
+        raise UserError(f"{path.name} is a .{kind} model; this command needs {wanted}")
+    return kind
+
+
+def _check_container(path: Path, suffix: str) -> None:
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    if size == 0:
+        raise UserError(f"{path.name} is empty (0 bytes); re-save or re-download the model")
+    if suffix == ".keras":
+        _check_keras_zip(path)
+    elif suffix in (".h5", ".hdf5") and head != _HDF5_MAGIC:
+        raise UserError(f"{path.name} is not an HDF5 file (corrupt, truncated or another format); re-save it "
+                        f"with model.save('model.keras')")
+    elif suffix == ".tflite" and (size < 8 or head[4:8] != b"TFL3"):
+        raise UserError(f"{path.name} is not a TFLite flatbuffer (corrupt, truncated or another format); "
+                        f"re-convert or re-download it")
+
+
+def _check_keras_zip(path: Path) -> None:
+    bad = f"{path.name} is not a valid .keras file (corrupt or truncated zip); re-save it with model.save()"
+    if not zipfile.is_zipfile(path):
+        raise UserError(bad)
+    try:
+        with zipfile.ZipFile(path) as z:
+            if z.testzip() is not None or "config.json" not in z.namelist():
+                raise UserError(bad)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError):
+        raise UserError(bad) from None
+
+
+def data_source(data) -> None:
+    """``data`` is a built-in dataset name or an existing .npz/.npy/.csv file or image folder."""
+    if data is None or not isinstance(data, (str, Path)):
+        return
+    from edgeopt.data import BUILTINS
+
+    name = str(data)
+    if name in BUILTINS:
+        return
+    path = Path(name)
+    if not path.exists():
+        raise UserError(f"data not found: {name}; give {', '.join(BUILTINS)}, a .npz/.npy/.csv file or an "
+                        f"image folder (see README: Data)")
+    if path.is_file() and path.suffix.lower() not in DATA_SUFFIXES:
+        raise UserError(f"unsupported data file {path.name}: use .npz, .npy, .csv or an image folder")
+    if path.is_file() and path.stat().st_size == 0:
+        raise UserError(f"data file {path.name} is empty (0 bytes); give a file with samples")
+
+
+def run_dir(path) -> None:
+    """``path`` is a run directory (a folder with run.json) made by ``edgeopt optimize``."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"run directory not found: {path}; make one with edgeopt optimize")
+    if not path.is_dir():
+        raise UserError(f"{path} is a file, not a run directory; give the folder edgeopt optimize wrote")
+    if not (path / "run.json").is_file():
+        raise UserError(f"{path} is not a run directory (no run.json); make one with edgeopt optimize")
+
+
+def c_identifier(name, flag: str = "--name") -> None:
+    """``name`` is a C identifier that is no C/C++ keyword (it names an array in the bundle)."""
+    if name is None:
+        return
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(name)):
+        raise UserError(f"{flag} {name!r} is not a C identifier; use letters, digits and _ (not first a "
+                        f"digit), e.g. {flag} model")
+    if name in C_KEYWORDS or keyword.iskeyword(name):
+        raise UserError(f"{flag} {name!r} is a C/C++ keyword; choose another name, e.g. {flag} {name}_model")
+
+
+def devices_file(path) -> None:
+    """``path`` is None or an existing YAML file (its contents are checked when it is read)."""
+    if path is None:
+        return
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"device file not found: {path}; give a YAML file (see: edgeopt devices --help)")
+    if path.is_dir():
+        raise UserError(f"--devices-file {path} is a folder; give a YAML file")
+    if path.suffix.lower() not in (".yaml", ".yml"):
+        raise UserError(f"--devices-file {path.name} is not a .yaml/.yml file")
+
+
+def device_names(names, file=None) -> None:
+    """Every name is a device of the catalogue (or of ``file``): UserError with close matches."""
+    from edgeopt.hardware.catalogue import get_device, load_devices
+
+    devices_file(file)
+    names = [names] if isinstance(names, str) else list(names or [])
+    if not names:
+        return
+    devs = load_devices(file)
+    for name in names:
+        get_device(name, devs)
+
+
+def positive(value, flag: str) -> None:
+    """``value`` is None or a finite number above 0."""
+    if value is None:
+        return
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+        raise UserError(f"{flag} must be a finite number above 0 (got {value!r})")

@@ -298,3 +298,121 @@ def test_fails_before_any_framework_in_a_fresh_process(case_id, world, tmp_path)
     assert rc == 2 and heavy == [], (rc, heavy, proc.stderr)
     assert proc.stderr.count("\n") == 1 and expected.lower() in proc.stderr.lower(), proc.stderr
     assert seconds < 2.0 * 3, seconds  # under 2 s on an idle machine; x3 for a loaded CI box
+
+
+# ------------------------------------------------------------------ exit codes 0 / 1 and honest summaries
+
+def _record(variants: list[dict], budget=None) -> dict:
+    options = {} if budget is None else {"max_accuracy_drop": budget}
+    return {"schema_version": 2, "name": "run", "model": {"path": "m.keras"}, "data": {"source": "digits"},
+            "settings": {"options": options}, "variants": variants}
+
+
+def _done(name: str, accuracy_delta: float | None, size: int, p50: float) -> dict:
+    v = {"name": name, "recipe": [name], "status": "done", "artifact": f"{name}/m.tflite",
+         "metrics": {"accuracy": 0.9, "size_bytes": size, "gzip_bytes": size, "latency_ms": {"p50_ms": p50}}}
+    if accuracy_delta is not None:
+        v["vs_baseline"] = {"accuracy_delta_points": accuracy_delta, "size_ratio": 1.0, "speed": "1.00x"}
+    return v
+
+
+def _failed(name: str, why: str) -> dict:
+    return {"name": name, "recipe": [name], "status": "failed", "error": why}
+
+
+@pytest.mark.parametrize("json_out", [False, True])
+def test_optimize_exits_1_when_every_variant_failed(tmp_path, capsys, monkeypatch, json_out):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text(json.dumps(_record(
+        [_failed("float32", "conversion failed: op Foo"), _failed("int8", "calibration failed: NaN")])))
+
+    class FakeRun:
+        path = run_dir
+
+    monkeypatch.setattr("edgeopt.api.optimize", lambda *a, **k: FakeRun())
+    code = main(["optimize", str(tmp_path / "m.keras"), "-d", "digits", "-r", "int8", "--out", str(run_dir)]
+                + (["--json"] if json_out else []))
+    out, err = capsys.readouterr()
+    assert code == 1, err
+    if json_out:
+        assert [v["status"] for v in json.loads(out)["variants"]] == ["failed", "failed"]
+    else:
+        assert "float32 failed" in out and "conversion failed: op Foo" in out and "calibration failed" in out
+
+
+def test_optimize_exits_0_when_every_variant_is_done(tmp_path, capsys, monkeypatch):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text(json.dumps(_record([_done("float32", None, 1000, 1.0),
+                                                          _done("int8", -0.2, 300, 0.5)])))
+    monkeypatch.setattr("edgeopt.api.optimize", lambda *a, **k: type("R", (), {"path": run_dir})())
+    assert main(["optimize", "m.keras", "-d", "digits", "-r", "int8", "--out", str(run_dir)]) == 0
+
+
+def test_compare_exits_1_when_a_row_failed_but_not_for_unsupported_rows(capsys, monkeypatch):
+    from edgeopt.compare import Row
+    from edgeopt.core.precision import Precision
+    from edgeopt.results import CompareResult
+
+    def fake(rows):
+        return lambda *a, **k: CompareResult("m.tflite", {"name": "digits"}, 1, 5, rows, {})
+
+    unsupported = Row("tflm", Precision("float16"), status="unsupported", reason="no float16 kernels")
+    failed = Row("openvino", Precision("int8"), status="failed", reason="calibration crashed")
+    monkeypatch.setattr("edgeopt.api.compare", fake([unsupported]))
+    assert main(["compare", "m.tflite", "-d", "digits", "--json"]) == 0
+    monkeypatch.setattr("edgeopt.api.compare", fake([unsupported, failed]))
+    assert main(["compare", "m.tflite", "-d", "digits", "--json"]) == 1
+
+
+def test_over_budget_variant_is_marked_and_never_best(capsys):
+    from edgeopt.report.terminal import print_run
+
+    print_run(_record([_done("float32", None, 1000, 1.0), _done("int8", -3.5, 250, 0.4),
+                       _done("float16", -0.1, 500, 0.9)]), Path("run"))
+    out = " ".join(capsys.readouterr().out.split())
+    assert "over budget" in out  # the table marks int8 (3.5 points > the default 1 point)
+    best = out[out.index("best within 1 point"):]
+    assert "smallest float16" in best and "fastest float16" in best and "int8 over the budget" in best
+
+
+def test_summary_says_when_no_optimized_variant_meets_the_budget(capsys):
+    from edgeopt.report.terminal import print_run
+
+    print_run(_record([_done("float32", None, 1000, 1.0), _done("int8", -2.0, 250, 0.4)], budget=0.5),
+              Path("run"))
+    out = " ".join(capsys.readouterr().out.split())
+    assert "no optimized variant stays within 0.5 points" in out and "best within" not in out
+
+
+def test_report_out_folder_gets_report_html_inside(tmp_path, monkeypatch):
+    from edgeopt import api
+
+    written = {}
+
+    def fake_render(run_dir, out=None, **options):
+        written["out"] = out
+        out.write_text("<html></html>")
+        return out
+
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("edgeopt.report.html"), "render_report", fake_render)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text(json.dumps(_record([])))
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    assert api.report(run_dir, folder).path == folder / "report.html" == written["out"]
+
+
+def test_float_labels_for_a_classifier_are_refused(tmp_path, capsys, slide_mlp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "floaty.npz"
+    np.savez(data, x=rng.random((120, 2), dtype=np.float32), y=rng.random(120).astype(np.float32) * 3)
+    code = main(["bench", str(slide_mlp_path), "-d", str(data), "--runs", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "give integer class ids" in err, err

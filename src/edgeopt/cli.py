@@ -10,7 +10,11 @@ import typer
 
 app = typer.Typer(
     name="edgeopt",
-    help="Make trained models fit and run fast on edge devices, with measurements to choose by.",
+    help="Make trained models fit and run fast on edge devices, with measurements to choose by.\n\n"
+         "Exit codes: 0 = everything requested is done; 1 = a variant, the baseline, a compare row or every "
+         "trial of a search target failed (the table says which and why), or "
+         "an internal error; 2 = bad input (one 'error:' line on stderr, checked before any work, nothing "
+         "written); 130 = interrupted (finished variants are kept: re-run to resume).",
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,

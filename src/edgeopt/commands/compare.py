@@ -42,7 +42,9 @@ def register(app: typer.Typer) -> None:
             from edgeopt.cli import print_json
 
             print_json(result.to_dict())
-            return
-        from edgeopt.report.terminal import print_compare
+        else:
+            from edgeopt.report.terminal import print_compare
 
-        print_compare(result, title=f"{model.name} on {result.data['name']}")
+            print_compare(result, title=f"{model.name} on {result.data['name']}")
+        if any(r.status == "failed" for r in result.rows):  # unsupported/unavailable rows are not failures
+            raise typer.Exit(code=1)

@@ -178,7 +178,8 @@ def register(app: typer.Typer) -> None:
     def report(
         run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help=RUN_HELP),
         out: Optional[Path] = typer.Option(None, "--out", metavar="FILE",
-                                           help="HTML file to write (default RUN_DIR/report.html)"),
+                                           help="HTML file to write, or a folder to write report.html into "
+                                                "(default RUN_DIR/report.html)"),
         json_out: bool = typer.Option(False, "--json", help="print JSON only"),
     ):
         """Write a self-contained HTML report: summary, trade-off plots, device fit, per-layer view,

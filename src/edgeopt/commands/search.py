@@ -48,8 +48,10 @@ def register(app: typer.Typer) -> None:
                                 progress=live.update)
         if json_out:
             print_json(result.to_dict())
-            return
-        _print_result(result)
+        else:
+            _print_result(result)
+        if any(tr.best is None and tr.closest is None for tr in result.targets.values()):
+            raise typer.Exit(code=1)  # a target got no finished trial at all (its sentence says why)
 
     @app.command()
     def worker(

@@ -28,9 +28,9 @@ CASES = [
     ("profile-empty-keras", "profile {w}/empty.keras", "is empty"),
     ("profile-text-as-keras", "profile {w}/text.keras", "not a valid .keras file"),
     ("profile-truncated-keras", "profile {w}/truncated.keras", "re-save it"),
-    ("profile-flipped-keras", "profile {w}/flipped.keras", "corrupt or truncated"),
+    ("profile-flipped-keras", "profile {w}/flipped.keras", "corrupt, truncated"),
     ("profile-bad-h5", "profile {w}/bad.h5", "not an HDF5 file"),
-    ("profile-bad-tflite", "profile {w}/bad.tflite", "not a TFLite flatbuffer"),
+    ("profile-bad-tflite", "profile {w}/bad.tflite", "not a .tflite flatbuffer"),
     ("profile-empty-onnx", "profile {w}/empty.onnx", "is empty"),
     ("profile-unknown-option", "profile {w}/good.keras --frobnicate", "No such option"),
     # ---- bench
@@ -45,7 +45,7 @@ CASES = [
     ("bench-unknown-data-name", "bench {w}/good.keras -d mnist-digits", "data not found"),
     ("bench-data-txt", "bench {w}/good.keras -d {w}/data.txt", "use .npz, .npy, .csv"),
     ("bench-empty-csv", "bench {w}/good.keras -d {w}/empty.csv", "is empty"),
-    ("bench-truncated-keras", "bench {w}/truncated.keras -d digits", "corrupt or truncated"),
+    ("bench-truncated-keras", "bench {w}/truncated.keras -d digits", "corrupt, truncated"),
     ("bench-no-data", "bench {w}/good.keras", "Missing option '--data'"),
     # ---- optimize
     ("optimize-unknown-recipe", "optimize {w}/good.keras -d digits -r int9 --out {o}/run", "unknown recipe step"),
@@ -96,13 +96,13 @@ CASES = [
     ("optimize-empty-chain-step", "optimize {w}/good.keras -d digits -r prune,,int8x --out {o}/run",
      "unknown recipe step"),
     # ---- explain
-    ("explain-missing-run", "explain {w}/nope_run int8", "run directory not found"),
+    ("explain-missing-run", "explain {w}/nope_run int8", "is not a run directory (not found)"),
     ("explain-run-is-file", "explain {w}/model.txt int8", "is a file"),
     ("explain-not-a-run", "explain {w}/plain_dir int8", "no run.json"),
     ("explain-unknown-variant", "explain {w}/run int9", "variants: float32"),
     ("explain-bad-run-json", "explain {w}/broken_run int8", "not valid JSON"),
     # ---- report
-    ("report-missing-run", "report {w}/nope_run --out {o}/r.html", "run directory not found"),
+    ("report-missing-run", "report {w}/nope_run --out {o}/r.html", "is not a run directory (not found)"),
     ("report-not-a-run", "report {w}/plain_dir --out {o}/r.html", "no run.json"),
     ("report-run-is-file", "report {w}/model.txt", "is a file"),
     ("report-out-under-file", "report {w}/run --out {o}/afile/r.html", "is a file"),
@@ -117,7 +117,7 @@ CASES = [
     ("export-missing-source", "export {w}/nope.tflite --out {o}/b", "model not found"),
     ("export-out-is-file", "export {w}/good.tflite --out {o}/afile", "is a file"),
     ("export-not-a-run", "export {w}/plain_dir --out {o}/b", "no run.json"),
-    ("export-bad-tflite", "export {w}/bad.tflite --out {o}/b", "not a TFLite flatbuffer"),
+    ("export-bad-tflite", "export {w}/bad.tflite --out {o}/b", "not a .tflite flatbuffer"),
     ("export-keras-source", "export {w}/good.keras --out {o}/b", "needs a .tflite file or a .onnx file"),
     ("export-missing-data", "export {w}/good.tflite --out {o}/b --data {w}/nope.npz", "data not found"),
     ("export-no-out", "export {w}/good.tflite", "Missing option '--out'"),
@@ -140,7 +140,7 @@ CASES = [
     # ---- estimate
     ("estimate-unknown-device", "estimate {w}/good.tflite --device esp32-s9", "esp32-s9"),
     ("estimate-missing-target", "estimate {w}/nope.tflite --device host-cpu", "model not found"),
-    ("estimate-bad-target", "estimate {w}/bad.tflite --device host-cpu", "not a TFLite flatbuffer"),
+    ("estimate-bad-target", "estimate {w}/bad.tflite --device host-cpu", "not a .tflite flatbuffer"),
     ("estimate-dir-not-run", "estimate {w}/plain_dir --device host-cpu", "no run.json"),
     ("estimate-devices-file-missing", "estimate {w}/good.tflite --device host-cpu --devices-file {w}/nope.yaml",
      "device file not found"),
@@ -170,7 +170,7 @@ CASES = [
     ("compare-flipped-keras", "compare {w}/flipped.keras -d digits", "re-save it"),
     # ---- footprint
     ("footprint-missing-run", "footprint {w}/nope_run --device host-cpu --inferences-per-day 10",
-     "run directory not found"),
+     "is not a run directory (not found)"),
     ("footprint-unknown-device", "footprint {w}/run --device esp32-s9 --inferences-per-day 10", "esp32-s9"),
     ("footprint-zero-rate", "footprint {w}/run --device host-cpu --inferences-per-day 0", "--inferences-per-day"),
     ("footprint-nan-rate", "footprint {w}/run --device host-cpu --inferences-per-day nan", "--inferences-per-day"),

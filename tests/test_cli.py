@@ -210,7 +210,8 @@ def test_console_script_runs_as_a_process(tmp_path, slide_mlp_path):
     proc = subprocess.run(EDGEOPT + ["bench", str(tmp_path / "nope.keras"), "--data", "blobs2d"],
                           capture_output=True, text=True)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == f"error: model not found: {tmp_path / 'nope.keras'}"
+    assert proc.stderr.startswith(f"error: model not found: {tmp_path / 'nope.keras'}; ")
+    assert proc.stderr.count("\n") == 1
 
 
 @pytest.mark.slow

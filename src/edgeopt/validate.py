@@ -91,7 +91,7 @@ def _writable_ancestor(path: Path, flag: str) -> None:
             break
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
-        raise UserError(f"{flag} {path}: {probe} is a file, so no folder can be made there; choose another path")
+        raise UserError(f"cannot create output folder {path}: {probe} is a file; choose another {flag}")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise UserError(f"{flag} {path}: {probe} is not writable; choose a folder you can write to")
 
@@ -137,12 +137,13 @@ def _check_container(path: Path, suffix: str) -> None:
         raise UserError(f"{path.name} is not an HDF5 file (corrupt, truncated or another format); re-save it "
                         f"with model.save('model.keras')")
     elif suffix == ".tflite" and (size < 8 or head[4:8] != b"TFL3"):
-        raise UserError(f"{path.name} is not a TFLite flatbuffer (corrupt, truncated or another format); "
+        raise UserError(f"{path.name} is not a .tflite flatbuffer (corrupt, truncated or another format); "
                         f"re-convert or re-download it")
 
 
 def _check_keras_zip(path: Path) -> None:
-    bad = f"{path.name} is not a valid .keras file (corrupt or truncated zip); re-save it with model.save()"
+    bad = (f"{path.name} is not a valid .keras file (a zip archive; this one is corrupt, truncated or "
+           f"another format); re-save it with model.save()")
     if not zipfile.is_zipfile(path):
         raise UserError(bad)
     try:
@@ -176,7 +177,7 @@ def run_dir(path) -> None:
     """``path`` is a run directory (a folder with run.json) made by ``edgeopt optimize``."""
     path = Path(path)
     if not path.exists():
-        raise UserError(f"run directory not found: {path}; make one with edgeopt optimize")
+        raise UserError(f"{path} is not a run directory (not found); make one with edgeopt optimize")
     if not path.is_dir():
         raise UserError(f"{path} is a file, not a run directory; give the folder edgeopt optimize wrote")
     if not (path / "run.json").is_file():

@@ -416,3 +416,11 @@ def test_float_labels_for_a_classifier_are_refused(tmp_path, capsys, slide_mlp_p
     code = main(["bench", str(slide_mlp_path), "-d", str(data), "--runs", "2"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "give integer class ids" in err, err
+
+
+def test_default_run_directory_is_checked_too(world, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").write_text("a file where the default run folder goes")
+    code = main(["optimize", str(world / "good.keras"), "-d", "digits", "-r", "int8"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "cannot create output folder runs/good" in err, err

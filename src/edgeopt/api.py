@@ -176,7 +176,8 @@ def optimize(model, data, *, recipes: list | None = None, recipe_file: str | Pat
     _check_counts(threads, runs)
     _check_model(model)
     _check_data(data, data_kwargs)
-    validate.output_dir(out)
+    validate.output_dir(out if out is not None or not isinstance(model, (str, Path))
+                        else Path("runs") / Path(model).stem)
     chains, options = plan_recipes(recipes, options, recipe_file)  # before any model or data loads
     validate.options(options)
     log_given = log is not None
@@ -575,9 +576,6 @@ def search(model, data, *, targets: list[str] | None = None, max_accuracy_drop: 
     from edgeopt.tuner.options import check_targets, parse_duration, parse_objectives
     from edgeopt.tuner.storage import check_url
 
-    _check_model(model, ("keras",))
-    _check_data(data, data_kwargs)
-    validate.output_dir(out)
     validate.accuracy_budget(max_accuracy_drop)
     metrics = parse_objectives(objectives)
     budget_s = None if time_budget is None else parse_duration(time_budget)
@@ -595,6 +593,9 @@ def search(model, data, *, targets: list[str] | None = None, max_accuracy_drop: 
     if study is not None and (":" in study or not study.strip()):
         raise UserError(f"--study {study!r} must be non-empty and without ':'")
     _check_counts(threads, runs)
+    _check_model(model, ("keras",))
+    _check_data(data, data_kwargs)
+    validate.output_dir(out)
     from edgeopt.tuner import searching
 
     return searching.run(model, data, devices=devices, metrics=metrics, max_accuracy_drop=max_accuracy_drop,

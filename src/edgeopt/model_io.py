@@ -228,11 +228,11 @@ def _load_tflite(path: Path) -> LoadedModel:
 
 def _tflite_producers(path: Path) -> dict:
     """Output tensor name/index -> (op type, first input index, fused activation) of a .tflite."""
-    from edgeopt.measure.graph import read_tflite
-    from edgeopt.measure.graph import tflite_io_names
+    from edgeopt.core.tflite import read_tflite
+    from edgeopt.core.tflite import tflite_io_names
 
     try:
-        g = read_tflite(path, resolve_shapes=False)
+        g = read_tflite(path)
         _, names, _ = tflite_io_names(path.read_bytes())
     except UserError:
         return {}

@@ -35,7 +35,7 @@ def accuracy_oracle(dataset, threads: int = 1) -> Callable[[Path], float] | None
         return None
 
     def evaluate(path: Path) -> float:
-        from edgeopt.measure.metrics import task_metrics
+        from edgeopt.core.metrics import task_metrics
 
         metrics = task_metrics(_session(path, threads).predict(dataset.x_eval), dataset.y_eval, dataset.task)
         return float(metrics.get("accuracy", -metrics.get("mae", 0.0)))

@@ -210,3 +210,96 @@ def test_huge_declared_input_is_refused_by_name(tmp_path):
     model.save(tmp_path / "huge.keras")
     with pytest.raises(UserError, match="huge.keras: the model's input claims shape 100000x100000x1"):
         load_model(tmp_path / "huge.keras")
+
+
+# -- real processes: a second optimize refused, kill -9 at named phases then resume
+WRITER = """
+import sys
+from tests.test_robust import HEADER, _done
+from edgeopt.engine.store import RunDir
+with RunDir.open(sys.argv[1], HEADER) as run:
+    run.put(_done(run, "float32"))
+    print("ready", flush=True)
+    sys.stdin.readline()
+    run.put(_done(run, "int8", b"TFL3int8"))
+"""
+
+
+@pytest.mark.slow
+def test_second_optimize_on_a_run_directory_is_refused_and_nothing_lost(tmp_path, slide_mlp_path):
+    out = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, "-c", WRITER, str(out)], cwd=Path(__file__).parents[1], env=ENV,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline().strip() == "ready"
+        before = (out / RUN_FILE).read_bytes()
+        second = subprocess.run([sys.executable, "-m", "edgeopt.cli", "optimize", str(slide_mlp_path), "--data",
+                                 "blobs2d", "--out", str(out), "--runs", "5"], env=ENV, capture_output=True,
+                                text=True)
+        lines = [ln for ln in second.stderr.splitlines() if ln.startswith("error:")]
+        assert second.returncode == 2, second.stderr
+        assert len(lines) == 1 and f"in use by edgeopt process {first.pid} on {socket.gethostname()}" in lines[0]
+        assert (out / RUN_FILE).read_bytes() == before  # the refused process wrote nothing
+        first.communicate("go\n", timeout=60)
+    finally:
+        first.kill()
+    assert first.returncode == 0
+    assert [v["name"] for v in _valid(out)["variants"]] == ["float32", "int8"]  # nothing lost
+
+
+def _child(out: Path, model: Path, kill_at: str | None) -> subprocess.CompletedProcess:
+    env = dict(ENV)
+    env.pop("EDGEOPT_TEST_KILL_AT", None)
+    if kill_at:
+        env["EDGEOPT_TEST_KILL_AT"] = kill_at
+    return subprocess.run([sys.executable, str(CHILD), str(model), "blobs2d", str(out), "float16", "prune,int8"],
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def _intact(out: Path) -> dict[str, int]:
+    """run.json valid and every done variant's artifact complete; {name: artifact mtime_ns}."""
+    from edgeopt.engine.store import file_digest
+
+    record = _valid(out)
+    done = {}
+    for v in record["variants"]:
+        if v["status"] == "done":
+            artifact = out / v["artifact"]
+            assert file_digest(artifact) == v["artifact_sha256"], v["name"]
+            done[v["name"]] = artifact.stat().st_mtime_ns
+    return done
+
+
+@pytest.mark.slow
+def test_kill_at_every_phase_then_resume_loses_and_recomputes_nothing(tmp_path, slide_mlp_path):
+    out = tmp_path / "run"
+    seen: dict[str, int] = {}
+    # measurement@2: float32 done, float16 killed while measured; then fine-tuning (prune), the
+    # int8 conversion, and the run.json write that would record prune+int8
+    for kill_at, done_after in [("measurement@2", ["float32"]), ("fine-tune", ["float32", "float16"]),
+                                ("conversion", ["float32", "float16"]), ("run.json", ["float32", "float16"])]:
+        proc = _child(out, slide_mlp_path, kill_at)
+        assert proc.returncode == -signal.SIGKILL, (kill_at, proc.stdout, proc.stderr)
+        done = _intact(out)
+        assert sorted(done) == sorted(done_after), kill_at
+        for name, stamp in seen.items():
+            assert done[name] == stamp, f"{name} was made again after the kill at {kill_at}"
+        seen.update(done)
+        assert not [p.name for p in out.iterdir() if not p.name.startswith(".")
+                    and p.name not in done and p.name != RUN_FILE and kill_at != "run.json"]
+    proc = _child(out, slide_mlp_path, None)
+    assert proc.returncode == 0, proc.stderr
+    assert "float32: kept from the earlier run" in proc.stdout and "float16: kept from the earlier run" in proc.stdout
+    assert "removed prune+int8/" in proc.stdout  # moved into place, never recorded: made again
+    done = _intact(out)
+    assert sorted(done) == ["float16", "float32", "prune+int8"]
+    assert all(done[n] == seen[n] for n in ("float32", "float16"))
+    record = load_run(out)
+    pi8 = next(v for v in record["variants"] if v["name"] == "prune+int8")
+    assert pi8["details"]["steps"][0]["cached"] is True  # the fine-tuning of the killed runs was kept
+    for v in record["variants"][1:]:  # ratios from the baseline re-timed beside each variant
+        vs, paired = v["vs_baseline"], v["vs_baseline"]["paired_latency"]
+        assert vs["speed_basis"] == "paired"
+        assert vs["speedup"] == round(paired["baseline_us"] / paired["variant_us"], 3)
+        assert paired["loadavg_1m_before"] is not None and v["metrics"]["loadavg_1m"] is not None
+    assert any("took over the run-directory lock" in n for n in record["notes"])

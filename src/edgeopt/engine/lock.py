@@ -29,9 +29,11 @@ class RunLock:
     def acquire(cls, run_dir: Path) -> "RunLock":
         """Lock ``run_dir`` or raise UserError naming the pid and host of the process holding it."""
         key = str(Path(run_dir).resolve())
-        if key in _held:
-            return _held[key]
         path = Path(run_dir) / LOCK_FILE
+        if key in _held:
+            if _same_file(_held[key].fd, path):
+                return _held[key]
+            _held.pop(key).release()  # the folder was removed and made again under us
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
@@ -64,6 +66,14 @@ class RunLock:
         for k, v in list(_held.items()):
             if v is self:
                 del _held[k]
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        a, b = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def _read(fd: int) -> dict:

@@ -8,8 +8,11 @@ Layout::
     runs/<name>/.partial/<variant>/ # a variant being made; moved to <variant>/ once done
     runs/<name>/.lock               # held (flock) by the one process writing the directory
 
-What a run directory guarantees: a ``<variant>/`` folder exists only for a variant recorded
-``done`` whose artifact matches the sha256 in its record (``artifact_sha256``); a failed variant
+What a run directory guarantees: a variant recorded ``done`` has its complete artifact in
+``<variant>/``, matching the sha256 in its record (``artifact_sha256``), or it is not treated
+as done (made again, with a note); a half-made variant lives only under ``.partial/``, and a
+folder left without a record (a kill between the move and the run.json write) is removed on the
+next open; a failed variant
 has no folder, its record holds a one-line ``error`` and the full text in ``error_detail``;
 run.json is replaced atomically (temp file, fsync, rename), so it is always a complete, valid
 file; one process writes the directory at a time (``engine.lock``). Opening a directory that an

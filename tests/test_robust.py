@@ -157,6 +157,26 @@ def test_over_budget_variants_are_marked_and_never_best():
                                "int8, drops 0.30 points")
 
 
+def test_run_summary_names_no_variant_over_the_budget(tmp_path):
+    from edgeopt.engine.driver import summarize
+
+    with RunDir.open(tmp_path, {**HEADER, "settings": {**HEADER["settings"], "options": {"max_accuracy_drop": 0.2}}}) as run:
+        run.put(_done(run, "float32"))
+        run.put({**_done(run, "int8"), "vs_baseline": {"accuracy_delta_points": -0.5}})
+        verdict = summarize(run)
+    assert verdict["smallest"] == "float32" and verdict["points"] == 0.2
+    record = _valid(tmp_path)
+    assert [v["over_budget"] for v in record["variants"]] == [False, True] and record["budget"] == verdict
+
+
+def test_exit_code_is_one_when_any_variant_failed():
+    from edgeopt.engine.analysis import exit_code
+
+    assert exit_code([_variant("float32", 0, 1, 1), _variant("int8", 0, 1, 1)]) == 0
+    assert exit_code([_variant("float32", 0, 1, 1), {"name": "int8", "status": "failed"}]) == 1
+    assert exit_code([{"name": "float32", "status": "failed"}]) == 1 and exit_code([]) == 1
+
+
 def test_speed_ratio_comes_from_the_paired_timing():
     base = {"accuracy": 0.9, "size_bytes": 400, "gzip_bytes": 300, "latency_ms": {"p50_ms": 35.0}}
     var = {"accuracy": 0.9, "size_bytes": 100, "gzip_bytes": 60, "latency_ms": {"p50_ms": 1.0},
@@ -303,3 +323,5 @@ def test_kill_at_every_phase_then_resume_loses_and_recomputes_nothing(tmp_path, 
         assert vs["speedup"] == round(paired["baseline_us"] / paired["variant_us"], 3)
         assert paired["loadavg_1m_before"] is not None and v["metrics"]["loadavg_1m"] is not None
     assert any("took over the run-directory lock" in n for n in record["notes"])
+    assert all(isinstance(v["over_budget"], bool) for v in record["variants"])
+    assert record["budget"]["points"] == 1.0 and record["budget"]["summary"]

@@ -109,3 +109,9 @@ def best_within_budget(variants: list[dict], max_drop_points: float | None) -> d
         summary += f" ({', '.join(over)} over the budget)"
     return {"smallest": smallest, "fastest": fastest, "budget_met": True, "budget_points": budget,
             "summary": summary}
+
+
+def exit_code(variants: list[dict]) -> int:
+    """The process exit code a run deserves: 0 when every variant (baseline included) is done,
+    1 when any failed or none is done (2, bad input, is raised as UserError before any work)."""
+    return 0 if variants and all(v.get("status") == "done" for v in variants) else 1

@@ -49,9 +49,27 @@ def optimize_run(m, ds, chains: list, *, out: Path, header: dict, threads: int =
                 log(f"{chain.name}: kept from the earlier run")
                 continue
             run.put(make_variant(run, engine, m, ds, chain, threads, runs, log))
+        summarize(run)
         if progress:
             progress("done", len(todo), len(todo))
         return run.path
+
+
+def summarize(run: store.RunDir) -> dict:
+    """Mark ``over_budget`` on every done variant and store the budget verdict as ``budget``:
+    ``{"points", "met", "smallest", "fastest", "closest", "summary"}`` (``summary``: one sentence
+    for the table and the report; the budget is ``settings.options.max_accuracy_drop``, else
+    ``analysis.DEFAULT_BUDGET_POINTS``). Saves run.json; returns the verdict."""
+    from edgeopt.engine.analysis import best_within_budget
+
+    budget = ((run.record.get("settings") or {}).get("options") or {}).get("max_accuracy_drop")
+    best = best_within_budget(run.variants, budget)
+    verdict = {"points": best.get("budget_points"), "met": best.get("budget_met", False),
+               "smallest": best.get("smallest"), "fastest": best.get("fastest"), "closest": best.get("closest"),
+               "summary": best.get("summary", "no variant is done, so none can be recommended")}
+    run.record["budget"] = verdict
+    run.save()
+    return verdict
 
 
 def make_header(m, ds, out: Path, chains: list, options: dict, threads: int, runs: int,

@@ -176,7 +176,7 @@ def _load_tflite(path: Path) -> LoadedModel:
                         f"truncated or another format")
     from edgeopt.measure.graph import read_tflite
 
-    graph = read_tflite(data, resolve_shapes=False)  # the declared shape, before LiteRT allocates it
+    graph = read_tflite(path, resolve_shapes=False)  # the declared shape, before LiteRT allocates it
     for i in graph.inputs:
         check_sample_size(path, tuple(graph.tensors[i].shape[1:]), graph.tensors[i].dtype)
     from edgeopt.runtimes.litert import LiteRT

@@ -160,9 +160,13 @@ class RunDir:
 
     def variant_dir(self, name: str) -> Path:
         """An empty work folder for making variant ``name`` (under ``.partial/``; ``put`` moves it).
-        An earlier record of the variant is dropped first: it is being made again."""
-        if self.get(name) is not None:
-            self.record["variants"] = [v for v in self.variants if v["name"] != name]
+        An earlier record of the variant is marked failed ("interrupted while being made again")
+        first, in its place, so a kill during the remake never leaves it shown as done."""
+        old = self.get(name)
+        if old is not None:  # keep its place in the list, but never as done while it is remade
+            keep = {k: old[k] for k in ("name", "recipe", "steps") if k in old}
+            self.variants[self.variants.index(old)] = {**keep, "status": "failed",
+                                                       "error": "interrupted while being made again"}
             self.save()
             _remove(self.path / _safe_dirname(name))
         d = self.path / PARTIAL_DIR / _safe_dirname(name)

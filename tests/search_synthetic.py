@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from edgeopt.search import Metric, TrialOutcome, TrialSpec, Violation
+from edgeopt.tuner import Metric, TrialOutcome, TrialSpec, Violation
 
 BYTES = {"int8": 1, "mixed": 1.3, "dynamic": 1, "float16": 2, "float32": 4}
 
@@ -64,7 +64,7 @@ def evaluate(spec: TrialSpec) -> TrialOutcome:
 HEARTBEAT_FOR_TESTS = dict(interval=1, grace=3, max_retry=3)
 
 if __name__ == "__main__":
-    from edgeopt.search import Heartbeat, default_space, run_search, run_worker
+    from edgeopt.tuner import Heartbeat, default_space, run_search, run_worker
 
     def log(msg):
         print(msg, file=sys.stderr, flush=True)

@@ -76,3 +76,33 @@ def test_float_op_is_named(tmp_path):
     assert not r.all_8bit and r.first_break.index == 0 and "float32" in r.first_break.reason
     with pytest.raises(UserError, match="needs a .tflite"):
         edgetpu_readiness(tmp_path / "m.onnx")
+
+
+@pytest.mark.slow
+def test_estimate_of_an_edge_tpu_device_carries_the_partition(models):
+    from edgeopt.hardware.catalogue import load_devices
+    from edgeopt.hardware.estimator import estimate
+    from edgeopt.measure.graph import profile_tflite
+
+    coral = load_devices(include_host=False)["coral-usb-accelerator"]
+    est = estimate(profile_tflite(models["gelu"], measure_arena=False), coral)
+    r = edgetpu_readiness(models["gelu"])
+    assert est.edgetpu["first_break"]["op_type"] == "GELU" and est.edgetpu["tpu_ops"] == r.tpu_ops
+    assert est.edgetpu["tpu_mac_fraction"] == r.tpu_mac_fraction
+    assert any(w.startswith("Edge TPU partition ends at op #") and "GELU" in w for w in est.warnings)
+    assert not any("not supported" in b for b in est.blockers)  # partial partition: CPU fallback, not a blocker
+    assert est.latency_range_ms["high"] is None
+    ready = estimate(profile_tflite(models["ready"], measure_arena=False), coral)
+    assert ready.edgetpu["ready"] and not ready.blockers
+
+
+@pytest.mark.skipif(not (MLPERF_DIR / "kws_ref_model.tflite").exists(), reason="shared models not present")
+def test_estimate_blocks_when_nothing_reaches_the_edge_tpu():
+    from edgeopt.hardware.catalogue import load_devices
+    from edgeopt.hardware.estimator import estimate
+    from edgeopt.measure.graph import profile_tflite
+
+    coral = load_devices(include_host=False)["coral-usb-accelerator"]
+    est = estimate(profile_tflite(MLPERF_DIR / "kws_ref_model.tflite", measure_arena=False), coral)
+    assert est.edgetpu["tpu_ops"] == 0
+    assert any(b.startswith("nothing would run on the Edge TPU") and "dynamic" in b for b in est.blockers)

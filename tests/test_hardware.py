@@ -226,8 +226,8 @@ def test_model_that_does_not_fit_is_reported_with_numbers(tmp_path, profiles):
     board = load_devices(_write(tmp_path, CUSTOM))["my-board"]  # 64 KB RAM, 256 KB flash
     est = estimate(profiles["vww"], board)
     assert est.fits is False
-    assert any(re.search(r"arena 10\d KB > 64 KB RAM", b) for b in est.blockers), est.blockers
-    assert any(re.search(r"model 3\d\d KB > 256 KB flash", b) for b in est.blockers), est.blockers
+    assert any(re.search(r"arena 10\d\.\d KiB > 64\.0 KiB RAM", b) for b in est.blockers), est.blockers
+    assert any(re.search(r"model 3\d\d\.\d KiB > 256\.0 KiB flash", b) for b in est.blockers), est.blockers
     fits = estimate(profiles["kws"], board)
     assert fits.fits is True and not fits.blockers
 
@@ -246,7 +246,7 @@ def test_blockers_name_the_problem():
     assert "needs a full-int8 model (this one is float32)" in estimate(_profile("float32"),
                                                                         devs["coral-usb-accelerator"]).blockers
     assert any("without FPU" in b for b in estimate(_profile("float32"), devs["rp2040"]).blockers)
-    assert any("TFLite Micro" in b for b in estimate(_profile("hybrid"), devs["arduino-nano-33-ble-sense"]).blockers)
+    assert any("TFLite Micro" in b for b in estimate(_profile("dynamic"), devs["arduino-nano-33-ble-sense"]).blockers)
     odd = estimate(_profile("int8", op_type="MY_CUSTOM_OP"), devs["arduino-nano-33-ble-sense"])
     assert any("MY_CUSTOM_OP" in b and "TFLM" in b for b in odd.blockers)
     tpu = estimate(_profile("int8", op_type="MY_CUSTOM_OP"), devs["coral-usb-accelerator"])
@@ -287,7 +287,7 @@ def run_dir(tmp_path):
     for name, src in (("float32", "kws_ref_model.tflite"), ("int8", "ad01_int8.tflite")):
         (run / name).mkdir(parents=True)
         shutil.copy(MLPERF / src, run / name / "model.tflite")
-    (run / "run.json").write_text(json.dumps({"variants": [
+    (run / "run.json").write_text(json.dumps({"schema_version": 2, "name": "demo", "variants": [
         {"name": "float32", "artifact": "float32/model.tflite", "status": "done",
          "metrics": {"accuracy": 0.91, "size_bytes": 53936}},
         {"name": "int8", "artifact": "int8/model.tflite", "status": "done", "metrics": {"accuracy": 0.95}},
@@ -300,7 +300,7 @@ def run_dir(tmp_path):
 @needs_mlperf
 def test_load_run_variants_is_defensive(run_dir):
     got = load_run_variants(run_dir)
-    assert [(n, p.name, m.get("accuracy")) for n, p, m in got] == [
+    assert [(n, p.name, m.get("accuracy")) for n, p, m, _ in got] == [
         ("float32", "model.tflite", 0.91), ("int8", "model.tflite", 0.95)]
     with pytest.raises(UserError, match="run.json"):
         load_run_variants(run_dir.parent)

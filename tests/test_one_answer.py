@@ -75,7 +75,7 @@ def test_preference_rule_native_first_then_registry_order(monkeypatch):
 def test_metric_multiclass_is_top1():
     pred = np.array([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1], [0.2, 0.3, 0.5], [0.0, 0.0, 1.0]])
     m = task_metrics(pred, np.array([1, 0, 1, 2]), "classification")
-    assert m == {"accuracy": 0.75, "metric": "top-1 accuracy"}
+    assert m == {"accuracy": 0.75, "metric": "top-1 accuracy", "correct": 3, "samples": 4}
 
 
 def test_metric_single_sigmoid_unit_thresholds_at_half():
@@ -95,7 +95,7 @@ def test_metric_one_hot_targets_and_regression():
     pred = np.array([[0.1, 0.9], [0.7, 0.3]])
     assert task_metrics(pred, np.array([[0, 1], [0, 1]]), "classification")["accuracy"] == 0.5
     m = task_metrics(np.array([[1.0], [3.0]]), np.array([2.0, 3.0]), "regression")
-    assert m == {"mae": 0.5, "rmse": pytest.approx(np.sqrt(0.5)), "metric": "mae"}
+    assert m == {"mae": 0.5, "rmse": pytest.approx(np.sqrt(0.5)), "metric": "mae", "samples": 2}
 
 
 def test_metric_nan_outputs_are_reported_never_class_0():

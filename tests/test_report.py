@@ -170,7 +170,7 @@ def test_estimate_cell_flattens_the_estimator_result():
                                  battery_mah=1000, inferences_per_hour=3600)
     assert cell["runs"] and cell["fits"] is True
     assert cell["ram_needed"] >= 6000 and cell["ram_capacity"] == devs["stm32h7a3"].ram_kb * 1024
-    assert cell["latency_ms"] > 0 and cell["energy_mj"] > 0 and cell["battery_h"] > 0
+    assert cell["latency_ms"] > 0 and cell["energy_mj"] > 0 and cell["battery_range"][0] > 0  # sleep power unknown: a range
     blocked = devices.estimate_cell(_profile("float32", "float32"), devs["rp2040"], host_latency_ms=None,
                                     battery_mah=None, inferences_per_hour=None)
     assert not blocked["runs"] and any("FPU" in b for b in blocked["blockers"])
@@ -179,15 +179,33 @@ def test_estimate_cell_flattens_the_estimator_result():
     assert host["latency_ms"] == 0.25
 
 
-@pytest.mark.parametrize("est, expected", [
-    ({"latency_range": [1, 2]}, (1.0, 2.0)),
-    ({"latency_ms_range": {"low": 1, "high": 3}}, (1.0, 3.0)),
-    ({"latency": {"method": "x", "low": 0.5, "high": 2}}, (0.5, 2.0)),
-    ({"latency": {"range": {"min": 1, "max": 4}}}, (1.0, 4.0)),
-    ({"latency": {"method": "x"}, "latency_ms": 1.0}, None),
+@pytest.mark.parametrize("rng, expected", [
+    ({"value": 2, "low": 1, "high": 3, "basis": "x"}, (1.0, 3.0)),
+    ({"value": 2, "low": 2, "high": None, "basis": "x"}, (2.0, None)),
+    ({"value": 2, "low": None, "high": None, "basis": "x"}, None),
+    ([0.5, float("inf")], (0.5, None)),
+    ({}, None),
 ])
-def test_intervals_are_read_when_the_estimator_gives_them(est, expected):
-    assert devices._interval(est, "latency") == expected
+def test_intervals_keep_an_unknown_end_unknown(rng, expected):
+    assert devices._interval(rng) == expected
+
+
+def test_cells_carry_interval_basis_power_and_traffic():
+    from edgeopt.hardware.catalogue import load_devices
+    from edgeopt.report.format import fmt_interval
+
+    devs = load_devices()
+    cell = devices.estimate_cell(_profile("int8", "int8"), devs["stm32h7a3"], host_latency_ms=None,
+                                 battery_mah=1000, inferences_per_hour=3600)
+    lo, hi = cell["latency_range"]
+    assert lo < cell["latency_ms"] < hi and cell["basis_word"] in devices.BASIS_WORDS.values()
+    assert fmt_interval(cell["latency_ms"], lo, hi) == f"{cell['latency_ms']:.3g} ({lo:.3g}–{hi:.3g})"
+    assert cell["power_range_mw"][0] <= cell["power_range_mw"][1] and cell["traffic"]["bytes"] > 0
+    assert cell["battery_range"][0] <= cell["battery_range"][1]
+    bound = devices.estimate_cell(_profile("int8", "int8"), devs["jetson-nano"], host_latency_ms=None,
+                                  battery_mah=None, inferences_per_hour=None)
+    assert bound["basis_word"] == "lower bound" and bound["latency_bound"] == "≥"
+    assert fmt_interval(1.0, None, None) == "1" and fmt_interval(None, 1, 2) == "? (1–2)"
 
 
 # ------------------------------------------------------------------ a real run
@@ -198,7 +216,7 @@ def real_run(tmp_path_factory, digits_cnn_path):
 
     out = tmp_path_factory.mktemp("report") / "run"
     return api.optimize(digits_cnn_path, "digits", recipes=["int8", "prune,int8"], out=out, runs=10,
-                        options={"epochs": 2})
+                        options={"epochs": 2}).path  # optimize returns the typed Run
 
 
 def _copy_run(src, dst, edit) -> dict:
@@ -223,6 +241,14 @@ def test_report_of_a_real_run_has_every_section(real_run):
     assert "Search history" not in html  # only with a search
     assert html.count('class="plot"') == 3 + 1  # three trade-offs + one fine-tuning history
     assert "stm32h7a3" in html and "prune+int8" in html and "CONV_2D" in html
+    # device-fit matrix: sorted by fit, filterable, intervals and how each latency is known
+    fits = [int(f) for f in re.findall(r'<tr class="device-row" data-fit="(\d)"', html)]
+    assert len(fits) >= 20 and fits == sorted(fits)
+    assert 'id="device-filter"' in html and 'id="device-runs-only"' in html
+    assert re.search(r"\d ms</?", html) and re.search(r"[\d.]+ \([\d.]+–[\d.]+\) ms", html)
+    for word in ("compiler estimate", "calibrated", "lower bound", "measured", "vela: performance",
+                 "mW average", "moves "):
+        assert word in html, word
     assert "75.0%" in html  # the pruned weights' sparsity, read from the .tflite
     text = re.sub(r"<script.*?</script>", "", html, flags=re.S)  # the page, without plotly.js and figure JSON
     assert "{&#39;" not in text and "{'" not in text  # no Python dict reprs
@@ -231,16 +257,11 @@ def test_report_of_a_real_run_has_every_section(real_run):
 
 @pytest.mark.slow
 def test_report_reads_the_v2_layout(real_run, tmp_path):
-    def to_v2(record):
-        record["schema_version"] = 2
+    def to_v2(record):  # the engine writes schema 2 itself: mark the step configs, keep graph facts out of metrics
+        assert record["schema_version"] == 2
         for v in record["variants"]:
-            m = v["metrics"]
-            v["graph"] = {k: m.pop(k) for k in view.GRAPH_KEYS if k in m}
-            how = m.pop("how")
-            m["provenance"] = {"runtime": how["runtime"], "version": how["runtime_version"],
-                               "threads": how["threads"], "cpu": how["cpu"], "flags": how["cpu_flags"]}
-            v["steps"] = [{"step": s["step"], "config": {"marker_option": f"{s['step']}-config"}}
-                          for s in v["details"]["steps"]]
+            assert not set(view.GRAPH_KEYS) & set(v["metrics"]) and v["graph"]
+            v["steps"] = [{"step": s["step"], "config": {"marker_option": f"{s['step']}-config"}} for s in v["steps"]]
 
     record = _copy_run(real_run, tmp_path / "v2", to_v2)
     html = render_report(tmp_path / "v2").read_text()

@@ -14,10 +14,10 @@ import pytest
 
 import search_synthetic
 from edgeopt.errors import UserError
-from edgeopt.search import (AccuracyPruner, DeviceCheck, Heartbeat, Objective, Param, SearchSpace, Slot,
+from edgeopt.tuner import (AccuracyPruner, DeviceCheck, Heartbeat, Objective, Param, SearchSpace, Slot,
                             StepChoice, TrialSpec, collect, default_space, export_artifact, run_search)
-from edgeopt.search import results as res
-from edgeopt.search.types import TrialRecord
+from edgeopt.tuner import results as res
+from edgeopt.tuner.types import TrialRecord
 
 HB = Heartbeat(**search_synthetic.HEARTBEAT_FOR_TESTS)
 TESTS = Path(__file__).resolve().parent
@@ -244,7 +244,7 @@ def test_device_check_rejects_before_fine_tuning_only_what_is_certain():
     check = DeviceCheck(nano, base)
 
     def spec(*steps):
-        from edgeopt.search.space import StepSpec
+        from edgeopt.tuner.space import StepSpec
         return TrialSpec(0, nano.name, [StepSpec(s, c) for s, c in steps], {}, Path("."))
 
     assert "TFLite Micro" in check(spec(("dynamic", {})), nano.name)
@@ -289,8 +289,8 @@ def test_sqlite_search_killed_mid_trial_resumes_without_losing_or_double_countin
 def test_device_check_after_conversion_uses_the_estimator_on_the_artifact():
     from conftest import MLPERF_DIR
     from edgeopt.hardware.catalogue import load_devices
-    from edgeopt.search import estimated_metrics
-    from edgeopt.search.space import StepSpec
+    from edgeopt.tuner import estimated_metrics
+    from edgeopt.tuner.space import StepSpec
 
     kws = MLPERF_DIR / "kws_ref_model.tflite"  # int8 keyword spotting, ~22 KB arena, ~50 KB flash
     if not kws.exists():
@@ -306,7 +306,7 @@ def test_device_check_after_conversion_uses_the_estimator_on_the_artifact():
 
 
 def test_worker_rebuilds_evaluate_and_precheck_from_the_stored_settings(tmp_path):
-    from edgeopt.search import create_search, run_worker
+    from edgeopt.tuner import create_search, run_worker
 
     url = f"sqlite:///{tmp_path / 'search.db'}"
     names = create_search(default_space(), ["a", "b"], storage=url, baseline_accuracy=0.9, n_trials=2,
@@ -344,6 +344,6 @@ def test_time_budget_stops_starting_trials(tmp_path, monkeypatch):
 
 
 def test_importing_the_package_stays_light():
-    code = ("import sys, edgeopt.search; heavy = [m for m in ('optuna', 'sqlalchemy', 'tensorflow', 'psycopg') "
+    code = ("import sys, edgeopt.tuner; heavy = [m for m in ('optuna', 'sqlalchemy', 'tensorflow', 'psycopg') "
             "if m in sys.modules]; assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], env=_env(), check=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import search_synthetic
-from edgeopt.search import Heartbeat, collect, create_search, default_space, run_worker
+from edgeopt.tuner import Heartbeat, collect, create_search, default_space, run_worker
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"

@@ -116,17 +116,59 @@ def test_ethos_u_rows_for_estimate():
         [], "Ethos-U rows need a full-int8 model (this one is float32)")
 
 
-def test_apply_to_estimate_puts_vela_figures_in_the_estimator_result():
-    from edgeopt.hardware.catalogue import get_device, load_devices
+def test_estimate_of_an_ethos_u_device_is_vela_through_the_provider(tmp_path):
+    """The estimator's figures for Ethos-U devices are vela's own (its CLI's CSV), both optimise modes shown."""
+    from edgeopt.hardware.catalogue import load_devices
     from edgeopt.hardware.estimator import estimate
-    from edgeopt.hardware.vela import apply_to_estimate
     from edgeopt.measure.graph import profile_tflite
 
-    profile = profile_tflite(MLPERF_DIR / "kws_ref_model.tflite", measure_arena=False)
-    devices = load_devices()
-    est = estimate(profile, get_device("ethos-u55-128", devices))
-    assert apply_to_estimate(est, profile, get_device("ethos-u55-128", devices))
-    assert est.label == "compiler estimate (Arm Vela 5.2.0)" and est.latency["cycles"] == 89900
-    assert est.latency_ms == pytest.approx(0.1798) and est.ram["needed_bytes"] == 22192
-    other = estimate(profile, get_device("stm32h7a3", devices))
-    assert not apply_to_estimate(other, profile, get_device("stm32h7a3", devices))
+    model = MLPERF_DIR / "kws_ref_model.tflite"
+    profile = profile_tflite(model, measure_arena=False)
+    devices = load_devices(include_host=False)
+    for target in ("ethos-u55-128", "ethos-u65-256", "ethos-u85-256"):
+        est = estimate(profile, devices[target])
+        modes = {}
+        for optimise in ("Performance", "Size"):
+            row, _, _ = vela_cli(model, target, optimise, tmp_path / target / optimise)
+            modes[optimise] = row
+            fig = est.compiler[optimise.lower()]
+            assert fig["cycles"] == int(row["cycles_total"]) and fig["latency_ms"] == float(row["inference_time"]) * 1e3
+            assert fig["sram_bytes"] == float(row["sram_memory_used"]) * 1024
+        perf = modes["Performance"]
+        assert est.basis == "compiler" and est.label == "compiler estimate (Arm Vela 5.2.0)"
+        assert est.latency_ms == float(perf["inference_time"]) * 1e3 and est.latency["cycles"] == int(perf["cycles_total"])
+        assert est.ram["needed_bytes"] == float(perf["sram_memory_used"]) * 1024
+        assert (est.compiler["system_config"], est.compiler["memory_mode"]) == (perf["system_config"], perf["memory_mode"])
+        assert est.accelerator is None and est.fits is True and not est.blockers
+        assert est.latency_range_ms["low"] is None and "no range" in est.latency_range_ms["basis"]
+        assert est.to_dict()["compiler"]["size"]["cpu_ops"] == 0
+
+
+def test_vela_provider_skips_models_it_cannot_take():
+    from edgeopt.hardware.catalogue import load_devices
+    from edgeopt.hardware.estimator import estimate
+    from edgeopt.hardware.vela import vela_latency
+    from edgeopt.measure.graph_types import GraphProfile
+
+    devices = load_devices(include_host=False)
+    float_model = GraphProfile(source="tflite", path="m.tflite", ops=[], precision="float32")
+    assert vela_latency(float_model, devices["ethos-u55-128"]) is None
+    est = estimate(float_model, devices["ethos-u55-128"])
+    assert est.basis != "compiler" and any("full-int8" in b for b in est.blockers)
+    kws = GraphProfile(source="tflite", path=str(MLPERF_DIR / "kws_ref_model.tflite"), ops=[], precision="int8")
+    assert vela_latency(kws, devices["stm32h7a3"]) is None  # not an Ethos-U target
+
+
+def test_recommend_ranks_ethos_u_on_vela_figures():
+    from edgeopt.hardware.catalogue import load_devices
+    from edgeopt.hardware.recommend import Variant, recommend
+    from edgeopt.measure.graph import profile_tflite
+
+    model = MLPERF_DIR / "kws_ref_model.tflite"
+    devices = load_devices(include_host=False)
+    pick = {n: devices[n] for n in ("ethos-u55-128", "jetson-nano")}
+    recs = recommend([Variant("kws", model, {"accuracy": 0.9}, profile_tflite(model, measure_arena=False))],
+                     pick, max_latency_ms=1.0)
+    assert recs[0].device == "ethos-u55-128" and recs[0].feasible  # compiler estimate ranks above a lower bound
+    assert recs[0].estimate.latency_ms == compile_for_ethos_u(model, "ethos-u55-128").inference_ms
+    assert any("(compiler)" in r for r in recs[0].reasons)

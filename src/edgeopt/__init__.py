@@ -7,7 +7,7 @@ and the run records (``edgeopt.Run``, ``edgeopt.Variant``) are importable from h
 from __future__ import annotations
 
 __version__ = "0.1.0"
-_API = ["load_model", "load_data", "profile", "bench", "optimize", "UserError"]
+_API = ["load_model", "load_data", "profile", "bench", "optimize", "search", "UserError"]
 _CONFIGS = ["Float32", "Dynamic", "Float16", "Int8", "Int16x8", "Int4Weights", "Mixed", "Prune",
             "PruneStructured", "Cluster", "QAT", "Distill"]
 _TYPES = ["Run", "Variant", "Metrics", "GraphSummary", "Provenance"]

@@ -245,3 +245,59 @@ def _data_fingerprint(ds: Dataset) -> str:
         h.update(arr.tobytes())
     h.update(str((len(ds.x_train), len(ds.x_val))).encode())
     return h.hexdigest()[:16]
+
+
+def search(model, data, *, targets: list[str] | None = None, max_accuracy_drop: float = 1.0,
+           objectives=("latency", "size"), time_budget: str | float | None = "30m", trials: int | None = None,
+           storage: str | None = None, study: str | None = None, workers: int = 1, out: str | Path | None = None,
+           random_baseline: bool = False, training: bool = True, threads: int = 1, runs: int = 50,
+           unsafe: bool = False, log: Log | None = None,
+           progress: Callable[[str, Any], None] | None = None, **data_kwargs):
+    """Search the recipe space for each target device; return a typed ``edgeopt.tuner.SearchResult``.
+
+    Per target (``targets``: device names from ``edgeopt devices``; None = this machine,
+    ``host-cpu``) the result holds the best variant that loses at most ``max_accuracy_drop``
+    points of float32 accuracy and fits the device, the Pareto front, or, when none meets the
+    constraints, the closest one with a plain sentence saying so (``result.targets[t].sentence``).
+    ``objectives``: minimized with accuracy maximized, from ``latency`` (ms; measured on this
+    machine for host-cpu, estimated for other devices), ``size`` (bytes of the artifact), ``gzip``
+    (bytes gzipped) and ``energy`` (mJ per inference, estimated). ``time_budget``: ``"30m"``,
+    ``"1h"`` or seconds (no trial starts after it; None = none); ``trials``: trials per target
+    (None = as many as the time allows, at most 1000). ``storage``: an Optuna RDB URL (default:
+    SQLite in the run directory); ``study``: the search's name (default: the run directory's);
+    re-running with the same arguments resumes. ``workers`` > 1 starts that many - 1
+    ``edgeopt worker`` processes on the same storage. ``training=False`` searches post-training
+    steps only. ``random_baseline``: also a random-search study per target with the same budget
+    (its hypervolume lands in ``result.targets[t].baseline``).
+
+    Writes into ``out`` (default ``runs/<model stem>-search``): run.json with the float32
+    baseline, one variant per target's winner and the search history (key ``search``), the
+    winner's deployables under ``deploy/<target>/`` (MCU targets: C array + Arduino sketch), and
+    the study database. ``progress(line, snapshot)`` gets each trial's line and the results so
+    far. Raises UserError for bad arguments before anything heavy loads.
+    """
+    from edgeopt.tuner.options import check_targets, parse_duration, parse_objectives
+    from edgeopt.tuner.storage import check_url
+
+    metrics = parse_objectives(objectives)
+    budget_s = None if time_budget is None else parse_duration(time_budget)
+    devices = check_targets(targets, metrics)
+    if trials is not None and trials < 1:
+        raise UserError(f"--trials must be at least 1 (got {trials})")
+    if trials is None and budget_s is None:
+        raise UserError("give --trials or --time-budget (or both): a search needs a budget")
+    if max_accuracy_drop < 0:
+        raise UserError(f"--max-accuracy-drop must be 0 or more points (got {max_accuracy_drop})")
+    if workers < 1:
+        raise UserError(f"--workers must be at least 1 (got {workers})")
+    if storage is not None:
+        check_url(storage)
+    if study is not None and (":" in study or not study.strip()):
+        raise UserError(f"--study {study!r} must be non-empty and without ':'")
+    _check_counts(threads, runs)
+    from edgeopt.tuner import searching
+
+    return searching.run(model, data, devices=devices, metrics=metrics, max_accuracy_drop=max_accuracy_drop,
+                         budget_s=budget_s, trials=trials, storage=storage, study=study, workers=workers,
+                         out=out, random_baseline=random_baseline, training=training, threads=threads,
+                         runs=runs, unsafe=unsafe, log=log, progress=progress, data_kwargs=data_kwargs)

@@ -17,7 +17,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-COMMAND_MODULES = ["edgeopt.commands.core", "edgeopt.commands.hardware", "edgeopt.commands.compare", "edgeopt.commands.footprint"]
+COMMAND_MODULES = ["edgeopt.commands.core", "edgeopt.commands.hardware", "edgeopt.commands.compare", "edgeopt.commands.footprint", "edgeopt.commands.search"]
 
 
 def _quiet_frameworks() -> None:

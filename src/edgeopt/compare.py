@@ -4,7 +4,10 @@ own tools, every number measured on the artifact in that runtime.
 Rows are runtime x precision; the runtimes are the lines of ``edgeopt.runtimes.registry.RUNTIMES``
 (a new runtime shows up here without changes to this module). Each runtime gets artifacts of the
 first of its declared formats that compare can build (.tflite, .onnx, OpenVINO .xml); LiteRT rows
-are made by the same recipe steps as ``edgeopt optimize`` (float32, float16, int8, dynamic). A
+are made by the same recipe steps as ``edgeopt optimize`` (float32, float16, int8, dynamic) from a
+Keras model, or by ``techniques.tflite_ptq`` from a float .tflite; ONNX Runtime and OpenVINO rows
+by ``techniques.onnx_ptq``. Every artifact is loaded and run once before it is measured: one its
+runtime cannot run is a "failed" row with the runtime's whole message. A
 runtime that is missing, or cannot run a model, gives a row with a ``status`` and a ``reason``
 instead of an exception.
 """
@@ -22,9 +25,11 @@ from edgeopt.core.precision import Precision
 from edgeopt.errors import UserError, one_line
 from edgeopt.report.format import fmt_bytes, fmt_count, fmt_ms
 from edgeopt.runtimes.cpu import relevant_flags  # noqa: F401  (part of compare's public surface)
+from edgeopt.techniques.artifact_check import ArtifactCheckFailed, check_artifact
 
 PRECISIONS = (Precision.FLOAT32, Precision.FLOAT16, Precision.INT8, Precision.DYNAMIC)
 DEFAULT_PRECISIONS = (Precision.FLOAT32, Precision.FLOAT16, Precision.INT8)
+INT8_SETTINGS = ("rule", "measured")  # how ONNX Runtime / OpenVINO int8 settings are chosen
 # artifact suffix -> the Artifacts method that builds it (with the format's own tools)
 BUILDERS = {".tflite": "_tflite", ".onnx": "_onnx", ".xml": "_ir"}
 # the recipe step that makes each LiteRT precision (the same step `edgeopt optimize` runs)
@@ -74,9 +79,11 @@ class Artifacts:
     """Builds each (suffix, precision) artifact once, with the format's own tools, and remembers
     why one could not be built. .tflite artifacts are shared by LiteRT and TFLM."""
 
-    def __init__(self, loaded, dataset, workdir: Path, calibration: int, cpu_flags: list[str]):
+    def __init__(self, loaded, dataset, workdir: Path, calibration: int, cpu_flags: list[str],
+                 int8_settings: str = "rule"):
         self.model_path, self.kind, self.dataset = Path(loaded.path), loaded.kind, dataset
         self.workdir, self.calibration_n, self.cpu_flags = workdir, calibration, cpu_flags
+        self.int8_settings = int8_settings
         self._built: dict[tuple[str, str], tuple[Path, dict] | Exception] = {}
         self._loaded = loaded
 
@@ -91,7 +98,11 @@ class Artifacts:
         if key not in self._built:
             dst = self.workdir / f"{precision.value}{suffix}"
             try:
-                self._built[key] = (dst, getattr(self, BUILDERS[suffix])(precision, dst) or {})
+                details = getattr(self, BUILDERS[suffix])(precision, dst) or {}
+                reason = check_artifact(dst, self.dataset.x_eval[:1])
+                if reason:  # loaded and run once before anything measures it
+                    raise ArtifactCheckFailed(reason)
+                self._built[key] = (dst, details)
             except Exception as e:  # remembered: a second runtime on this format gets the same reason
                 self._built[key] = e
         built = self._built[key]
@@ -121,12 +132,20 @@ class Artifacts:
         return {"step": name, **({"mode": mode} if mode else {}), **details}
 
     def _given_tflite(self, precision: Precision, dst: Path) -> dict:
+        """The given .tflite itself, or (from a float one) a variant made by ai-edge-quantizer."""
+        from edgeopt.techniques import tflite_ptq
+
         given = tflite_precision(self.model_path)
-        if precision != given:
+        if precision == given:
+            shutil.copyfile(self.model_path, dst)
+            return {"source": "the given .tflite"}
+        if given != Precision.FLOAT32:
             raise Unsupported(f"the input is a {given} .tflite; making {precision} from it needs the "
-                              f"Keras model (or quantize it with edgeopt's PTQ step)")
-        shutil.copyfile(self.model_path, dst)
-        return {"source": "the given .tflite"}
+                              f"float model (float32 .tflite, .onnx or Keras)")
+        make = {Precision.FLOAT16: tflite_ptq.tflite_float16, Precision.INT8: tflite_ptq.tflite_int8,
+                Precision.DYNAMIC: tflite_ptq.tflite_dynamic}[precision]
+        _, details = make(self.model_path, self.calibration(), dst.parent, name=dst.stem)
+        return {k: v for k, v in details.items() if k != "weight_tensors"}
 
     # -- ONNX, with ONNX Runtime's tools
     def _onnx(self, precision: Precision, dst: Path) -> dict:
@@ -141,13 +160,20 @@ class Artifacts:
                                   "for ONNX Runtime/OpenVINO rows")
             ox.keras_to_onnx(self.keras(), dst)
             return {"exporter": "keras export (tf2onnx)"}
+        from edgeopt.techniques import onnx_ptq
+
         fp32, _ = self.get(".onnx", Precision.FLOAT32)
-        if precision == Precision.FLOAT16:
-            ox.onnx_to_fp16(fp32, dst)
-            return {"converter": "onnxruntime.transformers.float16", "io": "float32"}
-        if precision == Precision.INT8:
-            return ox.quantize_onnx_static(fp32, dst, self.calibration(), self.cpu_flags)
-        return ox.quantize_onnx_dynamic(fp32, dst)
+        make = {Precision.FLOAT16: onnx_ptq.onnx_float16, Precision.DYNAMIC: onnx_ptq.ort_dynamic_int8}
+        if precision == Precision.INT8 and self.int8_settings == "measured":
+            _, details = onnx_ptq.choose_int8_settings(fp32, self.calibration(), self.dataset.x_val, dst.parent,
+                                                       runtime="onnxruntime", cpu_flags=self.cpu_flags,
+                                                       name=dst.stem)
+        elif precision == Precision.INT8:
+            _, details = onnx_ptq.ort_static_int8(fp32, self.calibration(), dst.parent, name=dst.stem,
+                                                  cpu_flags=self.cpu_flags)
+        else:
+            _, details = make[precision](fp32, self.dataset.x_eval[:1], dst.parent, name=dst.stem)
+        return details
 
     # -- OpenVINO IR, with OpenVINO's converter and NNCF
     def _ir(self, precision: Precision, dst: Path) -> dict:
@@ -161,8 +187,13 @@ class Artifacts:
             ovx.onnx_to_openvino(onnx_fp32, dst, fp16=precision == Precision.FLOAT16)
             return {"converter": "openvino.convert_model", "weights": precision.value,
                     "inference_precision": "f32"}
-        ir_fp32, _ = self.get(".xml", Precision.FLOAT32)
-        return ovx.quantize_openvino(ir_fp32, dst, self.calibration(), self.cpu_flags)
+        from edgeopt.techniques.onnx_ptq import choose_int8_settings, nncf_int8
+
+        onnx_fp32, _ = self.get(".onnx", Precision.FLOAT32)
+        if self.int8_settings == "measured":
+            return choose_int8_settings(onnx_fp32, self.calibration(), self.dataset.x_val, dst.parent,
+                                        runtime="openvino", cpu_flags=self.cpu_flags, name=dst.stem)[1]
+        return nncf_int8(onnx_fp32, self.calibration(), dst.parent, name=dst.stem, cpu_flags=self.cpu_flags)[1]
 
 
 class Unsupported(Exception):
@@ -231,14 +262,17 @@ def compare(model_path: str | Path, dataset, runtimes: list[str] | None = None,
             precisions: list[Precision | str] | tuple[Precision | str, ...] = DEFAULT_PRECISIONS,
             threads: int = 1,
             runs: int = 100, batch: int = 32, out_dir: str | Path | None = None,
-            calibration: int = 300, throughput_seconds: float = 1.0, progress=None) -> list[Row]:
+            calibration: int = 300, throughput_seconds: float = 1.0, progress=None,
+            int8_settings: str = "rule") -> list[Row]:
     """Every runtime x precision on ``model_path`` (.keras/.h5/SavedModel, .onnx or .tflite).
 
     ``runtimes`` are registry names (default: every registered runtime); ``precisions`` are
     Precision values or aliases (fp32, int8-dynamic, ...). Artifacts go to ``out_dir`` (kept) or a
     temporary folder (removed). ``calibration`` samples
     of the training split calibrate int8; throughput at ``batch`` runs for ``throughput_seconds``.
-    ``progress`` is called with each finished Row.
+    ``progress`` is called with each finished Row. ``int8_settings``: "rule" (ONNX Runtime and
+    OpenVINO int8 settings from the CPU flags) or "measured" (each candidate setting measured on
+    the validation split, the choice recorded in the row's settings; rows report on the eval split).
     """
     from edgeopt.runtimes.cpu import cpu_info
     from edgeopt.runtimes.registry import RUNTIMES, get_runtime
@@ -248,6 +282,8 @@ def compare(model_path: str | Path, dataset, runtimes: list[str] | None = None,
         raise UserError(f"model not found: {model_path}")
     runtimes = list(runtimes or RUNTIMES)
     precisions = parse_compare_precisions(precisions)
+    if int8_settings not in INT8_SETTINGS:
+        raise UserError(f"int8_settings {int8_settings!r}: choose from {', '.join(INT8_SETTINGS)}")
     loaded = load_model_file(model_path)
     cpu = cpu_info()
     tmp = None if out_dir else tempfile.mkdtemp(prefix="edgeopt-compare-")
@@ -255,7 +291,7 @@ def compare(model_path: str | Path, dataset, runtimes: list[str] | None = None,
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         _check_data(loaded, dataset)
-        artifacts = Artifacts(loaded, dataset, workdir, calibration, cpu["flags"])
+        artifacts = Artifacts(loaded, dataset, workdir, calibration, cpu["flags"], int8_settings)
         reference = reference_outputs(loaded.kind, dataset.x_eval, artifacts)
         rows = []
         for name in runtimes:
@@ -313,7 +349,7 @@ def _fill_row(row: Row, artifacts: Artifacts, dataset, reference, workdir, timin
         measure_row(row, path, dataset, reference, *timing)
     except Unsupported as e:
         row.status, row.reason = "unsupported", str(e)
-    except UserError as e:
+    except (UserError, ArtifactCheckFailed) as e:  # the whole reason, never cut
         row.status, row.reason = "failed", str(e)
     except Exception as e:  # a runtime crashing on one model must not end the comparison
         row.status = "failed"

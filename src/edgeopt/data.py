@@ -1,6 +1,9 @@
-"""Datasets: .npz/.npy files, image folders, CSV and built-ins, with splits and checks.
+"""Datasets: .npz/.npy files, image folders, CSV and built-ins, with splits, roles and checks.
 
-Everything here is numpy and scikit-learn; no TensorFlow import.
+A model with several inputs gets one array per input (``NamedArrays``, keyed by input name); a
+model with several outputs one label array per output. ``load_roles`` combines ``--data`` (split
+as usual) with role files: ``--train-data``, ``--calib-data`` and ``--eval-data`` each replace
+their split. Everything here is numpy and scikit-learn; no TensorFlow import.
 """
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import gzip
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -20,43 +23,161 @@ FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
 
-@dataclass
-class Dataset:
-    """Arrays for one task, already split. ``x_*`` are float32, ``y_*`` int64 class ids
-    (classification) or float32 targets (regression)."""
+class NamedArrays:
+    """Several arrays with the same number of samples, in a fixed order, sliced together.
 
-    name: str
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_eval: np.ndarray
-    y_eval: np.ndarray
-    task: Literal["classification", "regression"] = "classification"
-    num_classes: int = 0
-    class_names: list[str] = field(default_factory=list)
+    The inputs of a several-input model (keyed by input name) or the labels / outputs of a
+    several-output model (in model-output order). ``x[i]``, ``x[a:b]`` and ``x[idx]`` slice every
+    array; ``x["name"]`` returns one array; ``len(x)`` is the sample count.
+    """
+
+    def __init__(self, arrays: dict[str, np.ndarray] | Sequence[tuple[str, np.ndarray]]):
+        self.arrays = dict(arrays)
+        if not self.arrays:
+            raise UserError("no arrays given")
+        lengths = {k: len(v) for k, v in self.arrays.items()}
+        if len(set(lengths.values())) > 1:
+            raise UserError(f"arrays have different sample counts: {lengths}; every input and label "
+                            f"needs one row per sample")
 
     @property
-    def input_shape(self) -> tuple[int, ...]:
+    def names(self) -> list[str]:
+        return list(self.arrays)
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shape of one sample of each array (no sample axis)."""
+        return {k: tuple(v.shape[1:]) for k, v in self.arrays.items()}
+
+    def as_list(self) -> list[np.ndarray]:
+        return list(self.arrays.values())
+
+    def items(self):
+        return self.arrays.items()
+
+    def __len__(self) -> int:
+        return len(next(iter(self.arrays.values())))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.arrays)
+
+    def __contains__(self, name) -> bool:
+        return name in self.arrays
+
+    def __getitem__(self, index):
+        if isinstance(index, str):
+            return self.arrays[index]
+        return NamedArrays({k: v[index] for k, v in self.arrays.items()})
+
+    def map(self, fn) -> "NamedArrays":
+        return NamedArrays({k: fn(v) for k, v in self.arrays.items()})
+
+    def __repr__(self) -> str:
+        return f"NamedArrays({', '.join(f'{k}: {v.shape}' for k, v in self.arrays.items())})"
+
+
+Arrays = np.ndarray | NamedArrays
+
+
+def first_array(x: Arrays) -> np.ndarray:
+    """The array itself, or the first of several (e.g. for a one-output view)."""
+    return x.as_list()[0] if isinstance(x, NamedArrays) else x
+
+
+@dataclass
+class Dataset:
+    """Arrays for one task, already split.
+
+    ``x_*``: float32 arrays (samples first), or ``NamedArrays`` keyed by input name for a model with
+    several inputs. ``y_*``: int64 class ids (classification, binary), 0/1 int64 vectors
+    (multilabel) or float32 targets (regression); ``NamedArrays`` in model-output order for several
+    outputs (``label_outputs`` says which output each belongs to). ``task`` is the task of the
+    first (or only) label; ``tasks`` one per label; ``task_reason`` says why (printed, recorded).
+    ``sources`` says which file each split came from (data roles)."""
+
+    name: str
+    x_train: Arrays
+    y_train: Arrays
+    x_val: Arrays
+    y_val: Arrays
+    x_eval: Arrays
+    y_eval: Arrays
+    task: str = "classification"
+    num_classes: int = 0
+    class_names: list[str] = field(default_factory=list)
+    task_reason: str = ""
+    output_reading: str = "auto"  # "probabilities" | "logits" | "auto": how to threshold one unit
+    tasks: list[str] = field(default_factory=list)
+    label_outputs: list[str] = field(default_factory=list)
+    x_calib: Arrays | None = None  # a calibration file's samples (--calib-data), used whole
+    output_names: list[str] = field(default_factory=list)  # every model output, in order (fit_to_model)
+    sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def input_names(self) -> list[str]:
+        return self.x_eval.names if isinstance(self.x_eval, NamedArrays) else []
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | dict[str, tuple[int, ...]]:
+        """One sample's shape; ``{input name: shape}`` for several inputs."""
+        if isinstance(self.x_eval, NamedArrays):
+            return self.x_eval.shapes
         return tuple(self.x_eval.shape[1:])
 
-    def calibration(self, n: int = 500, seed: int = 0) -> np.ndarray:
-        """A stratified sample of the training split for quantization calibration."""
-        y = self.y_train if self.task == "classification" else None
+    def calibration(self, n: int = 500, seed: int = 0) -> Arrays:
+        """Calibration samples: the ``--calib-data`` file when given (at most ``n`` rows, taken
+        evenly), else a stratified sample of the training split."""
+        if self.x_calib is not None:
+            idx = np.linspace(0, len(self.x_calib) - 1, min(n, len(self.x_calib))).round().astype(int)
+            return self.x_calib[np.unique(idx)]
+        if len(self.x_train) == 0:
+            raise UserError(f"{self.name}: no training or calibration samples; give --calib-data (or "
+                            f"--train-data / --data) to calibrate")
+        y = self.y_train if self.task in ("classification", "binary") and isinstance(self.y_train, np.ndarray) \
+            else None
         if y is None:
             return self.x_train[: min(n, len(self.x_train))]
         return self.x_train[stratified_indices(y, n, seed)]
 
+    def fingerprint(self) -> str:
+        """16 hex digits identifying the eval data, the first training rows and the split sizes
+        (several inputs/outputs included), to tell whether two runs used the same data."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for part in (self.x_eval, self.y_eval, self.x_train[:256]):
+            for arr in (part.as_list() if isinstance(part, NamedArrays) else [part]):
+                h.update(np.ascontiguousarray(arr).tobytes())
+        h.update(str((len(self.x_train), len(self.x_val))).encode())
+        return h.hexdigest()[:16]
+
     def summary(self) -> dict:
-        return {
+        out = {
             "name": self.name,
             "task": self.task,
-            "input_shape": list(self.input_shape),
+            "input_shape": _jsonable_shape(self.input_shape),
             "num_classes": self.num_classes,
             "train": len(self.x_train),
             "val": len(self.x_val),
             "eval": len(self.x_eval),
         }
+        if self.task_reason:
+            out["task_reason"] = self.task_reason
+        if self.input_names:
+            out["inputs"] = self.input_names
+        if self.label_outputs:
+            out["label_outputs"], out["tasks"] = self.label_outputs, self.tasks
+        if self.x_calib is not None:
+            out["calib"] = len(self.x_calib)
+        if self.sources:
+            out["sources"] = dict(self.sources)
+        return out
+
+
+def _jsonable_shape(shape):
+    if isinstance(shape, dict):
+        return {k: list(v) for k, v in shape.items()}
+    return list(shape)
 
 
 def stratified_indices(y: np.ndarray | None, n: int, seed: int = 0) -> np.ndarray:
@@ -87,12 +208,15 @@ def split_indices(idx: np.ndarray, y: np.ndarray | None, n_test: int, seed: int 
 def load_data(
     source: str | Path,
     *,
-    x_key: str = "x",
-    y_key: str = "y",
+    x_key: str | Sequence[str] = "x",
+    y_key: str | Sequence[str] = "y",
     label_column: str | int = -1,
     image_size: tuple[int, int] | None = None,
     grayscale: bool | None = None,
     task: str | None = None,
+    reshape: Sequence[int] | dict[str, Sequence[int]] | None = None,
+    model=None,
+    output: str | int | None = None,
     val_fraction: float = 0.1,
     eval_fraction: float = 0.2,
     limit: int | None = None,
@@ -100,87 +224,186 @@ def load_data(
 ) -> Dataset:
     """Load a dataset from a built-in name or a path and split it.
 
-    Built-ins: ``digits``, ``fashion-mnist``, ``blobs2d``. Files: ``.npz`` (keys ``x``/``y``,
-    configurable), ``X.npy`` with a ``Y.npy`` beside it (or ``path_x.npy``/``path_y.npy``),
+    Built-ins: ``digits``, ``fashion-mnist``, ``blobs2d`` (docs/datasets.md). Files: ``.npz`` (keys
+    ``x``/``y``, configurable), ``X.npy`` with a ``Y.npy`` beside it (or ``path_x.npy``/``path_y.npy``),
     ``.csv`` (label column configurable), or a folder of images with one subfolder per class.
+
+    Several inputs/outputs (``.npz`` only): ``x_key``/``y_key`` may list one key per input/output
+    (a sequence or ``"a,b"``, in model order); with ``model`` (a ``LoadedModel``) keys named like
+    the model's inputs/outputs are found by themselves. ``output``: the output a single label
+    array belongs to (name or index; default the first). ``reshape``: one sample's shape for flat
+    rows (e.g. a CSV feeding an 8x8x1 image model: ``(8, 8, 1)``). ``task``: ``--task`` (else
+    inferred: ``fit_to_model`` with ``model``, the labels alone without). Raises UserError.
     """
     name = str(source)
+    in_names, out_names = _model_names(model)
+    x_keys, y_keys = _key_list(x_key), _key_list(y_key)
     if name in BUILTINS:
-        return _builtin(name, val_fraction, limit, seed)
+        _only_one_input(in_names, name)
+        ds = _builtin(name, val_fraction, limit, seed)
+        return fit_to_model(ds, model, task, output) if model is not None else ds
+    label_free = task == "fidelity" and Path(source).suffix == ".npz"  # scored against the float model
+    x, y, classes = read_arrays(source, x_keys=x_keys, y_keys=None if label_free else y_keys,
+                                label_column=label_column, image_size=image_size, grayscale=grayscale,
+                                input_names=in_names, output_names=out_names)
+    if y is None:
+        y = np.zeros((len(x), 0), np.float32)  # no labels: zero label columns
+    x = reshape_inputs(x, reshape, name)
+    ds = make_dataset(Path(source).name, x, y, task=task if task != "fidelity" else None,
+                      class_names=classes, val_fraction=val_fraction, eval_fraction=eval_fraction,
+                      limit=limit, seed=seed)
+    return fit_to_model(ds, model, task, output) if model is not None or task else ds
+
+
+def _key_list(key) -> list[str]:
+    if isinstance(key, str):
+        return [k.strip() for k in key.split(",") if k.strip()]
+    return [str(k) for k in key]
+
+
+def _model_names(model) -> tuple[list[str], list[str]]:
+    if model is None:
+        return [], []
+    return [i.name for i in getattr(model, "inputs", [])], [o.name for o in getattr(model, "outputs", [])]
+
+
+def _only_one_input(in_names: list[str], what: str) -> None:
+    if len(in_names) > 1:
+        raise UserError(f"{what} gives one input array but the model has {len(in_names)} inputs "
+                        f"({', '.join(in_names)}); give a .npz with one key per input")
+
+
+def read_arrays(source: str | Path, *, x_keys: Sequence[str] = ("x",), y_keys: Sequence[str] | None = ("y",),
+                label_column: str | int = -1, image_size=None, grayscale=None,
+                input_names: Sequence[str] = (), output_names: Sequence[str] = ()):
+    """Inputs, labels and class names of one data file, unsplit: ``(x, y, class_names)``.
+
+    ``x`` is an array, or ``NamedArrays`` keyed by the model's input names for several inputs;
+    ``y`` likewise per output (or None when ``y_keys`` is None and the file has no labels)."""
     path = Path(source)
     if not path.exists():
         raise UserError(f"data not found: {path} (give a .npz, .npy, .csv, an image folder, "
                         f"or a built-in: {', '.join(BUILTINS)})")
+    if path.suffix != ".npz":
+        _only_one_input(list(input_names), path.name)
     if path.is_dir():
-        x, y, classes = _image_folder(path, image_size, grayscale)
-    elif path.suffix == ".npz":
-        x, y = _npz(path, x_key, y_key)
-        classes = []
-    elif path.suffix == ".npy":
-        x, y = _npy_pair(path)
-        classes = []
-    elif path.suffix == ".csv":
-        x, y = _csv(path, label_column)
-        classes = []
-    else:
-        raise UserError(f"unsupported data file {path.name}: use .npz, .npy, .csv or an image folder")
-    return make_dataset(path.name, x, y, task=task, class_names=classes, val_fraction=val_fraction,
-                        eval_fraction=eval_fraction, limit=limit, seed=seed)
+        return _image_folder(path, image_size, grayscale)
+    if path.suffix == ".npz":
+        x, y = _npz(path, list(x_keys), y_keys, list(input_names), list(output_names))
+        return x, y, []
+    if path.suffix == ".npy":
+        return (*_npy_pair(path), [])
+    if path.suffix == ".csv":
+        return (*_csv(path, label_column), [])
+    raise UserError(f"unsupported data file {path.name}: use .npz, .npy, .csv or an image folder")
 
 
-def make_dataset(name: str, x: np.ndarray, y: np.ndarray, *, task: str | None = None,
+def reshape_inputs(x, reshape, name: str):
+    """Give flat rows a sample shape (``--reshape 8,8,1``); a dict reshapes named inputs."""
+    if reshape is None:
+        return x
+    if isinstance(x, NamedArrays):
+        if not isinstance(reshape, dict):
+            raise UserError(f"{name}: several inputs; give --reshape per input as name=shape")
+        return NamedArrays({k: _reshape_one(v, reshape.get(k), f"{name}[{k}]") for k, v in x.items()})
+    return _reshape_one(x, reshape, name)
+
+
+def _reshape_one(x: np.ndarray, shape, name: str) -> np.ndarray:
+    if shape is None:
+        return x
+    shape = tuple(int(d) for d in shape)
+    per = int(np.prod(x.shape[1:])) if x.ndim > 1 else 1
+    if int(np.prod(shape)) != per:
+        raise UserError(f"{name}: cannot reshape samples of {per} values to {'x'.join(map(str, shape))} "
+                        f"({int(np.prod(shape))} values); give a shape whose product is {per}")
+    return x.reshape((len(x),) + shape)
+
+
+def make_dataset(name: str, x, y, *, task: str | None = None,
                  class_names: list[str] | None = None, val_fraction: float = 0.1,
                  eval_fraction: float = 0.2, limit: int | None = None, seed: int = 0) -> Dataset:
     """Check arrays and split them into train / validation / eval (stratified by class for
-    classification; ``limit`` keeps a stratified subset first)."""
+    classification; ``limit`` keeps a stratified subset first). ``eval_fraction=0`` makes no eval
+    split (an ``--eval-data`` file supplies it); ``val_fraction=0`` and ``eval_fraction=0`` keep
+    every row in train. ``x``/``y`` may be ``NamedArrays`` (several inputs / outputs)."""
     x, y = _check_arrays(name, x, y)
-    task = task or _infer_task(y)
-    if task == "classification":
-        y = y.astype(np.int64)
-    else:
-        y = y.astype(np.float32)
-    labels = y if task == "classification" else None
+    ys = y.as_list() if isinstance(y, NamedArrays) else [y]
+    tasks = [task or _infer_task(v) for v in ys]
+    ys = [_cast_labels(v, t, name) for v, t in zip(ys, tasks)]
+    y = NamedArrays(dict(zip(y.names, ys))) if isinstance(y, NamedArrays) else ys[0]
+    labels = ys[0] if tasks[0] in ("classification", "binary") and ys[0].ndim == 1 else None
     order = np.arange(len(x))
     if limit and limit < len(x):
         order = np.sort(stratified_indices(labels, limit, seed)) if labels is not None else \
             np.random.default_rng(seed).permutation(len(x))[:limit]
     n = len(order)
-    n_eval = max(1, int(round(n * eval_fraction)))
-    n_val = max(1, int(round(n * val_fraction)))
+    n_eval = max(1, int(round(n * eval_fraction))) if eval_fraction > 0 else 0
+    n_val = max(1, int(round(n * val_fraction))) if val_fraction > 0 else 0
     if n - n_eval - n_val < 1:
         raise UserError(f"{name}: {n} samples are too few to split into train, validation and eval "
-                        f"(need at least 3)")
-    rest, ev = split_indices(order, labels, n_eval, seed)
-    tr, va = split_indices(rest, labels, n_val, seed)
-    num_classes = int(y.max()) + 1 if task == "classification" else 0
-    return Dataset(name, x[tr], y[tr], x[va], y[va], x[ev], y[ev], task, num_classes,
-                   list(class_names or []))
+                        f"(need at least {1 + (n_eval > 0) + (n_val > 0)})")
+    rest, ev = split_indices(order, labels, n_eval, seed) if n_eval else (order, order[:0])
+    tr, va = split_indices(rest, labels, n_val, seed) if n_val else (rest, rest[:0])
+    num_classes = int(ys[0].max()) + 1 if tasks[0] in ("classification", "binary") and ys[0].ndim == 1 else 0
+    return Dataset(name, x[tr], y[tr], x[va], y[va], x[ev], y[ev], tasks[0], num_classes,
+                   list(class_names or []), tasks=tasks,
+                   label_outputs=list(y.names) if isinstance(y, NamedArrays) else [])
 
 
-def _check_arrays(name: str, x, y) -> tuple[np.ndarray, np.ndarray]:
+def _cast_labels(y: np.ndarray, task: str, name: str) -> np.ndarray:
+    if task in ("classification", "binary"):
+        if y.dtype.kind == "f" and not np.all(np.equal(np.mod(y, 1), 0)):
+            raise UserError(f"{name}: --task {task} needs integer class labels, but the labels are real "
+                            f"numbers; give class ids, or use --task regression")
+        return y.astype(np.int64)
+    if task == "multilabel":
+        return y.astype(np.int64)
+    return y.astype(np.float32)
+
+
+def _check_arrays(name: str, x, y):
+    if isinstance(x, NamedArrays):
+        x = NamedArrays({k: _check_inputs(f"{name}[{k}]", v) for k, v in x.items()})
+    else:
+        x = _check_inputs(name, x)
+    if isinstance(y, NamedArrays):
+        y = NamedArrays({k: _check_labels(f"{name}[{k}]", v, len(x)) for k, v in y.items()})
+    else:
+        y = _check_labels(name, y, len(x))
+    return x, y
+
+
+def _check_inputs(name: str, x) -> np.ndarray:
     x = np.asarray(x)
-    y = np.asarray(y)
     if x.size == 0 or len(x) == 0:
         raise UserError(f"{name}: the data is empty (0 samples)")
-    if len(x) != len(y):
-        raise UserError(f"{name}: {len(x)} inputs but {len(y)} labels; they must have the same length")
     if x.dtype.kind not in "biuf":
         raise UserError(f"{name}: inputs have dtype {x.dtype}; expected numbers")
     x = x.astype(np.float32)
     if not np.isfinite(x).all():
         bad = int((~np.isfinite(x)).reshape(len(x), -1).any(axis=1).sum())
         raise UserError(f"{name}: {bad} samples contain NaN or infinite values; clean or drop them")
-    if y.ndim == 2 and y.shape[1] > 1 and set(np.unique(y)) <= {0, 1}:
-        y = y.argmax(axis=1)  # one-hot labels
-    y = y.reshape(len(y)) if y.ndim == 2 and y.shape[1] == 1 else y
+    return x
+
+
+def _check_labels(name: str, y, n: int) -> np.ndarray:
+    y = np.asarray(y)
+    if n != len(y):
+        raise UserError(f"{name}: {n} inputs but {len(y)} labels; they must have the same length")
     if y.dtype.kind not in "biuf":
         raise UserError(f"{name}: labels have dtype {y.dtype}; expected integer class ids or numbers")
     if y.dtype.kind == "f" and not np.isfinite(y).all():
         raise UserError(f"{name}: labels contain NaN or infinite values")
-    return x, y
+    if y.ndim == 2 and y.shape[1] > 1 and set(np.unique(y).tolist()) <= {0, 1} and (y.sum(axis=1) == 1).all():
+        y = y.argmax(axis=1)  # one-hot labels
+    return y.reshape(len(y)) if y.ndim == 2 and y.shape[1] == 1 else y
 
 
 def _infer_task(y: np.ndarray) -> str:
+    """The task the labels alone suggest (the model's output layer refines it: ``fit_to_model``)."""
+    if y.ndim == 2 and y.shape[1] > 1 and set(np.unique(y).tolist()) <= {0, 1}:
+        return "multilabel"
     if y.dtype.kind in "biu" and y.ndim == 1:
         if y.min() < 0:
             raise UserError(f"class labels must be 0..N-1, found {int(y.min())}")
@@ -190,19 +413,96 @@ def _infer_task(y: np.ndarray) -> str:
     return "regression"
 
 
-def _npz(path: Path, x_key: str, y_key: str):
+def fit_to_model(ds: Dataset, model=None, task: str | None = None, output: str | int | None = None) -> Dataset:
+    """Settle the task of each label from the model's output layer and the labels
+    (``measure.metrics.infer_task``): sets ``task``/``tasks``/``task_reason``/``output_reading``,
+    casts labels to match, and records which output each label belongs to.
+
+    ``model``: a ``LoadedModel`` (``outputs`` with shape and activation) or None (labels alone).
+    ``task``: ``--task`` (checked against the labels). ``output``: the output a single label
+    belongs to (``--output``: name or index). Returns the same Dataset, updated. Raises UserError
+    (e.g. float labels for a 10-class classifier)."""
+    from edgeopt.measure.metrics import infer_task, resolve_output
+
+    outs = list(getattr(model, "outputs", []) or [])
+    names = [o.name for o in outs]
+    ys = ds.y_eval.as_list() if isinstance(ds.y_eval, NamedArrays) else [ds.y_eval]
+    if len(ys) == 1 and len(outs) > 1:
+        targets = [resolve_output(names, output)]
+    elif outs and len(ys) != len(outs):
+        raise UserError(f"the model has {len(outs)} outputs but the data has {len(ys)} label arrays; give "
+                        f"one label key per output (--y-key a,b) or one label and --output")
+    else:
+        targets = list(range(len(ys)))
+    infos = []
+    for y, k in zip(ys, targets):
+        spec = outs[k] if outs else None
+        units = int(spec.shape[-1]) if spec is not None and spec.shape and spec.shape[-1] else None
+        infos.append(infer_task(y, units=units, activation=getattr(spec, "activation", None), declared=task))
+    ds.tasks = [i.task for i in infos]
+    ds.task, ds.task_reason, ds.output_reading = infos[0].task, infos[0].reason, infos[0].output
+    if outs:
+        ds.label_outputs, ds.output_names = [names[k] for k in targets], names
+    for split in ("y_train", "y_val", "y_eval"):
+        value = getattr(ds, split)
+        if isinstance(value, NamedArrays):
+            setattr(ds, split, NamedArrays({n: _cast_labels(v, t, ds.name)
+                                            for (n, v), t in zip(value.items(), ds.tasks)}))
+        else:
+            setattr(ds, split, _cast_labels(value, ds.task, ds.name))
+    if ds.task in ("classification", "binary") and ys[0].ndim == 1 and len(ys[0]):
+        ds.num_classes = max(ds.num_classes, int(np.max(ys[0])) + 1)
+    return ds
+
+
+def _npz(path: Path, x_keys: list[str], y_keys: list[str] | None, input_names: list[str],
+         output_names: list[str]):
+    """(x, y) from a .npz: one key per input (by the model's input names, or the given keys in
+    input order) and one per output; y is None when ``y_keys`` is None."""
     try:
         with np.load(path, allow_pickle=False) as f:
             keys = list(f.keys())
-            missing = [k for k in (x_key, y_key) if k not in keys]
-            if missing:
-                raise UserError(f"{path.name} has keys {keys} but not {missing}: "
-                                f"name them with --x-key/--y-key")
-            return f[x_key], f[y_key]
+            xk = _pick_keys(keys, x_keys, input_names, "x", "inputs", "--x-key", path.name)
+            yk = None if y_keys is None else _pick_keys(keys, y_keys, output_names, "y", "outputs", "--y-key",
+                                                        path.name, allow_one=True)
+            x = _named(f, xk, input_names)
+            y = None if yk is None else _named(f, yk, output_names if len(yk) == len(output_names) else yk)
+            return x, y
     except UserError:
         raise
     except Exception as e:  # zip errors, pickled arrays, truncation
         raise UserError(f"cannot read {path.name} as .npz: {one_line(e)}") from None
+
+
+def _named(f, keys: list[str], names: list[str]):
+    if len(keys) == 1:
+        return f[keys[0]]
+    return NamedArrays({(names[i] if i < len(names) else k): f[k] for i, k in enumerate(keys)})
+
+
+def _pick_keys(keys, given, names, default, what, flag, fname, allow_one=False) -> list[str]:
+    """The .npz keys to read, in model order. ``given``: --x-key/--y-key (default ["x"]/["y"])."""
+    explicit = list(given) != [default]
+    want = len(names) or 1
+    if explicit:
+        missing = [k for k in given if k not in keys]
+        if missing:
+            raise UserError(f"{fname} has keys {keys} but not {missing}: name them with {flag}")
+        if names and len(given) != want and not (allow_one and len(given) == 1):
+            raise UserError(f"{len(given)} keys given with {flag} but the model has {want} {what} "
+                            f"({', '.join(names)}); give one key per {what[:-1]}, in order")
+        return list(given)
+    if want > 1 and all(n in keys for n in names):
+        return list(names)
+    if default in keys and (want == 1 or allow_one):
+        return [default]
+    if want == 1 and len(names) == 1 and names[0] in keys:
+        return [names[0]]
+    if want > 1:
+        raise UserError(f"{fname} has keys {keys} but the model's {what} are {', '.join(names)}: name one key "
+                        f"per {what[:-1]} with {flag} {','.join(keys[:want]) if len(keys) >= want else 'a,b'} "
+                        f"(in {what[:-1]} order), or save the arrays under the {what[:-1]} names")
+    raise UserError(f"{fname} has keys {keys} but not {[default]}: name them with --x-key/--y-key")
 
 
 def _npy_pair(path: Path):
@@ -292,6 +592,77 @@ def _image_folder(path: Path, image_size, grayscale):
     return np.stack(xs), np.array(ys, dtype=np.int64), classes
 
 
+# ---------------------------------------------------------------- data roles
+
+def load_data_roles(data: str | Path | None = None, *, train: str | Path | None = None,
+                    calib: str | Path | None = None, eval: str | Path | None = None,
+                    val_fraction: float = 0.1, eval_fraction: float = 0.2, limit: int | None = None,
+                    seed: int = 0, task: str | None = None, model=None, output: str | int | None = None,
+                    **read_kwargs) -> Dataset:
+    """One Dataset from ``--data`` and the role files ``--train-data``, ``--calib-data``, ``--eval-data``.
+
+    - ``eval``: the numbers in the table; used whole (eval count = its length), never split.
+    - ``train``: fine-tuning data; the validation split (``val_fraction``) is carved from it.
+    - ``calib``: calibration samples only (labels optional); ``Dataset.calibration`` then reads
+      this file and nothing else.
+    - ``data``: split as usual into the roles no file supplies: everything (train / val / eval)
+      when alone; train + val when ``eval`` is given; used whole as eval when ``train`` is given;
+      unused (an error) when both are.
+
+    ``read_kwargs`` go to ``read_arrays`` (``x_key``, ``y_key``, ``label_column``, ``image_size``,
+    ``grayscale``) plus ``reshape``; ``model``, ``task``, ``output``: see ``load_data``. Raises
+    UserError when no role supplies eval data, or for any unreadable file.
+    """
+    if data is None and train is None and eval is None:
+        raise UserError("no data: give --data, or --eval-data (with --train-data or --calib-data to optimize)")
+    if data is not None and train is not None and eval is not None:
+        raise UserError("--data is not used when both --train-data and --eval-data are given; drop one of them")
+    kw = dict(read_kwargs)
+    reshape = kw.pop("reshape", None)
+    common = dict(model=model, output=output, task=task, reshape=reshape, seed=seed, **kw)
+    if data is not None and train is None and eval is None:
+        ds = load_data(data, val_fraction=val_fraction, eval_fraction=eval_fraction, limit=limit, **common)
+        ds.sources = {"train": str(data), "val": str(data), "eval": str(data)}
+    else:
+        train_src = train if train is not None else (data if eval is not None else None)
+        eval_src = eval if eval is not None else data
+        ev = _whole(eval_src, common)
+        if train_src is not None:
+            tr = load_data(train_src, val_fraction=val_fraction, eval_fraction=0.0, limit=limit, **common)
+        else:  # eval only: measuring needs no training data
+            tr = _empty_like(ev)
+        ds = Dataset(Path(str(eval_src)).name, tr.x_train, tr.y_train, tr.x_val, tr.y_val, ev.x_train,
+                     ev.y_train, ev.task, max(ev.num_classes, tr.num_classes), ev.class_names or tr.class_names,
+                     ev.task_reason, ev.output_reading, ev.tasks, ev.label_outputs,
+                     output_names=ev.output_names)
+        ds.sources = {"eval": str(eval_src), **({"train": str(train_src), "val": str(train_src)}
+                                                if train_src is not None else {})}
+    if calib is not None:
+        names = [i.name for i in getattr(model, "inputs", [])] if model is not None else []
+        x, _, _ = read_arrays(calib, x_keys=_key_list(kw.get("x_key", "x")), y_keys=None,
+                              label_column=kw.get("label_column", -1), image_size=kw.get("image_size"),
+                              grayscale=kw.get("grayscale"), input_names=names)
+        x = reshape_inputs(x, reshape, Path(str(calib)).name)
+        ds.x_calib = _check_inputs(Path(str(calib)).name, x) if not isinstance(x, NamedArrays) else \
+            NamedArrays({k: _check_inputs(f"{calib}[{k}]", v) for k, v in x.items()})
+        ds.sources["calib"] = str(calib)
+    return ds
+
+
+def _whole(source, common: dict) -> Dataset:
+    """A file used whole (every row in ``x_train``/``y_train`` of the returned Dataset)."""
+    if str(source) in BUILTINS:
+        raise UserError(f"the built-in {source} comes with its own splits: give it as --data, and files "
+                        f"as --train-data/--eval-data")
+    return load_data(source, val_fraction=0.0, eval_fraction=0.0, **common)
+
+
+def _empty_like(ds: Dataset) -> Dataset:
+    none = np.arange(0)
+    return Dataset(ds.name, ds.x_train[none], ds.y_train[none], ds.x_train[none], ds.y_train[none],
+                   ds.x_train[none], ds.y_train[none], ds.task)
+
+
 # ---------------------------------------------------------------- built-ins
 
 def _builtin(name: str, val_fraction: float, limit: int | None, seed: int) -> Dataset:
@@ -367,18 +738,37 @@ def fashion_mnist(val_fraction: float = 0.1, limit: int | None = None, seed: int
 
 # ---------------------------------------------------------------- checks against a model
 
-def check_against_model(ds: Dataset, input_shape: tuple, output_units: int | None,
+def check_against_model(ds: Dataset, input_shape: tuple | dict | list, output_units: int | None,
                         input_range: tuple[float, float] | None = None) -> list[str]:
     """Raise UserError for hard mismatches; return warnings for soft ones.
 
-    ``input_shape`` excludes the batch dimension (None for free dims)."""
-    got = ds.input_shape
-    want = tuple(input_shape)
-    if len(got) != len(want) or any(w not in (None, -1, g) for w, g in zip(want, got)):
-        raise UserError(f"data {ds.name} has input shape {_fmt(got)} but the model expects "
-                        f"{_fmt(want)}; reshape or resize the data")
+    ``input_shape`` excludes the batch dimension (None for free dims): one tuple, or one per
+    input (a list in model order, or a dict by input name) for a model with several inputs; a
+    single tuple against several-input data checks the first input (data keys are in model order).
+    """
+    got_all = ds.input_shape if isinstance(ds.input_shape, dict) else {"": ds.input_shape}
+    if isinstance(input_shape, dict):
+        want_all = input_shape
+    elif input_shape and not isinstance(input_shape[0], (int, type(None))) and not hasattr(input_shape[0], "__index__"):
+        want_all = dict(zip(got_all, input_shape))  # a list of shapes, in model order
+    else:
+        want_all = {next(iter(got_all)): input_shape}
+    if len(want_all) > 1 and len(want_all) != len(got_all):
+        raise UserError(f"data {ds.name} has {len(got_all)} input array(s) but the model has {len(want_all)} "
+                        f"inputs; give one .npz key per input (--x-key a,b)")
+    for (gname, got), want in zip(got_all.items(), want_all.values()):
+        got, want = tuple(got), tuple(want)
+        if len(got) != len(want) or any(w not in (None, -1, g) for w, g in zip(want, got)):
+            which = f" for input {gname!r}" if gname else ""
+            raise UserError(f"data {ds.name} has input shape {_fmt(got)}{which} but the model expects "
+                            f"{_fmt(want)}; reshape or resize the data")
     warnings = []
-    if ds.task == "classification" and output_units:
+    y = ds.y_eval
+    if ds.task == "regression" and output_units and output_units > 1 and isinstance(y, np.ndarray) and y.ndim == 1:
+        raise UserError(f"data {ds.name} has real-valued labels (e.g. {float(y[0]):g}) but the model outputs "
+                        f"{output_units} classes; give integer class ids 0..{output_units - 1}, or pass "
+                        f"--task regression if the outputs really are targets")
+    if ds.task in ("classification", "binary") and output_units:
         if output_units == 1 and ds.num_classes <= 2:
             pass
         elif ds.num_classes > output_units:
@@ -387,7 +777,8 @@ def check_against_model(ds: Dataset, input_shape: tuple, output_units: int | Non
         elif ds.num_classes < output_units:
             warnings.append(f"data has {ds.num_classes} classes, model outputs {output_units}")
     if input_range is not None:
-        lo, hi = float(ds.x_eval.min()), float(ds.x_eval.max())
+        first = first_array(ds.x_eval)
+        lo, hi = float(first.min()), float(first.max())
         span = input_range[1] - input_range[0]
         if lo < input_range[0] - 0.1 * span or hi > input_range[1] + 0.1 * span:
             warnings.append(f"data ranges {lo:.4g}..{hi:.4g} but the model's quantized input covers "

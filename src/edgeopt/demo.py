@@ -1,5 +1,7 @@
 """`edgeopt demo`: train the slide MLP (blobs2d) and a small CNN (Fashion-MNIST, or digits when it is
-not installed), then profile, bench and optimize each into a run directory."""
+not installed), then profile, bench and optimize each into a run directory, and end with a short
+search for a microcontroller (post-training steps only) that exports the winner's C array and
+Arduino sketch."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,6 +11,7 @@ from rich.console import Console
 console = Console()
 
 DEMO_RECIPES = ["dynamic", "float16", "int8"]
+DEMO_TARGET = "arduino-nano-33-ble-sense"
 
 
 def _train_mlp(out: Path, quick: bool) -> tuple[Path, str]:
@@ -75,7 +78,27 @@ def run_demo(out: Path, quick: bool = False) -> list[Path]:
                                     runs=50 if quick else 200, log=log, progress=step).path
         print_run(load_run(run_path), run_path)
         runs.append(run_path)
+    _search(out, model_path, data, quick)
     return runs
+
+
+def _search(out: Path, model_path: Path, data: str, quick: bool) -> Path:
+    """A short post-training search of the CNN for a microcontroller; prints the winner and where its
+    C array and sketch went. Returns the search's run directory."""
+    from edgeopt import api
+
+    console.rule(f"[bold]search: {model_path.stem} for {DEMO_TARGET}")
+    limit = {"limit": 3000 if quick else 6000} if data == "fashion-mnist" else {}
+    result = api.search(model_path, data, targets=[DEMO_TARGET], objectives=("latency", "size"),
+                        time_budget=30 if quick else 60, trials=3 if quick else 6, training=False,
+                        out=out / "search" / model_path.stem, runs=20,
+                        progress=lambda line, snapshot: console.print(line, highlight=False, markup=False),
+                        **limit)
+    console.print(f"[bold]{result.targets[DEMO_TARGET].sentence}[/]", highlight=False)
+    for path in result.exports.get(DEMO_TARGET, []):
+        console.print(f"exported {path}", highlight=False)
+    console.print(f"search history: edgeopt report {result.path}", highlight=False)
+    return result.path
 
 
 def _known(step: str) -> bool:

@@ -21,7 +21,25 @@ MAX_SAMPLE_BYTES = 2 * 1024**3  # one input sample larger than this is refused b
 
 
 @dataclass
+class IOSpec:
+    """One model input or output: name, shape without the batch axis (None for free axes), dtype,
+    and for outputs the activation of the layer that produces it ("softmax", "sigmoid", "linear",
+    or None when unknown: the task is then inferred from the outputs themselves)."""
+
+    name: str
+    shape: tuple
+    dtype: str
+    activation: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "activation": self.activation}
+
+
+@dataclass
 class LoadedModel:
+    """A loaded model. ``input_shape``/``input_dtype``/``output_units`` describe the first input and
+    output; ``inputs``/``outputs`` every one, in the model's order."""
+
     path: Path
     kind: str  # "keras" | "tflite" | "onnx"
     name: str
@@ -30,6 +48,8 @@ class LoadedModel:
     output_units: int | None  # size of the last output dimension
     keras: Any = None  # the keras.Model, for kind == "keras"
     info: dict = field(default_factory=dict)
+    inputs: list[IOSpec] = field(default_factory=list)
+    outputs: list[IOSpec] = field(default_factory=list)
 
     @property
     def open_axes(self) -> list[int]:
@@ -156,17 +176,56 @@ def _wrap_keras(path: Path, model) -> LoadedModel:
     inputs = model.inputs
     if not inputs:
         raise UserError(f"{path.name}: the model has no defined inputs; build it with keras.Input")
-    if len(inputs) > 1 or len(model.outputs) > 1:
-        raise UserError(f"{path.name}: models with several inputs or outputs are not supported yet "
-                        f"({len(inputs)} inputs, {len(model.outputs)} outputs)")
     shape = tuple(inputs[0].shape[1:])
-    check_sample_size(path, shape, str(inputs[0].dtype))
     out_shape = model.outputs[0].shape
-    last = model.layers[-1] if model.layers else None
-    activation = getattr(getattr(last, "activation", None), "__name__", "")
+    ins = [IOSpec(_keras_name(t), tuple(t.shape[1:]), str(t.dtype)) for t in inputs]
+    for spec in ins:
+        check_sample_size(path, spec.shape, spec.dtype)
+    outs = [IOSpec(_keras_name(t), tuple(t.shape[1:]), str(t.dtype), _keras_activation(t)) for t in model.outputs]
     return LoadedModel(path, "keras", model.name, shape, str(inputs[0].dtype),
                        int(out_shape[-1]) if out_shape[-1] else None, model,
-                       {"softmax_output": activation == "softmax", "params": int(model.count_params())})
+                       {"softmax_output": outs[0].activation == "softmax", "params": int(model.count_params())},
+                       ins, outs)
+
+
+def _keras_name(t) -> str:
+    history = getattr(t, "_keras_history", None)
+    return history.operation.name if history is not None else str(getattr(t, "name", ""))
+
+
+def _keras_activation(t) -> str | None:
+    """The activation of the layer producing Keras tensor ``t`` (see IOSpec)."""
+    history = getattr(t, "_keras_history", None)
+    layer = history.operation if history is not None else None
+    kind = type(layer).__name__
+    if kind == "Softmax":
+        return "softmax"
+    fn = getattr(layer, "activation", None)
+    name = getattr(fn, "__name__", None) if fn is not None else None
+    if name:
+        return name
+    return "linear" if kind in ("Dense", "EinsumDense", "Conv1D", "Conv2D", "Conv3D") else None
+
+
+_ACTIVATION_OPS = {"SOFTMAX": "softmax", "Softmax": "softmax", "LOGISTIC": "sigmoid", "Sigmoid": "sigmoid",
+                   "FULLY_CONNECTED": "linear", "Gemm": "linear", "CONV_2D": "linear", "MatMul": "linear"}
+_PASS_OPS = {"QUANTIZE", "DEQUANTIZE", "RESHAPE", "Reshape", "QuantizeLinear", "DequantizeLinear", "Identity",
+             "Flatten", "SQUEEZE", "Squeeze", "CAST", "Cast"}
+
+
+def _graph_activation(producers: dict, out: str | int) -> str | None:
+    """The activation of the op producing output ``out`` (through quantize/reshape ops);
+    ``producers`` maps a tensor to (op type, first input, fused activation or None)."""
+    seen = 0
+    while out in producers and seen < 8:
+        op, first_in, fused = producers[out]
+        if op in _PASS_OPS:
+            out, seen = first_in, seen + 1
+            continue
+        if fused:  # e.g. FULLY_CONNECTED with a fused RELU: not a probability
+            return "linear"
+        return _ACTIVATION_OPS.get(op, "linear" if op.startswith(("ADD", "Add")) else None)
+    return None
 
 
 def _load_tflite(path: Path) -> LoadedModel:
@@ -184,9 +243,33 @@ def _load_tflite(path: Path) -> LoadedModel:
     session = LiteRT().load(path)
     inp = session.inputs[0]
     out = session.outputs[0]
+    producers = _tflite_producers(path)
     return LoadedModel(path, "tflite", path.stem, tuple(inp.shape[1:]), inp.dtype,
                        int(out.shape[-1]) if out.shape else None, None,
-                       {"input_scale": inp.scale, "input_zero_point": inp.zero_point})
+                       {"input_scale": inp.scale, "input_zero_point": inp.zero_point},
+                       [IOSpec(i.name, tuple(i.shape[1:]), i.dtype) for i in session.inputs],
+                       [IOSpec(o.name, tuple(o.shape[1:]), o.dtype, _graph_activation(producers, o.name))
+                        for o in session.outputs])
+
+
+def _tflite_producers(path: Path) -> dict:
+    """Output tensor name/index -> (op type, first input index, fused activation) of a .tflite."""
+    from edgeopt.measure.graph import read_tflite
+    from edgeopt.measure.graph import tflite_io_names
+
+    try:
+        g = read_tflite(path, resolve_shapes=False)
+        _, names, _ = tflite_io_names(path.read_bytes())
+    except UserError:
+        return {}
+    prod = {}
+    for node in g.nodes:
+        for o in node.outputs:
+            prod[o] = (node.op_type, node.inputs[0] if node.inputs else -1, None)
+    for t, name in zip(g.outputs, names):  # look outputs up by their session name too
+        if t in prod:
+            prod[name] = prod[t]
+    return prod
 
 
 def _load_onnx(path: Path) -> LoadedModel:
@@ -198,13 +281,20 @@ def _load_onnx(path: Path) -> LoadedModel:
     except Exception as e:
         raise UserError(f"cannot load {path.name} as ONNX (corrupt, truncated or another format): "
                         f"{one_line(e, 160)}") from None
-    inp = model.graph.input[0]
-    dims = [d.dim_value if d.dim_value > 0 else None for d in inp.type.tensor_type.shape.dim]
-    out_dims = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
-    elem = onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)
-    check_sample_size(path, tuple(dims[1:]), np.dtype(elem).name)
-    return LoadedModel(path, "onnx", path.stem, tuple(dims[1:]), np.dtype(elem).name,
-                       out_dims[-1] if out_dims and out_dims[-1] > 0 else None)
+    inits = {i.name for i in model.graph.initializer}
+    ins = [_onnx_spec(onnx, v) for v in model.graph.input if v.name not in inits]
+    producers = {o: (n.op_type, n.input[0] if n.input else "", None) for n in model.graph.node for o in n.output}
+    outs = [_onnx_spec(onnx, v, _graph_activation(producers, v.name)) for v in model.graph.output]
+    for spec in ins:
+        check_sample_size(path, spec.shape, spec.dtype)
+    last = outs[0].shape[-1] if outs and outs[0].shape else None
+    return LoadedModel(path, "onnx", path.stem, ins[0].shape, ins[0].dtype, last, None, {}, ins, outs)
+
+
+def _onnx_spec(onnx, value, activation: str | None = None) -> IOSpec:
+    dims = [d.dim_value if d.dim_value > 0 else None for d in value.type.tensor_type.shape.dim]
+    elem = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+    return IOSpec(value.name, tuple(dims[1:]), np.dtype(elem).name, activation)
 
 
 def sample_bytes(shape: tuple, dtype: str) -> int:

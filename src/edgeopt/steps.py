@@ -42,6 +42,9 @@ class StepContext:
     paired_latency_us: Callable[[Path, Path, Any], tuple[float, float]] | None = None
     # facts earlier steps of the chain handed on (StepResult.hints), e.g. try_sparse_encoding
     hints: dict[str, Any] = field(default_factory=dict)
+    # on_epoch(epoch, val_accuracy) after every fine-tuning epoch (the search's pruner; it may raise
+    # to stop the step); epochs count up across the steps of one chain
+    on_epoch: Callable[[int, float], None] | None = None
 
     def __post_init__(self):
         if self.evaluate is None or self.latency_ms is None or self.paired_latency_us is None:

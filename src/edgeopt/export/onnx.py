@@ -17,14 +17,16 @@ from edgeopt.fsutil import atomic_path
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "amx_tile")
 
 
-def keras_to_onnx(model, dst: str | Path) -> Path:
-    """Export a Keras 3 model to ONNX (opset chosen by tf2onnx), batch dimension left dynamic."""
+def keras_to_onnx(model, dst: str | Path, opset: int | None = None) -> Path:
+    """Export a Keras 3 model to ONNX, batch dimension left dynamic; ``opset`` None lets tf2onnx
+    choose (an explicit one, e.g. 11, reproduces files made by older exporters)."""
     dst = Path(dst)
+    kwargs = {} if opset is None else {"opset_version": int(opset)}
     shape = tuple(1 if d is None else d for d in model.inputs[0].shape)
     model(np.zeros(shape, dtype=model.inputs[0].dtype))  # export needs a model that was called once
     with atomic_path(dst) as tmp, quiet_fds():
         try:
-            model.export(str(tmp), format="onnx", verbose=False)
+            model.export(str(tmp), format="onnx", verbose=False, **kwargs)
         except Exception as e:
             raise UserError(f"cannot export {model.name} to ONNX: {one_line(e)}") from None
     return dst
@@ -75,16 +77,23 @@ class _Reader:
 
 
 def quantize_onnx_static(src: str | Path, dst: str | Path, calibration: np.ndarray,
-                         cpu_flags: Iterable[str] | None = None) -> dict:
-    """Static QDQ int8, per-channel weights, MinMax calibration on ``calibration``; returns the
-    settings used (so a report can say why)."""
+                         cpu_flags: Iterable[str] | None = None, settings: dict | None = None) -> dict:
+    """Static QDQ int8, MinMax calibration on ``calibration``; returns the settings used (so a
+    report can say why).
+
+    ``settings`` (keys activation_type / weight_type: "QUInt8" or "QInt8", reduce_range,
+    per_channel, why) overrides the CPU-flag rule of :func:`ort_int8_options` key by key.
+    """
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if cpu_flags is None:
         from edgeopt.measure.env import cpu_info
         cpu_flags = cpu_info()["flags"]
-    opts = ort_int8_options(cpu_flags)
+    opts = {**ort_int8_options(cpu_flags), **(settings or {})}
+    for key in ("activation_type", "weight_type"):
+        if isinstance(opts[key], str):
+            opts[key] = QuantType[opts[key]]
     why = opts.pop("why")
     input_name = onnx.load(str(src), load_external_data=False).graph.input[0].name
     with tempfile.TemporaryDirectory() as tmpdir, atomic_path(dst) as tmp:
@@ -96,22 +105,47 @@ def quantize_onnx_static(src: str | Path, dst: str | Path, calibration: np.ndarr
                             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
                             **opts)
         except Exception as e:
-            raise UserError(f"ONNX Runtime static int8 quantization failed: {one_line(e)}") from None
+            raise UserError(f"ONNX Runtime static int8 quantization failed: {one_line(e, 1000)}") from None
     return {**{k: getattr(v, "name", v) for k, v in opts.items()}, "why": why,
             "calibration_samples": int(len(calibration))}
 
 
-def quantize_onnx_dynamic(src: str | Path, dst: str | Path) -> dict:
+def quantize_onnx_dynamic(src: str | Path, dst: str | Path, per_channel: bool = False) -> dict:
     """Dynamic int8: int8 weights, activations quantized at run time (no calibration)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with tempfile.TemporaryDirectory() as tmpdir, atomic_path(dst) as tmp:
         try:
             quantize_dynamic(str(_pre_process(src, Path(tmpdir))), str(tmp), weight_type=QuantType.QInt8,
-                             per_channel=False)
+                             per_channel=per_channel)
         except Exception as e:
             raise UserError(f"ONNX Runtime dynamic int8 quantization failed: {one_line(e)}") from None
-    return {"weight_type": "QInt8", "mode": "int8 weights, activations quantized at run time"}
+    return {"weight_type": "QInt8", "per_channel": per_channel,
+            "mode": "int8 weights, activations quantized at run time"}
+
+
+def onnx_opset(path: str | Path) -> int:
+    """The default-domain ("ai.onnx") opset an ONNX file imports (1 when it names none)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+
+
+def upgrade_opset(src: str | Path, dst: str | Path, opset: int) -> Path:
+    """Rewrite ``src`` for the default-domain ``opset`` with onnx.version_converter (checked by
+    onnx.checker); raises UserError when the converter cannot."""
+    import onnx
+    from onnx import version_converter
+
+    try:
+        model = version_converter.convert_version(onnx.load(str(src)), int(opset))
+        onnx.checker.check_model(model)
+    except Exception as e:
+        raise UserError(f"cannot upgrade {Path(src).name} to opset {opset}: {one_line(e, 400)}") from None
+    with atomic_path(dst) as tmp:
+        onnx.save(model, str(tmp))
+    return Path(dst)
 
 
 def _pre_process(src: str | Path, tmpdir: Path) -> Path:

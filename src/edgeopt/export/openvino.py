@@ -49,12 +49,16 @@ def nncf_int8_options(cpu_flags: Iterable[str]) -> dict:
 
 
 BIAS_CORRECTION = ("none", "fast", "full")
+OVERFLOW_FIX = ("enable", "first_layer_only", "disable")
 
 
 def quantize_openvino(src_xml: str | Path, dst_xml: str | Path, calibration: np.ndarray,
                       cpu_flags: Iterable[str] | None = None, batch: int = 1,
-                      bias_correction: str = "none") -> dict:
+                      bias_correction: str = "none", overflow_fix: str | None = None) -> dict:
     """Static int8 with ``nncf.quantize`` (min/max ranges) on ``calibration``.
+
+    ``overflow_fix`` ("enable", "first_layer_only", "disable") overrides the CPU-flag rule of
+    :func:`nncf_int8_options` (for settings chosen by measurement).
 
     Bias correction is off by default: with a few hundred calibration samples NNCF's fast bias
     correction moved outputs more than it fixed (digits CNN: 0.8 points lost, max output error 0.73
@@ -68,6 +72,10 @@ def quantize_openvino(src_xml: str | Path, dst_xml: str | Path, calibration: np.
         from edgeopt.measure.env import cpu_info
         cpu_flags = cpu_info()["flags"]
     opts = nncf_int8_options(cpu_flags)
+    if overflow_fix is not None:
+        if overflow_fix not in OVERFLOW_FIX:
+            raise UserError(f"overflow_fix {overflow_fix!r}: choose from {', '.join(OVERFLOW_FIX)}")
+        opts = {"overflow_fix": overflow_fix, "why": "chosen by the caller"}
     model = ov.Core().read_model(str(src_xml))
     items = [calibration[i:i + batch].astype(np.float32) for i in range(0, len(calibration), batch)]
     if bias_correction not in BIAS_CORRECTION:

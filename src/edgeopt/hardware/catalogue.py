@@ -93,8 +93,16 @@ def has_fpu(dev: Device) -> bool:
 
 
 def op_list(name: str) -> set[str] | None:
+    """Op types (profiler names: ``CONV_2D``, ``CUSTOM:SignalWindow``) a device's `constraints.op_list`
+    allows; None for an unknown list. ``tflm`` is the one TFLite Micro table (export/tflm_ops.yaml)."""
     entry = data_file("ops.yaml").get("op_lists", {}).get(name)
-    return set(entry["ops"]) if entry else None
+    if not entry:
+        return None
+    if name == "tflm":
+        from edgeopt.export.tflm_ops import tflm_op_types
+
+        return set(tflm_op_types())
+    return set(entry["ops"])
 
 
 def host_device() -> Device:

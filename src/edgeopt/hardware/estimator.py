@@ -27,9 +27,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from edgeopt.core.precision import Precision
 from edgeopt.hardware.catalogue import core_info, data_file, has_fpu, op_list
 from edgeopt.hardware.schema import Device
 from edgeopt.measure.graph_types import GraphProfile, OpStats
+from edgeopt.report.format import fmt_bytes
 
 DEFAULT_BATTERY_V = 3.7  # nominal Li-ion/LiPo cell voltage; override with battery_v
 
@@ -54,21 +56,43 @@ _ITEMSIZE = {"int8": 1, "uint8": 1, "int16": 2, "int16x8": 2, "float16": 2, "bfl
 _PRECISION_FALLBACK = {
     "int8": ["int8", "float16", "float32"], "int16x8": ["int16x8"], "int16": ["int16x8", "int16"],
     "float32": ["float32", "float16"], "float16": ["float16", "float32"],
-    "hybrid": ["float32", "float16"], "int4": ["int8"],
+    "dynamic": ["float32", "float16"], "int4": ["int8"], "mixed": ["int8", "float32"],
 }
 # a device whose latency comes from elsewhere (a compiler): name -> fn(profile, device) -> dict or None
 LatencyProvider = Callable[[GraphProfile, Device], "dict | None"]
 _PROVIDERS: dict[str, LatencyProvider] = {}
+# providers that ship with edgeopt: runtime -> module that registers it when imported (imported lazily)
+_BUILTIN_PROVIDERS = {"vela": "edgeopt.hardware.vela"}
+_PROVIDER_KEYS = ("low_ms", "high_ms", "label", "ram_needed_bytes", "flash_needed_bytes", "memory_method",
+                  "warnings", "blockers", "compiler")
 
 
 def register_latency_provider(runtime: str, provider: LatencyProvider) -> None:
     """Route devices listing `runtime` in their `runtimes` (e.g. "vela") to `provider`.
 
     The provider returns None (not applicable: the estimator goes on) or a dict with ``latency_ms``
-    (float), ``low_ms`` / ``high_ms`` (the interval), ``method`` and ``source`` (strings), plus any
-    inputs worth reporting. Such estimates rank with calibrated ones (basis ``compiler``).
+    (float), ``low_ms`` / ``high_ms`` (the interval; None = that end unknown), ``method`` and ``source``
+    (strings), plus any inputs worth reporting. Optional keys: ``label`` (the estimate's label),
+    ``ram_needed_bytes`` / ``flash_needed_bytes`` / ``memory_method`` (the compiler's memory use, replacing
+    the arena estimate in the fit check), ``warnings`` / ``blockers`` (lists of strings) and ``compiler``
+    (a dict shown as `Estimate.compiler`, e.g. every optimise mode). A dict without ``latency_ms`` adds its
+    blockers/warnings and lets the estimator go on. Such estimates rank with calibrated ones (basis ``compiler``).
     """
     _PROVIDERS[runtime] = provider
+
+
+def _provider_result(profile: GraphProfile, dev: Device) -> dict | None:
+    """The first registered provider's answer for a device, importing edgeopt's own providers on demand."""
+    import importlib
+
+    for runtime in dev.runtimes:
+        if runtime not in _PROVIDERS and runtime in _BUILTIN_PROVIDERS:
+            importlib.import_module(_BUILTIN_PROVIDERS[runtime])
+        provider = _PROVIDERS.get(runtime)
+        got = provider(profile, dev) if provider else None
+        if got:
+            return got
+    return None
 
 
 def op_class(op_type: str) -> str:
@@ -128,6 +152,8 @@ class Estimate:
     engine_choice: str = ""  # "device default" | "--engine" | "core default"
     basis: str = "unknown"  # see the module docstring (BASIS_RANK)
     accelerator: str | None = None  # "accelerator not modelled: ..." when the device has one we do not model
+    compiler: dict = field(default_factory=dict)  # a compiler's own figures (e.g. vela: performance and size modes)
+    edgetpu: dict = field(default_factory=dict)  # Edge TPU devices: edgetpu.EdgeTpuReadiness.to_dict()
     fits: bool | None = None
     ram: dict = field(default_factory=dict)
     flash: dict = field(default_factory=dict)
@@ -201,8 +227,16 @@ def estimate(profile: GraphProfile, device: Device, *, engine: str | None = None
     vec = core_info(device).get("vector_extension")
     if vec:
         est.accelerator = f"accelerator not modelled: {vec}"
-    _fit(est, profile, device, cal)
-    _latency_dispatch(est, profile, device, cal, host_latency_ms)
+    got = None if device.origin == "host" and host_latency_ms is not None else _provider_result(profile, device)
+    if got:
+        est.warnings.extend(got.get("warnings", []))
+        est.blockers.extend(got.get("blockers", []))
+        est.compiler = got.get("compiler", {})
+        got = got if got.get("latency_ms") is not None else None
+    _fit(est, profile, device, cal, got)
+    _latency_dispatch(est, profile, device, cal, host_latency_ms, got)
+    if device.constraints.op_list == "edgetpu" and profile.source == "tflite" and Path(profile.path or "").is_file():
+        _edgetpu(est, profile)
     _memory_traffic(est, profile, device)
     _energy(est, device)
     if inferences_per_hour is not None:
@@ -211,7 +245,7 @@ def estimate(profile: GraphProfile, device: Device, *, engine: str | None = None
     return est
 
 
-def _latency_dispatch(est, profile, dev, cal, host_latency_ms) -> None:
+def _latency_dispatch(est, profile, dev, cal, host_latency_ms, got: dict | None) -> None:
     if dev.origin == "host" and host_latency_ms is not None:
         est.latency_ms = float(host_latency_ms)
         est.latency = {"method": "measured on this machine by the run (p50)", "precision": profile.precision}
@@ -219,16 +253,14 @@ def _latency_dispatch(est, profile, dev, cal, host_latency_ms) -> None:
                                                "measured (p50 of the run)"))
         est.label, est.basis = "estimate (latency measured)", "measured"
         return
-    for runtime in dev.runtimes:
-        provider = _PROVIDERS.get(runtime)
-        got = provider(profile, dev) if provider else None
-        if got:
-            est.latency_ms = float(got["latency_ms"])
-            est.latency = {k: v for k, v in got.items() if k not in ("low_ms", "high_ms")}
-            est.latency_range_ms = asdict(Interval(est.latency_ms, got.get("low_ms"), got.get("high_ms"),
-                                                   got.get("method", runtime)))
-            est.basis, est.accelerator = "compiler", None
-            return
+    if got:
+        est.latency_ms = float(got["latency_ms"])
+        est.latency = {k: v for k, v in got.items() if k not in _PROVIDER_KEYS}
+        est.latency_range_ms = asdict(Interval(est.latency_ms, got.get("low_ms"), got.get("high_ms"),
+                                               got.get("range_basis", got.get("method", "compiler"))))
+        est.basis, est.accelerator = "compiler", None
+        est.label = got.get("label", "compiler estimate")
+        return
     _latency(est, profile, dev, cal)
 
 
@@ -277,11 +309,9 @@ def arena_counts(profile: GraphProfile) -> dict[str, int]:
             "per_channel": per_channel}
 
 
-def _kb(n: float) -> str:
-    return f"{n / 1024:,.0f} KB" if n < 10 * 1024 * 1024 else f"{n / 1024 / 1024:,.0f} MB"
-
-
-def _fit(est: Estimate, profile: GraphProfile, dev: Device, cal: dict) -> None:
+def _fit(est: Estimate, profile: GraphProfile, dev: Device, cal: dict, got: dict | None = None) -> None:
+    """RAM and flash needed against the device's; a provider's (compiler's) memory figures replace the
+    TFLM arena estimate when it gives them (`got`)."""
     arena, basis, inputs = estimate_arena(profile, cal)
     model_bytes = int(profile.file_bytes or sum(profile.weight_bytes.values()))
     eng = data_file("engines.yaml").get("engines", {}).get(est.engine or "", {})
@@ -295,6 +325,12 @@ def _fit(est: Estimate, profile: GraphProfile, dev: Device, cal: dict) -> None:
     est.flash = {"model_bytes": model_bytes, "runtime_code_bytes": runtime_flash,
                  "needed_bytes": flash_need,
                  "capacity_bytes": int(dev.flash_kb * 1024) if dev.flash_kb is not None else None}
+    if got and got.get("ram_needed_bytes") is not None:
+        ram_need = est.ram["needed_bytes"] = int(got["ram_needed_bytes"])
+        est.ram["needed_basis"] = got.get("memory_method", "compiler")
+    if got and got.get("flash_needed_bytes") is not None:
+        flash_need = est.flash["needed_bytes"] = int(got["flash_needed_bytes"])
+        est.flash["needed_basis"] = got.get("memory_method", "compiler")
     if dev.device_class == "mcu" and (runtime_ram is None or runtime_flash is None):
         est.warnings.append("runtime RAM/code size not in the catalogue: RAM and flash needs exclude the runtime")
     fits = True
@@ -302,7 +338,7 @@ def _fit(est: Estimate, profile: GraphProfile, dev: Device, cal: dict) -> None:
         cache = dev.onchip_weight_cache_kb
         weights = sum(profile.weight_bytes.values())
         if cache is not None and weights > cache * 1024:
-            est.warnings.append(f"weights {_kb(weights)} > {_kb(cache * 1024)} on-chip cache: "
+            est.warnings.append(f"weights {fmt_bytes(weights)} > {fmt_bytes(cache * 1024)} on-chip cache: "
                                 "the rest streams from the host every inference")
         est.fits = None if cache is None else True
         if cache is None:
@@ -312,14 +348,14 @@ def _fit(est: Estimate, profile: GraphProfile, dev: Device, cal: dict) -> None:
         est.missing.append("RAM size")
         fits = None
     elif ram_need > est.ram["capacity_bytes"]:
-        est.blockers.append(f"does not fit: arena {_kb(ram_need)} > {_kb(est.ram['capacity_bytes'])} RAM")
+        est.blockers.append(f"does not fit: arena {fmt_bytes(ram_need)} > {fmt_bytes(est.ram['capacity_bytes'])} RAM")
         fits = False
     if dev.device_class == "mcu":
         if est.flash["capacity_bytes"] is None:
             est.missing.append("flash size")
             fits = None if fits else fits
         elif flash_need > est.flash["capacity_bytes"]:
-            est.blockers.append(f"does not fit: model {_kb(flash_need)} > {_kb(est.flash['capacity_bytes'])} flash")
+            est.blockers.append(f"does not fit: model {fmt_bytes(flash_need)} > {fmt_bytes(est.flash['capacity_bytes'])} flash")
             fits = False
     est.fits = fits
 
@@ -563,7 +599,7 @@ def _memory_traffic(est: Estimate, profile: GraphProfile, dev: Device) -> None:
             info["memory_share"] = mem_ms / est.latency_ms
             info["bound"] = "memory-bound" if info["memory_share"] >= 0.5 else "compute-bound"
             if info["bound"] == "memory-bound":
-                est.warnings.append(f"memory-bound: moving {moved / 1024:,.0f} KB takes {mem_ms:.3g} ms at "
+                est.warnings.append(f"memory-bound: moving {fmt_bytes(moved)} takes {mem_ms:.3g} ms at "
                                     f"{dev.memory_bandwidth_gbs:g} GB/s")
     est.memory_traffic = info
 
@@ -675,14 +711,36 @@ def _constraints(est: Estimate, profile: GraphProfile, dev: Device) -> None:
     if dev.device_class == "mcu" and is_float and not has_fpu(dev):
         est.blockers.append(f"{precision} model on an MCU without FPU ({dev.core})")
     uses_tflm = dev.constraints.op_list == "tflm" or "tflm" in dev.runtimes and dev.device_class == "mcu"
-    if precision == "hybrid" and uses_tflm:
-        est.blockers.append("dynamic-range (hybrid) models do not run on TFLite Micro; use full int8")
+    if precision == Precision.DYNAMIC and uses_tflm:
+        est.blockers.append("dynamic-range int8 models do not run on TFLite Micro; use full int8")
     if dev.precisions and precision not in dev.precisions and not any(b.startswith("needs") for b in est.blockers):
         est.warnings.append(f"{precision} is not among the listed precisions ({', '.join(dev.precisions)}): "
                             "the runtime would convert it")
     name = dev.constraints.op_list
-    if name:
+    if name and not (name == "edgetpu" and est.edgetpu):
         _check_ops(est, profile, name)
+
+
+def _edgetpu(est: Estimate, profile: GraphProfile) -> None:
+    """Edge TPU partition (edgetpu.edgetpu_readiness): the first op that ends it and the share of ops and
+    MACs before it. Nothing on the TPU blocks; a partial partition warns and opens the latency's upper end
+    (the ops after the break run on the host CPU, which this estimate does not cover)."""
+    from edgeopt.hardware.edgetpu import edgetpu_readiness
+
+    r = edgetpu_readiness(profile.path)
+    est.edgetpu = r.to_dict()
+    if r.ready:
+        return
+    b = r.first_break
+    where = f"op #{b.index} {b.op_type} ({b.name}): {b.reason}"
+    if r.tpu_ops == 0:
+        est.blockers.append(f"nothing would run on the Edge TPU: the partition ends at {where}")
+        return
+    est.warnings.append(f"Edge TPU partition ends at {where}: {r.tpu_ops} of {r.total_ops} ops, "
+                        f"{r.tpu_mac_fraction:.0%} of MACs on the TPU; the rest runs on the host CPU")
+    if est.latency_range_ms:
+        est.latency_range_ms["high"] = None
+        est.latency_range_ms["basis"] += "; upper end open: ops after the Edge TPU partition run on the host CPU"
 
 
 def _check_ops(est: Estimate, profile: GraphProfile, list_name: str) -> None:

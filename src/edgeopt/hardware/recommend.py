@@ -1,7 +1,6 @@
 """Targets to estimate (a model file or a run directory's variants) and the device recommender."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,63 +10,61 @@ from edgeopt.hardware.estimator import Estimate, estimate
 from edgeopt.hardware.schema import Device
 from edgeopt.measure.graph_types import GraphProfile
 
-RUN_FILE = "run.json"
+from edgeopt.engine.store import RUN_FILE
 
 
 @dataclass
 class Variant:
+    """A model to estimate. metrics: the run's measured metrics (edgeopt.core.types.Metrics as a dict:
+    accuracy, mae, size_bytes, latency_ms {p50_ms, ...}); graph: its graph facts (engine.store.graph_of)."""
     name: str
     path: Path
     metrics: dict
     profile: GraphProfile
+    graph: dict = field(default_factory=dict)
 
 
-def load_run_variants(run_dir: str | Path) -> list[tuple[str, Path, dict]]:
-    """(name, artifact path, metrics) of the finished variants in runs/<name>/run.json.
+def load_run_variants(run_dir: str | Path) -> list[tuple[str, Path, dict, dict]]:
+    """(name, artifact path, metrics, graph facts) of the finished variants of a run directory, read
+    through edgeopt.engine.store (schema 1 records are migrated). Variants that failed, have no artifact,
+    or whose artifact file is gone are skipped. Raises UserError for a missing/unreadable run.json or a
+    run without any finished variant on disk."""
+    from edgeopt.engine.store import graph_of, read_run
 
-    Reads defensively: variants without an artifact, with a status other than done/ok, or whose
-    artifact file is gone are skipped; a missing or unreadable run.json is a UserError.
-    """
-    run_dir = Path(run_dir)
-    run_file = run_dir / RUN_FILE
-    try:
-        record = json.loads(run_file.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{run_dir}: no {RUN_FILE} here; pass a model file or a run directory") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{run_file}: cannot read it ({exc})") from None
-    items = record.get("variants") if isinstance(record, dict) else None
-    if not isinstance(items, list):
-        raise UserError(f"{run_file}: has no 'variants' list")
+    run = read_run(Path(run_dir))
     out = []
-    for item in items:
-        if not isinstance(item, dict) or not item.get("artifact"):
+    for v in run.variants:
+        if not v.done or not v.artifact:
             continue
-        if item.get("status", "done") not in ("done", "ok"):
-            continue
-        path = Path(item["artifact"])
-        path = path if path.is_absolute() else run_dir / path
+        path = Path(v.artifact)
+        path = path if path.is_absolute() else run.path / path
         if not path.exists():
             continue
-        metrics = item.get("metrics") if isinstance(item.get("metrics"), dict) else {}
-        out.append((str(item.get("name") or path.stem), path, metrics))
+        metrics = v.metrics.model_dump() if v.metrics else {}
+        out.append((v.name, path, metrics, graph_of(v.model_dump())))
     if not out:
-        raise UserError(f"{run_file}: no finished variant with an artifact on disk")
+        raise UserError(f"{Path(run_dir) / RUN_FILE}: no finished variant with an artifact on disk")
     return out
 
 
 def load_targets(target: str | Path) -> list[Variant]:
-    """A model file -> one variant; a run directory -> its finished variants, each profiled."""
+    """A model file -> one variant; a run directory -> its finished variants, each profiled (the TFLite
+    Micro arena the run measured is reused, not measured again)."""
     from edgeopt.measure.graph import profile_path
 
     target = Path(target)
     if target.is_dir() and (target / RUN_FILE).exists():
-        entries = load_run_variants(target)
-    elif target.exists():
-        entries = [(target.stem, target, {})]
-    else:
-        raise UserError(f"not found: {target} (pass a model file or a run directory with {RUN_FILE})")
-    return [Variant(name, path, metrics, profile_path(path)) for name, path, metrics in entries]
+        out = []
+        for name, path, metrics, graph in load_run_variants(target):
+            arena = graph.get("tflm_arena_bytes")
+            profile = profile_path(path, measure_arena=arena is None)
+            if arena is not None and path.suffix == ".tflite":
+                profile.arena_bytes, profile.arena_note = int(arena), graph.get("tflm_arena_note") or ""
+            out.append(Variant(name, path, metrics, profile, graph))
+        return out
+    if target.exists():
+        return [Variant(target.stem, target, {}, profile_path(target))]
+    raise UserError(f"not found: {target} (pass a model file or a run directory with {RUN_FILE})")
 
 
 @dataclass
@@ -183,16 +180,14 @@ def recommend(variants: list[Variant], devices: dict[str, Device], *, max_latenc
 
 
 def measured_host_latency(metrics: dict) -> float | None:
-    """p50 latency (ms) a run measured on this machine, if its metrics carry one."""
-    lat = metrics.get("latency_ms")
-    if isinstance(lat, dict):
-        lat = lat.get("p50_ms", lat.get("median_ms"))
+    """p50 latency (ms) a run measured on this machine (metrics.latency_ms.p50_ms), if there is one."""
+    lat = (metrics.get("latency_ms") or {}).get("p50_ms")
     return float(lat) if isinstance(lat, (int, float)) else None
 
 
 def _accuracy(v: Variant) -> float | None:
-    for key in ("accuracy", "top1", "auc"):
-        val = v.metrics.get(key)
-        if isinstance(val, (int, float)):
-            return float(val)
-    return None
+    """The run's quality measure, higher is better: accuracy, else -MAE (as core.types.Variant.quality)."""
+    acc, mae = v.metrics.get("accuracy"), v.metrics.get("mae")
+    if isinstance(acc, (int, float)):
+        return float(acc)
+    return -float(mae) if isinstance(mae, (int, float)) else None

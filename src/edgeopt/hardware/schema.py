@@ -9,10 +9,19 @@ from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from edgeopt.core.precision import Precision
 from edgeopt.errors import UserError
 
 DEVICE_CLASSES = ("mcu", "sbc", "accelerator", "npu", "cpu")
-PRECISIONS = ("float32", "float16", "bfloat16", "int8", "int16", "int16x8", "int4", "hybrid")
+PRECISIONS = tuple(p.value for p in Precision)  # the one vocabulary (edgeopt.core.precision)
+
+
+def _precision(key) -> str:
+    """A precision's value (aliases such as 'hybrid' or 'fp16' accepted); ValueError for anything else."""
+    try:
+        return Precision.parse(key).value
+    except UserError as exc:
+        raise ValueError(str(exc).removeprefix("error: ")) from None
 
 # unit words for the error message of each numeric field
 _UNITS = {
@@ -39,11 +48,10 @@ def _numbers_by_precision(value, info):
     if not isinstance(value, dict):
         raise ValueError(f"expected a mapping precision -> number, e.g. {{int8: 4000}}, got {value!r}")
     for key, v in value.items():
-        if key not in PRECISIONS:
-            raise ValueError(f"unknown precision {key!r}; use one of {', '.join(PRECISIONS)}")
+        _precision(key)
         if isinstance(v, (str, bool)) or not isinstance(v, (int, float)) or v <= 0:
             raise ValueError(f"{key}: expected a positive number, got {v!r}")
-    return value
+    return {_precision(k): v for k, v in value.items()}
 
 
 class Constraints(BaseModel):
@@ -96,10 +104,7 @@ class Device(BaseModel):
     @field_validator("precisions")
     @classmethod
     def _known_precisions(cls, value: list[str]) -> list[str]:
-        bad = [p for p in value if p not in PRECISIONS]
-        if bad:
-            raise ValueError(f"unknown precision(s) {bad}; use {', '.join(PRECISIONS)}")
-        return value
+        return [_precision(p) for p in value]
 
     def source_of(self, field: str) -> str | None:
         """Where a figure comes from: its source, or 'derived: ...', or None."""

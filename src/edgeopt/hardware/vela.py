@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from edgeopt.errors import UserError
+from edgeopt.hardware.estimator import register_latency_provider
 
 NPU_FILE = Path(__file__).with_name("npu.yaml")
 OPTIMISE_MODES = ("Performance", "Size")
@@ -262,24 +263,45 @@ def ethos_u_rows(tflite_path, precision: str, targets=None) -> tuple[list[dict],
     return rows, ""
 
 
-def apply_to_estimate(est, profile, device, optimise: str = "Performance") -> bool:
-    """Replace an estimator result's latency and memory with vela's figures when DEVICE is an Ethos-U target
-    of npu.yaml (same name, or a ``vela_target`` attribute) and PROFILE is a full-int8 .tflite.
+def _mode_figures(r: VelaResult) -> dict:
+    return {"latency_ms": r.inference_ms, "cycles": r.cycles_total, "cycles_npu": r.cycles_npu,
+            "sram_bytes": r.sram_bytes, "off_chip_bytes": r.off_chip_bytes, "off_chip_memory": r.off_chip_memory,
+            "weights_area": r.weights_area, "npu_ops": r.npu_ops, "cpu_ops": r.cpu_ops,
+            "cpu_fallback": [asdict(o) for o in r.cpu_fallback]}
 
-    EST is a hardware.estimator.Estimate (fields label, latency_ms, latency, ram, flash, warnings); returns
-    whether vela's figures were applied. The estimator calls this once, after its own latency model."""
-    target = getattr(device, "vela_target", None) or device.name
-    if target not in npu_targets() or profile.source != "tflite" or profile.precision != "int8":
-        return False
-    (r,) = ethos_u_estimates(profile.path, [target], (optimise,))
-    est.label = f"compiler estimate (Arm Vela {r.vela_version})"
-    est.latency_ms = r.inference_ms
-    est.latency_is_lower_bound = False
-    est.latency = {"method": f"Arm Vela {r.vela_version} performance model ({optimise})",
-                   "cycles": r.cycles_total, "clock_hz": r.core_clock_hz,
-                   "system_config": r.system_config, "memory_mode": r.memory_mode,
-                   "npu_ops": r.npu_ops, "cpu_ops": r.cpu_ops}
-    est.ram = {**est.ram, "needed_bytes": r.sram_bytes, "method": "vela: SRAM used"}
-    est.flash = {**est.flash, "needed_bytes": r.off_chip_bytes, "method": f"vela: {r.off_chip_memory or 'off-chip'} used"}
-    est.warnings.extend(f"runs on the CPU, not the NPU: {o.op_type} ({o.reason})" for o in r.cpu_fallback)
-    return True
+
+def vela_latency(profile, device) -> dict | None:
+    """The estimator's latency provider for devices whose runtimes list ``vela`` (registered below).
+
+    Applies when DEVICE's name is an Ethos-U target of npu.yaml and PROFILE a full-int8 .tflite on disk (else None).
+    Returns vela's Performance-mode figures as the estimate (latency, SRAM as the RAM needed, off-chip
+    memory as the flash needed, CPU-fallback ops as warnings) and both optimise modes under ``compiler``.
+    The interval has no ends: vela's performance model has no published error against silicon; with ops
+    left on the CPU vela's time is only the NPU's share, a lower end. A model vela rejects becomes a blocker."""
+    if (device.name not in npu_targets() or profile.source != "tflite" or profile.precision != "int8"
+            or not Path(profile.path or "").is_file()):  # a profile without its file: nothing to compile
+        return None
+    try:
+        perf, size = ethos_u_estimates(profile.path, [device.name], OPTIMISE_MODES)
+    except UserError as exc:
+        return {"blockers": [str(exc)]}
+    label = f"compiler estimate (Arm Vela {perf.vela_version})"
+    on_cpu = perf.cpu_ops > 0
+    return {
+        "latency_ms": perf.inference_ms, "low_ms": perf.inference_ms if on_cpu else None, "high_ms": None,
+        "range_basis": (f"{label}: NPU time only, {perf.cpu_ops} op(s) run on the CPU (not counted)" if on_cpu
+                        else f"{label}: no range (vela's performance model has no published error on silicon)"),
+        "method": f"Arm Vela {perf.vela_version} performance model (--optimise Performance)",
+        "source": f"vela {perf.system_config} / {perf.memory_mode} ({NPU_FILE.name})",
+        "cycles": perf.cycles_total, "clock_hz": perf.core_clock_hz, "system_config": perf.system_config,
+        "memory_mode": perf.memory_mode, "npu_ops": perf.npu_ops, "cpu_ops": perf.cpu_ops,
+        "label": label, "ram_needed_bytes": perf.sram_bytes, "flash_needed_bytes": perf.off_chip_bytes,
+        "memory_method": f"vela: SRAM used / {perf.off_chip_memory or 'off-chip memory'} used (Performance)",
+        "warnings": [f"runs on the CPU, not the NPU: {o.op_type} ({o.reason})" for o in perf.cpu_fallback],
+        "compiler": {"tool": "vela", "version": perf.vela_version, "kind": label,
+                     "system_config": perf.system_config, "memory_mode": perf.memory_mode,
+                     "clock_hz": perf.core_clock_hz, "performance": _mode_figures(perf), "size": _mode_figures(size)},
+    }
+
+
+register_latency_provider("vela", vela_latency)

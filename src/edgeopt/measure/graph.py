@@ -240,7 +240,14 @@ def _build_profile(graph: Graph) -> GraphProfile:
         peak_activation_bytes=_peak_activation(graph, derived), file_bytes=graph.file_bytes,
         input_shape=list(first_in.shape) if first_in else [],
         input_dtype=first_in.dtype if first_in else "float32",
+        inputs=[_io(graph.tensors[t]) for t in graph.inputs], outputs=[_io(graph.tensors[t]) for t in graph.outputs],
         precision=_precision(graph, ops), notes=list(graph.notes))
+
+
+def _io(t: Tensor) -> dict:
+    from edgeopt.runtimes.base import canonical_name
+
+    return {"name": canonical_name(t.name), "shape": list(t.shape), "dtype": t.dtype}
 
 
 # --------------------------------------------------------------------------- .tflite
@@ -364,6 +371,38 @@ def read_tflite(source: str | Path | bytes, resolve_shapes: bool = True) -> Grap
                         f"{str(e)[:80]}); re-export the model") from None
 
 
+def tflite_io_names(data: bytes) -> tuple[list[str], list[str], list[int]]:
+    """Names of a .tflite's inputs and outputs (subgraph 0 order) and the source-model order of its
+    outputs (a permutation of output positions).
+
+    Names come from the signature (``image``, ``output_0``) when the file has one, else from the
+    tensor names without converter decoration. The converter may store inputs and outputs in
+    another order than the Keras model (it sorts signature keys): outputs named ``output_N`` are
+    put back in N order; inputs are matched by name, so their order does not matter.
+    """
+    from edgeopt.runtimes.base import canonical_name
+
+    fb = _schema()
+    m = fb.Model.GetRootAs(data, 0)
+    sg = m.Subgraphs(0)
+    ins = [int(sg.Inputs(j)) for j in range(sg.InputsLength())]
+    outs = [int(sg.Outputs(j)) for j in range(sg.OutputsLength())]
+    names = {t: canonical_name((sg.Tensors(t).Name() or b"").decode(errors="replace")) for t in ins + outs}
+    for k in range(m.SignatureDefsLength()):
+        sd = m.SignatureDefs(k)
+        if sd.SubgraphIndex() != 0:
+            continue
+        for j in range(sd.InputsLength()):
+            names[int(sd.Inputs(j).TensorIndex())] = sd.Inputs(j).Name().decode(errors="replace")
+        for j in range(sd.OutputsLength()):
+            names[int(sd.Outputs(j).TensorIndex())] = sd.Outputs(j).Name().decode(errors="replace")
+    out_names = [names[t] for t in outs]
+    numbered = [re.fullmatch(r"output_(\d+)", n) for n in out_names]
+    order = sorted(range(len(outs)), key=lambda k: int(numbered[k].group(1))) if all(numbered) else \
+        list(range(len(outs)))
+    return [names[t] for t in ins], out_names, order
+
+
 def tflite_op_details(source: str | Path | bytes) -> list[dict]:
     """The ops of a .tflite in execution order as ``{"index", "op_name", "inputs", "outputs"}``
     (tensor indices as LiteRT numbers them), read from the flatbuffer."""
@@ -450,6 +489,9 @@ def profile_tflite(path, measure_arena: bool = True) -> GraphProfile:
     path = _existing(path)
     graph = read_tflite(path)
     profile = _build_profile(graph)
+    in_names, out_names, _ = tflite_io_names(path.read_bytes())  # signature names where the file has them
+    for io, name in zip(profile.inputs + profile.outputs, in_names + out_names):
+        io["name"] = name
     profile.tensors = [TensorStats(t.name, list(t.shape), t.dtype, t.nbytes, t.is_const, t.quant_text)
                        for t in graph.tensors]
     if measure_arena:
@@ -568,6 +610,9 @@ def profile_keras(model, path: str = "") -> GraphProfile:
     graph = Graph("keras", str(path), tensors, nodes, [tid(t) for t in functional.inputs],
                    [tid(t) for t in functional.outputs])
     profile = _build_profile(graph)
+    for io, t in zip(profile.inputs + profile.outputs, list(functional.inputs) + list(functional.outputs)):
+        history = getattr(t, "_keras_history", None)
+        io["name"] = history.operation.name if history is not None else io["name"]  # layer names
     profile.arena_note = "arena is measured on .tflite files only"
     return profile
 

@@ -43,8 +43,11 @@ class GraphProfile:
     weight_bytes: dict[str, int] = field(default_factory=dict)
     peak_activation_bytes: int = 0  # from tensor lifetimes in execution order
     file_bytes: int | None = None
-    input_shape: list[int] = field(default_factory=list)
+    input_shape: list[int] = field(default_factory=list)  # the first input's (batch axis included)
     input_dtype: str = "float32"
+    # every input / output: {"name", "shape" (batch axis included), "dtype"}, in graph order
+    inputs: list[dict] = field(default_factory=list)
+    outputs: list[dict] = field(default_factory=list)
     precision: str = "float32"  # dominant compute precision: an edgeopt.core.precision.Precision value
     arena_bytes: int | None = None  # measured with the TFLite Micro interpreter
     arena_note: str = ""  # how the arena was measured, or why there is none

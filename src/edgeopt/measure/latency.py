@@ -12,7 +12,8 @@ def measure_latency(session, x1: np.ndarray, runs: int = 200, warmup: int = 20,
                     max_seconds: float = 20.0) -> LatencyStats:
     """Time ``runs`` single-sample inferences (stopping early after ``max_seconds``).
 
-    Uses the session's ``invoke_prepared`` when it has one, so input copies are not timed.
+    Uses the session's ``invoke_prepared`` when it has one, so input copies are not timed. ``x1``
+    is an array or NamedArrays (a several-input model gets every input).
     """
     x1 = x1[:1]
     call = session.invoke_prepared(x1) if hasattr(session, "invoke_prepared") else (lambda: session.predict(x1))
@@ -34,8 +35,12 @@ def measure_latency(session, x1: np.ndarray, runs: int = 200, warmup: int = 20,
 
 
 def measure_throughput(session, x: np.ndarray, batch: int, seconds: float = 2.0) -> float:
-    """Inferences per second at a given batch size (the batch repeated for ~``seconds``)."""
-    xb = np.resize(x, (batch,) + x.shape[1:]).astype(np.float32)
+    """Inferences per second at a given batch size (the batch repeated for ~``seconds``); ``x`` is an
+    array or NamedArrays (every input of a several-input model fed)."""
+    if hasattr(x, "map"):  # NamedArrays: resize every input alike
+        xb = x.map(lambda a: np.resize(a, (batch,) + a.shape[1:]).astype(np.float32))
+    else:
+        xb = np.resize(x, (batch,) + x.shape[1:]).astype(np.float32)
     session.predict(xb, batch_size=batch) if _accepts_batch(session) else session.predict(xb)
     n, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds or n == 0:

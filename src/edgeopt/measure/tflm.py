@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from edgeopt.errors import UserError
-from edgeopt.runtimes.base import TensorInfo, dequantize_output, quantize_input
+from edgeopt.runtimes.base import (TensorInfo, as_arrays, concat_outputs, dequantize_output, gather_outputs,
+                                   match_inputs, quantize_input)
 
 _CHILD = r"""
 import json, os, re, sys, tempfile
@@ -169,23 +170,37 @@ class TFLMSession:
         self._stateful = runtime.count_resource_variables(data) > 0
         self._interp = runtime.Interpreter.from_bytes(data, arena_size=2 * arena + 4096)
         self.load_seconds = time.perf_counter() - t0
-        self.inputs = [_tensor_info(self._interp.get_input_details(0), "input_0")]
-        self.outputs = [_tensor_info(self._interp.get_output_details(0), "output_0")]
+        from edgeopt.measure.graph import tflite_io_names
 
-    def _run_one(self, x1: np.ndarray) -> np.ndarray:
+        in_names, out_names, order = tflite_io_names(data)
+        self.inputs = [_tensor_info(self._interp.get_input_details(k), n) for k, n in enumerate(in_names)]
+        self._out_pos = order
+        self.outputs = [_tensor_info(self._interp.get_output_details(k), out_names[k]) for k in order]
+        self.input_match = ""
+
+    def _feeds(self, x) -> list[np.ndarray]:
+        names, arrays = as_arrays(x)
+        order, self.input_match = match_inputs(names, arrays, self.inputs)
+        return [np.asarray(arrays[k], np.float32).reshape((-1,) + tuple(i.shape[1:]))
+                for k, i in zip(order, self.inputs)]
+
+    def _set(self, sample: list[np.ndarray]) -> None:
+        for k, (info, a) in enumerate(zip(self.inputs, sample)):
+            self._interp.set_input(quantize_input(a, info), k)
+
+    def _run_one(self, sample: list[np.ndarray]):
         if self._stateful:
             self._interp.reset()
-        self._interp.set_input(quantize_input(x1, self.inputs[0]), 0)
+        self._set(sample)
         self._interp.invoke()
-        return dequantize_output(np.asarray(self._interp.get_output(0)), self.outputs[0])
+        return gather_outputs([dequantize_output(np.asarray(self._interp.get_output(p)), o)
+                               for p, o in zip(self._out_pos, self.outputs)], self.outputs)
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        shape = self.inputs[0].shape[1:]
-        x = np.asarray(x, np.float32).reshape((-1,) + tuple(shape))
-        return np.concatenate([self._run_one(x[i:i + 1]) for i in range(len(x))])
+    def predict(self, x):
+        feeds = self._feeds(x)
+        return concat_outputs([self._run_one([f[i:i + 1] for f in feeds]) for i in range(len(feeds[0]))])
 
-    def invoke_prepared(self, x1: np.ndarray):
+    def invoke_prepared(self, x1):
         """Set one sample once and return a zero-argument callable that only invokes (for latency)."""
-        self._interp.set_input(quantize_input(np.asarray(x1[:1], np.float32), self.inputs[0]), 0)
+        self._set([f[:1] for f in self._feeds(x1)])
         return self._interp.invoke
-

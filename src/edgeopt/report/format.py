@@ -61,3 +61,26 @@ def fmt_time(seconds: float | None, digits: int = 3) -> str:
 def fmt_ms(ms: float | None, digits: int = 3) -> str:
     """Milliseconds as a plain number for columns headed 'ms': 0.12345 -> '0.123'; None -> '-'."""
     return _MISSING if _missing(ms) else f"{ms:.{digits}f}"
+
+
+def fmt_interval(value: float | None, low: float | None = None, high: float | None = None,
+                 digits: int = 3) -> str:
+    """A figure with its range, to `digits` significant digits: (25, 19, 33) -> '25 (19–33)';
+    an unknown end shows as '?': (0.18, None, None) -> '0.18', (2, 2, None) -> '2 (2–?)',
+    (None, 1, 3) -> '? (1–3)' (only a range is known); nothing known -> '-'."""
+    g = lambda x: "?" if _missing(x) or not math.isfinite(x) else f"{x:.{digits}g}"  # noqa: E731
+    if _missing(low) and _missing(high):
+        return _MISSING if _missing(value) else g(value)
+    return f"{g(value)} ({g(low)}–{g(high)})"
+
+
+def fmt_hours(h: float | None) -> str:
+    """A duration in hours for battery life: 30 -> '30 h', 100 -> '4.2 d', 20000 -> '2 years';
+    infinity -> '∞'; None/NaN -> '-'."""
+    if _missing(h):
+        return _MISSING
+    if h == math.inf:
+        return "∞"
+    if h >= 2 * 8766:  # hours in a year
+        return f"{h / 8766:,.0f} years"
+    return f"{h:.3g} h" if h < 48 else f"{h / 24:,.1f} d"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from edgeopt.fsutil import atomic_write_text
 from edgeopt.report import view
+from edgeopt.report.format import fmt_bytes, fmt_count, fmt_hours, fmt_interval
 from edgeopt.report.devices import DEFAULT_BATTERY_MAH, DEFAULT_INFERENCES_PER_HOUR
 
 
@@ -65,12 +66,18 @@ def render_html(run_dir: Path, record: dict, **options) -> str:
                              autoescape=jinja2.select_autoescape(["html", "j2"]), trim_blocks=True,
                              lstrip_blocks=True, undefined=jinja2.ChainableUndefined)  # a missing key shows as "?"
     env.filters.update(basename=lambda p: Path(str(p)).name, bytes=fmt_bytes, count=fmt_count,
-                       num=fmt_num, pct=fmt_pct, first_clause=lambda t: str(t).split(" (")[0], hours=fmt_hours, json_script=json_for_script)
+                       num=fmt_num, pct=fmt_pct, interval=_interval_filter, first_clause=lambda t: str(t).split(" (")[0], hours=fmt_hours, json_script=json_for_script)
     env.tests["mapping"] = lambda x: isinstance(x, dict)
     env.tests["sequence_of_scalars"] = lambda x: isinstance(x, (list, tuple)) and all(
         not isinstance(i, (dict, list, tuple)) for i in x)
     ctx = build_context(run_dir, record, **options)
     return env.get_template("run.html.j2").render(plotly_js=get_plotlyjs(), inf=math.inf, **ctx)
+
+
+def _interval_filter(value, rng=None, digits: int = 3) -> str:
+    """``{{ x | interval(cell.x_range) }}``: the figure with its (low, high) range (report.format)."""
+    low, high = rng if rng else (None, None)
+    return fmt_interval(value, low, high, digits)
 
 
 def json_for_script(text: str) -> str:
@@ -85,24 +92,6 @@ def _is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def fmt_bytes(n) -> str:
-    if not _is_number(n):
-        return "–"
-    for unit, size in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
-        if abs(n) >= size:
-            return f"{n / size:,.1f} {unit}"
-    return f"{n:,.0f} B"
-
-
-def fmt_count(n) -> str:
-    if not _is_number(n):
-        return "–"
-    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{unit}"
-    return f"{n:,}"
-
-
 def fmt_num(x, digits: int = 4) -> str:
     """Numbers to ``digits`` significant digits; other values as text."""
     if not _is_number(x):
@@ -114,13 +103,3 @@ def fmt_num(x, digits: int = 4) -> str:
 
 def fmt_pct(x, digits: int = 1) -> str:
     return f"{x * 100:.{digits}f}%" if _is_number(x) else "–"
-
-
-def fmt_hours(h) -> str:
-    if not _is_number(h):
-        return "–"
-    if h == math.inf:
-        return "∞"
-    if h >= 2 * 8766:  # hours in a year
-        return f"{h / 8766:,.0f} years"
-    return f"{h:.3g} h" if h < 48 else f"{h / 24:,.1f} d"

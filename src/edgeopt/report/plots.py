@@ -86,8 +86,11 @@ def tradeoff_figures(record: dict, front: set[str], matrix: dict | None) -> list
 
 
 def _energy_figure(record: dict, matrix: dict, y_title: str, factor: float) -> str:
-    """One marker per (variant, device) with an energy estimate; one trace per variant."""
+    """One marker per (variant, device) with an energy estimate, whiskers over its interval (an unknown
+    end has none); one trace per variant; hover gives the interval and how the latency is known."""
     import plotly.graph_objects as go
+
+    from edgeopt.report.format import fmt_interval
 
     fig = go.Figure(layout=_layout("energy per inference (mJ, log scale)", y_title, log_x=True))
     by_name = {v["name"]: v for v in view.done(record)}
@@ -95,19 +98,27 @@ def _energy_figure(record: dict, matrix: dict, y_title: str, factor: float) -> s
     fig.update_xaxes(range=_pad(energies, log=True))
     fig.update_yaxes(range=_pad([view.quality(v) * factor for v in by_name.values() if view.quality(v) is not None]))
     for i, name in enumerate(matrix["variants"]):
-        pts = [(r["cells"][name]["energy_mj"], r["device"], r["cells"][name]["runs"]) for r in matrix["rows"]
-               if r["cells"][name]["energy_mj"] is not None and r["cells"][name]["energy_mj"] > 0]
+        cells = [(r["device"], r["cells"][name]) for r in matrix["rows"]
+                 if r["cells"][name]["energy_mj"] is not None and r["cells"][name]["energy_mj"] > 0]
         q = view.quality(by_name[name])
-        if not pts or q is None:
+        if not cells or q is None:
             continue
         esc = html.escape(name)
+        x = [c["energy_mj"] for _, c in cells]
+        ends = [c["energy_range"] or (None, None) for _, c in cells]  # an unknown end: no whisker that side
         fig.add_trace(go.Scatter(
-            x=[p[0] for p in pts], y=[q * factor] * len(pts), mode="markers", name=esc,
-            customdata=[[esc, html.escape(p[1]), "runs" if p[2] else "does not run"] for p in pts],
+            x=x, y=[q * factor] * len(cells), mode="markers", name=esc,
+            error_x={"type": "data", "symmetric": False, "thickness": 1, "width": 3,
+                     "array": [0 if hi is None else hi - e for e, (_, hi) in zip(x, ends)],
+                     "arrayminus": [0 if lo is None else e - lo for e, (lo, _) in zip(x, ends)]},
+            customdata=[[esc, html.escape(dev), "runs" if c["runs"] else "does not run",
+                         fmt_interval(c["energy_mj"], *(c["energy_range"] or (None, None))),
+                         html.escape(c["basis_word"])] for dev, c in cells],
             marker={"size": 10, "color": _PALETTE[i % len(_PALETTE)], "opacity": 0.8,
-                    "symbol": ["circle" if p[2] else "x" for p in pts]},
+                    "symbol": ["circle" if c["runs"] else "x" for _, c in cells]},
             hovertemplate=("<b>%{customdata[0]}</b> on %{customdata[1]} (%{customdata[2]})<br>"
-                           "energy: %{x:.3g} mJ<br>" + y_title + ": %{y:.2f}<extra></extra>")))
+                           "energy: %{customdata[3]} mJ (latency %{customdata[4]})<br>"
+                           + y_title + ": %{y:.2f}<extra></extra>")))
     return _to_json(fig)
 
 

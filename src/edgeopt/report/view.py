@@ -19,6 +19,7 @@ import math
 from pathlib import Path
 
 from edgeopt.errors import UserError
+from edgeopt.report.format import fmt_bytes
 
 RUN_FILE = "run.json"
 READABLE_SCHEMAS = (1, 2)
@@ -184,7 +185,7 @@ def summary(record: dict) -> dict:
     budget, given = budget_points(record)
     ok = [v for v in done(record) if drop_points(v, base) <= budget]
     picks = []
-    for label, key, fmt in (("smallest file", lambda v: v["metrics"]["size_bytes"], _kb),
+    for label, key, fmt in (("smallest file", lambda v: v["metrics"]["size_bytes"], fmt_bytes),
                             ("fastest (p50, measured here)", p50_ms, lambda x: f"{x:.4g} ms"),
                             ("most accurate", lambda v: -(quality(v) or -math.inf), None)):
         pool = [v for v in ok if key(v) is not None]
@@ -216,10 +217,6 @@ def delta_text(variant: dict, base: dict | None) -> str:
     if "accuracy" in (variant.get("metrics") or {}):
         return f"{0.0 - drop_points(variant, base):+.2f} points vs {name}"
     return f"MAE {drop_points(variant, base):+.4g} vs {name}"
-
-
-def _kb(n) -> str:
-    return f"{n / 1024:.1f} KB"
 
 
 # ------------------------------------------------------------------ environment, search

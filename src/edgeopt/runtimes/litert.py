@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 
 from edgeopt.errors import UserError, one_line
-from edgeopt.runtimes.base import RuntimeInfo, TensorInfo, dequantize_output, quantize_input
+from edgeopt.measure.graph import tflite_io_names
+from edgeopt.runtimes.base import (RuntimeInfo, TensorInfo, as_arrays, concat_outputs, dequantize_output,
+                                   gather_outputs, match_inputs, quantize_input)
 
 
 def _tensor_info(d: dict) -> TensorInfo:
@@ -18,6 +20,8 @@ def _tensor_info(d: dict) -> TensorInfo:
 
 
 class LiteRTSession:
+    """A LiteRT interpreter behind the Session interface (several inputs and outputs, see base.py)."""
+
     runtime = "litert"
 
     def __init__(self, path: Path, threads: int = 1):
@@ -33,41 +37,68 @@ class LiteRTSession:
         except (ValueError, RuntimeError) as e:
             raise UserError(f"LiteRT cannot load {Path(path).name}: {one_line(e)}") from None
         self.load_seconds = time.perf_counter() - t0
-        self.inputs = [_tensor_info(d) for d in self._interp.get_input_details()]
-        self.outputs = [_tensor_info(d) for d in self._interp.get_output_details()]
-        self._in = self._interp.get_input_details()[0]["index"]
-        self._out = self._interp.get_output_details()[0]["index"]
+        in_names, out_names, order = tflite_io_names(Path(path).read_bytes())
+        ins, outs = self._interp.get_input_details(), self._interp.get_output_details()
+        self.inputs = [_named(_tensor_info(d), n) for d, n in zip(ins, in_names)]
+        self.outputs = [_named(_tensor_info(outs[k]), out_names[k]) for k in order]
+        self._in_idx = [d["index"] for d in ins]
+        self._out_idx = [outs[k]["index"] for k in order]
+        self._in, self._out = self._in_idx[0], self._out_idx[0]
         self._batch = int(self.inputs[0].shape[0]) if self.inputs[0].shape else 1
-        # A static batch (edgeopt converts deployables with batch 1) cannot be resized: graphs with
-        # a constant Reshape after Flatten would break, so such models run chunk by chunk.
-        signature = self._interp.get_input_details()[0].get("shape_signature")
-        self._static_batch = signature is not None and len(signature) > 0 and int(signature[0]) != -1
+        # A static batch (edgeopt converts deployables with batch 1) is never resized: XNNPACK cannot
+        # reshape such a graph, so batches run in chunks of the stored batch size.
+        sig = [d.get("shape_signature") for d in ins]
+        self._static = bool(ins) and all(s is not None and len(s) and int(s[0]) != -1 for s in sig)
+        self.input_match = ""
 
     def _resize(self, batch: int) -> None:
         if batch != self._batch:
-            shape = (batch,) + tuple(self.inputs[0].shape[1:])
-            self._interp.resize_tensor_input(self._in, shape)
+            for idx, info in zip(self._in_idx, self.inputs):
+                self._interp.resize_tensor_input(idx, (batch,) + tuple(info.shape[1:]))
             self._interp.allocate_tensors()
             self._batch = batch
 
-    def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        if self._static_batch:
-            batch_size = self._batch
-        outs = []
-        for start in range(0, len(x), batch_size):
-            chunk = x[start:start + batch_size]
-            self._resize(len(chunk))
-            self._interp.set_tensor(self._in, quantize_input(chunk, self.inputs[0]))
-            self._interp.invoke()
-            outs.append(dequantize_output(self._interp.get_tensor(self._out), self.outputs[0]))
-        return np.concatenate(outs)
+    def _feeds(self, x) -> list[np.ndarray]:
+        names, arrays = as_arrays(x)
+        order, self.input_match = match_inputs(names, arrays, self.inputs)
+        return [arrays[k] for k in order]
 
-    def invoke_prepared(self, x1: np.ndarray):
+    def _set(self, chunk: list[np.ndarray]) -> None:
+        self._resize(len(chunk[0]))
+        for idx, info, a in zip(self._in_idx, self.inputs, chunk):
+            self._interp.set_tensor(idx, quantize_input(a, info))
+
+    def predict(self, x, batch_size: int = 256):
+        feeds = self._feeds(x)
+        outs = []
+        if self._static:
+            batch_size = self._batch
+            feeds = [_pad_to(f, batch_size) for f in feeds]
+        n = len(as_arrays(x)[1][0])
+        for start in range(0, len(feeds[0]), batch_size):
+            self._set([f[start:start + batch_size] for f in feeds])
+            self._interp.invoke()
+            outs.append(gather_outputs([dequantize_output(self._interp.get_tensor(i), o)
+                                        for i, o in zip(self._out_idx, self.outputs)], self.outputs))
+        out = concat_outputs(outs)
+        return out[:n] if len(out) != n else out
+
+    def invoke_prepared(self, x1):
         """Set one batch once and return a zero-argument callable that only invokes (for latency)."""
-        if not self._static_batch:
-            self._resize(len(x1))
-        self._interp.set_tensor(self._in, quantize_input(x1, self.inputs[0]))
+        feeds = self._feeds(x1)
+        self._set([_pad_to(f[:self._batch], self._batch) for f in feeds] if self._static else feeds)
         return self._interp.invoke
+
+
+def _pad_to(a: np.ndarray, multiple: int) -> np.ndarray:
+    """``a`` with its sample axis padded (repeating the last sample) to a multiple of ``multiple``."""
+    extra = -len(a) % multiple
+    return np.concatenate([a, np.repeat(a[-1:], extra, axis=0)]) if extra else a
+
+
+def _named(info: TensorInfo, name: str) -> TensorInfo:
+    info.name = name or info.name
+    return info
 
 
 class LiteRT:

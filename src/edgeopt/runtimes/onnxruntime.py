@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeopt.errors import UserError, one_line
-from edgeopt.runtimes.base import RuntimeInfo, TensorInfo
+from edgeopt.runtimes.base import RuntimeInfo, TensorInfo, as_arrays, concat_outputs, gather_outputs, match_inputs
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
               "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(int32)": "int32",
@@ -42,20 +42,29 @@ class ORTSession:
         self._in, self._out = self.inputs[0], self.outputs[0]
         fixed = self._in.shape[0] if self._in.shape else -1
         self._max_batch = fixed if fixed > 0 else None  # a model exported with a fixed batch
+        self.input_match = ""
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        y = self._sess.run([self._out.name], {self._in.name: x.astype(self._in.dtype, copy=False)})[0]
-        return y.astype(np.float32, copy=False)
+    def _feeds(self, x) -> list[np.ndarray]:
+        names, arrays = as_arrays(x)
+        order, self.input_match = match_inputs(names, arrays, self.inputs)
+        return [arrays[k].astype(i.dtype, copy=False) for k, i in zip(order, self.inputs)]
 
-    def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    def _run(self, chunk: list[np.ndarray]):
+        ys = self._sess.run([o.name for o in self.outputs], {i.name: a for i, a in zip(self.inputs, chunk)})
+        return gather_outputs([y.astype(np.float32, copy=False) for y in ys], self.outputs)
+
+    def predict(self, x, batch_size: int = 256):
+        feeds = self._feeds(x)
         step = min(batch_size, self._max_batch or batch_size)
-        return np.concatenate([self._run(x[i:i + step]) for i in range(0, len(x), step)])
+        return concat_outputs([self._run([f[i:i + step] for f in feeds]) for i in range(0, len(feeds[0]), step)])
 
-    def invoke_prepared(self, x1: np.ndarray):
+    def invoke_prepared(self, x1):
         """Bind one batch once and return a callable that only runs the graph (for latency)."""
         binding = self._sess.io_binding()
-        binding.bind_cpu_input(self._in.name, np.ascontiguousarray(x1.astype(self._in.dtype)))
-        binding.bind_output(self._out.name)
+        for info, a in zip(self.inputs, self._feeds(x1)):
+            binding.bind_cpu_input(info.name, np.ascontiguousarray(a))
+        for o in self.outputs:
+            binding.bind_output(o.name)
         return lambda: self._sess.run_with_iobinding(binding)
 
 

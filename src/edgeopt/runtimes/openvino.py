@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 
 from edgeopt.errors import UserError, one_line
-from edgeopt.runtimes.base import RuntimeInfo, TensorInfo
+from edgeopt.runtimes.base import RuntimeInfo, TensorInfo, as_arrays, concat_outputs, gather_outputs, match_inputs
 
 
 def _tensor_info(port) -> TensorInfo:
     shape = tuple(d.get_length() if d.is_static else -1 for d in port.get_partial_shape())
-    name = next(iter(port.get_names()), "") if port.get_names() else ""
+    names = sorted(port.get_names())
+    name = min(names, key=len) if names else ""  # e.g. "image" over "image:0"
     return TensorInfo(name, shape, port.get_element_type().to_dtype().name)
 
 
@@ -38,21 +39,31 @@ class OVSession:
         self._request = self._compiled.create_infer_request()
         fixed = self.inputs[0].shape[0] if self.inputs[0].shape else -1
         self._max_batch = fixed if fixed > 0 else None
+        self.input_match = ""
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        self._request.infer({0: np.ascontiguousarray(x, dtype=self.inputs[0].dtype)})
-        return np.array(self._request.get_output_tensor(0).data, dtype=np.float32)
+    def _feeds(self, x) -> list[np.ndarray]:
+        names, arrays = as_arrays(x)
+        order, self.input_match = match_inputs(names, arrays, self.inputs)
+        return [np.ascontiguousarray(arrays[k], dtype=i.dtype) for k, i in zip(order, self.inputs)]
 
-    def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    def _run(self, chunk: list[np.ndarray]):
+        self._request.infer({k: a for k, a in enumerate(chunk)})
+        return gather_outputs([np.array(self._request.get_output_tensor(k).data, dtype=np.float32)
+                               for k in range(len(self.outputs))], self.outputs)
+
+    def predict(self, x, batch_size: int = 256):
+        feeds = self._feeds(x)
         step = min(batch_size, self._max_batch or batch_size)
-        return np.concatenate([self._run(x[i:i + step]) for i in range(0, len(x), step)])
+        return concat_outputs([self._run([np.ascontiguousarray(f[i:i + step]) for f in feeds])
+                               for i in range(0, len(feeds[0]), step)])
 
-    def invoke_prepared(self, x1: np.ndarray):
+    def invoke_prepared(self, x1):
         """Set one batch once and return a callable that only infers (for latency)."""
         import openvino as ov
 
         request = self._compiled.create_infer_request()
-        request.set_input_tensor(ov.Tensor(np.ascontiguousarray(x1, dtype=self.inputs[0].dtype)))
+        for k, a in enumerate(self._feeds(x1)):
+            request.set_input_tensor(k, ov.Tensor(a))
         return request.infer
 
 

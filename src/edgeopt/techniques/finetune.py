@@ -70,7 +70,7 @@ def fine_tune(model, ctx, *, epochs: int, callbacks: Sequence[Any] = (), loss=No
     t0 = time.perf_counter()
     validate = _fresh_bn_validation(x, ds.x_val, ds.y_val, batch, ctx.seed)
     hist = model.fit(x, y, epochs=epochs, batch_size=batch, shuffle=True, verbose=0,
-                     callbacks=[*callbacks, validate, stop])
+                     callbacks=[*callbacks, validate, *_epoch_hook(ctx, monitor), stop])
     report = history_report(hist.history, epochs=epochs, monitor=monitor, mode=mode,
                             baseline_accuracy=ctx.baseline_accuracy if classification else None,
                             from_epoch=min(early_stop_from, len(hist.history[monitor]) - 1))
@@ -81,6 +81,23 @@ def fine_tune(model, ctx, *, epochs: int, callbacks: Sequence[Any] = (), loss=No
             f"{report['best'][monitor]:.4f} at epoch {report['best_epoch']}"
             + (f"; {', '.join(d['kind'] for d in report['diagnosis'])}" if report["diagnosis"] else ""))
     return model, report
+
+
+def _epoch_hook(ctx, monitor: str) -> list:
+    """A callback handing each epoch's validation accuracy to ``ctx.on_epoch`` (classification only;
+    none when unset)."""
+    hook = getattr(ctx, "on_epoch", None)
+    if hook is None or monitor != "val_accuracy":
+        return []
+    import keras
+
+    class _Report(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            value = (logs or {}).get(monitor)
+            if value is not None:
+                hook(epoch, float(value))
+
+    return [_Report()]
 
 
 def _fresh_bn_validation(x_train, x_val, y_val, batch: int, seed: int):

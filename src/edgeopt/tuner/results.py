@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from edgeopt.search.types import Accounting, Objective, TrialRecord
+from edgeopt.tuner.types import Accounting, Objective, TrialRecord
 
-# user_attrs written by the objective (edgeopt.search.study)
+# user_attrs written by the objective (edgeopt.tuner.study)
 STATUS, REASON = "status", "reason"
 
 

@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from edgeopt.errors import UserError
-from edgeopt.search import results as res
-from edgeopt.search.pruning import AccuracyPruner
-from edgeopt.search.space import SEED_RECIPES, SearchSpace, describe, recipe_name
-from edgeopt.search.storage import Heartbeat, default_url, open_artifact_store, open_storage, redact
-from edgeopt.search.types import (Objective, SearchResult, TargetResult, TrialOutcome, TrialSpec,
+from edgeopt.tuner import results as res
+from edgeopt.tuner.pruning import AccuracyPruner
+from edgeopt.tuner.space import SEED_RECIPES, SearchSpace, describe, recipe_name
+from edgeopt.tuner.storage import Heartbeat, default_url, open_artifact_store, open_storage, redact
+from edgeopt.tuner.types import (Objective, SearchResult, TargetResult, TrialOutcome, TrialSpec,
                                   TrialStopped)
 
 Evaluate = Callable[[TrialSpec], TrialOutcome]

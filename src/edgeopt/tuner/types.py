@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from edgeopt.search.space import StepSpec, describe, recipe_name
+from edgeopt.tuner.space import StepSpec, describe, recipe_name
 
 Provenance = Literal["measured", "estimated"]
 
@@ -198,10 +198,16 @@ class TargetResult:
 
 @dataclass
 class SearchResult:
+    """Every target's result. ``path``: the run directory (``edgeopt.search``; None for a bare
+    ``run_search``); ``exports``: target -> the winner's exported files (artifact, C array, sketch)."""
+
     name: str
     storage: str
     targets: dict[str, TargetResult]
+    path: Path | None = None
+    exports: dict[str, list[Path]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "storage": self.storage,
-                "targets": {k: v.to_dict() for k, v in self.targets.items()}}
+        return {"name": self.name, "storage": self.storage, "path": str(self.path) if self.path else None,
+                "targets": {k: v.to_dict() for k, v in self.targets.items()},
+                "exports": {k: [str(p) for p in v] for k, v in self.exports.items()}}

@@ -237,26 +237,30 @@ def describe(chain: list[StepSpec]) -> str:
                               if s.config else "") for s in chain) or "float32"
 
 
-def default_space(max_accuracy_drop: float = 1.0) -> SearchSpace:
-    """The space over today's steps, in chain order:
+def default_space(max_accuracy_drop: float = 1.0, *, training: bool = True) -> SearchSpace:
+    """The space over today's steps, built from the typed step configs' search ranges (the one
+    place ranges are written), in chain order:
     distill (width) -> prune-structured (ratio) -> prune (sparsity) -> cluster (clusters)
-    -> qat or PTQ -> precision (int8 | float16 | dynamic | mixed; calibration for int8/mixed).
+    -> qat -> int8 | float16 | dynamic | mixed (calibration for int8 and mixed).
 
-    Ranges follow the step configs' search ranges; ``mixed`` keeps ops float within the search's
-    own accuracy budget (``max_accuracy_drop`` points)."""
-    calibration = Param("calibration", "categorical", choices=("minmax", "percentile"), default="minmax")
+    ``mixed`` keeps ops float within the search's own accuracy budget (``max_accuracy_drop``
+    points). ``training=False`` keeps the post-training steps only: structured pruning without
+    fine-tuning (epochs 0) and the conversions (a quick search, e.g. the demo)."""
+    from edgeopt.techniques import configs as c
+
+    mixed = StepChoice.from_config(c.Mixed, ["calibration"], fixed={"max_accuracy_drop": float(max_accuracy_drop)})
+    precision = Slot("precision", (StepChoice.from_config(c.Int8, ["calibration"]), StepChoice("float16"),
+                                   StepChoice("dynamic"), mixed), optional=False)
+    if not training:
+        return SearchSpace((Slot("structure", (StepChoice.from_config(c.PruneStructured, ["ratio"],
+                                                                      fixed={"epochs": 0}),)), precision))
     return SearchSpace((
-        Slot("distill", (StepChoice("distill", (Param("width", "float", 0.25, 1.0, default=0.5),)),)),
-        Slot("structure", (StepChoice("prune-structured",
-                                      (Param("ratio", "float", 0.1, 0.8, default=0.5),)),)),
-        Slot("sparsify", (StepChoice("prune", (Param("sparsity", "float", 0.3, 0.95, default=0.75),)),)),
-        Slot("cluster", (StepChoice("cluster", (Param("clusters", "int", 4, 64, log=True, default=16),)),)),
+        Slot("distill", (StepChoice.from_config(c.Distill, ["width"]),)),
+        Slot("structure", (StepChoice.from_config(c.PruneStructured, ["ratio"]),)),
+        Slot("sparsify", (StepChoice.from_config(c.Prune, ["sparsity"]),)),
+        Slot("cluster", (StepChoice.from_config(c.Cluster, ["clusters"]),)),
         Slot("training", (StepChoice("qat", then={"precision": "int8"}),)),
-        Slot("precision", (StepChoice("int8", (calibration,)), StepChoice("float16"),
-                           StepChoice("dynamic"),
-                           StepChoice("mixed", (calibration,),
-                                      fixed={"max_accuracy_drop": float(max_accuracy_drop)})),
-             optional=False),
+        precision,
     ))
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeopt.search.types import Metric, TrialSpec
+from edgeopt.tuner.types import Metric, TrialSpec
 
 # bytes per weight / activation of each closing step's result (the lower bound: mixed keeps
 # some ops float, so it is at least int8)

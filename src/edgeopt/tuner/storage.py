@@ -66,7 +66,7 @@ def open_storage(url: str, heartbeat: Heartbeat = Heartbeat()):
 
     SQLite waits up to 60 s for a lock (several local workers); PostgreSQL connections are checked
     before use (``pool_pre_ping``) and each worker keeps a small pool (main thread + heartbeat
-    thread), see docs/search_scale.md.
+    thread), see ARCHITECTURE.md, "Scale".
     """
     import warnings
 

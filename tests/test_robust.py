@@ -14,7 +14,7 @@ import pytest
 
 from edgeopt.engine.analysis import best_within_budget, compare_to_baseline
 from edgeopt.engine.runner import failure_record
-from edgeopt.engine.store import PARTIAL_DIR, RUN_FILE, RunDir, json_schema, load_run
+from edgeopt.engine.store import RUN_FILE, RunDir, json_schema, load_run
 from edgeopt.errors import UserError
 from edgeopt.recipes import plan
 
@@ -63,22 +63,23 @@ def test_failed_variant_leaves_no_folder_and_keeps_the_full_reason(tmp_path):
         except RuntimeError as e:
             run.put(failure_record("int8", chain, e))
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["float32", RUN_FILE]
-    assert not (tmp_path / PARTIAL_DIR / "int8").exists()
     failed = _valid(tmp_path)["variants"][1]
     assert failed["status"] == "failed"
     assert failed["error"] == "RuntimeError: loc(\"x\"): 'tf.Foo' op is neither a custom op nor a flex op"
     assert "more text" in failed["error_detail"] and failed["error_detail"].count("\n") >= 3
 
 
-def test_done_variant_moves_into_place_with_its_digest(tmp_path):
+def test_done_variant_records_its_digest_and_a_remake_is_never_shown_done(tmp_path):
     with RunDir.open(tmp_path, HEADER) as run:
-        work = run.variant_dir("float32")
-        assert work.parent.name == PARTIAL_DIR  # a half-made variant is never in a variant's folder
         run.put(_done(run, "float32"))
+        run.put(_done(run, "int8"))
         assert run.is_done("float32")
+        run.variant_dir("float32")  # being made again: not done until put
+        assert [v["name"] for v in run.variants] == ["float32", "int8"] and not run.is_done("float32")
     v = _valid(tmp_path)["variants"][0]
-    assert v["artifact"] == "float32/model.tflite" and len(v["artifact_sha256"]) == 16 and v["finished"]
-    assert not (tmp_path / PARTIAL_DIR / "float32").exists()
+    assert v["status"] == "failed" and v["error"] == "interrupted while being made again"
+    v = _valid(tmp_path)["variants"][1]
+    assert v["artifact"] == "int8/model.tflite" and len(v["artifact_sha256"]) == 16 and v["finished"]
 
 
 def test_resume_cleans_up_what_an_interrupted_run_left(tmp_path):
@@ -94,7 +95,7 @@ def test_resume_cleans_up_what_an_interrupted_run_left(tmp_path):
         assert [v["name"] for v in run.variants] == ["float32"]
         assert run.is_done("float32") and not run.is_done("int8")
     assert "int8: its artifact int8/model.tflite is missing or incomplete" in notes
-    assert "removed stray/" in notes and f"{PARTIAL_DIR}/float16" in notes
+    assert "removed stray/" in notes and "removed float16/: not a finished variant" in notes
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == [".lock", "float32", RUN_FILE], left
 
@@ -134,7 +135,7 @@ def test_run_json_is_valid_after_a_kill_during_its_write(tmp_path):
     assert [v["name"] for v in _valid(tmp_path)["variants"]] == ["float32"]
     with RunDir.open(tmp_path, HEADER) as run:
         assert run.is_done("float32") and run.get("int8") is None
-        assert any("removed int8/" in n for n in run.notes)  # moved into place, never recorded
+        assert any("removed int8/" in n for n in run.notes)  # complete but never recorded
     assert not list(tmp_path.glob(".run.json.*"))
 
 
@@ -305,12 +306,10 @@ def test_kill_at_every_phase_then_resume_loses_and_recomputes_nothing(tmp_path, 
         for name, stamp in seen.items():
             assert done[name] == stamp, f"{name} was made again after the kill at {kill_at}"
         seen.update(done)
-        assert not [p.name for p in out.iterdir() if not p.name.startswith(".")
-                    and p.name not in done and p.name != RUN_FILE and kill_at != "run.json"]
     proc = _child(out, slide_mlp_path, None)
     assert proc.returncode == 0, proc.stderr
     assert "float32: kept from the earlier run" in proc.stdout and "float16: kept from the earlier run" in proc.stdout
-    assert "removed prune+int8/" in proc.stdout  # moved into place, never recorded: made again
+    assert "removed prune+int8/" in proc.stdout  # complete but never recorded: made again
     done = _intact(out)
     assert sorted(done) == ["float16", "float32", "prune+int8"]
     assert all(done[n] == seen[n] for n in ("float32", "float16"))

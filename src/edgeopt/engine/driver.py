@@ -97,8 +97,8 @@ def data_fingerprint(ds) -> str:
 
 def make_variant(run: store.RunDir, engine: ChainRunner, m, ds, chain, threads: int, runs: int,
                  log: Log) -> dict[str, Any]:
-    """One variant's record: made in ``run.variant_dir`` (``.partial/``), measured, compared with
-    the baseline by a paired timing; a failure record (no folder kept) when anything fails."""
+    """One variant's record: made in ``run.variant_dir``, measured, compared with the baseline by a
+    paired timing; a failure record (``put`` removes its folder) when anything fails."""
     from edgeopt.measure.bench import bench_artifact
     from edgeopt.runtimes.registry import runtime_for
 

@@ -5,14 +5,12 @@ Layout::
     runs/<name>/run.json            # schema version 2, written atomically after every variant
     runs/<name>/<variant>/model.tflite
     runs/<name>/.cache/<key>/       # outputs of training steps, keyed by parent digest + config
-    runs/<name>/.partial/<variant>/ # a variant being made; moved to <variant>/ once done
     runs/<name>/.lock               # held (flock) by the one process writing the directory
 
-What a run directory guarantees: a variant recorded ``done`` has its complete artifact in
-``<variant>/``, matching the sha256 in its record (``artifact_sha256``), or it is not treated
-as done (made again, with a note); a half-made variant lives only under ``.partial/``, and a
-folder left without a record (a kill between the move and the run.json write) is removed on the
-next open; a failed variant
+What a run directory guarantees: a variant is done only when run.json records it ``done``
+(written after its artifact is complete) and its artifact matches the sha256 in that record
+(``artifact_sha256``); otherwise it is made again, with a note. A folder without a done record
+(a run killed while making it) is removed when the directory is next opened; a failed variant
 has no folder, its record holds a one-line ``error`` and the full text in ``error_detail``;
 run.json is replaced atomically (temp file, fsync, rename), so it is always a complete, valid
 file; one process writes the directory at a time (``engine.lock``). Opening a directory that an
@@ -41,7 +39,6 @@ from edgeopt.fsutil import atomic_write_json, ensure_writable_dir, fsync_dir
 
 RUN_FILE = "run.json"
 CACHE_DIR = ".cache"
-PARTIAL_DIR = ".partial"
 SCHEMA_FILE = Path(__file__).with_name("run.schema.json")
 READABLE_VERSIONS = (1, SCHEMA_VERSION)
 
@@ -129,27 +126,15 @@ class RunDir:
         return steps is None or v.get("steps") == steps
 
     def put(self, variant: dict) -> None:
-        """Record a variant and save run.json. A done variant's folder moves from ``.partial/`` to its
-        final place first (its ``artifact`` path and ``artifact_sha256`` follow); a failed variant's
-        folder is removed, so nothing half-made stays behind."""
+        """Record a variant and save run.json. A done variant gets ``artifact_sha256`` (its artifact
+        must be complete by now); a failed variant's folder is removed, so nothing half-made stays."""
         variant = dict(variant, finished=_now())
         name = variant["name"]
-        partial, final = self.path / PARTIAL_DIR / _safe_dirname(name), self.path / _safe_dirname(name)
         if variant.get("status") == "done" and variant.get("artifact"):
-            artifact = Path(variant["artifact"])
-            prefix = Path(PARTIAL_DIR) / _safe_dirname(name)
-            if artifact.parts[:2] == prefix.parts:
-                _remove(final)
-                os.replace(partial, final)
-                fsync_dir(self.path)
-                artifact = Path(_safe_dirname(name), *artifact.parts[2:])
-            variant["artifact"] = str(artifact)
-            if (self.path / artifact).exists():
-                variant["artifact_sha256"] = file_digest(self.path / artifact)
+            if (self.path / variant["artifact"]).exists():
+                variant["artifact_sha256"] = file_digest(self.path / variant["artifact"])
         else:
-            _remove(partial)
-            if variant.get("status") != "done":
-                _remove(final)
+            _remove(self.path / _safe_dirname(name))
         for i, v in enumerate(self.variants):
             if v["name"] == name:
                 self.variants[i] = variant
@@ -159,17 +144,17 @@ class RunDir:
         self.save()
 
     def variant_dir(self, name: str) -> Path:
-        """An empty work folder for making variant ``name`` (under ``.partial/``; ``put`` moves it).
-        An earlier record of the variant is marked failed ("interrupted while being made again")
-        first, in its place, so a kill during the remake never leaves it shown as done."""
+        """An empty folder for making variant ``name``. An earlier record of the variant is marked
+        failed ("interrupted while being made again") first, in its place, so a kill during the
+        remake never leaves it shown as done; until ``put`` records it done, the folder counts as
+        incomplete (removed, with a note, when the directory is next opened)."""
         old = self.get(name)
-        if old is not None:  # keep its place in the list, but never as done while it is remade
+        if old is not None:
             keep = {k: old[k] for k in ("name", "recipe", "steps") if k in old}
             self.variants[self.variants.index(old)] = {**keep, "status": "failed",
                                                        "error": "interrupted while being made again"}
             self.save()
-            _remove(self.path / _safe_dirname(name))
-        d = self.path / PARTIAL_DIR / _safe_dirname(name)
+        d = self.path / _safe_dirname(name)
         _remove(d)
         d.mkdir(parents=True)
         return d
@@ -208,11 +193,6 @@ class RunDir:
             if child.is_dir() and (fresh or child.name not in owned):
                 _remove(child)
                 note(f"removed {child.name}/: {'--fresh' if fresh else 'not a finished variant (left by an interrupted run)'}")
-        partial = self.path / PARTIAL_DIR
-        if partial.exists():
-            for child in sorted(partial.iterdir()):
-                note(f"removed the unfinished variant folder {PARTIAL_DIR}/{child.name} left by an interrupted run")
-            _remove(partial)
         for tmp in self.path.glob(f".{RUN_FILE}.*"):
             tmp.unlink()  # a run.json temp file of a run killed while writing
         cache = self.path / CACHE_DIR

@@ -233,9 +233,9 @@ def _load_tflite(path: Path) -> LoadedModel:
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise UserError(f"{path.name} is not a .tflite flatbuffer (no TFL3 identifier): corrupt, "
                         f"truncated or another format")
-    from edgeopt.measure.graph import read_tflite
+    from edgeopt.core.tflite import read_tflite
 
-    graph = read_tflite(path, resolve_shapes=False)  # the declared shape, before LiteRT allocates it
+    graph = read_tflite(path)  # the declared shape, before LiteRT allocates it
     for i in graph.inputs:
         check_sample_size(path, tuple(graph.tensors[i].shape[1:]), graph.tensors[i].dtype)
     from edgeopt.runtimes.litert import LiteRT

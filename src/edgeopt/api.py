@@ -166,12 +166,7 @@ def optimize(model, data, *, recipes: list | None = None, recipe_file: str | Pat
     ``log(message)`` gets progress messages, ``progress(variant, done, total)`` each variant.
     ``html_report``: write RUN_DIR/report.html at the end (a failure there is one warning line).
     """
-    from edgeopt.engine import runner as enginerun
-    from edgeopt.engine import store
-    from edgeopt.engine.oracles import accuracy_oracle
-    from edgeopt.measure.env import environment
-    from edgeopt.recipes import Chain, Float32, options_json
-    from edgeopt.steps import StepContext
+    from edgeopt.engine import driver, store
 
     _check_counts(threads, runs)
     _check_model(model)
@@ -187,37 +182,12 @@ def optimize(model, data, *, recipes: list | None = None, recipe_file: str | Pat
         raise UserError(f"recipes need a Keras model; {m.path.name} is a .{m.kind} file (edgeopt can "
                         f"measure it: edgeopt bench {m.path.name} --data ...)")
     out = Path(out) if out else Path("runs") / m.path.stem
-    header = {
-        "name": out.name,
-        "model": {"path": str(m.path), "kind": m.kind, "name": m.name, "input_shape": list(m.input_shape),
-                  "sha256": store.file_digest(m.path), **m.info},
-        "data": {"source": ds.name, **ds.summary(), "fingerprint": _data_fingerprint(ds)},
-        "settings": {"threads": threads, "runs": runs, "recipes": [c.name for c in chains],
-                     "options": options_json(options)},
-        "environment": environment(),
-        "warnings": warnings,
-    }
-    run = store.RunDir.open(out, header, fresh=fresh)
-    base_ctx = StepContext(dataset=ds, work_dir=run.path, log=log, evaluate=accuracy_oracle(ds, threads))
-    root = enginerun.chain_key(header["model"]["sha256"], {"data": header["data"]["fingerprint"],
-                                                           "seed": base_ctx.seed})
-    engine = enginerun.ChainRunner(run.cache_dir, lambda p: load_keras(p or m.path, unsafe=unsafe),
-                                   base_ctx, root)
-    baseline = Chain(enginerun.BASELINE, [Float32()])
-    todo = [baseline] + [c for c in chains if c.name != baseline.name]
-    for i, chain in enumerate(todo):
-        if progress:
-            progress(chain.name, i, len(todo))
-        steps = enginerun.closed(chain).records() if m.kind == "keras" else []
-        if run.is_done(chain.name, steps):
-            log(f"{chain.name}: kept from the earlier run")
-            continue
-        run.put(_make_variant(run, engine, m, ds, chain, threads, runs, log))
-    if progress:
-        progress("done", len(todo), len(todo))
+    header = driver.make_header(m, ds, out, chains, options, threads, runs, warnings)
+    path = driver.optimize_run(m, ds, chains, out=out, header=header, threads=threads, runs=runs, unsafe=unsafe,
+                               fresh=fresh, log=log, progress=progress)
     if html_report:
-        write_report_quietly(run.path, log if log_given else _stderr_line)
-    return store.read_run(run.path)
+        write_report_quietly(path, log if log_given else _stderr_line)
+    return store.read_run(path)
 
 
 # ------------------------------------------------------------------ one function per command
@@ -479,69 +449,6 @@ def write_report_quietly(run_dir: Path, log: Log) -> Path | None:
         log(f"warning: the HTML report was not written: {type(err).__name__}: {one_line(err)} "
             f"(retry with: edgeopt report {run_dir})")
         return None
-
-
-def _make_variant(run, engine, m: LoadedModel, ds: Dataset, chain, threads: int, runs: int, log: Log) -> dict:
-    from edgeopt.engine import store
-    from edgeopt.engine.analysis import compare_to_baseline
-    from edgeopt.engine.runner import BASELINE, closed, failure_record
-    from edgeopt.measure.bench import bench_artifact
-
-    work = run.variant_dir(chain.name)
-    base = run.get(BASELINE)
-    base_metrics = base.get("metrics") if base and base.get("status") == "done" else None
-    engine.base_ctx.baseline_accuracy = (base_metrics or {}).get("accuracy")
-    t0 = time.perf_counter()
-    try:
-        if m.kind == "keras":
-            result = engine.run(chain, work)
-            artifact, steps, details, quant_errors = result.artifact, result.steps, result.details, \
-                result.quant_errors
-        else:
-            artifact, steps, details, quant_errors = _copy_artifact(m.path, work), [], {"steps": []}, []
-        metrics = bench_artifact(artifact, ds, runtime=_runtime_for(artifact), threads=threads, runs=runs)
-        metrics["provenance"] = store.provenance(metrics.get("how") or {})
-        graph = _graph_summary(artifact)
-    except KeyboardInterrupt:
-        raise
-    except Exception as err:  # one failing variant must not lose the others
-        log(f"{chain.name}: failed: {err}")
-        return failure_record(chain.name, closed(chain) if m.kind == "keras" else chain, err)
-    variant = {"name": chain.name, "recipe": [s["step"] for s in steps] or [BASELINE], "steps": steps,
-               "status": "done", "artifact": str(Path(artifact).relative_to(run.path)), "metrics": metrics,
-               "graph": graph, "details": details, "quant_errors": quant_errors,
-               "seconds": round(time.perf_counter() - t0, 2)}
-    if base_metrics and chain.name != BASELINE:
-        variant["vs_baseline"] = compare_to_baseline(metrics, base_metrics, ds.task)
-    return variant
-
-
-def _copy_artifact(src: Path, work: Path) -> Path:
-    import shutil
-
-    dst = work / src.name
-    shutil.copyfile(src, dst)
-    return dst
-
-
-def _graph_summary(artifact: Path) -> dict:
-    """MACs, parameters, peak activation memory and the TFLite Micro arena of the artifact."""
-    from edgeopt.measure.graph import profile_path
-
-    prof = profile_path(Path(artifact))
-    return {"macs": prof.total_macs, "params": prof.total_params, "precision": prof.precision,
-            "peak_activation_bytes": prof.peak_activation_bytes, "tflm_arena_bytes": prof.arena_bytes,
-            "tflm_arena_note": prof.arena_note}
-
-
-def _data_fingerprint(ds: Dataset) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for arr in (ds.x_eval, ds.y_eval, ds.x_train[:256]):
-        h.update(arr.tobytes())
-    h.update(str((len(ds.x_train), len(ds.x_val))).encode())
-    return h.hexdigest()[:16]
 
 
 def search(model, data, *, targets: list[str] | None = None, max_accuracy_drop: float = 1.0,

@@ -424,3 +424,16 @@ def test_default_run_directory_is_checked_too(world, tmp_path, capsys, monkeypat
     code = main(["optimize", str(world / "good.keras"), "-d", "digits", "-r", "int8"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "cannot create output folder runs/good" in err, err
+
+
+def test_a_huge_declared_input_is_one_line_naming_the_shape(tmp_path, capsys):
+    import keras
+
+    inp = keras.Input((100000, 100000, 1))
+    keras.Model(inp, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(inp))).save(tmp_path / "huge.keras")
+    for argv in (["profile", tmp_path / "huge.keras"], ["bench", tmp_path / "huge.keras", "-d", "digits"],
+                 ["optimize", tmp_path / "huge.keras", "-d", "digits", "-r", "int8", "--out", tmp_path / "run"]):
+        code = main([str(a) for a in argv])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and "100000x100000" in err, (argv, err)
+    assert not (tmp_path / "run").exists()

@@ -268,8 +268,6 @@ def optimize(model, data, *, recipes: list | None = None, recipe_file: str | Pat
     log_given = log is not None
     log = log or (lambda msg: None)
     m, ds, warnings = prepare(model, data, unsafe=unsafe, input_shape=given_shape, **data_kwargs)
-    if ds.task_reason:
-        log(f"task: {ds.task} ({ds.task_reason})")
     if chains and m.kind != "keras":
         raise UserError(f"recipes need a Keras model; {m.path.name} is a .{m.kind} file (edgeopt can "
                         f"measure it: edgeopt bench {m.path.name} --data ...)")
@@ -285,6 +283,8 @@ def optimize(model, data, *, recipes: list | None = None, recipe_file: str | Pat
         "warnings": warnings,
     }
     run = store.RunDir.open(out, header, fresh=fresh)
+    if ds.task_reason:
+        log(f"task: {ds.task} ({ds.task_reason})")
     base_ctx = StepContext(dataset=ds, work_dir=run.path, log=log, evaluate=accuracy_oracle(ds, threads),
                            options={"input_shape": given_shape} if given_shape is not None else {})
     root = enginerun.chain_key(header["model"]["sha256"], {"data": header["data"]["fingerprint"],

@@ -45,16 +45,71 @@ def _as_data(data, **kwargs) -> Dataset:
     return load_data(data, **kwargs)
 
 
-def prepare(model, data, *, unsafe: bool = False, **data_kwargs) -> tuple[LoadedModel, Dataset, list[str]]:
-    """Load a model and data and check one against the other (shape, classes)."""
+def prepare(model, data, *, unsafe: bool = False, input_shape=None, check_numerics: bool = True,
+            **data_kwargs) -> tuple[LoadedModel, Dataset, list[str]]:
+    """Load a model and data and check one against the other (inputs matched by name, shapes,
+    classes; the task inferred from the output layer and labels: ``ds.task``, ``ds.task_reason``).
+
+    A Keras model with nested models as layers is flattened (``keras_graph.flatten``) so every
+    step sees the inner layers. ``input_shape``: ``--input-shape`` (text or parsed) for open
+    axes. ``check_numerics``: run the float Keras model on the eval data and raise UserError when
+    it gives NaN/inf (``numerics.check_finite``). ``data_kwargs`` go to ``load_data`` (``x_key``,
+    ``y_key``, ``task``, ``output``...)."""
     m = _as_model(model, unsafe)
-    if isinstance(data, (str, Path)) and str(data) not in ("digits", "blobs2d", "fashion-mnist"):
-        data_kwargs.setdefault("image_size", _image_size(m.input_shape))
-        data_kwargs.setdefault("grayscale", m.input_shape[-1] == 1 if len(m.input_shape) == 3 else None)
+    _flatten_nested(m)
+    if isinstance(data, (str, Path)):
+        if str(data) not in ("digits", "blobs2d", "fashion-mnist"):
+            data_kwargs.setdefault("image_size", _image_size(m.input_shape))
+            data_kwargs.setdefault("grayscale", m.input_shape[-1] == 1 if len(m.input_shape) == 3 else None)
+        data_kwargs.setdefault("model", m)
     ds = _as_data(data, **data_kwargs)
     in_range = quantized_input_range(m.info.get("input_scale"), m.info.get("input_zero_point"), m.input_dtype)
-    warnings = check_against_model(ds, m.input_shape, m.output_units, in_range)
+    want = {i.name: i.shape for i in m.inputs} if len(m.inputs) > 1 else m.input_shape
+    warnings = check_against_model(ds, want, m.output_units, in_range)
+    given = parse_shape_option(input_shape)
+    if given is not None and m.kind == "keras":
+        from edgeopt.convert import static_input_shapes
+
+        static_input_shapes(m.keras, given)  # a wrong --input-shape is one line, before any work
+    if check_numerics and m.kind == "keras":
+        from edgeopt.numerics import check_finite
+
+        check_finite(m.keras, _keras_feed(ds.x_eval))
     return m, ds, warnings
+
+
+def parse_shape_option(value):
+    """``--input-shape`` text (``16,4`` or ``image:8,8,1;vector:4``) parsed
+    (``convert.parse_input_shape``); a parsed shape or None is returned as it is."""
+    if value is None or not isinstance(value, str):
+        return value
+    from edgeopt.convert import parse_input_shape
+
+    return parse_input_shape(value)
+
+
+def _keras_feed(x):
+    """Arrays as a Keras model takes them: a dict by input name for several inputs."""
+    return x.as_list() if hasattr(x, "as_list") else x  # data arrays are in model input order
+
+
+def _flatten_nested(m: LoadedModel) -> None:
+    """Inline nested models in place (``m.keras``), so profiles and techniques see inner layers."""
+    if m.kind != "keras":
+        return
+    from edgeopt.keras_graph import flatten, graph_of, nested_models
+
+    if graph_of(m.keras) is not None and nested_models(m.keras):
+        m.keras = flatten(m.keras)
+        m.info["flattened"] = True
+
+
+def load_flat_keras(path, *, unsafe: bool = False):
+    """``load_keras`` with nested models inlined (``keras_graph.flatten``)."""
+    from edgeopt.keras_graph import flatten, graph_of, nested_models
+
+    model = load_keras(path, unsafe=unsafe)
+    return flatten(model) if graph_of(model) is not None and nested_models(model) else model
 
 
 def _image_size(shape) -> tuple[int, int] | None:
@@ -63,29 +118,65 @@ def _image_size(shape) -> tuple[int, int] | None:
     return None
 
 
-def profile(model, *, unsafe: bool = False, measure_arena: bool = True):
-    """Per-layer/per-op graph statistics (params, MACs, memory) of a Keras, .tflite or .onnx model."""
+def profile(model, *, unsafe: bool = False, measure_arena: bool = True, data=None, input_shape=None,
+            **data_kwargs):
+    """Per-layer/per-op graph statistics (params, MACs, memory) of a Keras, .tflite or .onnx model.
+
+    Open input axes (a ``None`` time axis, dynamic ONNX height/width) are profiled at
+    ``input_shape`` (``--input-shape``), else at the shape of ``data``'s samples, else at 1 with
+    a note in ``profile.notes`` saying so. A Keras model's nested models are inlined."""
     from edgeopt.measure import graph
 
     _check_model(model)
+    given = parse_shape_option(input_shape)
     m = _as_model(model, unsafe)
+    _flatten_nested(m)
+    if given is None and data is not None:
+        given = prepare(m, data, check_numerics=False, **data_kwargs)[1].input_shape
     if m.kind == "keras":
-        prof = graph.profile_keras(m.keras)
+        prof = graph.profile_keras(m.keras, input_shape=given)
         prof.path = str(m.path)
         return prof
     if m.kind == "tflite":
         return graph.profile_tflite(m.path, measure_arena=measure_arena)
-    return graph.profile_onnx(m.path)
+    return graph.profile_onnx(m.path, input_shape=given)
 
 
-def to_artifact(m: LoadedModel, work_dir: Path) -> Path:
-    """The float32 deployable for a model: Keras is converted to .tflite; files are used as they are."""
+def to_artifact(m: LoadedModel, work_dir: Path, input_shape=None, data_shape=None) -> Path:
+    """The float32 deployable for a model: Keras is converted to .tflite (batch 1; open axes from
+    ``input_shape``, else ``data_shape``: ``convert.conversion_shape``); files are used as they are."""
     if m.kind != "keras":
         return m.path
-    from edgeopt.convert import keras_to_tflite
+    from edgeopt.convert import conversion_shape, keras_to_tflite
     from edgeopt.fsutil import atomic_write_bytes
 
-    return atomic_write_bytes(Path(work_dir) / f"{m.path.stem}.tflite", keras_to_tflite(m.keras))
+    shape = conversion_shape(m.keras, parse_shape_option(input_shape), data_shape)
+    return atomic_write_bytes(Path(work_dir) / f"{m.path.stem}.tflite", keras_to_tflite(m.keras, input_shape=shape))
+
+
+def _load_metric(metric):
+    """``--metric module:function`` loaded and checked (UserError), or None / a loaded metric as is."""
+    if metric is None or not isinstance(metric, str):
+        return metric
+    from edgeopt.measure.metrics import load_metric
+
+    return load_metric(metric)
+
+
+def _float_reference(m: LoadedModel, ds: Dataset):
+    """The float Keras model's outputs on the eval split (the fidelity reference), named like the
+    model's outputs when there are several; None for .tflite/.onnx models."""
+    if m.kind != "keras":
+        return None
+    out = m.keras.predict(_keras_feed(ds.x_eval), batch_size=256, verbose=0)
+    if isinstance(out, dict):
+        out = [out[k] for k in out]
+    if isinstance(out, (list, tuple)):
+        from edgeopt.data import NamedArrays
+
+        names = ds.output_names or [o.name for o in m.outputs]
+        return NamedArrays(dict(zip(names, [o for o in out])))
+    return out
 
 
 def _runtime_for(path: Path) -> str:
@@ -95,19 +186,30 @@ def _runtime_for(path: Path) -> str:
 
 
 def bench(model, data, *, threads: int = 1, runs: int = 200, warmup: int = 20, unsafe: bool = False,
-          keep_artifact: Path | None = None, **data_kwargs) -> dict:
-    """Convert (Keras -> float32 .tflite) and measure the artifact in its runtime."""
-    from edgeopt.measure.bench import bench_artifact
+          keep_artifact: Path | None = None, input_shape=None, metric=None, output: str | int | None = None,
+          **data_kwargs) -> dict:
+    """Convert (Keras -> float32 .tflite, batch 1, open axes from ``input_shape`` or the data) and
+    measure the artifact in its runtime: the task metric (``metric``: ``--metric module:function``;
+    ``output``: the scored output of several) and, for Keras models, fidelity to the Keras model."""
+    from edgeopt.measure.bench import bench_artifact, multilabel_thresholds
     from edgeopt.measure.env import environment
 
     _check_counts(threads, runs)
     _check_model(model)
     _check_data(data, data_kwargs)
-    m, ds, warnings = prepare(model, data, unsafe=unsafe, **data_kwargs)
+    custom = _load_metric(metric)
+    if output is not None:
+        data_kwargs["output"] = output
+    m, ds, warnings = prepare(model, data, unsafe=unsafe, input_shape=input_shape, **data_kwargs)
     with tempfile.TemporaryDirectory() as tmp:
-        artifact = to_artifact(m, Path(keep_artifact or tmp))
-        metrics = bench_artifact(artifact, ds, runtime=_runtime_for(artifact), threads=threads,
-                                 runs=runs, warmup=warmup)
+        artifact = to_artifact(m, Path(keep_artifact or tmp), input_shape, ds.input_shape)
+        runtime = _runtime_for(artifact)
+        thresholds = multilabel_thresholds(artifact, ds, runtime=runtime, threads=threads, output_name=output)
+        metrics = bench_artifact(artifact, ds, runtime=runtime, threads=threads, runs=runs, warmup=warmup,
+                                 output_name=output, metric=custom, thresholds=thresholds,
+                                 reference=_float_reference(m, ds))
+    if thresholds is not None:
+        metrics["thresholds"] = thresholds
     return {"model": str(m.path), "artifact": artifact.name, "data": ds.summary(), "warnings": warnings,
             "metrics": metrics, "environment": environment()}
 
@@ -154,7 +256,7 @@ def optimize(model, data, *, recipes: list | None = None, recipe_file: str | Pat
              out: str | Path | None = None, options: dict[str, Any] | None = None, threads: int = 1,
              runs: int = 200, unsafe: bool = False, fresh: bool = False, log: Log | None = None,
              progress: Callable[[str, int, int], None] | None = None, html_report: bool = True,
-             **data_kwargs) -> "Run":
+             input_shape=None, metric=None, output: str | int | None = None, **data_kwargs) -> "Run":
     """Baseline + one variant per recipe, each measured on its artifact; returns the typed ``Run``
     (``run.path`` is the run directory, ``run.to_frame()`` a table, ``run.best(...)`` a choice).
 
@@ -165,6 +267,10 @@ def optimize(model, data, *, recipes: list | None = None, recipe_file: str | Pat
     step with that field). Recipes and options are validated (UserError) before anything loads.
     ``log(message)`` gets progress messages, ``progress(variant, done, total)`` each variant.
     ``html_report``: write RUN_DIR/report.html at the end (a failure there is one warning line).
+    ``input_shape``: ``--input-shape`` for open axes (else the data's; each variant records its
+    static input shapes); ``metric``: ``--metric module:function``; ``output``: ``--output``;
+    ``task`` (in ``data_kwargs``): ``--task`` (else inferred, printed and recorded). Every variant
+    records fidelity (top-1 agreement, SNR, cosine) against the float model beside its metric.
     """
     from edgeopt.engine import driver, store
 
@@ -173,18 +279,30 @@ def optimize(model, data, *, recipes: list | None = None, recipe_file: str | Pat
     _check_data(data, data_kwargs)
     validate.output_dir(out if out is not None or not isinstance(model, (str, Path))
                         else Path("runs") / Path(model).stem)
+    given_shape = parse_shape_option(input_shape if input_shape is not None else (options or {}).get("input_shape"))
+    if given_shape is not None:
+        options = {**(options or {}), "input_shape": given_shape}
     chains, options = plan_recipes(recipes, options, recipe_file)  # before any model or data loads
     validate.options(options)
+    custom = _load_metric(metric)
+    if output is not None:
+        data_kwargs["output"] = output
     log_given = log is not None
     log = log or (lambda msg: None)
-    m, ds, warnings = prepare(model, data, unsafe=unsafe, **data_kwargs)
+    m, ds, warnings = prepare(model, data, unsafe=unsafe, input_shape=given_shape, **data_kwargs)
     if chains and m.kind != "keras":
         raise UserError(f"recipes need a Keras model; {m.path.name} is a .{m.kind} file (edgeopt can "
                         f"measure it: edgeopt bench {m.path.name} --data ...)")
     out = Path(out) if out else Path("runs") / m.path.stem
     header = driver.make_header(m, ds, out, chains, options, threads, runs, warnings)
+    if ds.task_reason:
+        log(f"task: {ds.task} ({ds.task_reason})")
+    measure = {"reference": _float_reference(m, ds), "metric": custom, "output": output,
+               "input_shape": given_shape, "budget": options.get("max_accuracy_drop")}
     path = driver.optimize_run(m, ds, chains, out=out, header=header, threads=threads, runs=runs, unsafe=unsafe,
-                               fresh=fresh, log=log, progress=progress)
+                               fresh=fresh, log=log, progress=progress, measure=measure,
+                               load_model=lambda p: load_keras(p, unsafe=unsafe) if p else
+                               load_flat_keras(m.path, unsafe=unsafe))
     if html_report:
         write_report_quietly(path, log if log_given else _stderr_line)
     return store.read_run(path)
@@ -227,6 +345,8 @@ def compare(model, data, *, runtimes: list[str] | str | None = None,
         from edgeopt.fsutil import ensure_writable_dir
 
         ensure_writable_dir(Path(out))
+    if isinstance(data, (str, Path)) and Path(model).suffix in (".keras", ".h5", ".tflite", ".onnx"):
+        data_kwargs.setdefault("model", load_model(model))  # inputs matched by name, task inferred
     ds = _as_data(data, **data_kwargs)
     total = len(names) * len(precs)
     done = []

@@ -214,7 +214,15 @@ def reference_outputs(kind: str, x: np.ndarray, artifacts: Artifacts) -> np.ndar
     """Outputs of the float model every row is compared against: the Keras model, or the given
     .onnx (in ONNX Runtime) or .tflite (in LiteRT) itself."""
     if kind == "keras":
-        return np.asarray(artifacts.keras().predict(x, batch_size=256, verbose=0), np.float32)
+        feed = x.as_list() if hasattr(x, "as_list") else x  # several inputs: arrays in model input order
+        out = artifacts.keras().predict(feed, batch_size=256, verbose=0)
+        if isinstance(out, (list, tuple, dict)):  # several outputs: named like the dataset's outputs
+            from edgeopt.data import NamedArrays
+
+            values = list(out.values()) if isinstance(out, dict) else list(out)
+            names = artifacts.dataset.output_names or [f"output_{i}" for i in range(len(values))]
+            return NamedArrays(dict(zip(names, [np.asarray(v, np.float32) for v in values])))
+        return np.asarray(out, np.float32)
     if kind == "onnx":
         from edgeopt.runtimes.onnxruntime import OnnxRuntime
 

@@ -33,7 +33,7 @@ __all__ = ["Chain", "plan", "load_recipe_file", "describe_field", "field_rows", 
 
 # Options that belong to the run (the budget of the "best within budget" verdict) as well as to
 # any step that has a field of that name; they are never an "unknown option".
-RUN_OPTIONS = ("max_accuracy_drop",)
+RUN_OPTIONS = ("max_accuracy_drop", "input_shape")
 
 
 @dataclass

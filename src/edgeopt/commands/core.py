@@ -11,13 +11,33 @@ MODEL_HELP = "a .keras/.h5 file, SavedModel folder, .tflite or .onnx"
 RUN_HELP = "a run directory made by edgeopt optimize"
 UNSAFE_HELP = "allow Lambda layers (runs code from the file)"
 LIMIT_HELP = "use at most N samples of the data"
+SHAPE_HELP = "one sample's shape for open (None) axes, e.g. 16,4 or image:8,8,1;vector:4 (default: the data's)"
+TASK_HELP = "classification | binary | multilabel | regression | fidelity (default: inferred, and printed)"
+OUTPUT_HELP = "the model output to score (name or index) when it has several"
+METRIC_HELP = "a custom metric module:function or file.py:function taking (y_true, y_pred)"
 
 
-def _data_kwargs(x_key, y_key, label_column, limit) -> dict:
+def _data_kwargs(x_key, y_key, label_column, limit, task=None) -> dict:
     kw = {"x_key": x_key, "y_key": y_key, "label_column": label_column}
     if limit is not None:
         kw["limit"] = limit
+    if task:
+        kw["task"] = task
     return kw
+
+
+def _check_early(input_shape, metric, task) -> None:
+    """--input-shape, --metric and --task checked before anything loads (one error line)."""
+    from edgeopt.api import parse_shape_option
+    from edgeopt.errors import UserError
+
+    parse_shape_option(input_shape)
+    if metric:
+        from edgeopt.measure.metrics import load_metric
+
+        load_metric(metric)
+    if task and task not in ("classification", "binary", "multilabel", "regression", "fidelity"):
+        raise UserError(f"--task {task!r}: use classification, binary, multilabel, regression or fidelity")
 
 
 def _parse_options(pairs: list[str]) -> dict:
@@ -51,13 +71,19 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="print JSON only"),
         no_arena: bool = typer.Option(False, "--no-arena", help="skip the TFLite Micro arena measurement"),
         unsafe: bool = typer.Option(False, "--unsafe", help=UNSAFE_HELP),
+        data: Optional[str] = typer.Option(None, "--data", "-d", metavar="DATA",
+                                           help="data whose sample shape fixes open axes (optional)"),
+        input_shape: Optional[str] = typer.Option(None, "--input-shape", metavar="SHAPE", help=SHAPE_HELP),
+        x_key: str = typer.Option("x", metavar="KEY", help=".npz key(s) of the inputs (a,b for several)"),
     ):
         """Per-layer/per-op parameters, MACs, weight and activation memory, and the TFLM arena."""
         from edgeopt import api
         from edgeopt.report.terminal import spinner
 
+        _check_early(input_shape, None, None)
         with spinner(f"profiling {model.name}", disable=json_out):
-            prof = api.profile(model, unsafe=unsafe, measure_arena=not no_arena)
+            prof = api.profile(model, unsafe=unsafe, measure_arena=not no_arena, data=data,
+                               input_shape=input_shape, **({"x_key": x_key} if data else {}))
         if json_out:
             from edgeopt.cli import print_json
 
@@ -79,14 +105,20 @@ def register(app: typer.Typer) -> None:
         label_column: str = typer.Option("-1", metavar="COLUMN", help="CSV label column (name or index)"),
         limit: Optional[int] = typer.Option(None, metavar="N", help=LIMIT_HELP),
         unsafe: bool = typer.Option(False, "--unsafe", help=UNSAFE_HELP),
+        input_shape: Optional[str] = typer.Option(None, "--input-shape", metavar="SHAPE", help=SHAPE_HELP),
+        task: Optional[str] = typer.Option(None, "--task", metavar="TASK", help=TASK_HELP),
+        output: Optional[str] = typer.Option(None, "--output", metavar="NAME", help=OUTPUT_HELP),
+        metric: Optional[str] = typer.Option(None, "--metric", metavar="MODULE:FUNCTION", help=METRIC_HELP),
     ):
         """Convert to float32 LiteRT and measure accuracy, latency, throughput, size and memory."""
         from edgeopt import api
         from edgeopt.report.terminal import spinner
 
+        _check_early(input_shape, metric, task)
         with spinner(f"measuring {model.name} on {data}", disable=json_out):
-            result = api.bench(model, data, threads=threads, runs=runs, unsafe=unsafe,
-                               **_data_kwargs(x_key, y_key, label_column, limit))
+            result = api.bench(model, data, threads=threads, runs=runs, unsafe=unsafe, input_shape=input_shape,
+                               metric=metric, output=output,
+                               **_data_kwargs(x_key, y_key, label_column, limit, task))
         if json_out:
             from edgeopt.cli import print_json
 
@@ -125,6 +157,10 @@ def register(app: typer.Typer) -> None:
         label_column: str = typer.Option("-1", metavar="COLUMN", help="CSV label column (name or index)"),
         limit: Optional[int] = typer.Option(None, metavar="N", help=LIMIT_HELP),
         unsafe: bool = typer.Option(False, "--unsafe", help=UNSAFE_HELP),
+        input_shape: Optional[str] = typer.Option(None, "--input-shape", metavar="SHAPE", help=SHAPE_HELP),
+        task: Optional[str] = typer.Option(None, "--task", metavar="TASK", help=TASK_HELP),
+        output: Optional[str] = typer.Option(None, "--output", metavar="NAME", help=OUTPUT_HELP),
+        metric: Optional[str] = typer.Option(None, "--metric", metavar="MODULE:FUNCTION", help=METRIC_HELP),
     ):
         """Baseline + a variant per recipe, each measured on its artifact, into a run directory
         (run.json, the artifacts and report.html)."""
@@ -138,11 +174,13 @@ def register(app: typer.Typer) -> None:
         if calibration_samples is not None:
             options["calibration_samples"] = calibration_samples
         api.plan_recipes(list(recipe), options, recipe_file)  # one error line before any output
+        _check_early(input_shape, metric, task)
         with progress_bar(disable=json_out) as (log, step):
             run = api.optimize(model, data, recipes=list(recipe), recipe_file=recipe_file, out=out,
                                options=options, threads=threads, runs=runs, unsafe=unsafe, fresh=fresh,
                                log=log if not json_out else _warn_only, progress=step, html_report=not no_report,
-                               **_data_kwargs(x_key, y_key, label_column, limit))
+                               input_shape=input_shape, metric=metric, output=output,
+                               **_data_kwargs(x_key, y_key, label_column, limit, task))
         record = load_run(run.path)
         if json_out:
             from edgeopt.cli import print_json

@@ -24,9 +24,13 @@ Log = Callable[[str], None]
 
 def optimize_run(m, ds, chains: list, *, out: Path, header: dict, threads: int = 1, runs: int = 200,
                  unsafe: bool = False, fresh: bool = False, log: Log | None = None,
-                 progress: Callable[[str, int, int], None] | None = None) -> Path:
+                 progress: Callable[[str, int, int], None] | None = None, measure: dict | None = None,
+                 load_model: Callable | None = None) -> Path:
     """Make and measure the baseline and ``chains`` for model ``m`` (a LoadedModel) on ``ds`` into
     the run directory ``out``; returns its path. ``header``: run.json's model/data/settings block.
+    ``measure``: how variants are scored (``reference`` float outputs for fidelity, a custom
+    ``metric``, the ``output`` to score, the ``input_shape`` given, the accuracy ``budget``).
+    ``load_model(path or None)``: the Keras loader (None = the input model; default load_keras).
     Raises UserError when another process holds ``out`` or it holds an incompatible run."""
     from edgeopt.model_io import load_keras
     from edgeopt.recipes import Chain, Float32
@@ -36,9 +40,13 @@ def optimize_run(m, ds, chains: list, *, out: Path, header: dict, threads: int =
     with store.RunDir.open(out, header, fresh=fresh) as run:
         for note in run.notes:
             log(f"note: {note}")
-        base_ctx = StepContext(dataset=ds, work_dir=run.path, log=log, evaluate=accuracy_oracle(ds, threads))
+        measure = dict(measure or {})
+        given = measure.get("input_shape")
+        base_ctx = StepContext(dataset=ds, work_dir=run.path, log=log, evaluate=accuracy_oracle(ds, threads),
+                               options={"input_shape": given} if given is not None else {})
         root = chain_key(header["model"]["sha256"], {"data": header["data"]["fingerprint"], "seed": base_ctx.seed})
-        engine = ChainRunner(run.cache_dir, lambda p: load_keras(p or m.path, unsafe=unsafe), base_ctx, root)
+        loader = load_model or (lambda p: load_keras(p or m.path, unsafe=unsafe))
+        engine = ChainRunner(run.cache_dir, loader, base_ctx, root)
         baseline = Chain(BASELINE, [Float32()])
         todo = [baseline] + [c for c in chains if c.name != baseline.name]
         for i, chain in enumerate(todo):
@@ -48,7 +56,7 @@ def optimize_run(m, ds, chains: list, *, out: Path, header: dict, threads: int =
             if run.is_done(chain.name, steps):
                 log(f"{chain.name}: kept from the earlier run")
                 continue
-            run.put(make_variant(run, engine, m, ds, chain, threads, runs, log))
+            run.put(make_variant(run, engine, m, ds, chain, threads, runs, log, measure))
         summarize(run)
         if progress:
             progress("done", len(todo), len(todo))
@@ -96,12 +104,16 @@ def data_fingerprint(ds) -> str:
 
 
 def make_variant(run: store.RunDir, engine: ChainRunner, m, ds, chain, threads: int, runs: int,
-                 log: Log) -> dict[str, Any]:
-    """One variant's record: made in ``run.variant_dir``, measured, compared with the baseline by a
-    paired timing; a failure record (``put`` removes its folder) when anything fails."""
-    from edgeopt.measure.bench import bench_artifact
+                 log: Log, measure: dict | None = None) -> dict[str, Any]:
+    """One variant's record: made in ``run.variant_dir``, measured (task metric, fidelity against
+    ``measure["reference"]``, latency, sizes), compared with the baseline by a paired timing; a
+    failure record (``put`` removes its folder) when anything fails. ``measure``: see optimize_run;
+    for a .tflite/.onnx input the baseline's own outputs become the fidelity reference."""
+    from edgeopt.errors import one_line
+    from edgeopt.measure.bench import bench_artifact, multilabel_thresholds
     from edgeopt.runtimes.registry import runtime_for
 
+    measure = measure if measure is not None else {}
     work = run.variant_dir(chain.name)
     base = run.get(BASELINE)
     base_done = base if base and run.is_done(BASELINE) else None
@@ -114,7 +126,17 @@ def make_variant(run: store.RunDir, engine: ChainRunner, m, ds, chain, threads: 
                 result.quant_errors
         else:
             artifact, steps, details, quant_errors = _copy_artifact(m.path, work), [], {"steps": []}, []
-        metrics = bench_artifact(artifact, ds, runtime=runtime_for(artifact), threads=threads, runs=runs)
+        runtime = runtime_for(artifact)
+        thresholds = multilabel_thresholds(artifact, ds, runtime=runtime, threads=threads,
+                                           output_name=measure.get("output"))
+        kept: dict = {}
+        metrics = bench_artifact(artifact, ds, runtime=runtime, threads=threads, runs=runs,
+                                 output_name=measure.get("output"), metric=measure.get("metric"),
+                                 thresholds=thresholds, reference=measure.get("reference"), keep_outputs=kept)
+        if measure.get("reference") is None and chain.name == BASELINE:
+            measure["reference"] = kept.get("eval")  # a .tflite/.onnx model: fidelity vs its baseline
+        if thresholds is not None:
+            metrics["thresholds"] = thresholds
         metrics["loadavg_1m"] = load_average()
         metrics["provenance"] = store.provenance(metrics.get("how") or {})
         crash_point("measurement")
@@ -127,15 +149,56 @@ def make_variant(run: store.RunDir, engine: ChainRunner, m, ds, chain, threads: 
         raise
     except Exception as err:  # one failing variant must not lose the others
         rec = failure_record(chain.name, closed(chain) if m.kind == "keras" else chain, err)
-        log(f"{chain.name}: failed: {rec['error']}")
+        log(f"{chain.name}: failed: {rec.get('error') or one_line(err)}")
         return rec
     variant = {"name": chain.name, "recipe": [s["step"] for s in steps] or [BASELINE], "steps": steps,
                "status": "done", "artifact": str(Path(artifact).relative_to(run.path)), "metrics": metrics,
                "graph": graph, "details": details, "quant_errors": quant_errors,
                "seconds": round(time.perf_counter() - t0, 2)}
+    if m.kind == "keras":
+        variant["input_shapes"], note = _static_shapes(m, ds, measure.get("input_shape"))
+        if note:
+            variant["input_shape_note"] = note
     if vs is not None:
         variant["vs_baseline"] = vs
+        why = _collapse_explained(run, ds, variant, base_done["metrics"], measure.get("budget"))
+        if why:
+            variant["numerics"] = why
     return variant
+
+
+def _static_shapes(m, ds, given) -> tuple[dict, str]:
+    """({input name: [1, ...]} the variant was converted with, a note when an open axis was fixed)."""
+    from edgeopt.convert import conversion_shape, static_input_shapes
+
+    shape = conversion_shape(m.keras, given, ds.input_shape)
+    shapes = {k: list(v) for k, v in static_input_shapes(m.keras, shape).items()}
+    if not m.open_axes and not any(None in i.shape for i in m.inputs):
+        return shapes, ""
+    source = "--input-shape" if given is not None else "the data"
+    return shapes, "open axes fixed from " + source + ": " + \
+        ", ".join(f"{k} {tuple(v)}" for k, v in shapes.items())
+
+
+def _collapse_explained(run: store.RunDir, ds, variant: dict, base_metrics: dict,
+                        budget: float | None) -> dict | None:
+    """For an int8 variant whose accuracy drops past the budget (points; default 1): which tensor
+    ranges outliers stretch and which calibration fixes it (``numerics.explain_outliers``)."""
+    acc, base = variant["metrics"].get("accuracy"), base_metrics.get("accuracy")
+    if acc is None or base is None or "int8" not in str(variant.get("graph", {}).get("precision")):
+        return None
+    if (base - acc) * 100 <= (budget if budget is not None else 1.0) or hasattr(ds.x_train, "names"):
+        return None
+    from edgeopt.numerics import explain_outliers
+
+    float_file = run.path / run.get(BASELINE)["artifact"]
+    try:
+        report = explain_outliers(float_file.read_bytes(), ds.calibration(300))
+    except Exception as err:  # the explanation is a help; the variant is measured and kept
+        from edgeopt.errors import one_line
+
+        return {"summary": f"could not explain the drop: {type(err).__name__}: {one_line(err)}"}
+    return {"summary": report.summary(), **report.to_dict()} if report.found else None
 
 
 def _copy_artifact(src: Path, work: Path) -> Path:

@@ -90,7 +90,8 @@ class ChainRunner:
                     continue
             if model_key != need:
                 model, model_key = self.load_model(self._model_file(need)), need
-            ctx = replace(self.base_ctx, work_dir=work_dir, options=cfg.model_dump(), config=cfg,
+            ctx = replace(self.base_ctx, work_dir=work_dir, options={**self.base_ctx.options, **cfg.model_dump()},
+                          config=cfg,
                           hints=dict(hints))
             out = step.run(ctx, model)
             crash_point("fine-tune" if step.kind == "keras" else "conversion")
@@ -145,6 +146,9 @@ def failure_record(name: str, chain: Chain, err: BaseException) -> dict:
            f"{type(err).__name__}: {full}"}
     if not isinstance(err, UserError):
         rec["traceback"] = traceback.format_exc(limit=6)
+    full = str(getattr(err, "full_text", None) or err).strip()
+    if full and full != message:
+        rec["error_full"] = full  # the converter's/runtime's whole text (explain shows it)
     return rec
 
 

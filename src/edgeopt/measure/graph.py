@@ -302,8 +302,50 @@ def _keras_nodes(model):
     return functional, [n for d in sorted(by_depth, reverse=True) for n in by_depth[d]]
 
 
-def profile_keras(model, path: str = "") -> GraphProfile:
-    """Per-layer profile of a Keras 3 model (unfused: BatchNormalization and activations are layers)."""
+def static_keras(model, input_shape=None):
+    """(``model`` with every open input axis fixed, notes saying how). Open axes take
+    ``input_shape`` (one sample's shape, a list per input or a dict by name: the data's or
+    ``--input-shape``), else 1, said in the notes; a model without open axes is returned as it is."""
+    import keras
+
+    from edgeopt.convert import _input_name
+    from edgeopt.keras_graph import flatten
+
+    open_inputs = [t for t in model.inputs if any(d is None for d in t.shape[1:])]
+    if not open_inputs:
+        return model, []
+    if isinstance(input_shape, dict):
+        given = [input_shape.get(_input_name(t)) for t in model.inputs]
+    elif input_shape is not None and len(input_shape) and isinstance(input_shape[0], (list, tuple)):
+        given = list(input_shape)
+    else:
+        given = [input_shape] + [None] * (len(model.inputs) - 1)
+    notes, fixed = [], []
+    for t, want in zip(model.inputs, given):
+        declared = tuple(t.shape[1:])
+        if want is None or len(want) != len(declared):
+            want = tuple(1 if d is None else d for d in declared)
+            if None in declared:
+                notes.append(f"input {_input_name(t)!r} {list(declared)} has open axes: profiled at {list(want)} "
+                             f"(give --data or --input-shape for the real length)")
+        elif None in declared:
+            notes.append(f"input {_input_name(t)!r} profiled at {list(want)} (open axes from the data/--input-shape)")
+        fixed.append(keras.Input(shape=tuple(int(d) for d in want), dtype=t.dtype, name=_input_name(t)))
+    outer = keras.Model(fixed if len(fixed) > 1 else fixed[0],
+                        model(fixed if len(fixed) > 1 else fixed[0]), name=model.name)
+    return flatten(outer), notes
+
+
+def profile_keras(model, path: str = "", input_shape=None) -> GraphProfile:
+    """Per-layer profile of a Keras 3 model (unfused: BatchNormalization and activations are layers).
+    Open input axes are fixed from ``input_shape`` or, failing that, profiled at 1 with a note."""
+    model, shape_notes = static_keras(model, input_shape)
+    profile = _profile_keras(model, path)
+    profile.notes = shape_notes + list(profile.notes)
+    return profile
+
+
+def _profile_keras(model, path: str = "") -> GraphProfile:
     functional, knodes = _keras_nodes(model)
     tensors: list[Tensor] = []
     index: dict[int, int] = {}
@@ -391,7 +433,7 @@ def _onnx_shape(type_proto) -> list[int]:
     return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1 for d in dims]
 
 
-def _load_onnx(path: Path):
+def _load_onnx(path: Path, input_shape=None, notes: list[str] | None = None):
     import onnx
     from google.protobuf.message import DecodeError
 
@@ -402,21 +444,54 @@ def _load_onnx(path: Path):
                         "pass a file written by an ONNX exporter") from None
     if not model.graph.node:
         raise UserError(f"{path.name} holds no ONNX graph nodes; pass a file written by an ONNX exporter")
+    if notes is not None:
+        _fix_onnx_dims(model, input_shape, notes)
     try:
         return onnx.shape_inference.infer_shapes(model)
     except Exception:  # shapes stay as declared; a few intermediate shapes may be unknown
         return model
 
 
-def profile_onnx(path) -> GraphProfile:
+def _fix_onnx_dims(model, input_shape, notes: list[str]) -> None:
+    """Fix the open axes of the graph inputs in place: batch 1, the others from ``input_shape``
+    (one sample's shape, a list per input or a dict by name: the data's or ``--input-shape``),
+    else 1 with a note saying so (a profile at 1x1 would otherwise pass without a word)."""
+    init = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in init]
+    if isinstance(input_shape, dict):
+        given = [input_shape.get(i.name) for i in inputs]
+    elif input_shape is not None and len(input_shape) and isinstance(input_shape[0], (list, tuple)):
+        given = list(input_shape) + [None] * len(inputs)
+    else:
+        given = [input_shape] + [None] * len(inputs)
+    for inp, want in zip(inputs, given):
+        dims = inp.type.tensor_type.shape.dim
+        assumed = []
+        for k, d in enumerate(dims):
+            if d.HasField("dim_value") and d.dim_value > 0:
+                continue
+            size = 1 if k == 0 or want is None or len(want) != len(dims) - 1 else int(want[k - 1])
+            if k > 0 and (want is None or len(want) != len(dims) - 1):
+                assumed.append(k)
+            d.Clear()
+            d.dim_value = size
+        if assumed:
+            notes.append(f"input {inp.name!r} has open axes {assumed}: profiled at size 1 there "
+                         f"(give --data or --input-shape for the real size)")
+        elif want is not None:
+            notes.append(f"input {inp.name!r} profiled at {list(want)} (open axes from the data/--input-shape)")
+
+
+def profile_onnx(path, input_shape=None) -> GraphProfile:
+    """Profile an .onnx file; open input axes are fixed from ``input_shape`` (see ``_fix_onnx_dims``)."""
     from onnx import helper, numpy_helper
 
     path = _existing(path)
-    model = _load_onnx(path)
+    notes: list[str] = []
+    model = _load_onnx(path, input_shape, notes)
     g = model.graph
     tensors: list[Tensor] = []
     index: dict[str, int] = {}
-    notes: list[str] = []
     known = {v.name for v in list(g.value_info) + list(g.output) + list(g.input)}
     known |= {i.name for i in g.initializer}
     unknown = [o for n in g.node if n.op_type != "Constant" for o in n.output if o and o not in known]

@@ -194,8 +194,14 @@ def _bigger_note(record: dict) -> str | None:
 def print_variant(v: dict) -> None:
     console.print(f"[bold]{v['name']}[/]  recipe: {' -> '.join(v.get('recipe', []))}  status: {v.get('status')}")
     if v.get("status") != "done":
-        console.print(f"error: {v.get('error')}")
+        console.print(f"error: {v.get('error')}", markup=False, highlight=False)
+        if v.get("error_full"):
+            console.print(f"full text:\n{v['error_full']}", markup=False, highlight=False)
         return
+    if v.get("input_shape_note"):
+        console.print(f"input shapes: {v['input_shape_note']}", markup=False, highlight=False)
+    if (v.get("numerics") or {}).get("summary"):
+        console.print(f"why int8 dropped: {v['numerics']['summary']}", markup=False, highlight=False)
     for step in v.get("details", {}).get("steps", []):
         extra = {k: val for k, val in step.items() if k not in ("step", "seconds")}
         console.print(f"- {step['step']} ({step.get('seconds', '-')} s): " +

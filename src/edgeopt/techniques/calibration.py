@@ -38,7 +38,29 @@ def calibration_data(ctx, model, n: int | None = None) -> np.ndarray:
             raise UserError(f"calibration_samples is {n}; int8 calibration needs at least 1 sample "
                             f"(500 is a good default)")
         x = ctx.dataset.calibration(n, seed=getattr(ctx, "seed", 0))
+    if len(getattr(model, "inputs", []) or []) > 1:
+        return check_multi_calibration(x, model, log=ctx.log)
     return check_calibration_data(x, _model_input_shape(model), log=ctx.log)
+
+
+def check_multi_calibration(x: Any, model, log=print):
+    """Calibration samples for a model with several inputs: ``x`` a NamedArrays (or dict) with one
+    array per input, matched by input name (else in input order). Returns a ``NamedArrays`` keyed
+    by the model's input names, in input order, each array checked like ``check_calibration_data``.
+    Raises UserError when the number of arrays differs from the number of inputs."""
+    from edgeopt.convert import _input_name
+    from edgeopt.data import NamedArrays
+
+    arrays = dict(x.items()) if hasattr(x, "items") else None
+    names = [_input_name(t) for t in model.inputs]
+    if arrays is None or len(arrays) != len(names):
+        got = len(arrays) if arrays is not None else 1
+        raise UserError(f"the model has {len(names)} inputs ({', '.join(names)}) but the calibration data "
+                        f"has {got} array(s); give one array per input (.npz keys or --x-key a,b)")
+    ordered = [arrays[k] for k in names] if set(names) == set(arrays) else list(arrays.values())
+    return NamedArrays({k: check_calibration_data(a, tuple(None if d is None else int(d) for d in t.shape[1:]),
+                                                  log=log)
+                        for k, a, t in zip(names, ordered, model.inputs)})
 
 
 def check_calibration_data(x: Any, input_shape: tuple, log=print) -> np.ndarray:

@@ -43,7 +43,11 @@ class _PTQStep:
         quant, details = self.quantize(ctx, model, float_model, x)
         path = atomic_write_bytes(Path(ctx.work_dir) / "model.tflite", bytes(quant))
         probe = x if x is not None else calibration_data(ctx, model, ERROR_SAMPLES)
-        errors = quant_error_table(float_model, quant, probe[:ERROR_SAMPLES])
+        if hasattr(probe, "names"):  # several inputs: per-tensor errors are measured on one input only
+            errors = []
+            details["quant_errors_note"] = "per-tensor errors are not measured for models with several inputs"
+        else:
+            errors = quant_error_table(float_model, quant, probe[:ERROR_SAMPLES])
         details.update(_float_op_report(ctx, quant, details.get("precision", "")))
         details["weight_tensors"] = weight_dtypes(quant)
         return StepResult(artifact=path, details=details, quant_errors=errors)
@@ -111,7 +115,10 @@ class Int8(_PTQStep):
                    "activations": f"int{self.activation_bits}",
                    "io": f"int{self.activation_bits}" if int8_io else "float32",
                    "calibration": _calibration_details(ctx, method, len(x))}
-        if method == "minmax":
+        if method == "minmax" or hasattr(x, "names"):  # several inputs: the converter feeds them all
+            if method != "minmax":
+                details["calibration"] = {**details["calibration"], "method": "minmax",
+                                          "note": f"{method} needs one input; the converter's min/max is used"}
             quant = _converter_static(ctx, model, x, self.activation_bits, int8_io)
             return quant, {**details, "converter": "tflite"}
         ranges = activation_ranges(float_model, x, method, _percentile(ctx))
@@ -171,9 +178,11 @@ def _converter_static(ctx, model, x: np.ndarray, bits: int, int_io: bool) -> byt
     """Full-integer PTQ with the TFLite converter (global min/max calibration)."""
     import tensorflow as tf
 
+    arrays = x.as_list() if hasattr(x, "as_list") else [x]  # one array per input, in input order
+
     def representative():
-        for i in range(len(x)):
-            yield [x[i:i + 1]]
+        for i in range(len(arrays[0])):
+            yield [a[i:i + 1] for a in arrays]
 
     if bits == 8:
         strict, io_type = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8], tf.int8
@@ -441,6 +450,9 @@ class Mixed:
         ctx = dataclasses.replace(ctx, config=step_config(ctx, self.config))
         float_model = convert(ctx, model)
         x = calibration_data(ctx, model)
+        if hasattr(x, "names"):
+            raise UserError(f"mixed precision measures per-op sensitivity on one input; {model.name} has "
+                            f"{len(x.names)} ({', '.join(x.names)}): use int8 or int16x8 for it")
         search = MixedSearch(ctx, float_model, x)
         try:
             best = search.run()

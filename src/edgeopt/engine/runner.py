@@ -138,17 +138,14 @@ class ChainRunner:
 
 def failure_record(name: str, chain: Chain, err: BaseException) -> dict:
     """The record of a variant that failed: ``error`` is a readable one-line reason, ``error_detail``
-    the full text (converter or runtime output, several lines), plus a short traceback for
-    anything that is not a UserError."""
-    full = str(err)
+    the full text (the converter's or runtime's whole output when the error carries it as
+    ``full_text``), plus a short traceback for anything that is not a UserError."""
+    full = str(getattr(err, "full_text", None) or err).strip()
     rec = {"name": name, "recipe": chain.step_names, "steps": chain.records(), "status": "failed",
            "error": failure_reason(err), "error_detail": full if isinstance(err, UserError) else
            f"{type(err).__name__}: {full}"}
     if not isinstance(err, UserError):
         rec["traceback"] = traceback.format_exc(limit=6)
-    full = str(getattr(err, "full_text", None) or err).strip()
-    if full and full != message:
-        rec["error_full"] = full  # the converter's/runtime's whole text (explain shows it)
     return rec
 
 

@@ -195,8 +195,8 @@ def print_variant(v: dict) -> None:
     console.print(f"[bold]{v['name']}[/]  recipe: {' -> '.join(v.get('recipe', []))}  status: {v.get('status')}")
     if v.get("status") != "done":
         console.print(f"error: {v.get('error')}", markup=False, highlight=False)
-        if v.get("error_full"):
-            console.print(f"full text:\n{v['error_full']}", markup=False, highlight=False)
+        if v.get("error_detail") and v.get("error_detail") != v.get("error"):
+            console.print(f"full text:\n{v['error_detail']}", markup=False, highlight=False)
         return
     if v.get("input_shape_note"):
         console.print(f"input shapes: {v['input_shape_note']}", markup=False, highlight=False)

@@ -38,16 +38,38 @@ def _as_model(model, unsafe: bool = False) -> LoadedModel:
     raise UserError(f"expected a model path or a LoadedModel, got {type(model).__name__}")
 
 
+ROLE_KEYWORDS = ("train_data", "calib_data", "eval_data")
+NO_DATA = "no data: give --data DATA (or --eval-data FILE, with --train-data or --calib-data to optimize)"
+
+
 def _as_data(data, **kwargs) -> Dataset:
-    if isinstance(data, Dataset):
+    """A Dataset from ``data`` (a Dataset, built-in name or path) and the data roles in ``kwargs``."""
+    roles = {k: kwargs.pop(k) for k in ROLE_KEYWORDS if kwargs.get(k) is not None}
+    for k in ROLE_KEYWORDS:
+        kwargs.pop(k, None)
+    if isinstance(data, Dataset) and not roles:
         return data
+    if roles:
+        from edgeopt.data import load_data_roles
+
+        if isinstance(data, Dataset):
+            raise UserError("give the data roles (train_data, calib_data, eval_data) with a data path, not a Dataset")
+        return load_data_roles(data, train=roles.get("train_data"), calib=roles.get("calib_data"),
+                               eval=roles.get("eval_data"), **kwargs)
+    if data is None:
+        raise UserError(NO_DATA)
     return load_data(data, **kwargs)
 
 
 def prepare(model, data, *, unsafe: bool = False, **data_kwargs) -> tuple[LoadedModel, Dataset, list[str]]:
-    """Load a model and data and check one against the other (shape, classes)."""
+    """Load a model and data and check one against the other (shape, classes).
+
+    ``data_kwargs`` may hold the data roles ``train_data``, ``calib_data``, ``eval_data`` (files;
+    see ``edgeopt.data.load_data_roles``) and ``reshape`` (one sample's shape for flat rows)."""
+    if data is None and data_kwargs.get("eval_data") is None and data_kwargs.get("train_data") is None:
+        raise UserError(NO_DATA)  # before the model loads
     m = _as_model(model, unsafe)
-    if isinstance(data, (str, Path)) and str(data) not in ("digits", "blobs2d", "fashion-mnist"):
+    if not isinstance(data, Dataset) and str(data) not in ("digits", "blobs2d", "fashion-mnist"):
         data_kwargs.setdefault("image_size", _image_size(m.input_shape))
         data_kwargs.setdefault("grayscale", m.input_shape[-1] == 1 if len(m.input_shape) == 3 else None)
     ds = _as_data(data, **data_kwargs)
@@ -116,16 +138,23 @@ def _check_counts(threads: int, runs: int) -> None:
 
 
 def plan_recipes(recipes: list | None, options: dict[str, Any] | None = None,
-                 recipe_file: str | Path | None = None) -> tuple[list, dict[str, Any]]:
+                 recipe_file: str | Path | None = None, model: str | Path | None = None) -> tuple[list, dict[str, Any]]:
     """(validated chains, merged options) for ``optimize``: the recipe file's recipes come first,
-    its options are overridden by ``options``. Loads nothing heavy; UserError on a bad recipe."""
+    its options are overridden by ``options``. ``model``: the model path; for an .onnx or .tflite
+    the recipe names mean that format's steps (``steps.for_format``) and a step that needs Keras is
+    refused. Loads nothing heavy; UserError on a bad recipe."""
     from edgeopt.recipes import load_recipe_file, plan
+    from edgeopt.steps import check_format, for_format, model_format
 
     recipes, options = list(recipes or []), dict(options or {})
     if recipe_file is not None:
         file_recipes, file_options = load_recipe_file(recipe_file)
         recipes, options = file_recipes + recipes, {**file_options, **options}
-    return plan(recipes, options), options
+    fmt = model_format(model) if isinstance(model, (str, Path)) else getattr(model, "kind", "keras")
+    chains = plan(for_format(recipes, fmt), options)
+    if fmt != "keras":
+        check_format(chains, fmt, Path(str(getattr(model, "path", model))).name)
+    return chains, options
 
 
 def optimize(model, data, *, recipes: list | None = None, recipe_file: str | Path | None = None,
@@ -152,13 +181,10 @@ def optimize(model, data, *, recipes: list | None = None, recipe_file: str | Pat
     from edgeopt.steps import StepContext
 
     _check_counts(threads, runs)
-    chains, options = plan_recipes(recipes, options, recipe_file)  # before any model or data loads
+    chains, options = plan_recipes(recipes, options, recipe_file, model)  # before any model or data loads
     log_given = log is not None
     log = log or (lambda msg: None)
     m, ds, warnings = prepare(model, data, unsafe=unsafe, **data_kwargs)
-    if chains and m.kind != "keras":
-        raise UserError(f"recipes need a Keras model; {m.path.name} is a .{m.kind} file (edgeopt can "
-                        f"measure it: edgeopt bench {m.path.name} --data ...)")
     out = Path(out) if out else Path("runs") / m.path.stem
     header = {
         "name": out.name,
@@ -174,18 +200,18 @@ def optimize(model, data, *, recipes: list | None = None, recipe_file: str | Pat
     base_ctx = StepContext(dataset=ds, work_dir=run.path, log=log, evaluate=accuracy_oracle(ds, threads))
     root = enginerun.chain_key(header["model"]["sha256"], {"data": header["data"]["fingerprint"],
                                                            "seed": base_ctx.seed})
-    engine = enginerun.ChainRunner(run.cache_dir, lambda p: load_keras(p or m.path, unsafe=unsafe),
-                                   base_ctx, root)
+    load = (lambda p: load_keras(p or m.path, unsafe=unsafe)) if m.kind == "keras" else (lambda p: m.path)
+    engine = enginerun.ChainRunner(run.cache_dir, load, base_ctx, root)
     baseline = Chain(enginerun.BASELINE, [Float32()])
     todo = [baseline] + [c for c in chains if c.name != baseline.name]
     for i, chain in enumerate(todo):
         if progress:
             progress(chain.name, i, len(todo))
-        steps = enginerun.closed(chain).records() if m.kind == "keras" else []
+        steps = [] if _copied(m, chain) else enginerun.closed(chain).records()
         if run.is_done(chain.name, steps):
             log(f"{chain.name}: kept from the earlier run")
             continue
-        run.put(_make_variant(run, engine, m, ds, chain, threads, runs, log))
+        run.put(_make_variant(run, engine, m, ds, chain, threads, runs, log, budget=_budget(options)))
     if progress:
         progress("done", len(todo), len(todo))
     if html_report:
@@ -430,7 +456,14 @@ def write_report_quietly(run_dir: Path, log: Log) -> Path | None:
         return None
 
 
-def _make_variant(run, engine, m: LoadedModel, ds: Dataset, chain, threads: int, runs: int, log: Log) -> dict:
+def _budget(options: dict) -> float | None:
+    """The accuracy budget as a fraction (``max_accuracy_drop`` is in points), for the eval-resolution flag."""
+    drop = options.get("max_accuracy_drop")
+    return float(drop) / 100 if isinstance(drop, (int, float)) and drop > 0 else None
+
+
+def _make_variant(run, engine, m: LoadedModel, ds: Dataset, chain, threads: int, runs: int, log: Log,
+                  budget: float | None = None) -> dict:
     from edgeopt.engine import store
     from edgeopt.engine.analysis import compare_to_baseline
     from edgeopt.engine.runner import BASELINE, closed, failure_record
@@ -442,20 +475,23 @@ def _make_variant(run, engine, m: LoadedModel, ds: Dataset, chain, threads: int,
     engine.base_ctx.baseline_accuracy = (base_metrics or {}).get("accuracy")
     t0 = time.perf_counter()
     try:
-        if m.kind == "keras":
+        if not _copied(m, chain):
             result = engine.run(chain, work)
             artifact, steps, details, quant_errors = result.artifact, result.steps, result.details, \
                 result.quant_errors
         else:
             artifact, steps, details, quant_errors = _copy_artifact(m.path, work), [], {"steps": []}, []
-        metrics = bench_artifact(artifact, ds, runtime=_runtime_for(artifact), threads=threads, runs=runs)
+        _check_before_measuring(artifact, ds)
+        metrics = bench_artifact(artifact, ds, runtime=_runtime_for(artifact), threads=threads, runs=runs,
+                                 budget=budget)
         metrics["provenance"] = store.provenance(metrics.get("how") or {})
-        graph = _graph_summary(artifact)
+        graph = _graph_summary(artifact) if Path(artifact).suffix.lower() != ".xml" else \
+            _ir_graph_summary(m.path, details)
     except KeyboardInterrupt:
         raise
     except Exception as err:  # one failing variant must not lose the others
         log(f"{chain.name}: failed: {err}")
-        return failure_record(chain.name, closed(chain) if m.kind == "keras" else chain, err)
+        return failure_record(chain.name, chain if _copied(m, chain) else closed(chain), err)
     variant = {"name": chain.name, "recipe": [s["step"] for s in steps] or [BASELINE], "steps": steps,
                "status": "done", "artifact": str(Path(artifact).relative_to(run.path)), "metrics": metrics,
                "graph": graph, "details": details, "quant_errors": quant_errors,
@@ -463,6 +499,28 @@ def _make_variant(run, engine, m: LoadedModel, ds: Dataset, chain, threads: int,
     if base_metrics and chain.name != BASELINE:
         variant["vs_baseline"] = compare_to_baseline(metrics, base_metrics, ds.task)
     return variant
+
+
+def _copied(m: LoadedModel, chain) -> bool:
+    """The float32 baseline of a model given as a file is the file itself."""
+    from edgeopt.engine.runner import BASELINE
+
+    return m.kind != "keras" and chain.name == BASELINE
+
+
+def _check_before_measuring(artifact: Path, ds: Dataset) -> None:
+    """Load the artifact in its runtime and run one eval sample; ArtifactCheckFailed (the whole
+    reason) when that fails, so a broken artifact is "failed", never measured."""
+    import numpy as np
+
+    from edgeopt.techniques.artifact_check import ArtifactCheckFailed, check_artifact
+
+    x = ds.x_eval
+    if not isinstance(x, np.ndarray):  # several inputs: the runtime session checks them when measuring
+        return
+    reason = check_artifact(artifact, x[:1] if len(x) else None)
+    if reason:
+        raise ArtifactCheckFailed(reason)
 
 
 def _copy_artifact(src: Path, work: Path) -> Path:
@@ -483,12 +541,23 @@ def _graph_summary(artifact: Path) -> dict:
             "tflm_arena_note": prof.arena_note}
 
 
+def _ir_graph_summary(source: Path, details: dict) -> dict:
+    """An OpenVINO IR has no graph reader here: MACs and parameters are its source model's (the
+    quantizer keeps the graph), the precision is the step's."""
+    graph = _graph_summary(source)
+    return {**graph, "precision": (details.get("produces") or {}).get("precision", graph["precision"]),
+            "peak_activation_bytes": None, "tflm_arena_bytes": None,
+            "tflm_arena_note": "OpenVINO IR: MACs and parameters of the source model; no TFLite Micro arena"}
+
+
 def _data_fingerprint(ds: Dataset) -> str:
     import hashlib
 
     h = hashlib.sha256()
     for arr in (ds.x_eval, ds.y_eval, ds.x_train[:256]):
         h.update(arr.tobytes())
+    if getattr(ds, "x_calib", None) is not None and hasattr(ds.x_calib, "tobytes"):
+        h.update(ds.x_calib.tobytes())
     h.update(str((len(ds.x_train), len(ds.x_val))).encode())
     return h.hexdigest()[:16]
 

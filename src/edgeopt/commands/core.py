@@ -20,6 +20,28 @@ def _data_kwargs(x_key, y_key, label_column, limit) -> dict:
     return kw
 
 
+TRAIN_HELP = "fine-tuning data file (its validation split is carved from it)"
+CALIB_HELP = "calibration data file: int8 calibration reads this file only (labels optional)"
+EVAL_HELP = "evaluation data file: the numbers in the table, used whole"
+RESHAPE_HELP = "one sample's shape for flat rows, e.g. 8,8,1 for a CSV feeding an 8x8 image model"
+
+
+def role_kwargs(train_data, calib_data, eval_data, reshape) -> dict:
+    """The data roles (``--train-data``, ``--calib-data``, ``--eval-data``) and ``--reshape`` as API keywords."""
+    from edgeopt.errors import UserError
+
+    kw = {k: str(v) for k, v in (("train_data", train_data), ("calib_data", calib_data),
+                                  ("eval_data", eval_data)) if v is not None}
+    if reshape:
+        try:
+            kw["reshape"] = tuple(int(d) for d in reshape.split(","))
+        except ValueError:
+            raise UserError(f"--reshape expects comma-separated sizes like 8,8,1, got {reshape!r}") from None
+        if any(d < 1 for d in kw["reshape"]):
+            raise UserError(f"--reshape sizes must be positive, got {reshape!r}")
+    return kw
+
+
 def _parse_options(pairs: list[str]) -> dict:
     """key=value pairs to a dict; values parsed as JSON where they can be (numbers, lists, true)."""
     import json
@@ -70,7 +92,11 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def bench(
         model: Path = typer.Argument(..., metavar="MODEL", help=MODEL_HELP),
-        data: str = typer.Option(..., "--data", "-d", metavar="DATA", help=DATA_HELP),
+        data: Optional[str] = typer.Option(None, "--data", "-d", metavar="DATA", help=DATA_HELP),
+        train_data: Optional[Path] = typer.Option(None, "--train-data", metavar="FILE", help=TRAIN_HELP),
+        calib_data: Optional[Path] = typer.Option(None, "--calib-data", metavar="FILE", help=CALIB_HELP),
+        eval_data: Optional[Path] = typer.Option(None, "--eval-data", metavar="FILE", help=EVAL_HELP),
+        reshape: Optional[str] = typer.Option(None, "--reshape", metavar="SHAPE", help=RESHAPE_HELP),
         threads: int = typer.Option(1, metavar="N", help="runtime threads"),
         runs: int = typer.Option(200, metavar="N", help="timed runs at batch 1 (after 20 warm-up runs)"),
         json_out: bool = typer.Option(False, "--json", help="print JSON only"),
@@ -84,9 +110,10 @@ def register(app: typer.Typer) -> None:
         from edgeopt import api
         from edgeopt.report.terminal import spinner
 
-        with spinner(f"measuring {model.name} on {data}", disable=json_out):
+        roles = role_kwargs(train_data, calib_data, eval_data, reshape)
+        with spinner(f"measuring {model.name} on {data or eval_data}", disable=json_out):
             result = api.bench(model, data, threads=threads, runs=runs, unsafe=unsafe,
-                               **_data_kwargs(x_key, y_key, label_column, limit))
+                               **_data_kwargs(x_key, y_key, label_column, limit), **roles)
         if json_out:
             from edgeopt.cli import print_json
 
@@ -99,7 +126,12 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def optimize(
         model: Path = typer.Argument(..., metavar="MODEL", help="a Keras model (.keras/.h5/SavedModel) or a .tflite/.onnx"),
-        data: str = typer.Option(..., "--data", "-d", metavar="DATA", help=DATA_HELP),
+        data: Optional[str] = typer.Option(None, "--data", "-d", metavar="DATA", help=DATA_HELP),
+        train_data: Optional[Path] = typer.Option(None, "--train-data", metavar="FILE", help=TRAIN_HELP),
+        calib_data: Optional[Path] = typer.Option(None, "--calib-data", metavar="FILE", help=CALIB_HELP),
+        eval_data: Optional[Path] = typer.Option(None, "--eval-data", metavar="FILE", help=EVAL_HELP),
+        reshape: Optional[str] = typer.Option(None, "--reshape", metavar="SHAPE", help=RESHAPE_HELP),
+
         recipe: List[str] = typer.Option([], "--recipe", "-r", metavar="RECIPE",
                                          help="a step chain like int8 or prune,cluster,int8, or an alias "
                                               "like ptq; repeat for several (see: edgeopt recipes)"),
@@ -137,12 +169,13 @@ def register(app: typer.Typer) -> None:
             options["max_accuracy_drop"] = max_accuracy_drop
         if calibration_samples is not None:
             options["calibration_samples"] = calibration_samples
-        api.plan_recipes(list(recipe), options, recipe_file)  # one error line before any output
+        api.plan_recipes(list(recipe), options, recipe_file, model)  # one error line before any output
+        roles = role_kwargs(train_data, calib_data, eval_data, reshape)
         with progress_bar(disable=json_out) as (log, step):
             run = api.optimize(model, data, recipes=list(recipe), recipe_file=recipe_file, out=out,
                                options=options, threads=threads, runs=runs, unsafe=unsafe, fresh=fresh,
                                log=log if not json_out else _warn_only, progress=step, html_report=not no_report,
-                               **_data_kwargs(x_key, y_key, label_column, limit))
+                               **_data_kwargs(x_key, y_key, label_column, limit), **roles)
         record = load_run(run.path)
         if json_out:
             from edgeopt.cli import print_json

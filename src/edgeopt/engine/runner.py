@@ -132,7 +132,12 @@ class ChainRunner:
 
 
 def failure_record(name: str, chain: Chain, err: BaseException) -> dict:
-    message = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {one_line(err, 300)}"
+    from edgeopt.techniques.artifact_check import ArtifactCheckFailed
+
+    if isinstance(err, ArtifactCheckFailed):  # the runtime's whole reason, never cut
+        message = f"broken artifact: {' '.join(str(err).split())}"
+    else:
+        message = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {one_line(err, 300)}"
     rec = {"name": name, "recipe": chain.step_names, "steps": chain.records(), "status": "failed",
            "error": message}
     if not isinstance(err, UserError):

@@ -19,7 +19,9 @@ err_console = Console(stderr=True, log_path=False)
 
 def _quality(metrics: dict) -> str:
     if "accuracy" in metrics:
-        return f"{metrics['accuracy'] * 100:.2f}%"
+        ci = metrics.get("accuracy_ci95")
+        interval = f" [{ci[0] * 100:.1f}-{ci[1] * 100:.1f}]" if ci else ""
+        return f"{metrics['accuracy'] * 100:.2f}%{interval}"
     if "mae" in metrics:
         return f"MAE {metrics['mae']:.4g}"
     return "-"
@@ -95,20 +97,42 @@ def print_bench(result: dict) -> None:
     console.print(table)
 
 
+def short_reason(error: str, width: int = 70) -> str:
+    """One readable line of a failure reason for a table cell (the whole reason is printed below
+    the table and kept in run.json): the first sentence, cut at a word with an ellipsis."""
+    text = " ".join(error.split())
+    if len(text) <= width:
+        return text
+    cut = text[:width].rsplit(" ", 1)[0]
+    return cut.rstrip(",;:") + " ..."
+
+
+def eval_note(record: dict) -> str | None:
+    """A warning when the eval set is too small to tell variants apart (Wilson 95% interval)."""
+    for v in record.get("variants", []):
+        res = (v.get("metrics") or {}).get("eval_resolution")
+        if v.get("status") == "done" and res:
+            if res.get("too_small"):
+                return (f"eval set too small to tell variants apart: {res['why']}; give a larger "
+                        f"--eval-data file")
+            return None
+    return None
+
+
 def run_table(record: dict) -> Table:
     table = Table(title=f"run {record.get('name')}: {Path(record['model']['path']).name} on "
                         f"{record['data']['source']}")
     from edgeopt.engine.analysis import pareto_front
 
     front = set(pareto_front(record["variants"]))
-    table.caption = "* = on the Pareto front of accuracy, size and p50 latency"
+    table.caption = "* = on the Pareto front of accuracy, size and p50 latency; [a-b] = 95% Wilson interval"
     for col in ("variant", "status", "accuracy", "Δ pts", "size", "gzip", "x smaller", "p50 ms",
                 "speed vs float32", "TFLM arena"):
         table.add_column(col, justify="left" if col in ("variant", "status", "speed vs float32") else "right")
     for v in record["variants"]:
         if v.get("status") != "done":
             table.add_row(v["name"], "[red]failed[/]", "-", "-", "-", "-", "-", "-",
-                          (v.get("error") or "")[:60], "-")
+                          short_reason(v.get("error") or ""), "-")
             continue
         m, d = v["metrics"], v.get("vs_baseline", {})
         delta = d.get("accuracy_delta_points")
@@ -137,6 +161,9 @@ def print_run(record: dict, path: Path) -> None:
         if not best["budget_met"]:
             within = f"no variant is within {budget} points; the most accurate"
         console.print(f"best {within}: smallest [bold]{best['smallest']}[/], fastest [bold]{best['fastest']}[/]")
+    small = eval_note(record)
+    if small:
+        console.print(f"[yellow]note:[/] {small}", highlight=False)
     note = _bigger_note(record)
     if note:
         console.print(note, highlight=False)

@@ -172,6 +172,13 @@ def optimize(model, data, *, recipes: list | None = None, recipe_file: str | Pat
     step with that field). Recipes and options are validated (UserError) before anything loads.
     ``log(message)`` gets progress messages, ``progress(variant, done, total)`` each variant.
     ``html_report``: write RUN_DIR/report.html at the end (a failure there is one warning line).
+    ``model`` may be an .onnx or a float .tflite: the recipes then mean that format's steps
+    (``ptq`` on an .onnx: ort-int8, ort-dynamic, onnx-float16, nncf-int8; README: model formats) and
+    a step that needs Keras is refused (UserError) before anything loads. ``data`` may be None
+    when ``eval_data`` / ``train_data`` are given; ``calib_data`` is the only data calibration
+    reads; ``reshape`` gives one sample's shape for flat rows (``edgeopt.data.load_data_roles``).
+    Every artifact is run once in its runtime before it is measured: a broken one is a "failed"
+    variant with the runtime's whole message.
     """
     from edgeopt.engine import runner as enginerun
     from edgeopt.engine import store

@@ -238,13 +238,17 @@ def print_recipes(catalogue: dict) -> None:
     for col in ("step / field", "kind / type", "default", "range", "what it does"):
         table.add_column(col)
     for name, step in catalogue["steps"].items():
-        table.add_row(f"[bold]{name}[/]", step["kind"], "", "", plain_text(step["summary"]),
+        takes = [i for i in step.get("inputs", ["keras"]) if i != "keras"]
+        summary = (f"(a .{' or .'.join(takes)} model) " if takes else "") + step["summary"]
+        table.add_row(f"[bold]{name}[/]", step["kind"], "", "", plain_text(summary),
                       end_section=not step["fields"])
         for i, f in enumerate(step["fields"]):
             table.add_row(f"  {f['field']}", f["type"], repr(f["default"]), f["range"] or "-",
                           plain_text(f["description"]), end_section=i == len(step["fields"]) - 1)
     for alias, items in sorted(catalogue["aliases"].items()):
-        table.add_row(alias, "alias", "", "", "runs: " + ", ".join(items))
+        per_format = "".join(f"; on a .{f} model: {', '.join(n)}"
+                             for f, n in catalogue.get("format_aliases", {}).items() if alias == "ptq" and n)
+        table.add_row(alias, "alias", "", "", "runs: " + ", ".join(items) + per_format)
     console.print(table)
 
 

@@ -187,7 +187,7 @@ class TfliteInt4(_TfliteStep):
 
 @register("tflite-mixed")
 class TfliteMixed(_TfliteStep):
-    """int8 with the fewest ops kept float that meet the accuracy budget (``ctx.evaluate`` decides)."""
+    """int8 with the fewest ops kept float that meet the accuracy budget (each candidate measured)."""
 
     config = configs.TfliteMixed
     produces = {"precision": "mixed", "format": "tflite"}

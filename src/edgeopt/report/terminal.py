@@ -125,7 +125,7 @@ def run_table(record: dict) -> Table:
     from edgeopt.engine.analysis import pareto_front
 
     front = set(pareto_front(record["variants"]))
-    table.caption = "* = on the Pareto front of accuracy, size and p50 latency; [a-b] = 95% Wilson interval"
+    table.caption = "* = on the Pareto front of accuracy, size and p50 latency; \\[low-high] = 95% Wilson interval"
     for col in ("variant", "status", "accuracy", "Δ pts", "size", "gzip", "x smaller", "p50 ms",
                 "speed vs float32", "TFLM arena"):
         table.add_column(col, justify="left" if col in ("variant", "status", "speed vs float32") else "right")

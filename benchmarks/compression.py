@@ -54,7 +54,7 @@ def subset(ds, n_train: int, n_val: int, seed: int = 0):
 
 def measure(tflite: bytes, ds, work: Path, name: str) -> dict:
     from edgeopt.measure.latency import measure_latency
-    from edgeopt.measure.metrics import task_metrics
+    from edgeopt.core.metrics import task_metrics
     from edgeopt.runtimes.litert import LiteRT
 
     path = work / f"{name}.tflite"

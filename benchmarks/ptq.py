@@ -92,7 +92,7 @@ def train_slide_mlp(ds, work: Path) -> Path:
 
 
 def evaluator(ds):
-    from edgeopt.measure.metrics import task_metrics
+    from edgeopt.core.metrics import task_metrics
     from edgeopt.runtimes.litert import LiteRT
 
     def evaluate(path: Path) -> float:

@@ -62,14 +62,14 @@ def train_teacher(ds, work: Path, rows: int, epochs: int) -> tuple[Path, str]:
 
 
 def litert_accuracy(path: Path, ds) -> float:
-    from edgeopt.measure.metrics import task_metrics
+    from edgeopt.core.metrics import task_metrics
     from edgeopt.runtimes.litert import LiteRT
 
     return task_metrics(LiteRT().load(path).predict(ds.x_eval), ds.y_eval, ds.task)["accuracy"]
 
 
 def keras_accuracy(model, ds) -> float:
-    from edgeopt.measure.metrics import task_metrics
+    from edgeopt.core.metrics import task_metrics
 
     return task_metrics(model.predict(ds.x_eval, batch_size=500, verbose=0), ds.y_eval, ds.task)["accuracy"]
 

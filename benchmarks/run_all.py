@@ -21,6 +21,8 @@ SCRIPTS = {
     "compare": "compare.md",
     "calibrate_mcu": "hardware.md",
     "examples": "examples.md",
+    "search": "search.md",
+    "peers": "peers.md",
 }
 
 
@@ -31,7 +33,14 @@ def assemble() -> None:
              "latencies are medians, and variants are compared as ratios measured in the same run.", ""]
     for script, result in SCRIPTS.items():
         path = RESULTS / result
-        if path.exists():
+        if not path.exists():
+            continue
+        if script == "calibrate_mcu":  # the script rewrites its block in place between these markers
+            parts += ["# Hardware estimator: MLPerf Tiny calibration", "", "<!-- calibrate_mcu:begin -->",
+                      path.read_text().strip(), "<!-- calibrate_mcu:end -->", "",
+                      "_Produced by `benchmarks/calibrate_mcu.py` (the block between the markers is rewritten "
+                      "on every run)._", ""]
+        else:
             parts += [f"<!-- from benchmarks/{script}.py -->", path.read_text().strip(), "",
                       f"_Produced by `benchmarks/{script}.py`._", ""]
     (ROOT / "BENCHMARKS.md").write_text("\n".join(parts))

@@ -176,12 +176,21 @@ def fmt_latency(est: dict) -> str:
     return ("≥" if est.get("latency_is_lower_bound") else "") + format(est["latency_ms"], ".3g")
 
 
-def fmt_battery(est: dict) -> str:
-    hours = est.get("battery_life_h")
+def _fmt_hours(hours) -> str:
     if hours is None:
+        return "?"
+    return f"{hours:.3g} h" if hours < 48 else f"{hours / 24:,.0f} days"
+
+
+def fmt_battery(est: dict) -> str:
+    """Battery life; a range when the estimate rests on a missing figure (e.g. unknown sleep power)."""
+    hours = est.get("battery_life_h")
+    if hours is not None:
+        return _fmt_hours(hours)
+    rng = est.get("battery_life_range_h") or {}
+    if rng.get("low") is None and rng.get("high") is None:
         return "-"
-    bound = "≤" if est.get("battery_life_is_upper_bound") else ""
-    return bound + (f"{hours:.3g} h" if hours < 48 else f"{hours / 24:,.0f} days")
+    return f"{_fmt_hours(rng.get('low'))}–{_fmt_hours(rng.get('high'))}"
 
 
 def write_results(out: Path, results: dict, table: str) -> None:

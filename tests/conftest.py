@@ -74,6 +74,6 @@ def digits_cnn_tflite(models_dir, digits_cnn_path):
 
 
 def accuracy(pred: np.ndarray, y: np.ndarray) -> float:
-    from edgeopt.measure.metrics import task_metrics
+    from edgeopt.core.metrics import task_metrics
 
     return task_metrics(pred, y, "classification")["accuracy"]

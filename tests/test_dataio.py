@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeopt.data import NamedArrays, fit_to_model, load_data, load_data_roles
+from edgeopt.core.arrays import NamedArrays
+from edgeopt.data import fit_to_model, load_data, load_data_roles
 from edgeopt.errors import UserError
-from edgeopt.measure.metrics import (choose_thresholds, eval_resolution, fidelity, infer_task, load_metric,
+from edgeopt.core.metrics import (choose_thresholds, eval_resolution, fidelity, infer_task, load_metric,
                                      metric_change, task_metrics, wilson_interval)
 from edgeopt.model_io import IOSpec
 

@@ -55,7 +55,9 @@ def test_kws_accuracy_fit_and_deployables(kws):
     assert kws["fits"] is True and kws["device"] == "arduino-nano-33-ble-sense"
     assert 0 < kws["tflm_arena_bytes"] < 256 * 1024
     est = kws["estimate"]
-    assert est["latency_ms"] > 0 and est["energy_mj"] > 0 and est["battery_life_h"] > 0
+    assert est["latency_ms"] > 0 and est["energy_mj"] > 0
+    life = est["battery_life_range_h"]  # a range: the board's sleep power is not in any source
+    assert (est["battery_life_h"] or life["high"] or 0) > 0 and (life["low"] or 0) > 0
     files = {Path(p).name: Path(p) for p in kws["deploy_files"]}
     assert {"kws_model.h", "kws_model.cc", "kws_model.ino", "feature_params.h"} <= set(files)
     header = files["feature_params.h"].read_text()

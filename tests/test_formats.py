@@ -140,8 +140,15 @@ def test_a_broken_artifact_is_failed_with_its_whole_reason(files, tmp_path, caps
     record = json.loads((tmp_path / "run" / "run.json").read_text())
     bad = next(v for v in record["variants"] if v["name"] == "onnx-float16")
     assert bad["status"] == "failed" and "metrics" not in bad
-    assert bad["error"].startswith("broken artifact: ONNX Runtime cannot run model.onnx")
-    assert "\n" not in bad["error"] and len(bad["error"]) > 100  # whole, on one line
+    assert bad["error"].startswith("ArtifactCheckFailed: ONNX Runtime cannot run model.onnx")
+    assert "\n" not in bad["error"]  # one readable line for the table
+    from edgeopt.techniques.artifact_check import check_artifact
+
+    same = tmp_path / "again" / "model.onnx"
+    same.parent.mkdir()
+    same.write_bytes(b"\x08\x07" + b"garbage" * 40)
+    whole = check_artifact(same).replace(str(same.parent), str(tmp_path / "run" / "onnx-float16"))
+    assert bad["error_detail"] == f"ArtifactCheckFailed: {whole}"  # the whole reason, nothing cut
     assert "onnx-float16" in stdout and "failed" in stdout
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from edgeopt.core.precision import Precision, parse_precisions
 from edgeopt.errors import UserError
-from edgeopt.measure.metrics import INVALID_LABEL, predicted_labels, task_metrics, top1_agreement
+from edgeopt.core.metrics import INVALID_LABEL, predicted_labels, task_metrics, top1_agreement
 from edgeopt.report.format import fmt_bytes, fmt_count, fmt_int, fmt_ms, fmt_time
 from edgeopt.runtimes import registry
 
@@ -150,12 +150,12 @@ PRIVATE_INTERPRETER_API = re.compile(r"\._get_ops_details|\._interpreter\b|_get_
 def test_no_private_interpreter_apis_in_src():
     hits = [f"{p.relative_to(SRC)}:{n}" for p in SRC.rglob("*.py")
             for n, line in enumerate(p.read_text().splitlines(), 1) if PRIVATE_INTERPRETER_API.search(line)]
-    assert hits == [], f"private LiteRT interpreter APIs: {hits}; use edgeopt.measure.graph.read_tflite"
+    assert hits == [], f"private LiteRT interpreter APIs: {hits}; use edgeopt.core.tflite.read_tflite"
 
 
 def test_flatbuffer_parsed_only_by_the_reader():
     readers = [str(p.relative_to(SRC)) for p in SRC.rglob("*.py") if "GetRootAs(" in p.read_text()]
-    assert readers == ["measure/graph.py"]
+    assert readers == ["core/tflite.py"]
 
 
 # ---------------------------------------------------------------------------- per-tensor errors

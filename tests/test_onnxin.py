@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edgeopt.engine import int8_settings
 from edgeopt.errors import UserError
 from edgeopt.techniques import onnx_ptq, tflite_ptq
 from edgeopt.techniques.artifact_check import ArtifactCheckFailed, check_artifact
@@ -65,7 +66,7 @@ def _predict(path, x):
 
 
 def _scores(path, float_path, digits):
-    from edgeopt.measure.metrics import task_metrics, top1_agreement
+    from edgeopt.core.metrics import task_metrics, top1_agreement
 
     pred, ref = _predict(path, digits.x_eval), _predict(float_path, digits.x_eval)
     acc = lambda p: task_metrics(p, digits.y_eval, "classification")["accuracy"]  # noqa: E731
@@ -147,7 +148,7 @@ def test_bad_inputs_are_user_errors(models, digits, tmp_path):
 @pytest.mark.parametrize("runtime, flags, n", [("onnxruntime", NO_VNNI, 4), ("onnxruntime", VNNI, 3),
                                                ("openvino", NO_VNNI, 3)])
 def test_int8_settings_are_chosen_by_measurement(runtime, flags, n, models, digits, tmp_path):
-    path, details = onnx_ptq.choose_int8_settings(models["onnx"], digits.calibration(64), digits.x_val,
+    path, details = int8_settings.choose_int8_settings(models["onnx"], digits.calibration(64), digits.x_val,
                                                   tmp_path, runtime=runtime, cpu_flags=flags, latency_rounds=1)
     rows = details["candidates"]
     assert len(rows) == n and sum(r["chosen"] for r in rows) == 1
@@ -187,7 +188,7 @@ def test_every_tflite_mode_runs_in_litert_close_to_float(models, digits, tmp_pat
 
 
 def test_mixed_keeps_the_measured_most_sensitive_ops_float(models, digits, tmp_path):
-    from edgeopt.measure.metrics import task_metrics
+    from edgeopt.core.metrics import task_metrics
 
     calls = []
 

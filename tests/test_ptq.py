@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgeopt.errors import UserError
-from edgeopt.measure.graph import tflite_op_details
+from edgeopt.core.tflite import tflite_op_details
 from edgeopt.steps import StepContext, StepResult, expand_recipes, get_step
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import accuracy
 from edgeopt.errors import UserError
-from edgeopt.measure.graph import tflite_op_details
+from edgeopt.core.tflite import tflite_op_details
 from edgeopt.steps import StepContext
 
 WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")

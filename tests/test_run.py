@@ -24,7 +24,7 @@ def test_compare_to_baseline_states_slower_plainly():
     assert compare_to_baseline(fast, base, "classification")["speed"] == "2.00x faster than float32 on litert"
 
 
-def test_best_within_budget_always_hands_back_a_model():
+def test_best_within_budget_never_names_a_variant_over_the_budget():
     from edgeopt.run import best_within_budget
 
     def v(name, delta, size, p50):
@@ -33,7 +33,9 @@ def test_best_within_budget_always_hands_back_a_model():
 
     variants = [{"name": "float32", "status": "done", "metrics": {"size_bytes": 400, "latency_ms": {"p50_ms": 1.0}}},
                 v("int8", -0.3, 100, 1.6), v("dynamic", -1.5, 90, 0.8), v("float16", 0.0, 200, 1.0)]
-    assert best_within_budget(variants, 0.5) == {"smallest": "int8", "fastest": "float32", "budget_met": True}
-    assert best_within_budget(variants, None)["smallest"] == "dynamic"
-    tight = best_within_budget(variants[1:2] + variants[2:3], 0.1)
-    assert tight["budget_met"] is False and tight["smallest"] == "int8"
+    best = best_within_budget(variants, 0.5)
+    assert (best["smallest"], best["fastest"], best["budget_met"]) == ("int8", "float32", True)
+    assert best_within_budget(variants, 2.0)["smallest"] == "dynamic"
+    assert best_within_budget(variants, None)["smallest"] == "int8"  # default budget: 1 point
+    tight = best_within_budget(variants[1:2] + variants[2:3], 0.1)  # issue 12: over budget is never "best"
+    assert tight["budget_met"] is False and tight["smallest"] is None and tight["closest"] == "int8"

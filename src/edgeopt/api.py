@@ -180,12 +180,7 @@ def optimize(model, data, *, recipes: list | None = None, recipe_file: str | Pat
     Every artifact is run once in its runtime before it is measured: a broken one is a "failed"
     variant with the runtime's whole message.
     """
-    from edgeopt.engine import runner as enginerun
-    from edgeopt.engine import store
-    from edgeopt.engine.oracles import accuracy_oracle
-    from edgeopt.measure.env import environment
-    from edgeopt.recipes import Chain, Float32, options_json
-    from edgeopt.steps import StepContext
+    from edgeopt.engine import driver, store
 
     _check_counts(threads, runs)
     chains, options = plan_recipes(recipes, options, recipe_file, model)  # before any model or data loads
@@ -193,37 +188,12 @@ def optimize(model, data, *, recipes: list | None = None, recipe_file: str | Pat
     log = log or (lambda msg: None)
     m, ds, warnings = prepare(model, data, unsafe=unsafe, **data_kwargs)
     out = Path(out) if out else Path("runs") / m.path.stem
-    header = {
-        "name": out.name,
-        "model": {"path": str(m.path), "kind": m.kind, "name": m.name, "input_shape": list(m.input_shape),
-                  "sha256": store.file_digest(m.path), **m.info},
-        "data": {"source": ds.name, **ds.summary(), "fingerprint": _data_fingerprint(ds)},
-        "settings": {"threads": threads, "runs": runs, "recipes": [c.name for c in chains],
-                     "options": options_json(options)},
-        "environment": environment(),
-        "warnings": warnings,
-    }
-    run = store.RunDir.open(out, header, fresh=fresh)
-    base_ctx = StepContext(dataset=ds, work_dir=run.path, log=log, evaluate=accuracy_oracle(ds, threads))
-    root = enginerun.chain_key(header["model"]["sha256"], {"data": header["data"]["fingerprint"],
-                                                           "seed": base_ctx.seed})
-    load = (lambda p: load_keras(p or m.path, unsafe=unsafe)) if m.kind == "keras" else (lambda p: m.path)
-    engine = enginerun.ChainRunner(run.cache_dir, load, base_ctx, root)
-    baseline = Chain(enginerun.BASELINE, [Float32()])
-    todo = [baseline] + [c for c in chains if c.name != baseline.name]
-    for i, chain in enumerate(todo):
-        if progress:
-            progress(chain.name, i, len(todo))
-        steps = [] if _copied(m, chain) else enginerun.closed(chain).records()
-        if run.is_done(chain.name, steps):
-            log(f"{chain.name}: kept from the earlier run")
-            continue
-        run.put(_make_variant(run, engine, m, ds, chain, threads, runs, log, budget=_budget(options)))
-    if progress:
-        progress("done", len(todo), len(todo))
+    header = driver.make_header(m, ds, out, chains, options, threads, runs, warnings)
+    path = driver.optimize_run(m, ds, chains, out=out, header=header, threads=threads, runs=runs, unsafe=unsafe,
+                               fresh=fresh, log=log, progress=progress)
     if html_report:
-        write_report_quietly(run.path, log if log_given else _stderr_line)
-    return store.read_run(run.path)
+        write_report_quietly(path, log if log_given else _stderr_line)
+    return store.read_run(path)
 
 
 # ------------------------------------------------------------------ one function per command
@@ -461,112 +431,6 @@ def write_report_quietly(run_dir: Path, log: Log) -> Path | None:
         log(f"warning: the HTML report was not written: {type(err).__name__}: {one_line(err)} "
             f"(retry with: edgeopt report {run_dir})")
         return None
-
-
-def _budget(options: dict) -> float | None:
-    """The accuracy budget as a fraction (``max_accuracy_drop`` is in points), for the eval-resolution flag."""
-    drop = options.get("max_accuracy_drop")
-    return float(drop) / 100 if isinstance(drop, (int, float)) and drop > 0 else None
-
-
-def _make_variant(run, engine, m: LoadedModel, ds: Dataset, chain, threads: int, runs: int, log: Log,
-                  budget: float | None = None) -> dict:
-    from edgeopt.engine import store
-    from edgeopt.engine.analysis import compare_to_baseline
-    from edgeopt.engine.runner import BASELINE, closed, failure_record
-    from edgeopt.measure.bench import bench_artifact
-
-    work = run.variant_dir(chain.name)
-    base = run.get(BASELINE)
-    base_metrics = base.get("metrics") if base and base.get("status") == "done" else None
-    engine.base_ctx.baseline_accuracy = (base_metrics or {}).get("accuracy")
-    t0 = time.perf_counter()
-    try:
-        if not _copied(m, chain):
-            result = engine.run(chain, work)
-            artifact, steps, details, quant_errors = result.artifact, result.steps, result.details, \
-                result.quant_errors
-        else:
-            artifact, steps, details, quant_errors = _copy_artifact(m.path, work), [], {"steps": []}, []
-        _check_before_measuring(artifact, ds)
-        metrics = bench_artifact(artifact, ds, runtime=_runtime_for(artifact), threads=threads, runs=runs,
-                                 budget=budget)
-        metrics["provenance"] = store.provenance(metrics.get("how") or {})
-        graph = _graph_summary(artifact) if Path(artifact).suffix.lower() != ".xml" else \
-            _ir_graph_summary(m.path, details)
-    except KeyboardInterrupt:
-        raise
-    except Exception as err:  # one failing variant must not lose the others
-        log(f"{chain.name}: failed: {err}")
-        return failure_record(chain.name, chain if _copied(m, chain) else closed(chain), err)
-    variant = {"name": chain.name, "recipe": [s["step"] for s in steps] or [BASELINE], "steps": steps,
-               "status": "done", "artifact": str(Path(artifact).relative_to(run.path)), "metrics": metrics,
-               "graph": graph, "details": details, "quant_errors": quant_errors,
-               "seconds": round(time.perf_counter() - t0, 2)}
-    if base_metrics and chain.name != BASELINE:
-        variant["vs_baseline"] = compare_to_baseline(metrics, base_metrics, ds.task)
-    return variant
-
-
-def _copied(m: LoadedModel, chain) -> bool:
-    """The float32 baseline of a model given as a file is the file itself."""
-    from edgeopt.engine.runner import BASELINE
-
-    return m.kind != "keras" and chain.name == BASELINE
-
-
-def _check_before_measuring(artifact: Path, ds: Dataset) -> None:
-    """Load the artifact in its runtime and run one eval sample; ArtifactCheckFailed (the whole
-    reason) when that fails, so a broken artifact is "failed", never measured."""
-    import numpy as np
-
-    from edgeopt.techniques.artifact_check import ArtifactCheckFailed, check_artifact
-
-    x = ds.x_eval
-    if not isinstance(x, np.ndarray):  # several inputs: the runtime session checks them when measuring
-        return
-    reason = check_artifact(artifact, x[:1] if len(x) else None)
-    if reason:
-        raise ArtifactCheckFailed(reason)
-
-
-def _copy_artifact(src: Path, work: Path) -> Path:
-    import shutil
-
-    dst = work / src.name
-    shutil.copyfile(src, dst)
-    return dst
-
-
-def _graph_summary(artifact: Path) -> dict:
-    """MACs, parameters, peak activation memory and the TFLite Micro arena of the artifact."""
-    from edgeopt.measure.graph import profile_path
-
-    prof = profile_path(Path(artifact))
-    return {"macs": prof.total_macs, "params": prof.total_params, "precision": prof.precision,
-            "peak_activation_bytes": prof.peak_activation_bytes, "tflm_arena_bytes": prof.arena_bytes,
-            "tflm_arena_note": prof.arena_note}
-
-
-def _ir_graph_summary(source: Path, details: dict) -> dict:
-    """An OpenVINO IR has no graph reader here: MACs and parameters are its source model's (the
-    quantizer keeps the graph), the precision is the step's."""
-    graph = _graph_summary(source)
-    return {**graph, "precision": (details.get("produces") or {}).get("precision", graph["precision"]),
-            "peak_activation_bytes": None, "tflm_arena_bytes": None,
-            "tflm_arena_note": "OpenVINO IR: MACs and parameters of the source model; no TFLite Micro arena"}
-
-
-def _data_fingerprint(ds: Dataset) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for arr in (ds.x_eval, ds.y_eval, ds.x_train[:256]):
-        h.update(arr.tobytes())
-    if getattr(ds, "x_calib", None) is not None and hasattr(ds.x_calib, "tobytes"):
-        h.update(ds.x_calib.tobytes())
-    h.update(str((len(ds.x_train), len(ds.x_val))).encode())
-    return h.hexdigest()[:16]
 
 
 def search(model, data, *, targets: list[str] | None = None, max_accuracy_drop: float = 1.0,

@@ -160,14 +160,14 @@ class Artifacts:
                                   "for ONNX Runtime/OpenVINO rows")
             ox.keras_to_onnx(self.keras(), dst)
             return {"exporter": "keras export (tf2onnx)"}
+        from edgeopt.engine.int8_settings import choose_int8_settings
         from edgeopt.techniques import onnx_ptq
 
         fp32, _ = self.get(".onnx", Precision.FLOAT32)
         make = {Precision.FLOAT16: onnx_ptq.onnx_float16, Precision.DYNAMIC: onnx_ptq.ort_dynamic_int8}
         if precision == Precision.INT8 and self.int8_settings == "measured":
-            _, details = onnx_ptq.choose_int8_settings(fp32, self.calibration(), self.dataset.x_val, dst.parent,
-                                                       runtime="onnxruntime", cpu_flags=self.cpu_flags,
-                                                       name=dst.stem)
+            _, details = choose_int8_settings(fp32, self.calibration(), self.dataset.x_val, dst.parent,
+                                              runtime="onnxruntime", cpu_flags=self.cpu_flags, name=dst.stem)
         elif precision == Precision.INT8:
             _, details = onnx_ptq.ort_static_int8(fp32, self.calibration(), dst.parent, name=dst.stem,
                                                   cpu_flags=self.cpu_flags)
@@ -187,7 +187,8 @@ class Artifacts:
             ovx.onnx_to_openvino(onnx_fp32, dst, fp16=precision == Precision.FLOAT16)
             return {"converter": "openvino.convert_model", "weights": precision.value,
                     "inference_precision": "f32"}
-        from edgeopt.techniques.onnx_ptq import choose_int8_settings, nncf_int8
+        from edgeopt.engine.int8_settings import choose_int8_settings
+        from edgeopt.techniques.onnx_ptq import nncf_int8
 
         onnx_fp32, _ = self.get(".onnx", Precision.FLOAT32)
         if self.int8_settings == "measured":
@@ -201,7 +202,7 @@ class Unsupported(Exception):
 
 
 def tflite_precision(path: Path) -> Precision:
-    """The compute precision of a .tflite file, read by the one .tflite reader (measure.graph)."""
+    """The compute precision of a .tflite file, from its profile (read by edgeopt.core.tflite)."""
     from edgeopt.measure.graph import profile_tflite
 
     return Precision.parse(profile_tflite(path, measure_arena=False).precision)
@@ -239,7 +240,7 @@ def measure_row(row: Row, path: Path, dataset, reference: np.ndarray, threads: i
     row.size_bytes = artifact_size(path)
     row.arena_bytes = getattr(session, "arena_bytes", None)  # TFLM measures its tensor arena
     if dataset.task == "classification":
-        from edgeopt.measure.metrics import task_metrics, top1_agreement
+        from edgeopt.core.metrics import task_metrics, top1_agreement
 
         row.accuracy = task_metrics(pred, dataset.y_eval, dataset.task)["accuracy"]
         row.top1_agreement = top1_agreement(pred, reference)

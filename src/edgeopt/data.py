@@ -12,76 +12,16 @@ import gzip
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
+from edgeopt.core.arrays import Arrays, NamedArrays, first_array
 from edgeopt.errors import UserError, one_line
 
 BUILTINS = ("digits", "fashion-mnist", "blobs2d")
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-
-
-class NamedArrays:
-    """Several arrays with the same number of samples, in a fixed order, sliced together.
-
-    The inputs of a several-input model (keyed by input name) or the labels / outputs of a
-    several-output model (in model-output order). ``x[i]``, ``x[a:b]`` and ``x[idx]`` slice every
-    array; ``x["name"]`` returns one array; ``len(x)`` is the sample count.
-    """
-
-    def __init__(self, arrays: dict[str, np.ndarray] | Sequence[tuple[str, np.ndarray]]):
-        self.arrays = dict(arrays)
-        if not self.arrays:
-            raise UserError("no arrays given")
-        lengths = {k: len(v) for k, v in self.arrays.items()}
-        if len(set(lengths.values())) > 1:
-            raise UserError(f"arrays have different sample counts: {lengths}; every input and label "
-                            f"needs one row per sample")
-
-    @property
-    def names(self) -> list[str]:
-        return list(self.arrays)
-
-    @property
-    def shapes(self) -> dict[str, tuple[int, ...]]:
-        """Shape of one sample of each array (no sample axis)."""
-        return {k: tuple(v.shape[1:]) for k, v in self.arrays.items()}
-
-    def as_list(self) -> list[np.ndarray]:
-        return list(self.arrays.values())
-
-    def items(self):
-        return self.arrays.items()
-
-    def __len__(self) -> int:
-        return len(next(iter(self.arrays.values())))
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.arrays)
-
-    def __contains__(self, name) -> bool:
-        return name in self.arrays
-
-    def __getitem__(self, index):
-        if isinstance(index, str):
-            return self.arrays[index]
-        return NamedArrays({k: v[index] for k, v in self.arrays.items()})
-
-    def map(self, fn) -> "NamedArrays":
-        return NamedArrays({k: fn(v) for k, v in self.arrays.items()})
-
-    def __repr__(self) -> str:
-        return f"NamedArrays({', '.join(f'{k}: {v.shape}' for k, v in self.arrays.items())})"
-
-
-Arrays = np.ndarray | NamedArrays
-
-
-def first_array(x: Arrays) -> np.ndarray:
-    """The array itself, or the first of several (e.g. for a one-output view)."""
-    return x.as_list()[0] if isinstance(x, NamedArrays) else x
 
 
 @dataclass
@@ -147,6 +87,9 @@ class Dataset:
         h = hashlib.sha256()
         for part in (self.x_eval, self.y_eval, self.x_train[:256]):
             for arr in (part.as_list() if isinstance(part, NamedArrays) else [part]):
+                h.update(np.ascontiguousarray(arr).tobytes())
+        if self.x_calib is not None:  # a --calib-data file changes every calibrated variant
+            for arr in (self.x_calib.as_list() if isinstance(self.x_calib, NamedArrays) else [self.x_calib]):
                 h.update(np.ascontiguousarray(arr).tobytes())
         h.update(str((len(self.x_train), len(self.x_val))).encode())
         return h.hexdigest()[:16]
@@ -415,14 +358,14 @@ def _infer_task(y: np.ndarray) -> str:
 
 def fit_to_model(ds: Dataset, model=None, task: str | None = None, output: str | int | None = None) -> Dataset:
     """Settle the task of each label from the model's output layer and the labels
-    (``measure.metrics.infer_task``): sets ``task``/``tasks``/``task_reason``/``output_reading``,
+    (``core.metrics.infer_task``): sets ``task``/``tasks``/``task_reason``/``output_reading``,
     casts labels to match, and records which output each label belongs to.
 
     ``model``: a ``LoadedModel`` (``outputs`` with shape and activation) or None (labels alone).
     ``task``: ``--task`` (checked against the labels). ``output``: the output a single label
     belongs to (``--output``: name or index). Returns the same Dataset, updated. Raises UserError
     (e.g. float labels for a 10-class classifier)."""
-    from edgeopt.measure.metrics import infer_task, resolve_output
+    from edgeopt.core.metrics import infer_task, resolve_output
 
     outs = list(getattr(model, "outputs", []) or [])
     names = [o.name for o in outs]

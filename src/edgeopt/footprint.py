@@ -205,7 +205,7 @@ def _profile(artifact: Path):
 
 def _io_bytes(profile) -> int:
     """Bytes sent to the cloud and back per inference: the model's input and its last op's output."""
-    from edgeopt.measure.graph import tensor_bytes
+    from edgeopt.core.tflite import tensor_bytes
 
     n_out = profile.ops[-1].activation_bytes if profile.ops else 0
     return tensor_bytes(profile.input_shape, profile.input_dtype) + n_out

@@ -33,18 +33,37 @@ def atomic_path(dst: Path, suffix: str | None = None):
         os.close(fd)
         yield Path(tmp)
         os.replace(tmp, dst)
+        fsync_dir(dst.parent)  # the rename itself survives a power cut
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
+def atomic_write_bytes(path: Path, data: bytes, before_rename=None) -> Path:
+    """Write ``data`` to a temp file beside ``path``, fsync it, then rename it over ``path``.
+    ``before_rename()`` (optional) runs between the two: the crash-test hook of the run store."""
     with atomic_path(path, suffix=".tmp") as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if before_rename is not None:
+            before_rename()
     return Path(path)
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a folder's entries (renames, new files) to disk; a no-op where folders cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:
@@ -57,8 +76,9 @@ def atomic_write_text(path: Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_json(path: Path, obj) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+def atomic_write_json(path: Path, obj, before_rename=None) -> Path:
+    return atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_json_default) + "\n").encode("utf-8"),
+                              before_rename)
 
 
 def _json_default(o):

@@ -6,6 +6,7 @@ user passes ``--unsafe``. Every unreadable file becomes one ``UserError`` line.
 from __future__ import annotations
 
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from edgeopt.errors import UserError, one_line
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 SUFFIXES = KERAS_SUFFIXES + (".tflite", ".onnx")
+MAX_SAMPLE_BYTES = 2 * 1024**3  # one input sample larger than this is refused before anything allocates
 
 
 @dataclass
@@ -65,7 +67,10 @@ def model_kind(path: Path) -> str:
     if path.is_dir():
         if (path / "saved_model.pb").exists():
             return "keras"
-        raise UserError(f"{path} is a folder but not a SavedModel (no saved_model.pb inside)")
+        if path.suffix.lower() in (".tflite", ".onnx"):
+            raise UserError(f"{path} is a folder; expected a {path.suffix.lower()} file")
+        raise UserError(f"{path} is a folder but not a SavedModel (no saved_model.pb inside); "
+                        f"pass the model file itself")
     suffix = path.suffix.lower()
     if suffix in KERAS_SUFFIXES:
         return "keras"
@@ -95,6 +100,9 @@ def load_keras(path: str | Path, *, unsafe: bool = False):
     if not path.exists():
         raise UserError(f"model not found: {path}")
     if path.is_dir():
+        if not (path / "saved_model.pb").exists():
+            raise UserError(f"{path} is a folder but not a SavedModel (no saved_model.pb inside); "
+                            f"pass the model file itself")
         return _load_saved_model(path)
     _check_container(path)
     import keras
@@ -117,17 +125,28 @@ def load_keras(path: str | Path, *, unsafe: bool = False):
 
 def _check_container(path: Path) -> None:
     """Cheap format checks before Keras touches the file, so wrong formats get a clear line."""
-    head = path.read_bytes()[:8] if path.stat().st_size else b""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
     if not head:
         raise UserError(f"{path.name} is empty (0 bytes)")
     if path.suffix.lower() == ".keras":
         if not zipfile.is_zipfile(path):
             raise UserError(f"{path.name} is not a valid .keras file (a .keras file is a zip archive; "
                             f"this one is corrupt, truncated or another format)")
-        with zipfile.ZipFile(path) as z:
-            bad = z.testzip()
-            if bad is not None or "config.json" not in z.namelist():
-                raise UserError(f"{path.name} is a damaged .keras archive (missing or corrupt config.json)")
+        try:
+            with zipfile.ZipFile(path) as z:
+                bad = z.testzip()
+                names = z.namelist()
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError) as e:
+            raise UserError(f"{path.name} is a damaged .keras archive ({one_line(e, 100)}); export the "
+                            f"model again with model.save()") from None
+        if bad is not None or "config.json" not in names:
+            what = f"corrupt member {bad}" if bad is not None else "no config.json"
+            raise UserError(f"{path.name} is a damaged .keras archive ({what}); export the model again "
+                            f"with model.save()")
     elif head[:8] != b"\x89HDF\r\n\x1a\n":
         raise UserError(f"{path.name} is not an HDF5 file (corrupt, truncated or another format)")
 
@@ -160,6 +179,8 @@ def _wrap_keras(path: Path, model) -> LoadedModel:
     shape = tuple(inputs[0].shape[1:])
     out_shape = model.outputs[0].shape
     ins = [IOSpec(_keras_name(t), tuple(t.shape[1:]), str(t.dtype)) for t in inputs]
+    for spec in ins:
+        check_sample_size(path, spec.shape, spec.dtype)
     outs = [IOSpec(_keras_name(t), tuple(t.shape[1:]), str(t.dtype), _keras_activation(t)) for t in model.outputs]
     return LoadedModel(path, "keras", model.name, shape, str(inputs[0].dtype),
                        int(out_shape[-1]) if out_shape[-1] else None, model,
@@ -212,6 +233,11 @@ def _load_tflite(path: Path) -> LoadedModel:
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise UserError(f"{path.name} is not a .tflite flatbuffer (no TFL3 identifier): corrupt, "
                         f"truncated or another format")
+    from edgeopt.core.tflite import read_tflite
+
+    graph = read_tflite(path)  # the declared shape, before LiteRT allocates it
+    for i in graph.inputs:
+        check_sample_size(path, tuple(graph.tensors[i].shape[1:]), graph.tensors[i].dtype)
     from edgeopt.runtimes.litert import LiteRT
 
     session = LiteRT().load(path)
@@ -228,11 +254,11 @@ def _load_tflite(path: Path) -> LoadedModel:
 
 def _tflite_producers(path: Path) -> dict:
     """Output tensor name/index -> (op type, first input index, fused activation) of a .tflite."""
-    from edgeopt.measure.graph import read_tflite
-    from edgeopt.measure.graph import tflite_io_names
+    from edgeopt.core.tflite import read_tflite
+    from edgeopt.core.tflite import tflite_io_names
 
     try:
-        g = read_tflite(path, resolve_shapes=False)
+        g = read_tflite(path)
         _, names, _ = tflite_io_names(path.read_bytes())
     except UserError:
         return {}
@@ -259,6 +285,8 @@ def _load_onnx(path: Path) -> LoadedModel:
     ins = [_onnx_spec(onnx, v) for v in model.graph.input if v.name not in inits]
     producers = {o: (n.op_type, n.input[0] if n.input else "", None) for n in model.graph.node for o in n.output}
     outs = [_onnx_spec(onnx, v, _graph_activation(producers, v.name)) for v in model.graph.output]
+    for spec in ins:
+        check_sample_size(path, spec.shape, spec.dtype)
     last = outs[0].shape[-1] if outs and outs[0].shape else None
     return LoadedModel(path, "onnx", path.stem, ins[0].shape, ins[0].dtype, last, None, {}, ins, outs)
 
@@ -267,3 +295,37 @@ def _onnx_spec(onnx, value, activation: str | None = None) -> IOSpec:
     dims = [d.dim_value if d.dim_value > 0 else None for d in value.type.tensor_type.shape.dim]
     elem = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
     return IOSpec(value.name, tuple(dims[1:]), np.dtype(elem).name, activation)
+
+
+def sample_bytes(shape: tuple, dtype: str) -> int:
+    """Bytes one input sample of ``shape`` (batch excluded; free axes count as 1) and ``dtype`` takes."""
+    try:
+        itemsize = np.dtype(dtype).itemsize
+    except TypeError:
+        itemsize = 4
+    return int(np.prod([int(d) if d and int(d) > 0 else 1 for d in shape], dtype=np.float64)) * itemsize
+
+
+def check_sample_size(path: Path, shape: tuple, dtype: str, limit: int | None = None) -> None:
+    """UserError when one input sample of the model would need more memory than ``limit`` bytes
+    (``MAX_SAMPLE_BYTES``, or a quarter of the memory available now when that is less): a model
+    whose input claims e.g. 100000x100000 is refused by name before anything is allocated."""
+    need = sample_bytes(shape, dtype)
+    if limit is None:
+        limit = min(MAX_SAMPLE_BYTES, _available_memory() // 4)
+    if need > limit:
+        from edgeopt.report.format import fmt_bytes
+
+        dims = "x".join(str(d) if d else "?" for d in shape)
+        raise UserError(f"{Path(path).name}: the model's input claims shape {dims} ({dtype}); one sample "
+                        f"would need {fmt_bytes(need)}, more than edgeopt allows for one input "
+                        f"({fmt_bytes(limit)}); export the model with the input size it really takes")
+
+
+def _available_memory() -> int:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # no psutil or no /proc: the fixed cap alone
+        return 4 * MAX_SAMPLE_BYTES

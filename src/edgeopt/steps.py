@@ -63,6 +63,15 @@ def default_oracles(dataset=None) -> dict[str, Callable | None]:
             "paired_latency_us": oracles.paired_latency_us}
 
 
+def int8_settings_chooser() -> Callable:
+    """The engine's measured choice of ONNX Runtime / OpenVINO int8 settings
+    (``engine.int8_settings.choose_int8_settings``), an oracle for steps whose config asks for
+    settings chosen by measurement (techniques do not import the engine themselves)."""
+    from edgeopt.engine.int8_settings import choose_int8_settings
+
+    return choose_int8_settings
+
+
 @dataclass
 class StepResult:
     model: Any = None  # a keras.Model for "keras" steps

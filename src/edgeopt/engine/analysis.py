@@ -8,8 +8,17 @@ from __future__ import annotations
 from typing import Any
 
 
-def compare_to_baseline(metrics: dict, base: dict, task: str) -> dict:
-    """Changes against the float32 baseline, with a plain statement of faster/slower."""
+DEFAULT_BUDGET_POINTS = 1.0  # accuracy budget when the user gives none
+
+
+def compare_to_baseline(metrics: dict, base: dict, task: str, paired: dict | None = None) -> dict:
+    """Changes against the float32 baseline, with a plain statement of faster/slower.
+
+    ``paired`` (from ``engine.oracles.paired_speed``): the baseline and the variant timed
+    alternately in one process; the speed ratio then comes from those two medians
+    (``speed_basis: "paired"``) and the timing is kept under ``paired_latency``. Without it the
+    ratio compares two separate measurements (``speed_basis: "separate"``), which load from other
+    processes can skew: callers that can pair should."""
     out: dict[str, Any] = {}
     if task == "classification" and "accuracy" in metrics and "accuracy" in base:
         out["accuracy_delta_points"] = round((metrics["accuracy"] - base["accuracy"]) * 100, 3)
@@ -17,7 +26,12 @@ def compare_to_baseline(metrics: dict, base: dict, task: str) -> dict:
         out["mae_delta"] = round(metrics["mae"] - base["mae"], 6)
     out["size_ratio"] = round(base["size_bytes"] / metrics["size_bytes"], 3)  # >1: smaller
     out["gzip_ratio"] = round(base["gzip_bytes"] / metrics["gzip_bytes"], 3)
-    speed = base["latency_ms"]["p50_ms"] / metrics["latency_ms"]["p50_ms"]  # >1: faster
+    if paired:
+        speed = paired["baseline_us"] / paired["variant_us"]  # >1: faster
+        out["speed_basis"], out["paired_latency"] = "paired", paired
+    else:
+        speed = base["latency_ms"]["p50_ms"] / metrics["latency_ms"]["p50_ms"]
+        out["speed_basis"] = "separate"
     out["speedup"] = round(speed, 3)
     runtime = metrics.get("how", {}).get("runtime", "this runtime")
     if speed >= 1.05:
@@ -54,18 +68,50 @@ def pareto_front(variants: list[dict], objectives=PARETO_OBJECTIVES) -> list[str
             if not any(dominates(other, vals) for m, other in signed.items() if m != n)]
 
 
+def accuracy_drop_points(variant: dict) -> float:
+    """Accuracy lost against float32, in points (negative: gained); 0 without a comparison."""
+    return -float((variant.get("vs_baseline") or {}).get("accuracy_delta_points", 0.0))
+
+
+def mark_budget(variants: list[dict], max_drop_points: float | None) -> float:
+    """Set ``over_budget`` (bool) on every done variant: True when it drops more than the budget
+    (``max_drop_points``; ``DEFAULT_BUDGET_POINTS`` when None). Returns the budget applied."""
+    budget = DEFAULT_BUDGET_POINTS if max_drop_points is None else float(max_drop_points)
+    for v in variants:
+        if v.get("status") == "done":
+            v["over_budget"] = accuracy_drop_points(v) > budget
+    return budget
+
+
 def best_within_budget(variants: list[dict], max_drop_points: float | None) -> dict[str, Any]:
-    """The smallest and the fastest variant whose accuracy drop vs float32 stays within the budget
-    (all done variants when no budget is given). Always returns something when a variant is done."""
+    """The smallest and the fastest done variant whose accuracy drop vs float32 stays within the
+    budget (``DEFAULT_BUDGET_POINTS`` when None). A variant over the budget is never returned:
+    when none is within it, ``smallest``/``fastest`` are None, ``budget_met`` False and
+    ``closest`` names the most accurate. ``summary`` is one sentence for the table/report.
+    Marks ``over_budget`` on the records (see ``mark_budget``). {} when no variant is done."""
     done = [v for v in variants if v.get("status") == "done"]
     if not done:
         return {}
+    budget = mark_budget(variants, max_drop_points)
+    ok = [v for v in done if not v["over_budget"]]
+    points = f"{budget:g} point{'s' if budget != 1 else ''}"
+    if not ok:
+        closest = min(done, key=accuracy_drop_points)
+        return {"smallest": None, "fastest": None, "budget_met": False, "budget_points": budget,
+                "closest": closest["name"],
+                "summary": f"no variant stays within {points} of float32's accuracy; the closest, "
+                           f"{closest['name']}, drops {accuracy_drop_points(closest):.2f} points"}
+    smallest = min(ok, key=lambda v: v["metrics"]["size_bytes"])["name"]
+    fastest = min(ok, key=lambda v: v["metrics"]["latency_ms"]["p50_ms"])["name"]
+    over = [v["name"] for v in done if v["over_budget"]]
+    summary = f"within {points} of float32's accuracy: smallest {smallest}, fastest {fastest}"
+    if over:
+        summary += f" ({', '.join(over)} over the budget)"
+    return {"smallest": smallest, "fastest": fastest, "budget_met": True, "budget_points": budget,
+            "summary": summary}
 
-    def drop(v):
-        return -(v.get("vs_baseline") or {}).get("accuracy_delta_points", 0.0)
 
-    ok = [v for v in done if max_drop_points is None or drop(v) <= max_drop_points] or \
-        [min(done, key=drop)]  # nothing meets the budget: hand back the most accurate
-    return {"smallest": min(ok, key=lambda v: v["metrics"]["size_bytes"])["name"],
-            "fastest": min(ok, key=lambda v: v["metrics"]["latency_ms"]["p50_ms"])["name"],
-            "budget_met": any(max_drop_points is None or drop(v) <= max_drop_points for v in done)}
+def exit_code(variants: list[dict]) -> int:
+    """The process exit code a run deserves: 0 when every variant (baseline included) is done,
+    1 when any failed or none is done (2, bad input, is raised as UserError before any work)."""
+    return 0 if variants and all(v.get("status") == "done" for v in variants) else 1

@@ -35,7 +35,7 @@ def accuracy_oracle(dataset, threads: int = 1) -> Callable[[Path], float] | None
         return None
 
     def evaluate(path: Path) -> float:
-        from edgeopt.measure.metrics import task_metrics
+        from edgeopt.core.metrics import task_metrics
 
         metrics = task_metrics(_session(path, threads).predict(dataset.x_eval), dataset.y_eval, dataset.task)
         return float(metrics.get("accuracy", -metrics.get("mae", 0.0)))
@@ -50,14 +50,37 @@ def latency_ms(path: Path, x1: np.ndarray, runs: int = 100) -> float:
     return float(measure_latency(_session(path), x1, runs=runs, warmup=10).p50_ms)
 
 
-def paired_latency_us(path_a: Path, path_b: Path, x1: np.ndarray) -> tuple[float, float]:
-    """Median batch-1 latency (us, 1 thread) of two artifacts, measured alternately so load from
-    other processes hits both alike."""
+def paired_latency_us(path_a: Path, path_b: Path, x1: np.ndarray, threads: int = 1,
+                      runs: int = 200, max_seconds: float = 2.0) -> tuple[float, float]:
+    """Median batch-1 latency (us) of two artifacts, measured alternately in this process
+    (``PAIRED_ROUNDS`` rounds of ``runs`` timed calls each, ``max_seconds`` at most per round and
+    artifact) so load from other processes hits both alike."""
     from edgeopt.measure.latency import measure_latency
 
-    sessions = [_session(path_a), _session(path_b)]
+    sessions = [_session(path_a, threads), _session(path_b, threads)]
     samples: list[list[float]] = [[], []]
     for _ in range(PAIRED_ROUNDS):
         for i, s in enumerate(sessions):
-            samples[i].append(measure_latency(s, x1, runs=200, warmup=20, max_seconds=2.0).p50_ms * 1000)
+            samples[i].append(measure_latency(s, x1, runs=runs, warmup=20, max_seconds=max_seconds).p50_ms * 1000)
     return float(np.median(samples[0])), float(np.median(samples[1]))
+
+
+def load_average() -> float | None:
+    """The 1-minute load average of this machine (None where the OS has none), recorded beside
+    every latency so a reader can see how busy the machine was."""
+    import os
+
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
+
+
+def paired_speed(baseline: Path, artifact: Path, x1: np.ndarray, threads: int = 1, runs: int = 200) -> dict:
+    """The baseline and a variant timed alternately in this process: ``{"baseline_us", "variant_us",
+    "rounds", "threads", "loadavg_1m_before", "loadavg_1m_after"}`` (the ``paired`` argument of
+    ``analysis.compare_to_baseline``)."""
+    before = load_average()
+    base_us, var_us = paired_latency_us(baseline, artifact, x1, threads, runs=min(runs, 200), max_seconds=1.0)
+    return {"baseline_us": round(base_us, 3), "variant_us": round(var_us, 3), "rounds": PAIRED_ROUNDS,
+            "threads": threads, "loadavg_1m_before": before, "loadavg_1m_after": load_average()}

@@ -13,18 +13,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 import traceback
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from edgeopt.engine.faults import crash_point
 from edgeopt.errors import UserError, one_line
 from edgeopt.fsutil import atomic_path, atomic_write_json
 from edgeopt.recipes import Chain, make_config
 from edgeopt.steps import StepContext, get_step
 
 BASELINE = "float32"
+_ERROR_LINE = re.compile(r"(?:^|\W)error:\s*(\S.*)", re.IGNORECASE)  # "<unknown>:0: error: ..." in converter output
 MODEL_FILE = "model.keras"
 META_FILE = "step.json"
 
@@ -90,6 +93,7 @@ class ChainRunner:
             ctx = replace(self.base_ctx, work_dir=work_dir, options=cfg.model_dump(), config=cfg,
                           hints=dict(hints))
             out = step.run(ctx, model)
+            crash_point("fine-tune" if step.kind == "keras" else "conversion")
             result.details["steps"].append({"step": cfg.step, "seconds": round(time.perf_counter() - t0, 2),
                                             **(out.details or {})})
             result.quant_errors = out.quant_errors or result.quant_errors
@@ -132,14 +136,25 @@ class ChainRunner:
 
 
 def failure_record(name: str, chain: Chain, err: BaseException) -> dict:
-    from edgeopt.techniques.artifact_check import ArtifactCheckFailed
-
-    if isinstance(err, ArtifactCheckFailed):  # the runtime's whole reason, never cut
-        message = f"broken artifact: {' '.join(str(err).split())}"
-    else:
-        message = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {one_line(err, 300)}"
+    """The record of a variant that failed: ``error`` is a readable one-line reason, ``error_detail``
+    the full text (converter or runtime output, several lines), plus a short traceback for
+    anything that is not a UserError."""
+    full = str(err)
     rec = {"name": name, "recipe": chain.step_names, "steps": chain.records(), "status": "failed",
-           "error": message}
+           "error": failure_reason(err), "error_detail": full if isinstance(err, UserError) else
+           f"{type(err).__name__}: {full}"}
     if not isinstance(err, UserError):
         rec["traceback"] = traceback.format_exc(limit=6)
     return rec
+
+
+def failure_reason(err: BaseException, limit: int = 200) -> str:
+    """One readable line for a failure: a UserError's message; otherwise the exception type and the
+    line of its text that says what went wrong (the first ``error:`` line of converter output, else
+    the first non-empty line)."""
+    if isinstance(err, UserError):
+        return one_line(err, 400)
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    said = [m.group(1) for ln in lines if (m := _ERROR_LINE.search(ln))]
+    text = one_line((said or lines or [""])[0], limit)
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__

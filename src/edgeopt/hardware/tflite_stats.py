@@ -13,9 +13,9 @@ _ALIGN = 16  # TFLM aligns planned buffers to 16 bytes
 
 def _lifetimes(path: Path) -> list[tuple[int, int, int]]:
     """(bytes, first step, last step) of every non-constant tensor of the main subgraph."""
-    from edgeopt.measure.graph import read_tflite
+    from edgeopt.core.tflite import read_tflite
 
-    graph = read_tflite(path, resolve_shapes=False)  # the stored (batch-1) shapes TFLM plans with
+    graph = read_tflite(path)  # the stored (batch-1) shapes TFLM plans with
     first: dict[int, int] = {int(t): 0 for t in graph.inputs}
     last: dict[int, int] = {}
     for step, node in enumerate(graph.nodes):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from edgeopt.measure.env import cpu_info
 from edgeopt.measure.latency import measure_latency, measure_throughput
-from edgeopt.measure.metrics import task_metrics  # also importable from here, as before
+from edgeopt.core.metrics import task_metrics
 
 
 def file_sizes(path: Path) -> dict:
@@ -39,7 +39,7 @@ def bench_artifact(path: Path, dataset, *, runtime: str = "litert", threads: int
     """
     import psutil
 
-    from edgeopt.measure.metrics import fidelity, with_confidence
+    from edgeopt.core.metrics import fidelity, with_confidence
     from edgeopt.runtimes.registry import get_runtime
 
     rt = get_runtime(runtime)
@@ -93,8 +93,8 @@ def multilabel_thresholds(path: Path, dataset, *, runtime: str = "litert", threa
     """Per-label thresholds for a multilabel task, chosen on the validation split with the
     artifact's own outputs (``metrics.choose_thresholds``); None for other tasks or no validation
     data. Pass them to ``bench_artifact(thresholds=...)`` and record them with the variant."""
-    from edgeopt.data import NamedArrays
-    from edgeopt.measure.metrics import choose_thresholds
+    from edgeopt.core.arrays import NamedArrays
+    from edgeopt.core.metrics import choose_thresholds
     from edgeopt.runtimes.registry import get_runtime
 
     if dataset.task != "multilabel" or len(dataset.x_val) == 0:
@@ -112,7 +112,7 @@ def multilabel_thresholds(path: Path, dataset, *, runtime: str = "litert", threa
 def score(pred, y, dataset, *, output_name=None, metric=None, thresholds=None, reference=None) -> dict:
     """The task metric of outputs ``pred`` against labels ``y`` for ``dataset``'s task(s), or the
     fidelity to ``reference`` for the label-free task "fidelity" (headline ``top1_agreement``)."""
-    from edgeopt.measure.metrics import fidelity
+    from edgeopt.core.metrics import fidelity
 
     if dataset.task == "fidelity" or y is None:
         if reference is None:
@@ -132,7 +132,7 @@ def model_named(outputs, dataset):
     instead of the artifact's (``output_0``, ``Identity_1``...); anything else unchanged."""
     names = getattr(dataset, "output_names", []) or []
     if hasattr(outputs, "names") and len(names) == len(outputs.names):
-        from edgeopt.data import NamedArrays
+        from edgeopt.core.arrays import NamedArrays
 
         return NamedArrays(dict(zip(names, outputs.as_list())))
     return outputs

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from edgeopt.errors import UserError
-from edgeopt.runtimes.base import (TensorInfo, as_arrays, concat_outputs, dequantize_output, gather_outputs,
-                                   match_inputs, quantize_input)
+from edgeopt.core.arrays import (TensorInfo, as_arrays, concat_outputs, dequantize_output, gather_outputs,
+                                 match_inputs, quantize_input)
 
 _CHILD = r"""
 import json, os, re, sys, tempfile
@@ -170,7 +170,7 @@ class TFLMSession:
         self._stateful = runtime.count_resource_variables(data) > 0
         self._interp = runtime.Interpreter.from_bytes(data, arena_size=2 * arena + 4096)
         self.load_seconds = time.perf_counter() - t0
-        from edgeopt.measure.graph import tflite_io_names
+        from edgeopt.core.tflite import tflite_io_names
 
         in_names, out_names, order = tflite_io_names(data)
         self.inputs = [_tensor_info(self._interp.get_input_details(k), n) for k, n in enumerate(in_names)]

@@ -50,7 +50,7 @@ def weight_sparsity(path: Path) -> dict[str, float]:
         return {}
     from ai_edge_litert.interpreter import Interpreter
 
-    from edgeopt.measure.graph import tflite_op_details
+    from edgeopt.core.tflite import tflite_op_details
 
     interp = Interpreter(model_path=str(path))
     names = {t["index"]: t["name"] for t in interp.get_tensor_details()}

@@ -16,16 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
-
-
-@dataclass
-class TensorInfo:
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-    scale: float | None = None
-    zero_point: int | None = None
+from edgeopt.core.arrays import TensorInfo
 
 
 @dataclass
@@ -55,84 +46,6 @@ class Runtime(Protocol):
     def info(self) -> RuntimeInfo: ...
 
     def load(self, path: Path, threads: int = 1) -> Session: ...
-
-
-def quantize_input(x: np.ndarray, info: TensorInfo) -> np.ndarray:
-    """Float input to the tensor's dtype using its scale/zero point (identity for float)."""
-    if info.scale is None or not info.dtype.startswith(("int", "uint")):
-        return x.astype(info.dtype, copy=False)
-    limits = np.iinfo(info.dtype)
-    q = np.round(x / info.scale + info.zero_point)
-    return np.clip(q, limits.min, limits.max).astype(info.dtype)
-
-
-def dequantize_output(y: np.ndarray, info: TensorInfo) -> np.ndarray:
-    if info.scale is None or not np.issubdtype(y.dtype, np.integer):
-        return y.astype(np.float32, copy=False)
-    return ((y.astype(np.float32) - info.zero_point) * info.scale).astype(np.float32)
-
-
-def canonical_name(name: str) -> str:
-    """A tensor name without converter decoration: ``serving_default_image:0`` -> ``image``."""
-    name = name[len("serving_default_"):] if name.startswith("serving_default_") else name
-    return name[:-2] if name.endswith(":0") else name
-
-
-def as_arrays(x) -> tuple[list[str], list[np.ndarray]]:
-    """(names, arrays) of model inputs given as an array, NamedArrays, dict or list/tuple
-    (names are "" where not given)."""
-    if hasattr(x, "names") and hasattr(x, "as_list"):
-        return list(x.names), list(x.as_list())
-    if isinstance(x, dict):
-        return list(x), [np.asarray(v) for v in x.values()]
-    if isinstance(x, (list, tuple)):
-        return [""] * len(x), [np.asarray(v) for v in x]
-    return [""], [np.asarray(x)]
-
-
-def match_inputs(names: list[str], arrays: list[np.ndarray], inputs: list[TensorInfo]) -> tuple[list[int], str]:
-    """For each session input, the index of the given array that feeds it, and how they were matched:
-    "name" (same or canonical name), "shape" (each input's sample shape fits exactly one array) or
-    "order" (the given order). Raises UserError when the counts differ."""
-    from edgeopt.errors import UserError
-
-    if len(arrays) != len(inputs):
-        want = ", ".join(f"{canonical_name(i.name)} {tuple(i.shape[1:])}" for i in inputs)
-        raise UserError(f"the model has {len(inputs)} input(s) ({want}) but {len(arrays)} array(s) were given; "
-                        f"give one array per input (.npz keys named like the inputs, or --x-key a,b)")
-    if len(inputs) == 1:
-        return [0], "only input"
-    lowered = [canonical_name(n).lower() for n in names]
-    by_name = [lowered.index(canonical_name(i.name).lower()) if canonical_name(i.name).lower() in lowered
-               else None for i in inputs]
-    if None not in by_name and len(set(by_name)) == len(inputs):
-        return by_name, "name"
-    fits = [[k for k, a in enumerate(arrays) if _fits(a.shape[1:], i.shape[1:])] for i in inputs]
-    if all(len(f) == 1 for f in fits) and len({f[0] for f in fits}) == len(inputs):
-        return [f[0] for f in fits], "shape"
-    return list(range(len(inputs))), "order"
-
-
-def _fits(sample_shape, want) -> bool:
-    return len(sample_shape) == len(want) and all(w in (-1, None, s) for w, s in zip(want, sample_shape))
-
-
-def gather_outputs(arrays: list[np.ndarray], outputs: list[TensorInfo]):
-    """One output: the array; several: NamedArrays keyed by output name (in ``outputs`` order)."""
-    if len(arrays) == 1:
-        return arrays[0]
-    from edgeopt.data import NamedArrays
-
-    return NamedArrays({canonical_name(o.name) or f"output_{k}": a for k, (o, a) in enumerate(zip(outputs, arrays))})
-
-
-def concat_outputs(chunks: list):
-    """Concatenate per-batch outputs (arrays or NamedArrays) along the sample axis."""
-    if hasattr(chunks[0], "as_list"):
-        from edgeopt.data import NamedArrays
-
-        return NamedArrays({k: np.concatenate([c[k] for c in chunks]) for k in chunks[0].names})
-    return np.concatenate(chunks)
 
 
 @dataclass

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 
 from edgeopt.errors import UserError, one_line
-from edgeopt.measure.graph import tflite_io_names
-from edgeopt.runtimes.base import (RuntimeInfo, TensorInfo, as_arrays, concat_outputs, dequantize_output,
-                                   gather_outputs, match_inputs, quantize_input)
+from edgeopt.core.tflite import tflite_io_names
+from edgeopt.core.arrays import (TensorInfo, as_arrays, concat_outputs, dequantize_output, gather_outputs,
+                                 match_inputs, quantize_input)
+from edgeopt.runtimes.base import RuntimeInfo
 
 
 def _tensor_info(d: dict) -> TensorInfo:

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from edgeopt.errors import UserError, one_line
-from edgeopt.runtimes.base import RuntimeInfo, TensorInfo, as_arrays, concat_outputs, gather_outputs, match_inputs
+from edgeopt.core.arrays import TensorInfo, as_arrays, concat_outputs, gather_outputs, match_inputs
+from edgeopt.runtimes.base import RuntimeInfo
 
 _ORT_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
               "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(int32)": "int32",

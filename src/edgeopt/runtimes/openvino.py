@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from edgeopt.errors import UserError, one_line
-from edgeopt.runtimes.base import RuntimeInfo, TensorInfo, as_arrays, concat_outputs, gather_outputs, match_inputs
+from edgeopt.core.arrays import TensorInfo, as_arrays, concat_outputs, gather_outputs, match_inputs
+from edgeopt.runtimes.base import RuntimeInfo
 
 
 def _tensor_info(port) -> TensorInfo:

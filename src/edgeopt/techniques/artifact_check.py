@@ -79,7 +79,7 @@ def _run_tflite(path: Path, x):
     from ai_edge_litert.interpreter import Interpreter
 
     from edgeopt.convert import quiet_fds
-    from edgeopt.runtimes.base import TensorInfo, quantize_input
+    from edgeopt.core.arrays import TensorInfo, quantize_input
 
     with quiet_fds():
         interp = Interpreter(model_path=str(path), num_threads=1)

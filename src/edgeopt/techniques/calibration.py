@@ -132,7 +132,7 @@ def preserving_interpreter(model: bytes):
 
 def activation_tensors(interp, model: bytes) -> dict[str, int]:
     """Name -> index of the graph input and every op output (the tensors that carry activations)."""
-    from edgeopt.measure.graph import tflite_op_details
+    from edgeopt.core.tflite import tflite_op_details
 
     out = {d["name"]: d["index"] for d in interp.get_input_details()}
     details = {d["index"]: d for d in interp.get_tensor_details()}
@@ -148,7 +148,7 @@ def run_batch(interp, inp: dict, chunk: np.ndarray) -> None:
     if tuple(interp.get_input_details()[0]["shape"]) != shape:
         interp.resize_tensor_input(inp["index"], shape)
         interp.allocate_tensors()
-    from edgeopt.runtimes.base import TensorInfo, quantize_input
+    from edgeopt.core.arrays import TensorInfo, quantize_input
 
     scale, zp = inp.get("quantization", (0.0, 0))
     info = TensorInfo(inp["name"], shape, np.dtype(inp["dtype"]).name,

@@ -257,7 +257,7 @@ def validation_score(model, ds) -> dict:
     """Accuracy (classification) or MSE (regression) on the validation split."""
     pred = np.asarray(model.predict(ds.x_val, batch_size=256, verbose=0))
     if ds.task == "classification":
-        from edgeopt.measure.metrics import task_metrics
+        from edgeopt.core.metrics import task_metrics
 
         return {"accuracy": round(task_metrics(pred, ds.y_val, ds.task)["accuracy"], 5)}
     return {"mse": round(float(np.mean((pred.reshape(ds.y_val.shape) - ds.y_val) ** 2)), 6)}

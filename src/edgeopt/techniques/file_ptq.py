@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeopt.steps import StepContext, StepResult, register, step_config
+from edgeopt.steps import StepContext, StepResult, int8_settings_chooser, register, step_config
 from edgeopt.techniques import configs
 
 
@@ -61,8 +61,8 @@ class OrtInt8(_FileStep):
 
         calib = _calibration(ctx, cfg)
         if cfg.settings == "measured":
-            return onnx_ptq.choose_int8_settings(src, calib, _validation(ctx, calib), out,
-                                                 runtime="onnxruntime", name="model")
+            return int8_settings_chooser()(src, calib, _validation(ctx, calib), out,
+                                           runtime="onnxruntime", name="model")
         return onnx_ptq.ort_static_int8(src, calib, out, per_channel=cfg.per_channel,
                                         reduce_range=cfg.reduce_range, activation_type=cfg.activation_type,
                                         opset_fix=cfg.opset_fix, name="model")
@@ -107,8 +107,8 @@ class NncfInt8(_FileStep):
 
         calib = _calibration(ctx, cfg)
         if cfg.settings == "measured":
-            return onnx_ptq.choose_int8_settings(src, calib, _validation(ctx, calib), out,
-                                                 runtime="openvino", name="model")
+            return int8_settings_chooser()(src, calib, _validation(ctx, calib), out,
+                                           runtime="openvino", name="model")
         return onnx_ptq.nncf_int8(src, calib, out, overflow_fix=cfg.overflow_fix, name="model")
 
 

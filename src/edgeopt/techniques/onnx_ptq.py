@@ -13,9 +13,8 @@ every setting used and why.
 - :func:`ort_dynamic_int8`: ONNX Runtime ``quantize_dynamic`` (int8 weights, run-time activations).
 - :func:`onnx_float16`: ONNX Runtime's float16 converter (float32 inputs/outputs kept).
 - :func:`nncf_int8`: OpenVINO IR quantized with NNCF (``nncf.quantize``, min/max).
-- :func:`choose_int8_settings`: the int8 settings of ONNX Runtime or OpenVINO chosen by measured
-  agreement with the float model on validation data and measured speed, instead of by the
-  CPU-flag rule alone (see MEASURED.md: the rule cost 32 points on a CNN with raw 0-255 inputs).
+The int8 settings of ONNX Runtime or OpenVINO chosen by measurement are in
+``edgeopt.engine.int8_settings`` (it measures; techniques only build).
 """
 from __future__ import annotations
 
@@ -34,9 +33,6 @@ OPSET_FIXES = ("upgrade", "per-tensor")
 # The upgraded float model must reproduce the original's outputs to this relative error.
 UPGRADE_TOLERANCE = 1e-4
 QUANT_TYPES = ("QUInt8", "QInt8")
-# Latencies within this fraction of the fastest count as equal (timer noise on a shared CPU);
-# accuracy then decides.
-SPEED_TIE = 0.05
 
 
 # ---------------------------------------------------------------- the four variants
@@ -70,7 +66,7 @@ def ort_static_int8(model_path: str | Path, calib_x: np.ndarray, out_dir: str | 
     dst = out / f"{name}.onnx"
     with tempfile.TemporaryDirectory(dir=out) as tmp:
         src_q, per_channel, opset = _per_channel_source(src, per_channel, opset_fix, calib, Path(tmp))
-        details = quantize_onnx_static(src_q, dst, calib, cpu_flags if cpu_flags is not None else _flags(),
+        details = quantize_onnx_static(src_q, dst, calib, cpu_flags,
                                        settings={**settings, "per_channel": per_channel})
     _check(dst, calib)
     return dst, {"precision": "int8", "quantizer": "onnxruntime.quantization.quantize_static",
@@ -123,7 +119,7 @@ def nncf_int8(model_path: str | Path, calib_x: np.ndarray, out_dir: str | Path, 
     dst = out / f"{name}.xml"
     with tempfile.TemporaryDirectory(dir=out) as tmp:
         ir = onnx_to_openvino(src, Path(tmp) / "float32.xml")
-        details = quantize_openvino(ir, dst, calib, cpu_flags if cpu_flags is not None else _flags(),
+        details = quantize_openvino(ir, dst, calib, cpu_flags,
                                     bias_correction=bias_correction, overflow_fix=overflow_fix)
     _check(dst, calib)
     return dst, {"precision": "int8", "quantizer": "nncf.quantize (OpenVINO)", "calibration":
@@ -186,149 +182,12 @@ def _inputs(model_path, calib_x, out_dir, need_calibration: bool = True):
     return src, calib, out
 
 
-def _flags() -> list[str]:
-    from edgeopt.runtimes.cpu import cpu_info
-
-    return cpu_info()["flags"]
-
-
 def _check(path: Path, calib) -> None:
     reason = check_artifact(path, None if calib is None else calib[:1])
     if reason:  # never left where a later step could measure it
         for f in (path, path.with_suffix(".bin")) if path.suffix == ".xml" else (path,):
             f.unlink(missing_ok=True)
         raise ArtifactCheckFailed(reason)
-
-
-# ---------------------------------------------------------------- settings chosen by measurement
-
-def int8_candidates(runtime: str, cpu_flags: list[str]) -> tuple[list[tuple[str, dict]], str]:
-    """The int8 settings worth measuring on this CPU for ``runtime`` ("onnxruntime" or
-    "openvino"), as (name, keyword arguments of ort_static_int8 / nncf_int8), and why these."""
-    from edgeopt.runtimes.cpu import has_vnni
-
-    vnni = has_vnni(cpu_flags)
-    if runtime == "onnxruntime":
-        cands = [("u8s8-per-channel", {"activation_type": "QUInt8", "reduce_range": False}),
-                 ("s8s8-per-channel", {"activation_type": "QInt8", "reduce_range": False}),
-                 ("ort-defaults", {"activation_type": "QInt8", "reduce_range": False, "per_channel": False})]
-        if vnni:
-            return cands, ("VNNI present: u8*s8 dot products accumulate in int32, so 7-bit weights "
-                           "(reduce_range) cannot fix an overflow and only lose precision; not tried")
-        return ([("u8s8-per-channel-reduce-range", {"activation_type": "QUInt8", "reduce_range": True})]
-                + cands, "no VNNI: AVX2 u8s8 kernels can saturate int16 sums, so 7-bit weights "
-                         "(reduce_range) are tried beside full 8-bit weights and signed activations")
-    if runtime == "openvino":
-        if vnni:
-            return ([("first-layer-only", {"overflow_fix": "first_layer_only"}),
-                     ("disable", {"overflow_fix": "disable"})],
-                    "VNNI present: int8 products accumulate in int32, so the overflow fix on every "
-                    "layer only costs precision; not tried")
-        return ([("enable", {"overflow_fix": "enable"}), ("first-layer-only", {"overflow_fix": "first_layer_only"}),
-                 ("disable", {"overflow_fix": "disable"})],
-                "no VNNI: int16 sums can saturate, so the overflow fix is tried on every layer, the "
-                "first layer only, and off")
-    raise UserError(f"int8 settings are chosen for onnxruntime or openvino, not {runtime!r}")
-
-
-def choose_int8_settings(model_path: str | Path, calib_x: np.ndarray, val_x: np.ndarray,
-                         out_dir: str | Path, *, runtime: str = "onnxruntime",
-                         cpu_flags: list[str] | None = None, tolerance: float = 0.005,
-                         latency_rounds: int = 5, name: str | None = None) -> tuple[Path, dict]:
-    """Quantize an ONNX model with every candidate int8 setting of ``runtime`` (see
-    :func:`int8_candidates`), measure each on ``val_x`` and keep the best.
-
-    Measured per candidate: agreement with the float model (top-1 agreement for outputs with
-    several units; 1 - mean|Δ|/mean|float| for one unit), mean absolute output difference, and
-    the median batch-1 latency on one thread (ms; rounds alternate between candidates so other
-    load on the CPU hits them alike). Choice: among the settings whose agreement is within
-    ``max(tolerance, 1/len(val_x))`` of the best, those within 5% of the fastest latency, and of
-    these the highest agreement (then the smallest mean output difference). Returns ``(artifact, details)`` with every
-    measurement, the candidates' rationale and the choice. Raises ArtifactCheckFailed when no
-    candidate produces a working artifact. Measures in ``edgeopt.runtimes`` (unlike the other
-    functions here, which only build).
-    """
-    flags = cpu_flags if cpu_flags is not None else _flags()
-    cands, why = int8_candidates(runtime, flags)
-    src, calib, out = _inputs(model_path, calib_x, out_dir)
-    val = np.asarray(val_x, np.float32)
-    build = ort_static_int8 if runtime == "onnxruntime" else nncf_int8
-    work = out / f"{runtime}-int8-candidates"
-    rows, built = [], {}
-    for cand, kwargs in cands:
-        row = {"name": cand, "settings": dict(kwargs)}
-        try:
-            built[cand], made = build(src, calib, work, cpu_flags=flags, name=cand, **kwargs)
-            row["details"] = {k: v for k, v in made.items() if k in ("per_channel", "reduce_range",
-                                                                     "activation_type", "overflow_fix", "opset")}
-        except (ArtifactCheckFailed, UserError) as e:
-            row.update(status="failed", reason=str(e))
-        rows.append(row)
-    if not built:
-        raise ArtifactCheckFailed("no int8 setting gave a working artifact: "
-                                  + "; ".join(f"{r['name']}: {r['reason']}" for r in rows))
-    _measure(src, runtime, built, rows, val, latency_rounds)
-    chosen, rule = _choose(rows, tolerance, len(val))
-    dst = _keep(built[chosen["name"]], out, name or f"{runtime}_int8")
-    shutil.rmtree(work, ignore_errors=True)
-    return dst, {"precision": "int8", "runtime": runtime, "chosen": chosen["name"],
-                 "settings": chosen["settings"], "candidates": rows, "why_candidates": why,
-                 "selection": rule, "validation_samples": len(val), "cpu_vnni": _vnni(flags)}
-
-
-def _vnni(flags) -> bool:
-    from edgeopt.runtimes.cpu import has_vnni
-
-    return has_vnni(flags)
-
-
-def _measure(src: Path, runtime: str, built: dict, rows: list[dict], val: np.ndarray, rounds: int) -> None:
-    from edgeopt.measure.latency import measure_latency
-    from edgeopt.runtimes.registry import get_runtime
-
-    rt = get_runtime(runtime)
-    ref = rt.load(src).predict(val)
-    sessions = {n: rt.load(p, threads=1) for n, p in built.items()}
-    for row in rows:
-        if row["name"] in sessions:
-            pred = sessions[row["name"]].predict(val)
-            row.update(status="ok", agreement=agreement(pred, ref),
-                       mean_abs_diff=float(np.abs(pred.reshape(ref.shape) - ref).mean()))
-    samples: dict[str, list[float]] = {n: [] for n in sessions}
-    for _ in range(max(1, rounds)):
-        for n, s in sessions.items():
-            samples[n].append(measure_latency(s, val[:1], runs=50, warmup=5, max_seconds=1.0).p50_ms)
-    for row in rows:
-        if row["name"] in samples:
-            row["p50_ms"] = round(float(np.median(samples[row["name"]])), 5)
-
-
-def agreement(pred: np.ndarray, ref: np.ndarray) -> float:
-    """Fidelity of quantized outputs to the float outputs ``ref`` (n, ...): top-1 agreement for
-    several output units, else 1 - mean|pred - ref| / mean|ref| (clipped at 0)."""
-    from edgeopt.measure.metrics import top1_agreement
-
-    flat = ref.reshape(len(ref), -1)
-    if flat.shape[1] > 1:
-        return top1_agreement(pred.reshape(flat.shape), flat)
-    err = float(np.abs(pred.reshape(flat.shape) - flat).mean()) / max(float(np.abs(flat).mean()), 1e-12)
-    return max(0.0, 1.0 - err)
-
-
-def _choose(rows: list[dict], tolerance: float, n: int) -> tuple[dict, str]:
-    ok = [r for r in rows if r.get("status") == "ok"]
-    best = max(r["agreement"] for r in ok)
-    tol = max(tolerance, 1.0 / max(n, 1))
-    near = [r for r in ok if r["agreement"] >= best - tol]
-    fastest = min(r["p50_ms"] for r in near)
-    fast = [r for r in near if r["p50_ms"] <= fastest * (1.0 + SPEED_TIE)]
-    chosen = max(fast, key=lambda r: (r["agreement"], -r["mean_abs_diff"]))
-    rule = (f"within {tol:.4f} of the best agreement ({best:.4f}): {', '.join(r['name'] for r in near)}; "
-            f"of those within {SPEED_TIE:.0%} of the fastest ({', '.join(r['name'] for r in fast)}), "
-            f"the highest agreement, then the smallest mean output difference")
-    for r in rows:
-        r["chosen"] = r is chosen
-    return chosen, rule
 
 
 def _keep(path: Path, out: Path, name: str) -> Path:

@@ -259,7 +259,7 @@ def _aeq_run(float_model: bytes, recipe, ranges, keep_float: list[str]) -> bytes
 def graph_ops(model: bytes) -> list[dict]:
     """The ops of a .tflite in order: type, output names, ai-edge-quantizer scope, a short label,
     activation inputs and input channels."""
-    from edgeopt.measure.graph import tflite_op_details
+    from edgeopt.core.tflite import tflite_op_details
     from edgeopt.techniques.calibration import preserving_interpreter
 
     interp = preserving_interpreter(model)
@@ -290,7 +290,7 @@ def _short_name(tensor: str) -> str:
 
 def float_ops(model: bytes) -> list[str]:
     """Labels of compute ops whose output is float in a quantized model (boundary ops excluded)."""
-    from edgeopt.measure.graph import tflite_op_details
+    from edgeopt.core.tflite import tflite_op_details
     from edgeopt.techniques.calibration import preserving_interpreter
 
     interp = preserving_interpreter(model)

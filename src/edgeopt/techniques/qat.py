@@ -379,7 +379,7 @@ def convert_qat_int8(model, ctx: StepContext) -> StepResult:
                                "io": "int8" if int8_io else "float32", "float_ops": left}
     ds = ctx.dataset
     if ds is not None and ds.task == "classification":  # what conversion should reproduce
-        from edgeopt.measure.metrics import task_metrics
+        from edgeopt.core.metrics import task_metrics
 
         pred = model.predict(ds.x_eval, batch_size=256, verbose=0)
         details["simulated_accuracy"] = round(task_metrics(pred, ds.y_eval, ds.task)["accuracy"], 5)

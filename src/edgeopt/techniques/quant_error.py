@@ -92,9 +92,9 @@ def _flat(metric):
 def _activation_outputs(model: bytes) -> list[tuple[str, str, str]]:
     """(tensor name, op, dtype) of every op output in graph order; a QUANTIZE/DEQUANTIZE output is
     attributed to the op (and dtype) that feeds the boundary op."""
-    from edgeopt.measure.graph import read_tflite
+    from edgeopt.core.tflite import read_tflite
 
-    graph = read_tflite(model, resolve_shapes=False)
+    graph = read_tflite(model)
     producer = {o: node for node in graph.nodes for o in node.outputs}
     out = []
     for node in graph.nodes:
@@ -109,7 +109,7 @@ def _activation_outputs(model: bytes) -> list[tuple[str, str, str]]:
 
 
 def _matched_by_name(float_tflite: bytes, quant_tflite: bytes, x: np.ndarray) -> list[dict]:
-    from edgeopt.measure.graph import tflite_op_details
+    from edgeopt.core.tflite import tflite_op_details
     from edgeopt.techniques.calibration import activation_tensors, preserving_interpreter, run_batch
 
     fl = preserving_interpreter(float_tflite)

@@ -225,16 +225,17 @@ def _noise(snr_db: float) -> float:
 
 def _inputs(model_path, calib_x, out_dir, need_calibration: bool = True) -> tuple[bytes, np.ndarray | None, Path]:
     """The float .tflite's bytes, the checked calibration batch, and the output folder."""
-    from edgeopt.measure.graph import profile_tflite
+    from edgeopt.core.tflite import read_tflite
 
     src = Path(model_path)
     if src.suffix.lower() != ".tflite":
         raise UserError(f"{src.name} is not a .tflite file; these steps quantize a float .tflite")
     if not src.exists():
         raise UserError(f"model not found: {src}")
-    precision = Precision.parse(profile_tflite(src, measure_arena=False).precision)
-    if precision != Precision.FLOAT32:
-        raise UserError(f"{src.name} is already {precision}; quantizing it again needs the float "
+    stored = sorted({t.dtype for t in read_tflite(src).tensors  # quantized or low-precision tensors
+                     if (t.quant or t.is_const) and t.dtype not in ("float32", "int32", "int64", "bool")})
+    if stored:
+        raise UserError(f"{src.name} is already {'/'.join(stored)}; quantizing it again needs the float "
                         f"model (a float32 .tflite, .onnx or Keras file)")
     calib = None
     if calib_x is not None:

@@ -71,7 +71,7 @@ class Evaluator:
                                     evaluate=accuracy_oracle(dataset, self.threads),
                                     baseline_accuracy=settings.get("baseline_accuracy"))
         root = enginerun.chain_key(store.file_digest(model.path),
-                                   {"data": api._data_fingerprint(dataset), "seed": self.base_ctx.seed})
+                                   {"data": dataset.fingerprint(), "seed": self.base_ctx.seed})
         self._runner_args = (self.run_dir / store.CACHE_DIR, lambda p: load_keras(p or model.path, unsafe=unsafe), root)
         self._devices: dict[str, Any] = {}
         self._baseline_profile = None

@@ -39,7 +39,7 @@ def run(model, data, *, devices: dict, metrics: list[str], max_accuracy_drop: fl
     header = {"name": out.name,
               "model": {"path": str(m.path), "kind": m.kind, "name": m.name, "input_shape": list(m.input_shape),
                         "sha256": store.file_digest(m.path), **m.info},
-              "data": {"source": ds.name, **ds.summary(), "fingerprint": api._data_fingerprint(ds)},
+              "data": {"source": ds.name, **ds.summary(), "fingerprint": ds.fingerprint()},
               "settings": {"threads": threads, "runs": runs, "recipes": [], "options": {}},
               "environment": environment(), "warnings": warnings}
     rundir = store.RunDir.open(out, header)
@@ -99,13 +99,13 @@ def _profile(path: Path):
 
 def _baseline(rundir, evaluate, chain, threads: int, runs: int, log) -> dict:
     """The float32 variant of the run (kept from an earlier run when it is there)."""
-    from edgeopt.api import _make_variant
+    from edgeopt.engine.driver import make_variant
     from edgeopt.engine.runner import BASELINE, closed
 
     if rundir.is_done(BASELINE, closed(chain).records()):
         return rundir.get(BASELINE)
     log("float32 baseline")
-    variant = _make_variant(rundir, evaluate.runner(), evaluate.model, evaluate.dataset, chain, threads, runs, log)
+    variant = make_variant(rundir, evaluate.runner(), evaluate.model, evaluate.dataset, chain, threads, runs, log)
     if variant.get("status") != "done":
         raise UserError(f"the float32 baseline failed: {variant.get('error')}")
     rundir.put(variant)
@@ -145,7 +145,7 @@ def _progress_line(progress, url: str, name: str) -> Callable[[str], None]:
 def _export_winner(rundir, url: str, tr: TargetResult, device, evaluate, base: dict, ds, log) -> list[Path]:
     """Download the winner's (else the closest's) artifact, record it as a run variant and write its
     deployables: the C array and Arduino sketch for a microcontroller, else the artifact."""
-    from edgeopt.api import _graph_summary
+    from edgeopt.engine.driver import graph_summary
     from edgeopt.engine import store
     from edgeopt.engine.analysis import compare_to_baseline
     from edgeopt.export.bundles import export_bundle
@@ -167,7 +167,7 @@ def _export_winner(rundir, url: str, tr: TargetResult, device, evaluate, base: d
     metrics["provenance"] = store.provenance(metrics.get("how") or {})
     variant = {"name": vname, "recipe": [s["step"] for s in pick.steps] or ["float32"], "steps": pick.steps,
                "status": "done", "artifact": str(artifact.relative_to(rundir.path)), "metrics": metrics,
-               "graph": _graph_summary(artifact),
+               "graph": graph_summary(artifact),
                "details": {"search": {"target": tr.target, "trial": pick.number, "met": tr.met,
                                       "sentence": tr.sentence, "objectives": pick.metrics}},
                "vs_baseline": compare_to_baseline(metrics, base["metrics"], ds.task)}

@@ -1,0 +1,194 @@
+"""Runs an optimization into a run directory: the baseline, then one variant per chain, each made
+by the chain runner, measured in its runtime, compared with the baseline and recorded.
+
+``optimize_run`` is what ``edgeopt.api.optimize`` calls once recipes are planned and the model
+and data are loaded. It holds the run directory's lock for its whole duration, keeps variants
+already done (same steps and configs, intact artifact), and times every new variant alternately
+with the baseline in this process (``oracles.paired_speed``), so a speed ratio never compares
+measurements taken minutes apart, even when the baseline comes from an earlier, resumed run.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from edgeopt.engine import store
+from edgeopt.engine.analysis import compare_to_baseline
+from edgeopt.engine.faults import crash_point
+from edgeopt.engine.oracles import accuracy_oracle, load_average, paired_speed
+from edgeopt.engine.runner import BASELINE, ChainRunner, chain_key, closed, failure_record
+
+Log = Callable[[str], None]
+
+
+def optimize_run(m, ds, chains: list, *, out: Path, header: dict, threads: int = 1, runs: int = 200,
+                 unsafe: bool = False, fresh: bool = False, log: Log | None = None,
+                 progress: Callable[[str, int, int], None] | None = None) -> Path:
+    """Make and measure the baseline and ``chains`` for model ``m`` (a LoadedModel) on ``ds`` into
+    the run directory ``out``; returns its path. ``header``: run.json's model/data/settings block.
+    Raises UserError when another process holds ``out`` or it holds an incompatible run."""
+    from edgeopt.model_io import load_keras
+    from edgeopt.recipes import Chain, Float32
+    from edgeopt.steps import StepContext
+
+    log = log or (lambda msg: None)
+    with store.RunDir.open(out, header, fresh=fresh) as run:
+        for note in run.notes:
+            log(f"note: {note}")
+        base_ctx = StepContext(dataset=ds, work_dir=run.path, log=log, evaluate=accuracy_oracle(ds, threads))
+        root = chain_key(header["model"]["sha256"], {"data": header["data"]["fingerprint"], "seed": base_ctx.seed})
+        # a model given as a file (.onnx, .tflite): its steps take the file's path (Step.inputs)
+        load = (lambda p: load_keras(p or m.path, unsafe=unsafe)) if m.kind == "keras" else (lambda p: m.path)
+        engine = ChainRunner(run.cache_dir, load, base_ctx, root)
+        baseline = Chain(BASELINE, [Float32()])
+        todo = [baseline] + [c for c in chains if c.name != baseline.name]
+        for i, chain in enumerate(todo):
+            if progress:
+                progress(chain.name, i, len(todo))
+            steps = [] if copied(m, chain) else closed(chain).records()
+            if run.is_done(chain.name, steps):
+                log(f"{chain.name}: kept from the earlier run")
+                continue
+            run.put(make_variant(run, engine, m, ds, chain, threads, runs, log))
+        summarize(run)
+        if progress:
+            progress("done", len(todo), len(todo))
+        return run.path
+
+
+def summarize(run: store.RunDir) -> dict:
+    """Mark ``over_budget`` on every done variant and store the budget verdict as ``budget``:
+    ``{"points", "met", "smallest", "fastest", "closest", "summary"}`` (``summary``: one sentence
+    for the table and the report; the budget is ``settings.options.max_accuracy_drop``, else
+    ``analysis.DEFAULT_BUDGET_POINTS``). Saves run.json; returns the verdict."""
+    from edgeopt.engine.analysis import best_within_budget
+
+    budget = ((run.record.get("settings") or {}).get("options") or {}).get("max_accuracy_drop")
+    best = best_within_budget(run.variants, budget)
+    verdict = {"points": best.get("budget_points"), "met": best.get("budget_met", False),
+               "smallest": best.get("smallest"), "fastest": best.get("fastest"), "closest": best.get("closest"),
+               "summary": best.get("summary", "no variant is done, so none can be recommended")}
+    run.record["budget"] = verdict
+    run.save()
+    return verdict
+
+
+def make_header(m, ds, out: Path, chains: list, options: dict, threads: int, runs: int,
+                warnings: list[str]) -> dict:
+    """run.json's header: the model (with its sha256), the data (with a fingerprint), the settings."""
+    from edgeopt.measure.env import environment
+    from edgeopt.recipes import options_json
+
+    return {
+        "name": Path(out).name,
+        "model": {"path": str(m.path), "kind": m.kind, "name": m.name, "input_shape": list(m.input_shape),
+                  "sha256": store.file_digest(m.path), **m.info},
+        "data": {"source": ds.name, **ds.summary(), "fingerprint": data_fingerprint(ds)},
+        "settings": {"threads": threads, "runs": runs, "recipes": [c.name for c in chains],
+                     "options": options_json(options)},
+        "environment": environment(),
+        "warnings": warnings,
+    }
+
+
+def data_fingerprint(ds) -> str:
+    """16 hex digits identifying the data (``Dataset.fingerprint``; the same as ``api.optimize``'s)."""
+    return ds.fingerprint()
+
+
+def make_variant(run: store.RunDir, engine: ChainRunner, m, ds, chain, threads: int, runs: int,
+                 log: Log) -> dict[str, Any]:
+    """One variant's record: made in ``run.variant_dir``, measured, compared with the baseline by a
+    paired timing; a failure record (``put`` removes its folder) when anything fails."""
+    from edgeopt.measure.bench import bench_artifact
+    from edgeopt.runtimes.registry import runtime_for
+
+    work = run.variant_dir(chain.name)
+    base = run.get(BASELINE)
+    base_done = base if base and run.is_done(BASELINE) else None
+    engine.base_ctx.baseline_accuracy = ((base_done or {}).get("metrics") or {}).get("accuracy")
+    t0 = time.perf_counter()
+    try:
+        if not copied(m, chain):
+            result = engine.run(chain, work)
+            artifact, steps, details, quant_errors = result.artifact, result.steps, result.details, \
+                result.quant_errors
+        else:
+            artifact, steps, details, quant_errors = _copy_artifact(m.path, work), [], {"steps": []}, []
+        check_before_measuring(artifact, ds)
+        metrics = bench_artifact(artifact, ds, runtime=runtime_for(artifact), threads=threads, runs=runs,
+                                 budget=_budget(run))
+        metrics["loadavg_1m"] = load_average()
+        metrics["provenance"] = store.provenance(metrics.get("how") or {})
+        crash_point("measurement")
+        vs = None
+        if base_done and chain.name != BASELINE:
+            paired = paired_speed(run.path / base_done["artifact"], artifact, ds.x_eval[:1], threads, runs)
+            vs = compare_to_baseline(metrics, base_done["metrics"], ds.task, paired=paired)
+        graph = graph_summary(artifact) if Path(artifact).suffix.lower() != ".xml" else \
+            _ir_graph_summary(m.path, details)
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:  # one failing variant must not lose the others
+        rec = failure_record(chain.name, chain if copied(m, chain) else closed(chain), err)
+        log(f"{chain.name}: failed: {rec['error']}")
+        return rec
+    variant = {"name": chain.name, "recipe": [s["step"] for s in steps] or [BASELINE], "steps": steps,
+               "status": "done", "artifact": str(Path(artifact).relative_to(run.path)), "metrics": metrics,
+               "graph": graph, "details": details, "quant_errors": quant_errors,
+               "seconds": round(time.perf_counter() - t0, 2)}
+    if vs is not None:
+        variant["vs_baseline"] = vs
+    return variant
+
+
+def copied(m, chain) -> bool:
+    """The float32 baseline of a model given as a file (.onnx, .tflite) is the file itself."""
+    return m.kind != "keras" and chain.name == BASELINE
+
+
+def check_before_measuring(artifact: Path, ds) -> None:
+    """Load the artifact in its runtime and run one eval sample; ArtifactCheckFailed (the runtime's
+    whole message) when that fails, so a broken artifact is "failed", never measured."""
+    import numpy as np
+
+    from edgeopt.techniques.artifact_check import ArtifactCheckFailed, check_artifact
+
+    x = ds.x_eval
+    if not isinstance(x, np.ndarray):  # several inputs: the runtime session checks them when measuring
+        return
+    reason = check_artifact(artifact, x[:1] if len(x) else None)
+    if reason:
+        raise ArtifactCheckFailed(reason)
+
+
+def _budget(run: store.RunDir) -> float | None:
+    """The accuracy budget as a fraction (``max_accuracy_drop`` is in points), for the eval-resolution flag."""
+    drop = ((run.record.get("settings") or {}).get("options") or {}).get("max_accuracy_drop")
+    return float(drop) / 100 if isinstance(drop, (int, float)) and drop > 0 else None
+
+
+def _ir_graph_summary(source: Path, details: dict) -> dict:
+    """An OpenVINO IR has no graph reader here: MACs and parameters are its source model's (the
+    quantizer keeps the graph), the precision is the step's."""
+    graph = graph_summary(source)
+    return {**graph, "precision": (details.get("produces") or {}).get("precision", graph["precision"]),
+            "peak_activation_bytes": None, "tflm_arena_bytes": None,
+            "tflm_arena_note": "OpenVINO IR: MACs and parameters of the source model; no TFLite Micro arena"}
+
+
+def _copy_artifact(src: Path, work: Path) -> Path:
+    from edgeopt.fsutil import atomic_write_bytes
+
+    return atomic_write_bytes(work / src.name, Path(src).read_bytes())
+
+
+def graph_summary(artifact: Path) -> dict:
+    """MACs, parameters, peak activation memory and the TFLite Micro arena of the artifact."""
+    from edgeopt.measure.graph import profile_path
+
+    prof = profile_path(Path(artifact))
+    return {"macs": prof.total_macs, "params": prof.total_params, "precision": prof.precision,
+            "peak_activation_bytes": prof.peak_activation_bytes, "tflm_arena_bytes": prof.arena_bytes,
+            "tflm_arena_note": prof.arena_note}

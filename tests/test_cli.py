@@ -203,7 +203,7 @@ def test_bad_options(capsys, slide_mlp_path):
     code, _, err = run_cli(capsys, "optimize", slide_mlp_path, "--data", "blobs2d", "--option", "novalue")
     assert_one_line_error(code, err, "--option expects key=value")
     code, _, err = run_cli(capsys, "bench", slide_mlp_path)
-    assert_one_line_error(code, err, "Missing option '--data'")
+    assert_one_line_error(code, err, "no data: give --data DATA (or --eval-data FILE")
 
 
 def test_console_script_runs_as_a_process(tmp_path, slide_mlp_path):

@@ -139,7 +139,10 @@ def test_tcn_int8_exports_with_exactly_its_ops(tcn_int8, tmp_path):
     arena, note = measure_arena(path)
     assert arena is not None, note  # TFLite Micro runs it...
     ops = _op_types_by_tflm_package(path)
-    assert {"SPACE_TO_BATCH_ND", "BATCH_TO_SPACE_ND", "CONV_2D", "ADD"} <= ops
+    # With static shapes the converter writes the dilated Conv1D as a dilated CONV_2D (no
+    # SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND around it, as a dynamic batch needed): whatever ops the
+    # artifact holds, the resolver must list exactly those.
+    assert {"CONV_2D", "ADD"} <= ops
     h, cc, ino = export_mcu(path, tmp_path, "tcn", sample=x[0])  # ...so export succeeds
     sketch = ino.read_text()
     methods = resolver_methods_in(sketch)

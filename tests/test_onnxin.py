@@ -105,7 +105,7 @@ def test_opset11_per_channel_is_upgraded_and_recorded(models, digits, tmp_path):
 
 
 def test_failed_upgrade_falls_back_to_per_tensor(models, digits, tmp_path, monkeypatch):
-    import edgeopt.export.onnx as ox
+    from edgeopt.export import onnx as ox  # edgeopt.export is also the API function
 
     def refuse(src, dst, opset):
         raise UserError(f"cannot upgrade {src} to opset {opset}: no adapter")

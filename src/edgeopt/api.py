@@ -39,9 +39,26 @@ def _as_model(model, unsafe: bool = False) -> LoadedModel:
     raise UserError(f"expected a model path or a LoadedModel, got {type(model).__name__}")
 
 
+ROLE_KEYWORDS = ("train_data", "calib_data", "eval_data")
+NO_DATA = "no data: give --data DATA (or --eval-data FILE, with --train-data or --calib-data to optimize)"
+
+
 def _as_data(data, **kwargs) -> Dataset:
-    if isinstance(data, Dataset):
+    """A Dataset from ``data`` (a Dataset, built-in name or path) and the data roles in ``kwargs``."""
+    roles = {k: kwargs.pop(k) for k in ROLE_KEYWORDS if kwargs.get(k) is not None}
+    for k in ROLE_KEYWORDS:
+        kwargs.pop(k, None)
+    if isinstance(data, Dataset) and not roles:
         return data
+    if roles:
+        from edgeopt.data import load_data_roles
+
+        if isinstance(data, Dataset):
+            raise UserError("give the data roles (train_data, calib_data, eval_data) with a data path, not a Dataset")
+        return load_data_roles(data, train=roles.get("train_data"), calib=roles.get("calib_data"),
+                               eval=roles.get("eval_data"), **kwargs)
+    if data is None:
+        raise UserError(NO_DATA)
     return load_data(data, **kwargs)
 
 
@@ -54,10 +71,14 @@ def prepare(model, data, *, unsafe: bool = False, input_shape=None, check_numeri
     step sees the inner layers. ``input_shape``: ``--input-shape`` (text or parsed) for open
     axes. ``check_numerics``: run the float Keras model on the eval data and raise UserError when
     it gives NaN/inf (``numerics.check_finite``). ``data_kwargs`` go to ``load_data`` (``x_key``,
-    ``y_key``, ``task``, ``output``...)."""
+    ``y_key``, ``task``, ``output``...) and may hold the data roles ``train_data``, ``calib_data``,
+    ``eval_data`` (files; see ``edgeopt.data.load_data_roles``) and ``reshape`` (one sample's
+    shape for flat rows)."""
+    if data is None and data_kwargs.get("eval_data") is None and data_kwargs.get("train_data") is None:
+        raise UserError(NO_DATA)  # before the model loads
     m = _as_model(model, unsafe)
     _flatten_nested(m)
-    if isinstance(data, (str, Path)):
+    if not isinstance(data, Dataset):
         if str(data) not in ("digits", "blobs2d", "fashion-mnist"):
             data_kwargs.setdefault("image_size", _image_size(m.input_shape))
             data_kwargs.setdefault("grayscale", m.input_shape[-1] == 1 if len(m.input_shape) == 3 else None)
@@ -158,7 +179,7 @@ def _load_metric(metric):
     """``--metric module:function`` loaded and checked (UserError), or None / a loaded metric as is."""
     if metric is None or not isinstance(metric, str):
         return metric
-    from edgeopt.measure.metrics import load_metric
+    from edgeopt.core.metrics import load_metric
 
     return load_metric(metric)
 
@@ -240,16 +261,23 @@ def _check_target(target) -> None:
 
 
 def plan_recipes(recipes: list | None, options: dict[str, Any] | None = None,
-                 recipe_file: str | Path | None = None) -> tuple[list, dict[str, Any]]:
+                 recipe_file: str | Path | None = None, model: str | Path | None = None) -> tuple[list, dict[str, Any]]:
     """(validated chains, merged options) for ``optimize``: the recipe file's recipes come first,
-    its options are overridden by ``options``. Loads nothing heavy; UserError on a bad recipe."""
+    its options are overridden by ``options``. ``model``: the model path; for an .onnx or .tflite
+    the recipe names mean that format's steps (``steps.for_format``) and a step that needs Keras is
+    refused. Loads nothing heavy; UserError on a bad recipe."""
     from edgeopt.recipes import load_recipe_file, plan
+    from edgeopt.steps import check_format, for_format, model_format
 
     recipes, options = list(recipes or []), dict(options or {})
     if recipe_file is not None:
         file_recipes, file_options = load_recipe_file(recipe_file)
         recipes, options = file_recipes + recipes, {**file_options, **options}
-    return plan(recipes, options), options
+    fmt = model_format(model) if isinstance(model, (str, Path)) else getattr(model, "kind", "keras")
+    chains = plan(for_format(recipes, fmt), options)
+    if fmt != "keras":
+        check_format(chains, fmt, Path(str(getattr(model, "path", model))).name)
+    return chains, options
 
 
 def optimize(model, data, *, recipes: list | None = None, recipe_file: str | Path | None = None,
@@ -271,6 +299,13 @@ def optimize(model, data, *, recipes: list | None = None, recipe_file: str | Pat
     static input shapes); ``metric``: ``--metric module:function``; ``output``: ``--output``;
     ``task`` (in ``data_kwargs``): ``--task`` (else inferred, printed and recorded). Every variant
     records fidelity (top-1 agreement, SNR, cosine) against the float model beside its metric.
+    ``model`` may be an .onnx or a float .tflite: the recipes then mean that format's steps
+    (``ptq`` on an .onnx: ort-int8, ort-dynamic, onnx-float16, nncf-int8; README: model formats) and
+    a step that needs Keras is refused (UserError) before anything loads. ``data`` may be None
+    when ``eval_data`` / ``train_data`` are given; ``calib_data`` is the only data calibration
+    reads; ``reshape`` gives one sample's shape for flat rows (``edgeopt.data.load_data_roles``).
+    Every artifact is run once in its runtime before it is measured: a broken one is a "failed"
+    variant with the runtime's whole message.
     """
     from edgeopt.engine import driver, store
 
@@ -282,7 +317,7 @@ def optimize(model, data, *, recipes: list | None = None, recipe_file: str | Pat
     given_shape = parse_shape_option(input_shape if input_shape is not None else (options or {}).get("input_shape"))
     if given_shape is not None:
         options = {**(options or {}), "input_shape": given_shape}
-    chains, options = plan_recipes(recipes, options, recipe_file)  # before any model or data loads
+    chains, options = plan_recipes(recipes, options, recipe_file, model)  # before any model or data loads
     validate.options(options)
     custom = _load_metric(metric)
     if output is not None:
@@ -290,9 +325,6 @@ def optimize(model, data, *, recipes: list | None = None, recipe_file: str | Pat
     log_given = log is not None
     log = log or (lambda msg: None)
     m, ds, warnings = prepare(model, data, unsafe=unsafe, input_shape=given_shape, **data_kwargs)
-    if chains and m.kind != "keras":
-        raise UserError(f"recipes need a Keras model; {m.path.name} is a .{m.kind} file (edgeopt can "
-                        f"measure it: edgeopt bench {m.path.name} --data ...)")
     out = Path(out) if out else Path("runs") / m.path.stem
     header = driver.make_header(m, ds, out, chains, options, threads, runs, warnings)
     if ds.task_reason:

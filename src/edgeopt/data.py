@@ -88,6 +88,9 @@ class Dataset:
         for part in (self.x_eval, self.y_eval, self.x_train[:256]):
             for arr in (part.as_list() if isinstance(part, NamedArrays) else [part]):
                 h.update(np.ascontiguousarray(arr).tobytes())
+        if self.x_calib is not None:  # a --calib-data file changes every calibrated variant
+            for arr in (self.x_calib.as_list() if isinstance(self.x_calib, NamedArrays) else [self.x_calib]):
+                h.update(np.ascontiguousarray(arr).tobytes())
         h.update(str((len(self.x_train), len(self.x_val))).encode())
         return h.hexdigest()[:16]
 

@@ -121,11 +121,16 @@ def catalogue() -> dict[str, Any]:
     """Every step (kind, summary, fields with type/default/range/search) and every alias."""
     from edgeopt.steps import _ALIASES
 
-    out: dict[str, Any] = {"steps": {}, "aliases": dict(_ALIASES)}
+    from edgeopt.steps import FORMAT_STEPS
+
+    _registry()  # loads the technique modules, which register the aliases
+    out: dict[str, Any] = {"steps": {}, "aliases": dict(_ALIASES),
+                           "format_aliases": {f: names.get("ptq", []) for f, names in FORMAT_STEPS.items()}}
     for name, factory in sorted(_registry().items()):
         summary = " ".join((factory.__doc__ or "").strip().split("\n\n")[0].split())
         out["steps"][name] = {"kind": factory.kind, "summary": summary,
                               "closing": factory.closing, "produces": factory.produces,
+                              "inputs": list(factory.inputs),
                               "fields": field_rows(factory.config)}
     return out
 

@@ -63,6 +63,15 @@ def default_oracles(dataset=None) -> dict[str, Callable | None]:
             "paired_latency_us": oracles.paired_latency_us}
 
 
+def int8_settings_chooser() -> Callable:
+    """The engine's measured choice of ONNX Runtime / OpenVINO int8 settings
+    (``engine.int8_settings.choose_int8_settings``), an oracle for steps whose config asks for
+    settings chosen by measurement (techniques do not import the engine themselves)."""
+    from edgeopt.engine.int8_settings import choose_int8_settings
+
+    return choose_int8_settings
+
+
 @dataclass
 class StepResult:
     model: Any = None  # a keras.Model for "keras" steps
@@ -79,6 +88,7 @@ class Step(Protocol):
     config: ClassVar[type]  # a techniques.configs.StepConfig subclass
     closing: ClassVar[str | None]  # keras steps: the conversion a chain ending with it needs
     produces: ClassVar[dict[str, str]]  # convert steps: {"precision": ..., "format": ...}
+    inputs: ClassVar[tuple[str, ...]]  # model formats it takes: "keras" (default), "onnx", "tflite"
 
     def run(self, ctx: StepContext, model: Any) -> StepResult: ...
 
@@ -110,6 +120,7 @@ def register(name: str):
         factory.config = own.get("config") or CONFIGS[name]
         factory.closing = own.get("closing")
         factory.produces = own.get("produces") or {}
+        factory.inputs = tuple(getattr(factory, "inputs", None) or ("keras",))  # inherited is fine
         _REGISTRY[name] = factory
         return factory
     return deco
@@ -128,6 +139,7 @@ STEP_MODULES = [
     "edgeopt.techniques.cluster",  # cluster
     "edgeopt.techniques.qat",  # qat
     "edgeopt.techniques.distill",  # distill
+    "edgeopt.techniques.file_ptq",  # ort-*, onnx-float16, nncf-int8, tflite-* (models given as files)
 ]
 
 
@@ -162,3 +174,55 @@ def expand_recipes(names: list[str]) -> list[list[str]]:
             if chain and chain not in out:
                 out.append(chain)
     return out
+
+
+# A model that arrives as a file: what the usual step names and aliases mean for it.
+FORMAT_STEPS: dict[str, dict[str, list[str]]] = {
+    "onnx": {"ptq": ["ort-int8", "ort-dynamic", "onnx-float16", "nncf-int8"], "int8": ["ort-int8"],
+             "dynamic": ["ort-dynamic"], "float16": ["onnx-float16"]},
+    "tflite": {"ptq": ["tflite-dynamic", "tflite-int8", "tflite-float16", "tflite-int16x8", "tflite-int4",
+                       "tflite-mixed"],
+               "dynamic": ["tflite-dynamic"], "int8": ["tflite-int8"], "float16": ["tflite-float16"],
+               "int16x8": ["tflite-int16x8"], "int4-weights": ["tflite-int4"], "mixed": ["tflite-mixed"]},
+}
+FORMAT_NAMES = {"keras": "a Keras", "onnx": "an ONNX", "tflite": "a float .tflite"}
+
+
+def model_format(path) -> str:
+    """"onnx", "tflite" or "keras" from a model path's suffix (nothing is loaded)."""
+    suffix = Path(str(path)).suffix.lower()
+    return {".onnx": "onnx", ".tflite": "tflite"}.get(suffix, "keras")
+
+
+def for_format(recipes: list, fmt: str) -> list:
+    """Recipe strings rewritten for a model format: on an .onnx, ``ptq`` is the four ONNX steps and
+    ``int8`` is ``ort-int8``; on a .tflite ``int8`` is ``tflite-int8``. Configs and other recipe forms
+    pass unchanged (their steps are checked by :func:`check_format`)."""
+    names = FORMAT_STEPS.get(fmt)
+    if not names:
+        return list(recipes)
+    out: list = []
+    for item in recipes:
+        if not isinstance(item, str):
+            out.append(item)
+        elif "," not in item and item.strip() in names:
+            out += names[item.strip()]
+        else:
+            out.append(",".join(names.get(s.strip(), [s.strip()])[0] for s in item.split(",")))
+    return out
+
+
+def check_format(chains, fmt: str, filename: str) -> None:
+    """UserError (one line) for the first step of ``chains`` that cannot take a ``fmt`` model."""
+    load_all()
+    for chain in chains:
+        for cfg in chain.steps:
+            takes = _REGISTRY[cfg.step].inputs
+            if fmt in takes:
+                continue
+            from edgeopt.errors import UserError
+
+            usable = sorted(n for n, f in _REGISTRY.items() if fmt in f.inputs)
+            what = " or ".join(FORMAT_NAMES[t] for t in takes)
+            raise UserError(f"step {cfg.step} needs {what} model; {filename} is {FORMAT_NAMES[fmt]} model: use "
+                            f"{', '.join(usable)} (-r ptq runs them all), or give the Keras model to {cfg.step}")

@@ -6,14 +6,19 @@ from typing import Optional
 
 import typer
 
-from edgeopt.commands.core import DATA_HELP
+from edgeopt.commands.core import CALIB_HELP, DATA_HELP, EVAL_HELP, RESHAPE_HELP, TRAIN_HELP, role_kwargs
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
     def compare(
         model: Path = typer.Argument(..., metavar="MODEL", help="a .keras/.h5 file, SavedModel folder, .onnx or .tflite"),
-        data: str = typer.Option(..., "--data", "-d", metavar="DATA", help=DATA_HELP),
+        data: Optional[str] = typer.Option(None, "--data", "-d", metavar="DATA", help=DATA_HELP),
+        train_data: Optional[Path] = typer.Option(None, "--train-data", metavar="FILE", help=TRAIN_HELP),
+        calib_data: Optional[Path] = typer.Option(None, "--calib-data", metavar="FILE", help=CALIB_HELP),
+        eval_data: Optional[Path] = typer.Option(None, "--eval-data", metavar="FILE", help=EVAL_HELP),
+        reshape: Optional[str] = typer.Option(None, "--reshape", metavar="SHAPE", help=RESHAPE_HELP),
+
         runtimes: Optional[str] = typer.Option(None, metavar="NAMES",
                                                help="comma-separated runtimes (default: every registered "
                                                     "runtime: litert, onnxruntime, openvino, tflm)"),
@@ -37,7 +42,8 @@ def register(app: typer.Typer) -> None:
         with progress_bar(disable=json_out, noun="row") as (_, step):
             result = api.compare(model, data, runtimes=runtimes, precisions=precisions, threads=threads, runs=runs,
                                  batch=batch, calibration=calibration, out=out, progress=step,
-                                 **({"limit": limit} if limit is not None else {}))
+                                 **({"limit": limit} if limit is not None else {}),
+                                 **role_kwargs(train_data, calib_data, eval_data, reshape))
         if json_out:
             from edgeopt.cli import print_json
 

@@ -33,11 +33,33 @@ def _check_early(input_shape, metric, task) -> None:
 
     parse_shape_option(input_shape)
     if metric:
-        from edgeopt.measure.metrics import load_metric
+        from edgeopt.core.metrics import load_metric
 
         load_metric(metric)
     if task and task not in ("classification", "binary", "multilabel", "regression", "fidelity"):
         raise UserError(f"--task {task!r}: use classification, binary, multilabel, regression or fidelity")
+
+
+TRAIN_HELP = "fine-tuning data file (its validation split is carved from it)"
+CALIB_HELP = "calibration data file: int8 calibration reads this file only (labels optional)"
+EVAL_HELP = "evaluation data file: the numbers in the table, used whole"
+RESHAPE_HELP = "one sample's shape for flat rows, e.g. 8,8,1 for a CSV feeding an 8x8 image model"
+
+
+def role_kwargs(train_data, calib_data, eval_data, reshape) -> dict:
+    """The data roles (``--train-data``, ``--calib-data``, ``--eval-data``) and ``--reshape`` as API keywords."""
+    from edgeopt.errors import UserError
+
+    kw = {k: str(v) for k, v in (("train_data", train_data), ("calib_data", calib_data),
+                                  ("eval_data", eval_data)) if v is not None}
+    if reshape:
+        try:
+            kw["reshape"] = tuple(int(d) for d in reshape.split(","))
+        except ValueError:
+            raise UserError(f"--reshape expects comma-separated sizes like 8,8,1, got {reshape!r}") from None
+        if any(d < 1 for d in kw["reshape"]):
+            raise UserError(f"--reshape sizes must be positive, got {reshape!r}")
+    return kw
 
 
 def _parse_options(pairs: list[str]) -> dict:
@@ -96,7 +118,11 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def bench(
         model: Path = typer.Argument(..., metavar="MODEL", help=MODEL_HELP),
-        data: str = typer.Option(..., "--data", "-d", metavar="DATA", help=DATA_HELP),
+        data: Optional[str] = typer.Option(None, "--data", "-d", metavar="DATA", help=DATA_HELP),
+        train_data: Optional[Path] = typer.Option(None, "--train-data", metavar="FILE", help=TRAIN_HELP),
+        calib_data: Optional[Path] = typer.Option(None, "--calib-data", metavar="FILE", help=CALIB_HELP),
+        eval_data: Optional[Path] = typer.Option(None, "--eval-data", metavar="FILE", help=EVAL_HELP),
+        reshape: Optional[str] = typer.Option(None, "--reshape", metavar="SHAPE", help=RESHAPE_HELP),
         threads: int = typer.Option(1, metavar="N", help="runtime threads"),
         runs: int = typer.Option(200, metavar="N", help="timed runs at batch 1 (after 20 warm-up runs)"),
         json_out: bool = typer.Option(False, "--json", help="print JSON only"),
@@ -115,10 +141,11 @@ def register(app: typer.Typer) -> None:
         from edgeopt.report.terminal import spinner
 
         _check_early(input_shape, metric, task)
-        with spinner(f"measuring {model.name} on {data}", disable=json_out):
+        roles = role_kwargs(train_data, calib_data, eval_data, reshape)
+        with spinner(f"measuring {model.name} on {data or eval_data}", disable=json_out):
             result = api.bench(model, data, threads=threads, runs=runs, unsafe=unsafe, input_shape=input_shape,
                                metric=metric, output=output,
-                               **_data_kwargs(x_key, y_key, label_column, limit, task))
+                               **_data_kwargs(x_key, y_key, label_column, limit, task), **roles)
         if json_out:
             from edgeopt.cli import print_json
 
@@ -131,7 +158,12 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def optimize(
         model: Path = typer.Argument(..., metavar="MODEL", help="a Keras model (.keras/.h5/SavedModel) or a .tflite/.onnx"),
-        data: str = typer.Option(..., "--data", "-d", metavar="DATA", help=DATA_HELP),
+        data: Optional[str] = typer.Option(None, "--data", "-d", metavar="DATA", help=DATA_HELP),
+        train_data: Optional[Path] = typer.Option(None, "--train-data", metavar="FILE", help=TRAIN_HELP),
+        calib_data: Optional[Path] = typer.Option(None, "--calib-data", metavar="FILE", help=CALIB_HELP),
+        eval_data: Optional[Path] = typer.Option(None, "--eval-data", metavar="FILE", help=EVAL_HELP),
+        reshape: Optional[str] = typer.Option(None, "--reshape", metavar="SHAPE", help=RESHAPE_HELP),
+
         recipe: List[str] = typer.Option([], "--recipe", "-r", metavar="RECIPE",
                                          help="a step chain like int8 or prune,cluster,int8, or an alias "
                                               "like ptq; repeat for several (see: edgeopt recipes)"),
@@ -173,14 +205,15 @@ def register(app: typer.Typer) -> None:
             options["max_accuracy_drop"] = max_accuracy_drop
         if calibration_samples is not None:
             options["calibration_samples"] = calibration_samples
-        api.plan_recipes(list(recipe), options, recipe_file)  # one error line before any output
+        api.plan_recipes(list(recipe), options, recipe_file, model)  # one error line before any output
         _check_early(input_shape, metric, task)
+        roles = role_kwargs(train_data, calib_data, eval_data, reshape)
         with progress_bar(disable=json_out) as (log, step):
             run = api.optimize(model, data, recipes=list(recipe), recipe_file=recipe_file, out=out,
                                options=options, threads=threads, runs=runs, unsafe=unsafe, fresh=fresh,
                                log=log if not json_out else _warn_only, progress=step, html_report=not no_report,
                                input_shape=input_shape, metric=metric, output=output,
-                               **_data_kwargs(x_key, y_key, label_column, limit, task))
+                               **_data_kwargs(x_key, y_key, label_column, limit, task), **roles)
         record = load_run(run.path)
         if json_out:
             from edgeopt.cli import print_json

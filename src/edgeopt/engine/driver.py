@@ -45,14 +45,18 @@ def optimize_run(m, ds, chains: list, *, out: Path, header: dict, threads: int =
         base_ctx = StepContext(dataset=ds, work_dir=run.path, log=log, evaluate=accuracy_oracle(ds, threads),
                                options={"input_shape": given} if given is not None else {})
         root = chain_key(header["model"]["sha256"], {"data": header["data"]["fingerprint"], "seed": base_ctx.seed})
-        loader = load_model or (lambda p: load_keras(p or m.path, unsafe=unsafe))
+        # a model given as a file (.onnx, .tflite): its steps take the file's path (Step.inputs)
+        if m.kind == "keras":
+            loader = load_model or (lambda p: load_keras(p or m.path, unsafe=unsafe))
+        else:
+            loader = lambda p: m.path  # noqa: E731
         engine = ChainRunner(run.cache_dir, loader, base_ctx, root)
         baseline = Chain(BASELINE, [Float32()])
         todo = [baseline] + [c for c in chains if c.name != baseline.name]
         for i, chain in enumerate(todo):
             if progress:
                 progress(chain.name, i, len(todo))
-            steps = closed(chain).records() if m.kind == "keras" else []
+            steps = [] if copied(m, chain) else closed(chain).records()
             if run.is_done(chain.name, steps):
                 log(f"{chain.name}: kept from the earlier run")
                 continue
@@ -120,19 +124,21 @@ def make_variant(run: store.RunDir, engine: ChainRunner, m, ds, chain, threads: 
     engine.base_ctx.baseline_accuracy = ((base_done or {}).get("metrics") or {}).get("accuracy")
     t0 = time.perf_counter()
     try:
-        if m.kind == "keras":
+        if not copied(m, chain):
             result = engine.run(chain, work)
             artifact, steps, details, quant_errors = result.artifact, result.steps, result.details, \
                 result.quant_errors
         else:
             artifact, steps, details, quant_errors = _copy_artifact(m.path, work), [], {"steps": []}, []
+        check_before_measuring(artifact, ds)
         runtime = runtime_for(artifact)
         thresholds = multilabel_thresholds(artifact, ds, runtime=runtime, threads=threads,
                                            output_name=measure.get("output"))
         kept: dict = {}
         metrics = bench_artifact(artifact, ds, runtime=runtime, threads=threads, runs=runs,
                                  output_name=measure.get("output"), metric=measure.get("metric"),
-                                 thresholds=thresholds, reference=measure.get("reference"), keep_outputs=kept)
+                                 thresholds=thresholds, reference=measure.get("reference"), keep_outputs=kept,
+                                 budget=_budget(run))
         if measure.get("reference") is None and chain.name == BASELINE:
             measure["reference"] = kept.get("eval")  # a .tflite/.onnx model: fidelity vs its baseline
         if thresholds is not None:
@@ -144,11 +150,12 @@ def make_variant(run: store.RunDir, engine: ChainRunner, m, ds, chain, threads: 
         if base_done and chain.name != BASELINE:
             paired = paired_speed(run.path / base_done["artifact"], artifact, ds.x_eval[:1], threads, runs)
             vs = compare_to_baseline(metrics, base_done["metrics"], ds.task, paired=paired)
-        graph = graph_summary(artifact)
+        graph = graph_summary(artifact) if Path(artifact).suffix.lower() != ".xml" else \
+            _ir_graph_summary(m.path, details)
     except KeyboardInterrupt:
         raise
     except Exception as err:  # one failing variant must not lose the others
-        rec = failure_record(chain.name, closed(chain) if m.kind == "keras" else chain, err)
+        rec = failure_record(chain.name, chain if copied(m, chain) else closed(chain), err)
         log(f"{chain.name}: failed: {rec.get('error') or one_line(err)}")
         return rec
     variant = {"name": chain.name, "recipe": [s["step"] for s in steps] or [BASELINE], "steps": steps,
@@ -199,6 +206,41 @@ def _collapse_explained(run: store.RunDir, ds, variant: dict, base_metrics: dict
 
         return {"summary": f"could not explain the drop: {type(err).__name__}: {one_line(err)}"}
     return {"summary": report.summary(), **report.to_dict()} if report.found else None
+
+
+def copied(m, chain) -> bool:
+    """The float32 baseline of a model given as a file (.onnx, .tflite) is the file itself."""
+    return m.kind != "keras" and chain.name == BASELINE
+
+
+def check_before_measuring(artifact: Path, ds) -> None:
+    """Load the artifact in its runtime and run one eval sample; ArtifactCheckFailed (the runtime's
+    whole message) when that fails, so a broken artifact is "failed", never measured."""
+    import numpy as np
+
+    from edgeopt.techniques.artifact_check import ArtifactCheckFailed, check_artifact
+
+    x = ds.x_eval
+    if not isinstance(x, np.ndarray):  # several inputs: the runtime session checks them when measuring
+        return
+    reason = check_artifact(artifact, x[:1] if len(x) else None)
+    if reason:
+        raise ArtifactCheckFailed(reason)
+
+
+def _budget(run: store.RunDir) -> float | None:
+    """The accuracy budget as a fraction (``max_accuracy_drop`` is in points), for the eval-resolution flag."""
+    drop = ((run.record.get("settings") or {}).get("options") or {}).get("max_accuracy_drop")
+    return float(drop) / 100 if isinstance(drop, (int, float)) and drop > 0 else None
+
+
+def _ir_graph_summary(source: Path, details: dict) -> dict:
+    """An OpenVINO IR has no graph reader here: MACs and parameters are its source model's (the
+    quantizer keeps the graph), the precision is the step's."""
+    graph = graph_summary(source)
+    return {**graph, "precision": (details.get("produces") or {}).get("precision", graph["precision"]),
+            "peak_activation_bytes": None, "tflm_arena_bytes": None,
+            "tflm_arena_note": "OpenVINO IR: MACs and parameters of the source model; no TFLite Micro arena"}
 
 
 def _copy_artifact(src: Path, work: Path) -> Path:

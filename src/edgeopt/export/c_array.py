@@ -134,7 +134,7 @@ def mcu_program(tflite_path: Path, name: str | None = None, sample=None) -> McuP
 
 
 def _c_values(values: np.ndarray) -> str:
-    fmt = (lambda v: f"{float(v):.8g}f") if values.dtype.kind == "f" else (lambda v: str(int(v)))
+    fmt = _c_float if values.dtype.kind == "f" else (lambda v: str(int(v)))
     items = [fmt(v) for v in values]
     return ",\n  ".join(", ".join(items[i:i + 16]) for i in range(0, len(items), 16))
 
@@ -243,6 +243,12 @@ void loop() {{
   delay(1000);
 }}
 """
+
+
+def _c_float(v) -> str:
+    """A C float literal: ``0.0f``, ``1.5f``, ``1e-05f`` (``0f`` is not valid C or C++)."""
+    text = f"{float(v):.8g}"
+    return f"{text}f" if any(c in text for c in ".e") or not text.lstrip("-").isdigit() else f"{text}.0f"
 
 
 def export_mcu(tflite_path: Path, out_dir: Path, name: str | None = None, sample=None) -> list[Path]:

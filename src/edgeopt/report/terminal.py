@@ -19,7 +19,9 @@ err_console = Console(stderr=True, log_path=False)
 
 def _quality(metrics: dict) -> str:
     if "accuracy" in metrics:
-        return f"{metrics['accuracy'] * 100:.2f}%"
+        ci = metrics.get("accuracy_ci95")
+        interval = f" [{ci[0] * 100:.1f}-{ci[1] * 100:.1f}]" if ci else ""
+        return f"{metrics['accuracy'] * 100:.2f}%{interval}"
     if "mae" in metrics:
         return f"MAE {metrics['mae']:.4g}"
     return "-"
@@ -95,13 +97,35 @@ def print_bench(result: dict) -> None:
     console.print(table)
 
 
+def short_reason(error: str, width: int = 70) -> str:
+    """One readable line of a failure reason for a table cell (the whole reason is printed below
+    the table and kept in run.json): the first sentence, cut at a word with an ellipsis."""
+    text = " ".join(error.split())
+    if len(text) <= width:
+        return text
+    cut = text[:width].rsplit(" ", 1)[0]
+    return cut.rstrip(",;:") + " ..."
+
+
+def eval_note(record: dict) -> str | None:
+    """A warning when the eval set is too small to tell variants apart (Wilson 95% interval)."""
+    for v in record.get("variants", []):
+        res = (v.get("metrics") or {}).get("eval_resolution")
+        if v.get("status") == "done" and res:
+            if res.get("too_small"):
+                return (f"eval set too small to tell variants apart: {res['why']}; give a larger "
+                        f"--eval-data file")
+            return None
+    return None
+
+
 def run_table(record: dict) -> Table:
     table = Table(title=f"run {record.get('name')}: {Path(record['model']['path']).name} on "
                         f"{record['data']['source']}")
     from edgeopt.engine.analysis import pareto_front
 
     front = set(pareto_front(record["variants"]))
-    table.caption = "* = on the Pareto front of accuracy, size and p50 latency"
+    table.caption = "* = on the Pareto front of accuracy, size and p50 latency; \\[low-high] = 95% Wilson interval"
     for col in ("variant", "status", "accuracy", "Δ pts", "size", "gzip", "x smaller", "p50 ms",
                 "speed vs float32", "TFLM arena"):
         table.add_column(col, justify="left" if col in ("variant", "status", "speed vs float32") else "right")
@@ -109,7 +133,7 @@ def run_table(record: dict) -> Table:
     for v in record["variants"]:
         if v.get("status") != "done":
             table.add_row(v["name"], "[red]failed[/]", "-", "-", "-", "-", "-", "-",
-                          (v.get("error") or "")[:60], "-")
+                          short_reason(v.get("error") or ""), "-")
             continue
         m, d = v["metrics"], v.get("vs_baseline", {})
         delta = d.get("accuracy_delta_points")
@@ -161,6 +185,9 @@ def print_run(record: dict, path: Path) -> None:
     elif best:
         console.print(f"best within {points} of float32's accuracy: smallest [bold]{best['smallest']}[/], "
                       f"fastest [bold]{best['fastest']}[/]" + (f" ({', '.join(over)} over the budget)" if over else ""))
+    small = eval_note(record)
+    if small:
+        console.print(f"[yellow]note:[/] {small}", highlight=False)
     note = _bigger_note(record)
     if note:
         console.print(note, highlight=False)
@@ -241,13 +268,17 @@ def print_recipes(catalogue: dict) -> None:
     for col in ("step / field", "kind / type", "default", "range", "what it does"):
         table.add_column(col)
     for name, step in catalogue["steps"].items():
-        table.add_row(f"[bold]{name}[/]", step["kind"], "", "", plain_text(step["summary"]),
+        takes = [i for i in step.get("inputs", ["keras"]) if i != "keras"]
+        summary = (f"(a .{' or .'.join(takes)} model) " if takes else "") + step["summary"]
+        table.add_row(f"[bold]{name}[/]", step["kind"], "", "", plain_text(summary),
                       end_section=not step["fields"])
         for i, f in enumerate(step["fields"]):
             table.add_row(f"  {f['field']}", f["type"], repr(f["default"]), f["range"] or "-",
                           plain_text(f["description"]), end_section=i == len(step["fields"]) - 1)
     for alias, items in sorted(catalogue["aliases"].items()):
-        table.add_row(alias, "alias", "", "", "runs: " + ", ".join(items))
+        per_format = "".join(f"; on a .{f} model: {', '.join(n)}"
+                             for f, n in catalogue.get("format_aliases", {}).items() if alias == "ptq" and n)
+        table.add_row(alias, "alias", "", "", "runs: " + ", ".join(items) + per_format)
     console.print(table)
 
 

@@ -237,3 +237,105 @@ CONFIGS: dict[str, type[StepConfig]] = {c.step: c for c in (
 
 def config_class(step: str) -> type[StepConfig] | None:
     return CONFIGS.get(step)
+
+
+# ---------------------------------------------------------------- steps for models that arrive as files
+# (``edgeopt.techniques.file_ptq``): an .onnx or a float .tflite, no Keras model needed.
+
+class _FileCalibrated(StepConfig):
+    """Calibration of a step that quantizes a model file."""
+
+    calibration_samples: int = Field(500, ge=1, le=1_000_000,
+                                     description="representative samples (--calib-data when given, else "
+                                                 "a stratified sample of the train split)",
+                                     json_schema_extra=_search(low=50, high=2000, log=True))
+
+
+class OrtInt8(_FileCalibrated):
+    """ONNX Runtime static int8 (QDQ, MinMax) of an .onnx model."""
+
+    step: ClassVar[str] = "ort-int8"
+    settings: Literal["rule", "measured"] = Field(
+        "rule", description="rule: the CPU-flag rule (no VNNI: 7-bit weights); measured: every candidate "
+                            "setting built and the best by measured agreement and speed kept")
+    per_channel: bool = Field(True, description="per-channel weight scales (opset < 13 is upgraded)",
+                              json_schema_extra=_search(choices=[True, False]))
+    reduce_range: bool | None = Field(None, description="7-bit weights (None = the CPU-flag rule)")
+    activation_type: Literal["QUInt8", "QInt8"] | None = Field(None, description="activation type "
+                                                                                 "(None = the CPU-flag rule)")
+    opset_fix: Literal["upgrade", "per-tensor"] = Field("upgrade", description="per-channel on opset < 13: "
+                                                                               "upgrade the opset or go per-tensor")
+
+
+class OrtDynamic(StepConfig):
+    """ONNX Runtime dynamic int8 of an .onnx model (int8 weights, activations at run time)."""
+
+    step: ClassVar[str] = "ort-dynamic"
+    per_channel: bool = Field(False, description="per-channel weight scales")
+    opset_fix: Literal["upgrade", "per-tensor"] = Field("upgrade", description="per-channel on opset < 13")
+
+
+class OnnxFloat16(StepConfig):
+    """float16 weights and compute of an .onnx model, float32 inputs/outputs."""
+
+    step: ClassVar[str] = "onnx-float16"
+
+
+class NncfInt8(_FileCalibrated):
+    """int8 OpenVINO IR of an .onnx model quantized with NNCF."""
+
+    step: ClassVar[str] = "nncf-int8"
+    settings: Literal["rule", "measured"] = Field("rule", description="rule: the CPU-flag overflow-fix rule; "
+                                                                      "measured: candidates measured")
+    overflow_fix: Literal["enable", "first_layer_only", "disable"] | None = Field(
+        None, description="NNCF overflow fix (None = the CPU-flag rule)")
+
+
+class TfliteDynamic(StepConfig):
+    """Dynamic range of a float .tflite (ai-edge-quantizer): int8 weights, float activations."""
+
+    step: ClassVar[str] = "tflite-dynamic"
+
+
+class TfliteFloat16(StepConfig):
+    """float16 weights of a float .tflite (ai-edge-quantizer)."""
+
+    step: ClassVar[str] = "tflite-float16"
+
+
+class TfliteInt8(_FileCalibrated):
+    """Full integer int8 of a float .tflite (ai-edge-quantizer, global min/max ranges)."""
+
+    step: ClassVar[str] = "tflite-int8"
+    per_channel: bool = Field(True, description="per-channel weight scales",
+                              json_schema_extra=_search(choices=[True, False]))
+    int8_io: bool = Field(False, description="integer model inputs/outputs (else float32 I/O)")
+
+
+class TfliteInt16x8(_FileCalibrated):
+    """int16 activations, int8 weights of a float .tflite (ai-edge-quantizer)."""
+
+    step: ClassVar[str] = "tflite-int16x8"
+    per_channel: bool = Field(True, description="per-channel weight scales")
+
+
+class TfliteInt4(StepConfig):
+    """int4 weights, float compute of a float .tflite (ai-edge-quantizer)."""
+
+    step: ClassVar[str] = "tflite-int4"
+
+
+class TfliteMixed(_FileCalibrated):
+    """int8 of a float .tflite with the fewest ops kept float that meet an accuracy budget."""
+
+    step: ClassVar[str] = "tflite-mixed"
+    max_accuracy_drop: float = Field(0.5, ge=0, le=100, description="accuracy budget in points vs float32",
+                                     json_schema_extra=_search(low=0.1, high=2.0))
+    candidates: int = Field(6, ge=1, le=1000, description="most sensitive ops measured one at a time")
+    per_channel: bool = Field(True, description="per-channel weight scales")
+
+
+CONFIGS.update({c.step: c for c in (OrtInt8, OrtDynamic, OnnxFloat16, NncfInt8, TfliteDynamic, TfliteFloat16,
+                                    TfliteInt8, TfliteInt16x8, TfliteInt4, TfliteMixed)})
+__all__ += ["OrtInt8", "OrtDynamic", "OnnxFloat16", "NncfInt8", "TfliteDynamic", "TfliteFloat16", "TfliteInt8",
+            "TfliteInt16x8", "TfliteInt4", "TfliteMixed"]

@@ -159,12 +159,17 @@ def test_flatbuffer_parsed_only_by_the_reader():
 
 
 # ---------------------------------------------------------------------------- per-tensor errors
-def test_quant_errors_use_the_quantizers_validation_where_it_applies(digits, digits_cnn_tflite):
+def test_quant_errors_use_the_quantizers_validation_where_it_applies(digits, digits_cnn_path):
+    """ai-edge-quantizer's validation needs a file with one signature (a converter-made file such as
+    a user's .tflite); edgeopt's own static-shape files have none and use the name-matching path."""
+    import tensorflow as tf
+
+    from edgeopt.model_io import load_keras
     from edgeopt.techniques import quant_error as qe
     from edgeopt.techniques.calibration import activation_ranges
     from edgeopt.techniques.ptq import aeq_static, float_io
 
-    fl = Path(digits_cnn_tflite).read_bytes()
+    fl = tf.lite.TFLiteConverter.from_keras_model(load_keras(digits_cnn_path)).convert()  # with a signature
     x = digits.calibration(16)
     q = float_io(aeq_static(fl, activation_ranges(fl, digits.calibration(100), "minmax", 99.99)))
     validated = qe._validated_by_quantizer(fl, q, x)  # ai-edge-quantizer's model_validator

@@ -93,7 +93,11 @@ class Artifacts:
     def calibration(self) -> np.ndarray:
         return self.dataset.calibration(self.calibration_n)
 
-    def get(self, suffix: str, precision: Precision) -> tuple[Path, dict]:
+    def get(self, suffix: str, precision: Precision | str) -> tuple[Path, dict]:
+        """(artifact path, how it was made) for ``suffix`` (".tflite", ".onnx", ".xml"; the dot
+        may be left out) at ``precision`` (a Precision or its spelling)."""
+        suffix = suffix if suffix.startswith(".") else f".{suffix}"
+        precision = Precision.parse(precision)
         key = (suffix, precision)
         if key not in self._built:
             dst = self.workdir / f"{precision.value}{suffix}"
@@ -117,19 +121,22 @@ class Artifacts:
         if self.kind != "keras":
             raise Unsupported("no ONNX -> .tflite converter is installed (onnx2tf is not a dependency); "
                               "pass the Keras model to get LiteRT/TFLM rows")
-        from edgeopt.steps import StepContext, get_step
+        from edgeopt.steps import StepContext, get_step, step_config
 
         name = LITERT_STEPS[precision]
         work = self.workdir / f"step-{name}"
         work.mkdir(parents=True, exist_ok=True)
         ctx = StepContext(dataset=self.dataset, work_dir=work, log=lambda msg: None,
                           options={"calibration_samples": self.calibration_n})
-        result = get_step(name).run(ctx, self.keras())
+        step = get_step(name)
+        result = step.run(ctx, self.keras())
+        if result.model is not None:  # the int8 step's fixed Keras model: ONNX/OpenVINO int8 use it
+            self._fixed_keras = result.model
         shutil.move(str(result.artifact), dst)
         shutil.rmtree(work, ignore_errors=True)
         details = {k: v for k, v in result.details.items() if k != "weight_tensors"}
         mode = ", ".join(f"{details[k]} {k}" for k in ("weights", "activations") if k in details)
-        return {"step": name, **({"mode": mode} if mode else {}), **details}
+        return {**details, "step": step_config(ctx, step.config).to_record(), **({"mode": mode} if mode else {})}
 
     def _given_tflite(self, precision: Precision, dst: Path) -> dict:
         """The given .tflite itself, or (from a float one) a variant made by ai-edge-quantizer."""

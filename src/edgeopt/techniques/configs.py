@@ -103,8 +103,24 @@ class Float16(StepConfig):
     step: ClassVar[str] = "float16"
 
 
-class Int8(_Calibrated):
-    """Full integer int8 with a representative dataset."""
+FixName = Literal["cle", "cle_relu", "bias_correction", "adaround", "act_range"]
+
+
+class _Int8Fixes(StepConfig):
+    """Fields of the int8 accuracy fixes (``techniques.int8_fixes``)."""
+
+    fixes: Literal["auto", "none"] | list[FixName] = Field(
+        "auto", description="int8 accuracy fixes: 'auto' (try cle, bias_correction, act_range; keep "
+                            "those that bring the int8 file measurably closer to float on validation "
+                            "data), 'none' (the TFLite converter's default) or a list applied as given",
+        json_schema_extra=_search(choices=["auto", "none"]))
+    fix_validation_samples: int = Field(2000, ge=16, le=1_000_000,
+                                        description="validation rows the fixes are measured on")
+    adaround_iterations: int = Field(200, ge=1, le=100_000, description="AdaRound steps per layer")
+
+
+class Int8(_Calibrated, _Int8Fixes):
+    """Full integer int8 with a representative dataset, with measured accuracy fixes."""
 
     step: ClassVar[str] = "int8"
 
@@ -121,7 +137,7 @@ class Int4Weights(StepConfig):
     step: ClassVar[str] = "int4-weights"
 
 
-class Mixed(_Calibrated):
+class Mixed(_Calibrated, _Int8Fixes):
     """int8 with the fewest ops kept float that meet an accuracy budget."""
 
     step: ClassVar[str] = "mixed"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import shutil
+import time
 import warnings
 from pathlib import Path
 
@@ -102,7 +103,9 @@ class Int8(_PTQStep):
         if is_qat_model(model):  # fake-quant ops carry their own ranges
             from edgeopt.techniques.qat import convert_qat_int8
             return convert_qat_int8(model, ctx)
-        return super().run(ctx, model)
+        result = super().run(ctx, model)
+        result.model = getattr(self, "fixed_model", None)  # the fixed Keras model, if any fix ran
+        return result
 
     def quantize(self, ctx, model, float_model, x):
         method, int8_io = ctx.config.calibration, ctx.config.int8_io
@@ -111,6 +114,9 @@ class Int8(_PTQStep):
                    "activations": f"int{self.activation_bits}",
                    "io": f"int{self.activation_bits}" if int8_io else "float32",
                    "calibration": _calibration_details(ctx, method, len(x))}
+        fixed = self._fixes(ctx, model, x, details)
+        if fixed is not None:
+            return fixed
         if method == "minmax":
             quant = _converter_static(ctx, model, x, self.activation_bits, int8_io)
             return quant, {**details, "converter": "tflite"}
@@ -119,6 +125,60 @@ class Int8(_PTQStep):
         if not int8_io:
             quant = float_io(quant)
         return quant, {**details, "converter": "ai-edge-quantizer"}
+
+
+    def _fixes(self, ctx, model, x, details: dict) -> tuple[bytes, dict] | None:
+        """The int8 file made from the fixed Keras model when ``fixes`` is not "none" (None
+        otherwise); records the choice in ``details["fixes"]`` and the fixed model in
+        ``self.fixed_model`` (the ONNX/OpenVINO int8 exports are made from it)."""
+        self.fixed_model = None
+        fixes = getattr(ctx.config, "fixes", "none")
+        if fixes == "none" or self.activation_bits != 8:
+            return None
+        reason = _fixes_unavailable(ctx, x)
+        if reason:
+            details["fixes"] = {"fixes": [], "skipped": reason}
+            if not isinstance(fixes, str):
+                raise UserError(f"int8 fixes {fixes} cannot be applied: {reason}")
+            return None
+        chosen = choose_step_fixes(ctx, model, x)
+        self.fixed_model = chosen.model
+        details["fixes"] = {**chosen.details(), "validation_samples": _fix_val_n(ctx)}
+        if chosen.ranges is None:
+            quant = _converter_static(ctx, chosen.model, x, 8, False)
+            return quant, {**details, "converter": "tflite"}
+        quant = float_io(aeq_static(convert(ctx, chosen.model), chosen.ranges, 8, True))
+        return quant, {**details, "converter": "ai-edge-quantizer", "calibration": {
+            **details["calibration"], "method": "per-tensor (act_range)"}}
+
+
+def _fix_val_n(ctx) -> int:
+    return min(len(ctx.dataset.x_val), int(ctx.config.fix_validation_samples))
+
+
+def _fixes_unavailable(ctx, x) -> str:
+    """Why the int8 fixes cannot run with this config/data ("" when they can)."""
+    cfg = ctx.config
+    if cfg.calibration != "minmax" or not cfg.per_channel or cfg.int8_io:
+        return "the fixes are measured with min/max calibration, per-channel weights and float I/O"
+    if ctx.dataset is None or not isinstance(getattr(ctx.dataset, "x_val", None), np.ndarray) \
+            or len(ctx.dataset.x_val) < 16 or not isinstance(x, np.ndarray):
+        return "no single-input validation split (>= 16 rows) to measure them on"
+    return ""
+
+
+def choose_step_fixes(ctx, model, x):
+    """``int8_fixes.choose_fixes`` with the step's config, calibration ``x`` and the first
+    ``fix_validation_samples`` rows of the validation split (never the eval split)."""
+    from edgeopt.techniques.int8_fixes import CHEAP, choose_fixes
+
+    cfg = ctx.config
+    t0 = time.perf_counter()
+    chosen = choose_fixes(model, x, ctx.dataset.x_val[:_fix_val_n(ctx)], cfg.fixes, candidates=CHEAP,
+                          adaround_iterations=cfg.adaround_iterations)
+    ctx.log(f"int8 fixes: {', '.join(chosen.fixes) or 'none'} kept after {len(chosen.trials)} measured "
+            f"conversions ({time.perf_counter() - t0:.1f} s)")
+    return chosen
 
 
 @register("int16x8")

@@ -156,10 +156,10 @@ def _fix_val_n(ctx) -> int:
     return min(len(ctx.dataset.x_val), int(ctx.config.fix_validation_samples))
 
 
-def _fixes_unavailable(ctx, x) -> str:
+def _fixes_unavailable(ctx, x, need_minmax: bool = True) -> str:
     """Why the int8 fixes cannot run with this config/data ("" when they can)."""
     cfg = ctx.config
-    if cfg.calibration != "minmax" or not cfg.per_channel or cfg.int8_io:
+    if need_minmax and (cfg.calibration != "minmax" or not cfg.per_channel or cfg.int8_io):
         return "the fixes are measured with min/max calibration, per-channel weights and float I/O"
     if ctx.dataset is None or not isinstance(getattr(ctx.dataset, "x_val", None), np.ndarray) \
             or len(ctx.dataset.x_val) < 16 or not isinstance(x, np.ndarray):
@@ -499,16 +499,68 @@ class Mixed:
 
     def run(self, ctx: StepContext, model) -> StepResult:
         ctx = dataclasses.replace(ctx, config=step_config(ctx, self.config))
-        float_model = convert(ctx, model)
         x = calibration_data(ctx, model)
-        search = MixedSearch(ctx, float_model, x)
+        model, float_model, ranges, before = _fixes_and_calibration(ctx, model, x)
+        search = MixedSearch(ctx, float_model, x, ranges)
         try:
             best = search.run()
         finally:
             shutil.rmtree(search.scratch, ignore_errors=True)
         path = atomic_write_bytes(Path(ctx.work_dir) / "model.tflite", best.model)
         errors = quant_error_table(float_model, best.model, x[:ERROR_SAMPLES])
-        return StepResult(artifact=path, details=search.details(best), quant_errors=errors)
+        details = {**search.details(best), **before}
+        if search.selected_on == "validation" and ctx.evaluate is not None:
+            details["eval_accuracy"] = round(float(ctx.evaluate(path)), 5)  # reported, never selected on
+        return StepResult(artifact=path, details=details, quant_errors=errors)
+
+
+def _fixes_and_calibration(ctx, model, x) -> tuple[object, bytes, dict | None, dict]:
+    """Before any op is kept float: the int8 fixes (``fixes``) and the activation ranges
+    among the configured calibration, min/max, percentile (99.99, and the percentile
+    ``numerics.explain_outliers`` recommends when it finds outlier-stretched ranges) and the
+    act_range fix's per-tensor choice, each measured as an all-int8 file by its output MSE vs
+    float on the validation split. Returns ``(keras model, float .tflite, ranges or None
+    (= the configured calibration), details)``; with ``fixes="none"`` nothing is tried."""
+    cfg = ctx.config
+    if cfg.fixes == "none":
+        return model, convert(ctx, model), None, {}
+    reason = _fixes_unavailable(ctx, x, need_minmax=False)
+    if reason:
+        return model, convert(ctx, model), None, {"fixes": {"fixes": [], "skipped": reason}}
+    chosen = choose_step_fixes(ctx, model, x)
+    float_model = convert(ctx, chosen.model)
+    ranges, calibration = _choose_ranges(ctx, model, float_model, x, chosen.ranges)
+    model = chosen.model
+    fixes = {**chosen.details(), "validation_samples": _fix_val_n(ctx)}
+    return model, float_model, ranges, {"fixes": fixes, "calibration_choice": calibration}
+
+
+def _choose_ranges(ctx, model, float_model: bytes, x, act_ranges: dict | None) -> tuple[dict, dict]:
+    """(ranges, record): the candidate ranges whose all-int8 file of ``float_model`` (the fixed
+    model) has the lowest output MSE vs the original ``model`` on validation rows."""
+    from edgeopt.numerics import explain_outliers
+    from edgeopt.techniques.int8_fixes import compare, tflite_predict
+
+    cfg = ctx.config
+    val = ctx.dataset.x_val[:_fix_val_n(ctx)]
+    ref = np.asarray(model.predict(val, verbose=0, batch_size=256))
+    methods = {f"{cfg.calibration}" + (f" {cfg.percentile:g}" if cfg.calibration == "percentile" else ""):
+               (cfg.calibration, float(cfg.percentile)), "minmax": ("minmax", 100.0),
+               "percentile 99.99": ("percentile", 99.99)}
+    report = explain_outliers(float_model, x, verify=False)
+    if report.found:
+        methods[f"percentile {report.percentile:g}"] = ("percentile", report.percentile)
+    candidates = {name: activation_ranges(float_model, x, m, p) for name, (m, p) in methods.items()}
+    if act_ranges is not None:
+        candidates["act_range (per tensor)"] = act_ranges
+    measured = {}
+    for name, ranges in candidates.items():
+        quant = float_io(aeq_static(float_model, ranges, 8, _per_channel(ctx)))
+        measured[name] = compare(tflite_predict(quant, val), ref)
+    best = min(measured, key=lambda k: measured[k][1])
+    ctx.log(f"mixed: all-int8 calibration {best} (lowest output MSE vs float on validation)")
+    return candidates[best], {"chosen": best, "measured": {
+        k: {"agreement": a, "output_mse": mse} for k, (a, mse) in measured.items()}}
 
 
 class _Candidate:
@@ -519,19 +571,22 @@ class _Candidate:
 class MixedSearch:
     """Greedy search over ops to keep float (see ``Mixed``)."""
 
-    def __init__(self, ctx: StepContext, float_model: bytes, x: np.ndarray):
+    def __init__(self, ctx: StepContext, float_model: bytes, x: np.ndarray, ranges: dict | None = None):
         self.ctx, self.float_model, self.x = ctx, float_model, x
         cfg = step_config(ctx, configs.Mixed)
         self.limit = float(cfg.max_accuracy_drop)
         self.latency_candidates = int(cfg.latency_candidates)
-        self.method = cfg.calibration
-        self.ranges = activation_ranges(float_model, x, self.method, float(cfg.percentile))
+        self.method = cfg.calibration if ranges is None else "chosen on validation (calibration_choice)"
+        self.ranges = ranges if ranges is not None else activation_ranges(float_model, x, cfg.calibration,
+                                                                           float(cfg.percentile))
         self.per_channel = bool(cfg.per_channel)
         self.int8_io = bool(cfg.int8_io)
         self.ops = [op for op in graph_ops(float_model) if op["type"] not in BOUNDARY_OPS]
         self.scratch = Path(ctx.work_dir) / "mixed_candidates"
         self.scratch.mkdir(parents=True, exist_ok=True)
-        self.evaluate = ctx.evaluate
+        # candidates are scored on the validation split when there is one (ctx.select)
+        self.selected_on = "validation" if ctx.select is not None else "eval (no validation split)"
+        self.evaluate = ctx.select or ctx.evaluate
         self.baseline = self._baseline()
         self.tried: list[dict] = []
         self.met = False
@@ -627,8 +682,8 @@ class MixedSearch:
                 "reason": kind}
 
     def _baseline(self) -> float:
-        if self.ctx.baseline_accuracy is not None:
-            return float(self.ctx.baseline_accuracy)
+        if self.ctx.baseline_accuracy is not None and self.ctx.select is None:
+            return float(self.ctx.baseline_accuracy)  # the eval-split figure is all there is
         path = atomic_write_bytes(self.scratch / "float32.tflite", self.float_model)
         return float(self.evaluate(path))
 
@@ -640,6 +695,7 @@ class MixedSearch:
                "io": "int8" if self.int8_io else "float32",
                "converter": "ai-edge-quantizer",
                "calibration": _calibration_details(self.ctx, self.method, len(self.x)),
+               "selected_on": self.selected_on,
                "max_accuracy_drop": self.limit,
                "baseline_accuracy": round(self.baseline, 5),
                "accuracy": round(best.accuracy, 5),

@@ -142,8 +142,10 @@ class Int8(_PTQStep):
                 raise UserError(f"int8 fixes {fixes} cannot be applied: {reason}")
             return None
         chosen = choose_step_fixes(ctx, model, x)
-        self.fixed_model = chosen.model
         details["fixes"] = {**chosen.details(), "validation_samples": _fix_val_n(ctx)}
+        if not chosen.fixes:  # none helped: the converter's default from the untouched model
+            return None
+        self.fixed_model = chosen.model
         if chosen.ranges is None:
             quant = _converter_static(ctx, chosen.model, x, 8, False)
             return quant, {**details, "converter": "tflite"}

@@ -160,6 +160,9 @@ def test_mixed_keeps_sensitive_ops_float_under_a_tiny_budget(cnn, digits, evalua
     assert d["met"] is True and d["accuracy_drop"] <= 0.3 + 1e-9
     assert len(d["kept_float"]) >= 1
     assert all(k["reason"].startswith("sensitivity: SNR") for k in d["kept_float"])
+    # one instrumented pass ranked the ops; only the top ones were measured float one at a time
+    assert 1 <= len(d["sensitivity"]) <= 8 and all("gain_alone_points" in r for r in d["sensitivity"])
+    assert len(d["candidates_tried"]) <= 1 + 2 * len(d["sensitivity"]) + len(d["kept_float"])
     assert d["eval_accuracy"] == pytest.approx(evaluate(res.artifact), abs=1e-5)
     kept = op_output_dtypes(res.artifact)
     assert "float32" in set().union(*kept.values()) and "int8" in set().union(*kept.values())

@@ -146,6 +146,10 @@ class Mixed(_Calibrated, _Int8Fixes):
     latency_candidates: int = Field(6, ge=0, le=1000, description="compute ops tried float for speed "
                                                                   "(0 = no latency pass)",
                                     json_schema_extra=_search(low=0, high=12))
+    sensitivity_candidates: int = Field(8, ge=0, le=10000,
+                                        description="ops ranked most sensitive by one instrumented pass "
+                                                    "that are measured float one at a time (0 = the "
+                                                    "step-by-step greedy search only)")
 
 
 # ---------------------------------------------------------------- training steps

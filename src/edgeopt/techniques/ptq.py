@@ -490,9 +490,12 @@ class Mixed:
     """int8 with the fewest ops kept float that meet ``max_accuracy_drop`` (points), plus ops whose
     int8 kernel is slower than float on this CPU when keeping them float costs no accuracy.
 
+    Before any op is kept float, the int8 fixes and the activation calibration are chosen on the
+    validation split (``fixes``; see ``_fixes_and_calibration``); candidates are scored with
+    ``ctx.select`` (validation), the eval accuracy is only reported.
     Options: ``max_accuracy_drop`` (0.5), ``latency_candidates`` (6 compute ops tried for speed;
-    0 turns the latency pass off), ``calibration``/``percentile``/``calibration_samples``,
-    ``per_channel``, ``int8_io``."""
+    0 turns the latency pass off), ``sensitivity_candidates`` (8), ``fixes`` (auto),
+    ``calibration``/``percentile``/``calibration_samples``, ``per_channel``, ``int8_io``."""
 
     name = "mixed"
     kind = "convert"
@@ -571,13 +574,17 @@ class _Candidate:
 
 
 class MixedSearch:
-    """Greedy search over ops to keep float (see ``Mixed``)."""
+    """Search over ops to keep float (see ``Mixed``): a latency pass, then the ranked pass (one
+    instrumented pass, the top ``sensitivity_candidates`` measured), then, only when those cannot
+    meet the budget, the step-by-step greedy search (re-ranking after each op)."""
 
     def __init__(self, ctx: StepContext, float_model: bytes, x: np.ndarray, ranges: dict | None = None):
         self.ctx, self.float_model, self.x = ctx, float_model, x
         cfg = step_config(ctx, configs.Mixed)
         self.limit = float(cfg.max_accuracy_drop)
         self.latency_candidates = int(cfg.latency_candidates)
+        self.sensitivity_candidates = int(cfg.sensitivity_candidates)
+        self.sensitivity: list[dict] = []  # the one-pass ranking and each candidate's measured gain
         self.method = cfg.calibration if ranges is None else "chosen on validation (calibration_choice)"
         self.ranges = ranges if ranges is not None else activation_ranges(float_model, x, cfg.calibration,
                                                                            float(cfg.percentile))
@@ -601,6 +608,9 @@ class MixedSearch:
         if self.drop(current) <= self.limit:
             self.met = True
             return current
+        ranked = self._ranked_pass(current)
+        if ranked is not None:
+            return ranked
         best = current
         while True:
             op = self._most_sensitive(current)
@@ -617,6 +627,38 @@ class MixedSearch:
                      f"even with {len(current.keep)} of {len(self.ops)} ops float; returning the most "
                      f"accurate variant found ({self.drop(best):.2f} points drop)")
         return best
+
+    def _ranked_pass(self, current: _Candidate) -> _Candidate | None:
+        """One instrumented pass ranks the ops (``tflite_ptq.rank_ops``); the top
+        ``sensitivity_candidates`` are measured float one at a time, then kept float in order of
+        measured gain until the budget is met. None when they cannot meet it (the greedy search
+        then continues)."""
+        from edgeopt.techniques.tflite_ptq import rank_ops
+
+        kept = {k["scope"] for k in current.keep}
+        ranked = rank_ops(self.float_model, current.model, self.x[:ERROR_SAMPLES], kept)
+        ranked = ranked[:self.sensitivity_candidates]
+        self.sensitivity = [{"op": r["op"], "added_noise": r["added_noise"]} for r in ranked]
+        gains = []
+        for r, row in zip(ranked, self.sensitivity):
+            entry = self._entry(next(op for op in self.ops if op["scope"] == r["scope"]), "sensitivity")
+            entry["reason"] = (f"sensitivity: SNR {r['snr_db']:.1f} dB at its output"
+                               + (f" ({r['in_snr_db']:.1f} dB at its input)" if r["in_snr_db"] is not None
+                                  else ""))
+            cand = self.build(current.keep + [entry])
+            row["gain_alone_points"] = round((cand.accuracy - current.accuracy) * 100.0, 3)
+            gains.append((cand.accuracy - current.accuracy, entry, cand))
+        best = current
+        for gain, entry, alone in sorted(gains, key=lambda g: -g[0]):
+            if gain <= 0:
+                break
+            cand = alone if best is current else self.build(best.keep + [entry])
+            if cand.accuracy > best.accuracy:
+                best = cand
+            if self.drop(best) <= self.limit:
+                self.met = True
+                return self._prune(best)
+        return None
 
     def build(self, keep: list[dict]) -> _Candidate:
         scopes = [k["scope"] for k in keep]
@@ -705,6 +747,7 @@ class MixedSearch:
                "all_int8_accuracy": round(self.all_int8.accuracy, 5),
                "met": self.met,
                "kept_float": [{"op": k["op"], "tensor": k["tensor"], "reason": k["reason"]} for k in best.keep],
+               "sensitivity": self.sensitivity,
                "candidates_tried": self.tried}
         if not self.met:
             out["warning"] = (f"max_accuracy_drop {self.limit} not met: best drop {drop:.2f} points "

@@ -199,6 +199,17 @@ class PruneStructured(_FineTune):
     min_channels: int = Field(4, ge=1, description="channels every group keeps at least")
     round_to: int = Field(1, ge=1, le=256, description="kept channels rounded to a multiple of this")
     iterations: int = Field(1, ge=1, le=100, description="prune in steps with fine-tuning between")
+    max_accuracy_drop: float | None = Field(
+        None, ge=0, le=100, description="accuracy budget in points vs the unpruned model on the validation "
+                                        "split: the largest globally ranked ratio whose fine-tuned model "
+                                        "meets it is chosen (bisection; overrides ratio)")
+    budget_trials: int = Field(3, ge=1, le=20, description="fine-tuned ratios measured by the budget search")
+    scope: Literal["group", "global"] = Field("group", description="ratio per group, or channels ranked "
+                                                                  "across all groups (budget search: global)",
+                                              json_schema_extra=_search(choices=["group", "global"]))
+    distill: bool = Field(True, description="fine-tune with knowledge distillation from the unpruned model "
+                                            "(Hinton et al. 2015; distill.py's loss)")
+    temperature: float = Field(2.0, gt=0, description="distillation temperature T")
 
 
 class Cluster(_FineTune):

@@ -204,6 +204,9 @@ class PruneStructured(_FineTune):
                                         "split: the largest globally ranked ratio whose fine-tuned model "
                                         "meets it is chosen (bisection; overrides ratio)")
     budget_trials: int = Field(3, ge=1, le=20, description="fine-tuned ratios measured by the budget search")
+    sensitivity_scan: list[float] = Field([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
+                                          description="global ratios pruned one-shot and scored on validation "
+                                                      "to bound the budget search (recorded)")
     scope: Literal["group", "global"] = Field("group", description="ratio per group, or channels ranked "
                                                                   "across all groups (budget search: global)",
                                               json_schema_extra=_search(choices=["group", "global"]))

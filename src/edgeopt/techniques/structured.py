@@ -570,7 +570,6 @@ class StructuredPrune:
 
 # ---------------------------------------------------------------- budget-aware pruning
 
-SCAN_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 MAX_RATIO = 0.9
 
 
@@ -588,8 +587,10 @@ def fine_tune_from(ctx, student, teacher, epochs: int):
 
     wrapped = Distiller(student, teacher, task=ctx.dataset.task, temperature=cfg.temperature, alpha=0.5,
                         sample=np.asarray(ctx.dataset.x_train[:32], np.float32))
-    # the Distiller's compute_loss replaces the compiled loss (given only to compile)
-    wrapped, hist = fine_tune(wrapped, ctx, epochs=epochs, loss=default_loss(student, ctx.dataset))
+    try:  # the Distiller's compute_loss replaces the compiled loss (given only to compile)
+        wrapped, hist = fine_tune(wrapped, ctx, epochs=epochs, loss=default_loss(student, ctx.dataset))
+    finally:
+        teacher.trainable = True  # the Distiller froze it; later prunes rebuild from its config
     hist["distilled_from"] = teacher.name
     return wrapped.student, hist
 
@@ -615,7 +616,7 @@ def _score(ctx, model) -> float:
 def budget_prune(ctx, model, nested: list[str]) -> StepResult:
     """Structured pruning that respects ``max_accuracy_drop`` (points, validation split).
 
-    1. Sensitivity scan: each of ``SCAN_RATIOS`` pruned one-shot (global ranking, BatchNorm
+    1. Sensitivity scan: each ratio of ``sensitivity_scan`` pruned one-shot (global ranking, BatchNorm
        statistics recalibrated, no training) and scored on validation.
     2. The largest scanned ratio whose one-shot drop is already within budget is the lower
        bound; bisection between it and the smallest ratio the scan shows collapsing (>= 50
@@ -631,7 +632,7 @@ def budget_prune(ctx, model, nested: list[str]) -> StepResult:
     kw = dict(criterion=cfg.criterion, min_channels=cfg.min_channels, round_to=cfg.round_to, scope="global")
     base = _score(ctx, model)
     scan = []
-    for r in SCAN_RATIOS:
+    for r in cfg.sensitivity_scan:
         cand, _ = prune_structured(model, ratio=r, **kw)
         recalibrate_batchnorm(cand, ctx.dataset.x_train, seed=ctx.seed)
         scan.append({"ratio": r, "one_shot_drop": round((base - _score(ctx, cand)) * 100.0, 3)})

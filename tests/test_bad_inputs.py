@@ -46,7 +46,7 @@ CASES = [
     ("bench-data-txt", "bench {w}/good.keras -d {w}/data.txt", "use .npz, .npy, .csv"),
     ("bench-empty-csv", "bench {w}/good.keras -d {w}/empty.csv", "is empty"),
     ("bench-truncated-keras", "bench {w}/truncated.keras -d digits", "corrupt, truncated"),
-    ("bench-no-data", "bench {w}/good.keras", "Missing option '--data'"),
+    ("bench-no-data", "bench {w}/good.keras", "give --data"),
     # ---- optimize
     ("optimize-unknown-recipe", "optimize {w}/good.keras -d digits -r int9 --out {o}/run", "unknown recipe step"),
     ("optimize-order", "optimize {w}/good.keras -d digits -r int8,prune --out {o}/run", "must come last"),

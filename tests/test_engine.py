@@ -124,4 +124,4 @@ def test_compare_int8_litert_row_is_the_int8_step(digits, digits_cnn_path, tmp_p
                       log=lambda m: None)
     step_artifact = get_step("int8").run(ctx, load_keras(digits_cnn_path)).artifact
     assert path.read_bytes() == step_artifact.read_bytes()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.tflite", "tflite_int8.tflite"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["int8.tflite", "model.tflite"]

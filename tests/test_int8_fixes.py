@@ -198,3 +198,51 @@ def test_choose_fixes_measures_each_candidate(x):
         choose_fixes(model, x[:24], x[24:], fixes=["cle", "cle_relu"])
     with pytest.raises(UserError, match="auto"):
         choose_fixes(model, x[:24], x[24:], fixes="all")
+
+
+def test_selection_uses_output_mse_with_an_agreement_guard():
+    from edgeopt.techniques.int8_fixes import Trial
+
+    base = Trial([], 0.950, 1.0, 0.0)
+    assert Trial(["cle"], 0.950, 0.5, 0.0).beats(base, 0.05)        # same agreement, half the MSE
+    assert Trial(["cle"], 0.9495, 0.5, 0.0).beats(base, 0.05)       # one sample in 2000 lost: noise
+    assert not Trial(["cle"], 0.940, 0.5, 0.0).beats(base, 0.05)    # the guard: 1 point of agreement lost
+    assert not Trial(["cle"], 0.960, 0.98, 0.0).beats(base, 0.05)   # more agreement, MSE within noise
+    assert not Trial(["cle"], None, 0.97, 0.0).beats(Trial([], None, 1.0, 0.0), 0.05)
+
+
+@pytest.mark.slow
+def test_int8_step_fixes_are_measured_on_validation_and_recorded(digits, tmp_path):
+    import keras
+
+    from edgeopt.steps import StepContext, get_step
+
+    keras.utils.set_random_seed(0)
+    cnn = keras.Sequential([keras.Input(digits.x_train.shape[1:]),
+                            keras.layers.Conv2D(8, 3, use_bias=False), keras.layers.BatchNormalization(),
+                            keras.layers.ReLU(), keras.layers.GlobalAveragePooling2D(),
+                            keras.layers.Dense(10, activation="softmax")])
+    cnn.compile("adam", "sparse_categorical_crossentropy")
+    cnn.fit(digits.x_train, digits.y_train, epochs=2, verbose=0)
+
+    def run(tag, **options):
+        ctx = StepContext(dataset=digits, work_dir=tmp_path / tag, log=lambda m: None,
+                          options={"calibration_samples": 64, **options})
+        (tmp_path / tag).mkdir()
+        return get_step("int8").run(ctx, cnn)
+
+    none = run("none", fixes="none")
+    assert "fixes" not in none.details and none.model is None  # the converter default, untouched
+    auto = run("auto", fix_validation_samples=100)
+    rec = auto.details["fixes"]
+    assert rec["validation_samples"] == 100
+    assert [t["fixes"] for t in rec["trials"]][:4] == [[], ["cle"], ["bias_correction"], ["act_range"]]
+    assert all(t["output_snr_db"] is not None for t in rec["trials"])
+    if rec["fixes"]:
+        assert auto.model is not None
+    else:  # nothing helped: the converter default from the untouched model, byte for byte
+        assert auto.model is None and auto.artifact.read_bytes() == none.artifact.read_bytes()
+    given = run("given", fixes=["bias_correction"])
+    assert given.details["fixes"]["fixes"] == ["bias_correction"] and given.model is not None
+    with pytest.raises(UserError, match="cannot be applied"):
+        run("bad", fixes=["cle"], calibration="percentile")

@@ -192,3 +192,63 @@ def test_step_meets_a_litert_latency_target(digits, digits_cnn_path, tmp_path):
     assert d["goal"]["kind"] == "latency_ms" and d["goal"]["start"] > 0
     assert d["achieved_latency_ms"] > 0 and 0 < d["last_ratio"] <= 0.95
     assert d["macs"]["after"] < d["macs"]["before"]
+
+
+def test_global_ranking_removes_the_weakest_channels_across_groups():
+    from edgeopt.techniques.structured import global_ratios
+
+    scores = {0: np.array([0.1, 0.2, 3.0, 4.0]), 1: np.array([1.0, 1.1, 1.2, 1.3])}
+    assert global_ratios(scores, 0.25) == {0: 0.5, 1: 0.0}  # the two weakest are both in group 0
+    assert global_ratios(scores, 0.0) == {0: 0.0, 1: 0.0}
+
+
+def test_budget_rejects_over_budget_ratios(digits, digits_cnn_path, tmp_path):
+    from edgeopt.model_io import load_keras
+
+    model = load_keras(digits_cnn_path)
+    # A budget no pruned model can meet (the unpruned model itself is 0 points): every fine-tuned
+    # ratio is rejected and the model comes back at full width.
+    res = get_step("prune-structured").run(_ctx(digits, tmp_path, max_accuracy_drop=0.0, epochs=1,
+                                                budget_trials=2, min_channels=1), model)
+    d = res.details
+    assert d["goal"]["kind"] == "max_accuracy_drop" and len(d["sensitivity_scan"]) == 8
+    assert all(t["drop"] > 0 and not t["met"] for t in d["budget_trials"]) or d["met"]
+    if not d["met"]:
+        assert d["chosen_ratio"] == 0.0 and d["macs"]["after"] == d["macs"]["before"]
+        assert "no pruning ratio met" in d["warning"]
+    else:  # a ratio with no loss at all: it must be one of the measured trials
+        assert any(t["met"] and t["ratio"] == d["chosen_ratio"] for t in d["budget_trials"])
+    # A loose budget: a ratio > 0 is chosen, and it is one whose measured drop met the budget.
+    loose = get_step("prune-structured").run(_ctx(digits, tmp_path, max_accuracy_drop=30.0, epochs=1,
+                                                  budget_trials=2), model)
+    d = loose.details
+    chosen = [t for t in d["budget_trials"] if t["ratio"] == d["chosen_ratio"]]
+    assert d["met"] and d["chosen_ratio"] > 0 and chosen and chosen[0]["drop"] <= 30.0
+    assert all(t["drop"] > 30.0 for t in d["budget_trials"] if not t["met"])
+    assert d["macs"]["after"] < d["macs"]["before"] and d["fine_tune"]["distilled_from"] == model.name
+    assert loose.model.trainable_weights and model.trainable  # the teacher is unfrozen afterwards
+
+
+@pytest.mark.slow
+def test_budget_pruning_runs_on_a_wrapped_keras_applications_model(tmp_path):
+    import keras
+
+    from edgeopt.data import make_dataset
+
+    keras.utils.set_random_seed(0)
+    base = keras.applications.MobileNetV2(weights=None, alpha=0.35, input_shape=(32, 32, 3), include_top=False)
+    inp = keras.Input((32, 32, 3))
+    x = keras.layers.GlobalAveragePooling2D()(base(inp))
+    model = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(x), name="transfer")
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 40)
+    xs = (rng.random((120, 32, 32, 3)) * 0.2 + y[:, None, None, None] * 0.3).astype(np.float32)
+    ds = make_dataset("tiny", xs, y, val_fraction=0.25, eval_fraction=0.25)
+    res = get_step("prune-structured").run(_ctx(ds, tmp_path, max_accuracy_drop=100.0, epochs=1,
+                                                budget_trials=1, batch_size=32, sensitivity_scan=[0.5]),
+                                           model)
+    d = res.details
+    assert d["flattened"] == [base.name] and d["met"] and d["chosen_ratio"] > 0
+    assert not any(isinstance(l, keras.Model) for l in res.model.layers)  # flattened
+    assert d["macs"]["after"] < d["macs"]["before"]
+    assert np.asarray(res.model.predict(xs[:2], verbose=0)).shape == (2, 3)

@@ -86,6 +86,7 @@ class Artifacts:
         self.int8_settings = int8_settings
         self._built: dict[tuple[str, str], tuple[Path, dict] | Exception] = {}
         self._loaded = loaded
+        self._fixed_keras = None  # (Keras model with the int8 step's weight fixes, their names)
 
     def keras(self):
         return self._loaded.keras
@@ -93,7 +94,11 @@ class Artifacts:
     def calibration(self) -> np.ndarray:
         return self.dataset.calibration(self.calibration_n)
 
-    def get(self, suffix: str, precision: Precision) -> tuple[Path, dict]:
+    def get(self, suffix: str, precision: Precision | str) -> tuple[Path, dict]:
+        """(artifact path, how it was made) for ``suffix`` (".tflite", ".onnx", ".xml"; the dot
+        may be left out) at ``precision`` (a Precision or its spelling)."""
+        suffix = suffix if suffix.startswith(".") else f".{suffix}"
+        precision = Precision.parse(precision)
         key = (suffix, precision)
         if key not in self._built:
             dst = self.workdir / f"{precision.value}{suffix}"
@@ -117,19 +122,23 @@ class Artifacts:
         if self.kind != "keras":
             raise Unsupported("no ONNX -> .tflite converter is installed (onnx2tf is not a dependency); "
                               "pass the Keras model to get LiteRT/TFLM rows")
-        from edgeopt.steps import StepContext, get_step
+        from edgeopt.steps import StepContext, get_step, step_config
 
         name = LITERT_STEPS[precision]
         work = self.workdir / f"step-{name}"
         work.mkdir(parents=True, exist_ok=True)
         ctx = StepContext(dataset=self.dataset, work_dir=work, log=lambda msg: None,
                           options={"calibration_samples": self.calibration_n})
-        result = get_step(name).run(ctx, self.keras())
+        step = get_step(name)
+        result = step.run(ctx, self.keras())
+        weight_fixes = [f for f in (result.details.get("fixes") or {}).get("fixes", []) if f != "act_range"]
+        if result.model is not None and weight_fixes:  # ONNX/OpenVINO int8 are made from it too
+            self._fixed_keras = (result.model, weight_fixes)
         shutil.move(str(result.artifact), dst)
         shutil.rmtree(work, ignore_errors=True)
         details = {k: v for k, v in result.details.items() if k != "weight_tensors"}
         mode = ", ".join(f"{details[k]} {k}" for k in ("weights", "activations") if k in details)
-        return {"step": name, **({"mode": mode} if mode else {}), **details}
+        return {**details, "step": step_config(ctx, step.config).to_record(), **({"mode": mode} if mode else {})}
 
     def _given_tflite(self, precision: Precision, dst: Path) -> dict:
         """The given .tflite itself, or (from a float one) a variant made by ai-edge-quantizer."""
@@ -165,6 +174,9 @@ class Artifacts:
 
         fp32, _ = self.get(".onnx", Precision.FLOAT32)
         make = {Precision.FLOAT16: onnx_ptq.onnx_float16, Precision.DYNAMIC: onnx_ptq.ort_dynamic_int8}
+        fixed = {}
+        if precision == Precision.INT8:
+            fp32, fixed = self._int8_source_onnx(fp32)
         if precision == Precision.INT8 and self.int8_settings == "measured":
             _, details = choose_int8_settings(fp32, self.calibration(), self.dataset.x_val, dst.parent,
                                               runtime="onnxruntime", cpu_flags=self.cpu_flags, name=dst.stem)
@@ -173,7 +185,28 @@ class Artifacts:
                                                   cpu_flags=self.cpu_flags)
         else:
             _, details = make[precision](fp32, self.dataset.x_eval[:1], dst.parent, name=dst.stem)
-        return details
+        return {**details, **fixed}
+
+    def _int8_source_onnx(self, fp32: Path) -> tuple[Path, dict]:
+        """The float ONNX that ONNX Runtime/OpenVINO int8 quantize: for a Keras input whose int8
+        step kept weight fixes (cle, bias_correction, adaround), the fixed model exported (the
+        int8 step's artifact is built first to learn them), else ``fp32``."""
+        if self.kind != "keras":
+            return fp32, {}
+        try:
+            self.get(".tflite", Precision.INT8)
+        except Exception:  # no LiteRT int8 (its row says why): quantize the unfixed model
+            return fp32, {}
+        if self._fixed_keras is None:
+            return fp32, {}
+        from edgeopt.export import onnx as ox
+
+        model, fixes = self._fixed_keras
+        src = self.workdir / "int8-fixes" / "float32_fixed.onnx"
+        if not src.exists():
+            src.parent.mkdir(parents=True, exist_ok=True)
+            ox.keras_to_onnx(model, src)
+        return src, {"int8_fixes": fixes, "quantized_from": "the Keras model with the int8 step's fixes"}
 
     # -- OpenVINO IR, with OpenVINO's converter and NNCF
     def _ir(self, precision: Precision, dst: Path) -> dict:
@@ -190,11 +223,13 @@ class Artifacts:
         from edgeopt.engine.int8_settings import choose_int8_settings
         from edgeopt.techniques.onnx_ptq import nncf_int8
 
-        onnx_fp32, _ = self.get(".onnx", Precision.FLOAT32)
+        onnx_fp32, fixed = self._int8_source_onnx(self.get(".onnx", Precision.FLOAT32)[0])
         if self.int8_settings == "measured":
-            return choose_int8_settings(onnx_fp32, self.calibration(), self.dataset.x_val, dst.parent,
-                                        runtime="openvino", cpu_flags=self.cpu_flags, name=dst.stem)[1]
-        return nncf_int8(onnx_fp32, self.calibration(), dst.parent, name=dst.stem, cpu_flags=self.cpu_flags)[1]
+            return {**choose_int8_settings(onnx_fp32, self.calibration(), self.dataset.x_val, dst.parent,
+                                           runtime="openvino", cpu_flags=self.cpu_flags, name=dst.stem)[1],
+                    **fixed}
+        return {**nncf_int8(onnx_fp32, self.calibration(), dst.parent, name=dst.stem,
+                            cpu_flags=self.cpu_flags)[1], **fixed}
 
 
 class Unsupported(Exception):

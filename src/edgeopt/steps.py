@@ -31,6 +31,9 @@ class StepContext:
     options: dict[str, Any] = field(default_factory=dict)
     # evaluate(artifact_path) -> quality on the eval split (accuracy in [0, 1], or -MAE)
     evaluate: Callable[[Path], float] | None = None
+    # select(artifact_path) -> the same quality on the validation split: what steps choose among
+    # candidates with (never the eval split they report on)
+    select: Callable[[Path], float] | None = None
     # float32 accuracy of the baseline artifact, for steps that respect an accuracy budget
     baseline_accuracy: float | None = None
     log: Callable[[str], None] = print
@@ -52,6 +55,10 @@ class StepContext:
             self.evaluate = self.evaluate or defaults["evaluate"]
             self.latency_ms = self.latency_ms or defaults["latency_ms"]
             self.paired_latency_us = self.paired_latency_us or defaults["paired_latency_us"]
+        y_val = getattr(self.dataset, "y_val", None)
+        if self.select is None and y_val is not None and len(y_val) > 0:
+            from edgeopt.engine import oracles
+            self.select = oracles.accuracy_oracle(self.dataset, split="val")
 
 
 def default_oracles(dataset=None) -> dict[str, Callable | None]:

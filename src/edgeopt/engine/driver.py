@@ -40,6 +40,8 @@ def optimize_run(m, ds, chains: list, *, out: Path, header: dict, threads: int =
     with store.RunDir.open(out, header, fresh=fresh) as run:
         for note in run.notes:
             log(f"note: {note}")
+        if getattr(ds, "task_reason", None):  # after the run directory is ours: errors stay one line
+            log(f"task: {ds.task} ({ds.task_reason})")
         measure = dict(measure or {})
         given = measure.get("input_shape")
         base_ctx = StepContext(dataset=ds, work_dir=run.path, log=log, evaluate=accuracy_oracle(ds, threads),

@@ -28,16 +28,18 @@ def _session(path: Path, threads: int = 1):
     return get_runtime(runtime_for(Path(path))).load(Path(path), threads=threads)
 
 
-def accuracy_oracle(dataset, threads: int = 1) -> Callable[[Path], float] | None:
-    """``evaluate(path) -> quality`` on the eval split: accuracy in [0, 1] for classification,
-    -MAE for regression (higher is better in both). None when there is no dataset."""
+def accuracy_oracle(dataset, threads: int = 1, split: str = "eval") -> Callable[[Path], float] | None:
+    """``evaluate(path) -> quality`` on the ``split`` ("eval", or "val" for choosing among
+    candidates): accuracy in [0, 1] for classification, -MAE for regression (higher is better in
+    both). None when there is no dataset."""
     if dataset is None:
         return None
+    x, y = getattr(dataset, f"x_{split}"), getattr(dataset, f"y_{split}")
 
     def evaluate(path: Path) -> float:
         from edgeopt.core.metrics import task_metrics
 
-        metrics = task_metrics(_session(path, threads).predict(dataset.x_eval), dataset.y_eval, dataset.task)
+        metrics = task_metrics(_session(path, threads).predict(x), y, dataset.task)
         return float(metrics.get("accuracy", -metrics.get("mae", 0.0)))
     return evaluate
 

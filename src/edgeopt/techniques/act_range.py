@@ -105,7 +105,7 @@ def _values(model: bytes, x: np.ndarray, rng, batch: int = 64) -> dict[str, tupl
 
     interp = preserving_interpreter(model)
     inp = interp.get_input_details()[0]
-    names = activation_tensors(interp)
+    names = activation_tensors(interp, model)
     chunks: dict[str, list[np.ndarray]] = {}
     ndim: dict[str, int] = {}
     per_chunk = max(1, MAX_VALUES // max(1, -(-len(x) // batch)))

@@ -103,8 +103,24 @@ class Float16(StepConfig):
     step: ClassVar[str] = "float16"
 
 
-class Int8(_Calibrated):
-    """Full integer int8 with a representative dataset."""
+FixName = Literal["cle", "cle_relu", "bias_correction", "adaround", "act_range"]
+
+
+class _Int8Fixes(StepConfig):
+    """Fields of the int8 accuracy fixes (``techniques.int8_fixes``)."""
+
+    fixes: Literal["auto", "none"] | list[FixName] = Field(
+        "auto", description="int8 accuracy fixes: 'auto' (try cle, bias_correction, act_range; keep "
+                            "those that bring the int8 file measurably closer to float on validation "
+                            "data), 'none' (the TFLite converter's default) or a list applied as given",
+        json_schema_extra=_search(choices=["auto", "none"]))
+    fix_validation_samples: int = Field(2000, ge=16, le=1_000_000,
+                                        description="validation rows the fixes are measured on")
+    adaround_iterations: int = Field(200, ge=1, le=100_000, description="AdaRound steps per layer")
+
+
+class Int8(_Calibrated, _Int8Fixes):
+    """Full integer int8 with a representative dataset, with measured accuracy fixes."""
 
     step: ClassVar[str] = "int8"
 
@@ -121,7 +137,7 @@ class Int4Weights(StepConfig):
     step: ClassVar[str] = "int4-weights"
 
 
-class Mixed(_Calibrated):
+class Mixed(_Calibrated, _Int8Fixes):
     """int8 with the fewest ops kept float that meet an accuracy budget."""
 
     step: ClassVar[str] = "mixed"
@@ -130,6 +146,10 @@ class Mixed(_Calibrated):
     latency_candidates: int = Field(6, ge=0, le=1000, description="compute ops tried float for speed "
                                                                   "(0 = no latency pass)",
                                     json_schema_extra=_search(low=0, high=12))
+    sensitivity_candidates: int = Field(8, ge=0, le=10000,
+                                        description="ops ranked most sensitive by one instrumented pass "
+                                                    "that are measured float one at a time (0 = the "
+                                                    "step-by-step greedy search only)")
 
 
 # ---------------------------------------------------------------- training steps
@@ -179,6 +199,20 @@ class PruneStructured(_FineTune):
     min_channels: int = Field(4, ge=1, description="channels every group keeps at least")
     round_to: int = Field(1, ge=1, le=256, description="kept channels rounded to a multiple of this")
     iterations: int = Field(1, ge=1, le=100, description="prune in steps with fine-tuning between")
+    max_accuracy_drop: float | None = Field(
+        None, ge=0, le=100, description="accuracy budget in points vs the unpruned model on the validation "
+                                        "split: the largest globally ranked ratio whose fine-tuned model "
+                                        "meets it is chosen (bisection; overrides ratio)")
+    budget_trials: int = Field(3, ge=1, le=20, description="fine-tuned ratios measured by the budget search")
+    sensitivity_scan: list[float] = Field([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
+                                          description="global ratios pruned one-shot and scored on validation "
+                                                      "to bound the budget search (recorded)")
+    scope: Literal["group", "global"] = Field("group", description="ratio per group, or channels ranked "
+                                                                  "across all groups (budget search: global)",
+                                              json_schema_extra=_search(choices=["group", "global"]))
+    distill: bool = Field(True, description="fine-tune with knowledge distillation from the unpruned model "
+                                            "(Hinton et al. 2015; distill.py's loss)")
+    temperature: float = Field(2.0, gt=0, description="distillation temperature T")
 
 
 class Cluster(_FineTune):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import shutil
+import time
 import warnings
 from pathlib import Path
 
@@ -106,7 +107,9 @@ class Int8(_PTQStep):
         if is_qat_model(model):  # fake-quant ops carry their own ranges
             from edgeopt.techniques.qat import convert_qat_int8
             return convert_qat_int8(model, ctx)
-        return super().run(ctx, model)
+        result = super().run(ctx, model)
+        result.model = getattr(self, "fixed_model", None)  # the fixed Keras model, if any fix ran
+        return result
 
     def quantize(self, ctx, model, float_model, x):
         method, int8_io = ctx.config.calibration, ctx.config.int8_io
@@ -115,10 +118,15 @@ class Int8(_PTQStep):
                    "activations": f"int{self.activation_bits}",
                    "io": f"int{self.activation_bits}" if int8_io else "float32",
                    "calibration": _calibration_details(ctx, method, len(x))}
-        if method == "minmax" or hasattr(x, "names"):  # several inputs: the converter feeds them all
+        if hasattr(x, "names"):  # several inputs: no weight fixes; the converter feeds them all
             if method != "minmax":
                 details["calibration"] = {**details["calibration"], "method": "minmax",
                                           "note": f"{method} needs one input; the converter's min/max is used"}
+        else:
+            fixed = self._fixes(ctx, model, x, details)
+            if fixed is not None:
+                return fixed
+        if method == "minmax" or hasattr(x, "names"):
             quant = _converter_static(ctx, model, x, self.activation_bits, int8_io)
             return quant, {**details, "converter": "tflite"}
         ranges = activation_ranges(float_model, x, method, _percentile(ctx))
@@ -126,6 +134,62 @@ class Int8(_PTQStep):
         if not int8_io:
             quant = float_io(quant)
         return quant, {**details, "converter": "ai-edge-quantizer"}
+
+
+    def _fixes(self, ctx, model, x, details: dict) -> tuple[bytes, dict] | None:
+        """The int8 file made from the fixed Keras model when ``fixes`` is not "none" (None
+        otherwise); records the choice in ``details["fixes"]`` and the fixed model in
+        ``self.fixed_model`` (the ONNX/OpenVINO int8 exports are made from it)."""
+        self.fixed_model = None
+        fixes = getattr(ctx.config, "fixes", "none")
+        if fixes == "none" or self.activation_bits != 8:
+            return None
+        reason = _fixes_unavailable(ctx, x)
+        if reason:
+            details["fixes"] = {"fixes": [], "skipped": reason}
+            if not isinstance(fixes, str):
+                raise UserError(f"int8 fixes {fixes} cannot be applied: {reason}")
+            return None
+        chosen = choose_step_fixes(ctx, model, x)
+        details["fixes"] = {**chosen.details(), "validation_samples": _fix_val_n(ctx)}
+        if not chosen.fixes:  # none helped: the converter's default from the untouched model
+            return None
+        self.fixed_model = chosen.model
+        if chosen.ranges is None:
+            quant = _converter_static(ctx, chosen.model, x, 8, False)
+            return quant, {**details, "converter": "tflite"}
+        quant = float_io(aeq_static(convert(ctx, chosen.model), chosen.ranges, 8, True))
+        return quant, {**details, "converter": "ai-edge-quantizer", "calibration": {
+            **details["calibration"], "method": "per-tensor (act_range)"}}
+
+
+def _fix_val_n(ctx) -> int:
+    return min(len(ctx.dataset.x_val), int(ctx.config.fix_validation_samples))
+
+
+def _fixes_unavailable(ctx, x, need_minmax: bool = True) -> str:
+    """Why the int8 fixes cannot run with this config/data ("" when they can)."""
+    cfg = ctx.config
+    if need_minmax and (cfg.calibration != "minmax" or not cfg.per_channel or cfg.int8_io):
+        return "the fixes are measured with min/max calibration, per-channel weights and float I/O"
+    if ctx.dataset is None or not isinstance(getattr(ctx.dataset, "x_val", None), np.ndarray) \
+            or len(ctx.dataset.x_val) < 16 or not isinstance(x, np.ndarray):
+        return "no single-input validation split (>= 16 rows) to measure them on"
+    return ""
+
+
+def choose_step_fixes(ctx, model, x):
+    """``int8_fixes.choose_fixes`` with the step's config, calibration ``x`` and the first
+    ``fix_validation_samples`` rows of the validation split (never the eval split)."""
+    from edgeopt.techniques.int8_fixes import CHEAP, choose_fixes
+
+    cfg = ctx.config
+    t0 = time.perf_counter()
+    chosen = choose_fixes(model, x, ctx.dataset.x_val[:_fix_val_n(ctx)], cfg.fixes, candidates=CHEAP,
+                          adaround_iterations=cfg.adaround_iterations)
+    ctx.log(f"int8 fixes: {', '.join(chosen.fixes) or 'none'} kept after {len(chosen.trials)} measured "
+            f"conversions ({time.perf_counter() - t0:.1f} s)")
+    return chosen
 
 
 @register("int16x8")
@@ -437,9 +501,12 @@ class Mixed:
     """int8 with the fewest ops kept float that meet ``max_accuracy_drop`` (points), plus ops whose
     int8 kernel is slower than float on this CPU when keeping them float costs no accuracy.
 
+    Before any op is kept float, the int8 fixes and the activation calibration are chosen on the
+    validation split (``fixes``; see ``_fixes_and_calibration``); candidates are scored with
+    ``ctx.select`` (validation), the eval accuracy is only reported.
     Options: ``max_accuracy_drop`` (0.5), ``latency_candidates`` (6 compute ops tried for speed;
-    0 turns the latency pass off), ``calibration``/``percentile``/``calibration_samples``,
-    ``per_channel``, ``int8_io``."""
+    0 turns the latency pass off), ``sensitivity_candidates`` (8), ``fixes`` (auto),
+    ``calibration``/``percentile``/``calibration_samples``, ``per_channel``, ``int8_io``."""
 
     name = "mixed"
     kind = "convert"
@@ -448,19 +515,71 @@ class Mixed:
 
     def run(self, ctx: StepContext, model) -> StepResult:
         ctx = dataclasses.replace(ctx, config=step_config(ctx, self.config))
-        float_model = convert(ctx, model)
         x = calibration_data(ctx, model)
         if hasattr(x, "names"):
             raise UserError(f"mixed precision measures per-op sensitivity on one input; {model.name} has "
                             f"{len(x.names)} ({', '.join(x.names)}): use int8 or int16x8 for it")
-        search = MixedSearch(ctx, float_model, x)
+        model, float_model, ranges, before = _fixes_and_calibration(ctx, model, x)
+        search = MixedSearch(ctx, float_model, x, ranges)
         try:
             best = search.run()
         finally:
             shutil.rmtree(search.scratch, ignore_errors=True)
         path = atomic_write_bytes(Path(ctx.work_dir) / "model.tflite", best.model)
         errors = quant_error_table(float_model, best.model, x[:ERROR_SAMPLES])
-        return StepResult(artifact=path, details=search.details(best), quant_errors=errors)
+        details = {**search.details(best), **before}
+        if search.selected_on == "validation" and ctx.evaluate is not None:
+            details["eval_accuracy"] = round(float(ctx.evaluate(path)), 5)  # reported, never selected on
+        return StepResult(artifact=path, details=details, quant_errors=errors)
+
+
+def _fixes_and_calibration(ctx, model, x) -> tuple[object, bytes, dict | None, dict]:
+    """Before any op is kept float: the int8 fixes (``fixes``) and the activation ranges
+    among the configured calibration, min/max, percentile (99.99, and the percentile
+    ``numerics.explain_outliers`` recommends when it finds outlier-stretched ranges) and the
+    act_range fix's per-tensor choice, each measured as an all-int8 file by its output MSE vs
+    float on the validation split. Returns ``(keras model, float .tflite, ranges or None
+    (= the configured calibration), details)``; with ``fixes="none"`` nothing is tried."""
+    cfg = ctx.config
+    if cfg.fixes == "none":
+        return model, convert(ctx, model), None, {}
+    reason = _fixes_unavailable(ctx, x, need_minmax=False)
+    if reason:
+        return model, convert(ctx, model), None, {"fixes": {"fixes": [], "skipped": reason}}
+    chosen = choose_step_fixes(ctx, model, x)
+    float_model = convert(ctx, chosen.model)
+    ranges, calibration = _choose_ranges(ctx, model, float_model, x, chosen.ranges)
+    model = chosen.model
+    fixes = {**chosen.details(), "validation_samples": _fix_val_n(ctx)}
+    return model, float_model, ranges, {"fixes": fixes, "calibration_choice": calibration}
+
+
+def _choose_ranges(ctx, model, float_model: bytes, x, act_ranges: dict | None) -> tuple[dict, dict]:
+    """(ranges, record): the candidate ranges whose all-int8 file of ``float_model`` (the fixed
+    model) has the lowest output MSE vs the original ``model`` on validation rows."""
+    from edgeopt.numerics import explain_outliers
+    from edgeopt.techniques.int8_fixes import compare, tflite_predict
+
+    cfg = ctx.config
+    val = ctx.dataset.x_val[:_fix_val_n(ctx)]
+    ref = np.asarray(model.predict(val, verbose=0, batch_size=256))
+    methods = {f"{cfg.calibration}" + (f" {cfg.percentile:g}" if cfg.calibration == "percentile" else ""):
+               (cfg.calibration, float(cfg.percentile)), "minmax": ("minmax", 100.0),
+               "percentile 99.99": ("percentile", 99.99)}
+    report = explain_outliers(float_model, x, verify=False)
+    if report.found:
+        methods[f"percentile {report.percentile:g}"] = ("percentile", report.percentile)
+    candidates = {name: activation_ranges(float_model, x, m, p) for name, (m, p) in methods.items()}
+    if act_ranges is not None:
+        candidates["act_range (per tensor)"] = act_ranges
+    measured = {}
+    for name, ranges in candidates.items():
+        quant = float_io(aeq_static(float_model, ranges, 8, _per_channel(ctx)))
+        measured[name] = compare(tflite_predict(quant, val), ref)
+    best = min(measured, key=lambda k: measured[k][1])
+    ctx.log(f"mixed: all-int8 calibration {best} (lowest output MSE vs float on validation)")
+    return candidates[best], {"chosen": best, "measured": {
+        k: {"agreement": a, "output_mse": mse} for k, (a, mse) in measured.items()}}
 
 
 class _Candidate:
@@ -469,21 +588,28 @@ class _Candidate:
 
 
 class MixedSearch:
-    """Greedy search over ops to keep float (see ``Mixed``)."""
+    """Search over ops to keep float (see ``Mixed``): a latency pass, then the ranked pass (one
+    instrumented pass, the top ``sensitivity_candidates`` measured), then, only when those cannot
+    meet the budget, the step-by-step greedy search (re-ranking after each op)."""
 
-    def __init__(self, ctx: StepContext, float_model: bytes, x: np.ndarray):
+    def __init__(self, ctx: StepContext, float_model: bytes, x: np.ndarray, ranges: dict | None = None):
         self.ctx, self.float_model, self.x = ctx, float_model, x
         cfg = step_config(ctx, configs.Mixed)
         self.limit = float(cfg.max_accuracy_drop)
         self.latency_candidates = int(cfg.latency_candidates)
-        self.method = cfg.calibration
-        self.ranges = activation_ranges(float_model, x, self.method, float(cfg.percentile))
+        self.sensitivity_candidates = int(cfg.sensitivity_candidates)
+        self.sensitivity: list[dict] = []  # the one-pass ranking and each candidate's measured gain
+        self.method = cfg.calibration if ranges is None else "chosen on validation (calibration_choice)"
+        self.ranges = ranges if ranges is not None else activation_ranges(float_model, x, cfg.calibration,
+                                                                           float(cfg.percentile))
         self.per_channel = bool(cfg.per_channel)
         self.int8_io = bool(cfg.int8_io)
         self.ops = [op for op in graph_ops(float_model) if op["type"] not in BOUNDARY_OPS]
         self.scratch = Path(ctx.work_dir) / "mixed_candidates"
         self.scratch.mkdir(parents=True, exist_ok=True)
-        self.evaluate = ctx.evaluate
+        # candidates are scored on the validation split when there is one (ctx.select)
+        self.selected_on = "validation" if ctx.select is not None else "eval (no validation split)"
+        self.evaluate = ctx.select or ctx.evaluate
         self.baseline = self._baseline()
         self.tried: list[dict] = []
         self.met = False
@@ -496,6 +622,9 @@ class MixedSearch:
         if self.drop(current) <= self.limit:
             self.met = True
             return current
+        ranked = self._ranked_pass(current)
+        if ranked is not None:
+            return ranked
         best = current
         while True:
             op = self._most_sensitive(current)
@@ -512,6 +641,38 @@ class MixedSearch:
                      f"even with {len(current.keep)} of {len(self.ops)} ops float; returning the most "
                      f"accurate variant found ({self.drop(best):.2f} points drop)")
         return best
+
+    def _ranked_pass(self, current: _Candidate) -> _Candidate | None:
+        """One instrumented pass ranks the ops (``tflite_ptq.rank_ops``); the top
+        ``sensitivity_candidates`` are measured float one at a time, then kept float in order of
+        measured gain until the budget is met. None when they cannot meet it (the greedy search
+        then continues)."""
+        from edgeopt.techniques.tflite_ptq import rank_ops
+
+        kept = {k["scope"] for k in current.keep}
+        ranked = rank_ops(self.float_model, current.model, self.x[:ERROR_SAMPLES], kept)
+        ranked = ranked[:self.sensitivity_candidates]
+        self.sensitivity = [{"op": r["op"], "added_noise": r["added_noise"]} for r in ranked]
+        gains = []
+        for r, row in zip(ranked, self.sensitivity):
+            entry = self._entry(next(op for op in self.ops if op["scope"] == r["scope"]), "sensitivity")
+            entry["reason"] = (f"sensitivity: SNR {r['snr_db']:.1f} dB at its output"
+                               + (f" ({r['in_snr_db']:.1f} dB at its input)" if r["in_snr_db"] is not None
+                                  else ""))
+            cand = self.build(current.keep + [entry])
+            row["gain_alone_points"] = round((cand.accuracy - current.accuracy) * 100.0, 3)
+            gains.append((cand.accuracy - current.accuracy, entry, cand))
+        best = current
+        for gain, entry, alone in sorted(gains, key=lambda g: -g[0]):
+            if gain <= 0:
+                break
+            cand = alone if best is current else self.build(best.keep + [entry])
+            if cand.accuracy > best.accuracy:
+                best = cand
+            if self.drop(best) <= self.limit:
+                self.met = True
+                return self._prune(best)
+        return None
 
     def build(self, keep: list[dict]) -> _Candidate:
         scopes = [k["scope"] for k in keep]
@@ -579,8 +740,8 @@ class MixedSearch:
                 "reason": kind}
 
     def _baseline(self) -> float:
-        if self.ctx.baseline_accuracy is not None:
-            return float(self.ctx.baseline_accuracy)
+        if self.ctx.baseline_accuracy is not None and self.ctx.select is None:
+            return float(self.ctx.baseline_accuracy)  # the eval-split figure is all there is
         path = atomic_write_bytes(self.scratch / "float32.tflite", self.float_model)
         return float(self.evaluate(path))
 
@@ -592,6 +753,7 @@ class MixedSearch:
                "io": "int8" if self.int8_io else "float32",
                "converter": "ai-edge-quantizer",
                "calibration": _calibration_details(self.ctx, self.method, len(self.x)),
+               "selected_on": self.selected_on,
                "max_accuracy_drop": self.limit,
                "baseline_accuracy": round(self.baseline, 5),
                "accuracy": round(best.accuracy, 5),
@@ -599,6 +761,7 @@ class MixedSearch:
                "all_int8_accuracy": round(self.all_int8.accuracy, 5),
                "met": self.met,
                "kept_float": [{"op": k["op"], "tensor": k["tensor"], "reason": k["reason"]} for k in best.keep],
+               "sensitivity": self.sensitivity,
                "candidates_tried": self.tried}
         if not self.met:
             out["warning"] = (f"max_accuracy_drop {self.limit} not met: best drop {drop:.2f} points "

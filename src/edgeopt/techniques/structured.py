@@ -276,6 +276,20 @@ def channel_scores(cg: ChannelGraph, criterion: str) -> dict[int, np.ndarray]:
     return scores
 
 
+def global_ratios(scores: dict[int, np.ndarray], ratio: float) -> dict[int, float]:
+    """Per-group ratios from one ranking across all groups: the ``ratio`` share of all channels
+    with the lowest (per-group normalised) scores is removed, wherever they are; residual (Add)
+    groups count once with their summed score, depthwise layers follow their input group."""
+    if not scores:
+        return {}
+    every = np.concatenate(list(scores.values()))
+    cut = int(math.floor(len(every) * float(ratio)))
+    if cut <= 0:
+        return {g: 0.0 for g in scores}
+    threshold = np.sort(every, kind="stable")[cut - 1]
+    return {g: float(min(0.99, np.mean(s <= threshold))) for g, s in scores.items()}
+
+
 def select(scores: dict[int, np.ndarray], ratios: dict[int, float], min_channels: int,
            round_to: int) -> dict[int, np.ndarray]:
     """Kept channel indices (sorted) per group: the highest-scoring (1 - ratio) share."""
@@ -376,9 +390,11 @@ def group_report(cg: ChannelGraph, kept: dict[int, np.ndarray]) -> list[dict]:
 
 def prune_structured(model, *, ratio: float | None = None, per_layer: dict[str, float] | None = None,
                      criterion: str = "l1", min_channels: int = 4, round_to: int = 1,
-                     base_widths: dict[str, int] | None = None):
+                     base_widths: dict[str, int] | None = None, scope: str = "group"):
     """One-shot structured pruning: returns (smaller model, kept-channel report).
 
+    ``scope="global"``: ``ratio`` of all channels is removed by one ranking across groups
+    (``global_ratios``) instead of ``ratio`` in every group.
     ``base_widths`` (producer layer -> its width in the unpruned model) makes ratios relative to
     the original widths, so that iterative pruning reaches the same widths as one-shot pruning."""
     if criterion not in CRITERIA:
@@ -386,6 +402,8 @@ def prune_structured(model, *, ratio: float | None = None, per_layer: dict[str, 
     cg = ChannelGraph(model)
     scores = channel_scores(cg, criterion)
     ratios = group_ratios(cg, scores, ratio, per_layer)
+    if scope == "global" and ratio is not None and not per_layer:
+        ratios = global_ratios(scores, ratio)
     if base_widths:
         for g, r in ratios.items():
             size, orig = cg.groups[g].size, base_widths.get(cg.groups[g].producers[0], cg.groups[g].size)
@@ -472,6 +490,12 @@ class StructuredPrune:
         ctx = configured_ctx(ctx, self.config)
         cfg = ctx.config
         require_keras_model(model, self.name)
+        from edgeopt.keras_graph import flatten, nested_models
+
+        nested = nested_models(model)
+        model = flatten(model)  # a base model wrapped as a layer (transfer learning) is inlined
+        if cfg.max_accuracy_drop is not None:
+            return budget_prune(ctx, model, nested)
         criterion, min_ch, round_to = cfg.criterion, cfg.min_channels, cfg.round_to
         iterations, epochs = cfg.iterations, cfg.epochs
         ChannelGraph(model)  # fail fast on unsupported models before any work
@@ -484,13 +508,11 @@ class StructuredPrune:
         for i in range(1, iterations + 1):
             frac = i / iterations
             current, report, achieved = self._prune_once(ctx, current, goal, frac, criterion, min_ch,
-                                                         round_to, base_widths)
+                                                         round_to, base_widths, cfg.scope)
             # downstream BatchNorm statistics no longer match the thinner inputs
             recalibrate_batchnorm(current, ctx.dataset.x_train, seed=ctx.seed)
             if epochs > 0:
-                from edgeopt.techniques.finetune import fine_tune
-
-                current, hist = fine_tune(current, ctx, epochs=epochs)
+                current, hist = fine_tune_from(ctx, current, model, epochs)
                 histories.append(hist)
         details = {
             "criterion": criterion,
@@ -520,7 +542,7 @@ class StructuredPrune:
         return {"kind": "ratio", "ratio": cfg.ratio if cfg.ratio is not None else DEFAULT_RATIO}
 
     @staticmethod
-    def _prune_once(ctx, model, goal, frac, criterion, min_ch, round_to, base_widths):
+    def _prune_once(ctx, model, goal, frac, criterion, min_ch, round_to, base_widths, scope="group"):
         """One iteration: ``frac`` of the way (geometrically) from the start to the goal."""
         kind = goal["kind"]
         if kind in ("macs", "latency_ms"):
@@ -542,5 +564,114 @@ class StructuredPrune:
         per_layer = {k: cumulative(v) for k, v in (goal.get("per_layer") or {}).items()}
         pruned, report = prune_structured(model, ratio=cumulative(goal.get("ratio")), per_layer=per_layer,
                                           criterion=criterion, min_channels=min_ch, round_to=round_to,
-                                          base_widths=base_widths)
+                                          base_widths=base_widths, scope=scope)
         return pruned, report, {}
+
+
+# ---------------------------------------------------------------- budget-aware pruning
+
+MAX_RATIO = 0.9
+
+
+def fine_tune_from(ctx, student, teacher, epochs: int):
+    """Fine-tune ``student`` on the train split (``--train-data`` when given), distilling from
+    ``teacher`` when ``distill`` is on (the KD loss of ``distill.Distiller``: Hinton et al. 2015,
+    hard-label weight 0.5); returns ``(student, history report)``."""
+    from edgeopt.techniques.finetune import fine_tune
+
+    cfg = ctx.config
+    if not getattr(cfg, "distill", False) or ctx.dataset.task != "classification":
+        return fine_tune(student, ctx, epochs=epochs)
+    from edgeopt.techniques.distill import Distiller
+    from edgeopt.techniques.finetune import default_loss
+
+    wrapped = Distiller(student, teacher, task=ctx.dataset.task, temperature=cfg.temperature, alpha=0.5,
+                        sample=np.asarray(ctx.dataset.x_train[:32], np.float32))
+    try:  # the Distiller's compute_loss replaces the compiled loss (given only to compile)
+        wrapped, hist = fine_tune(wrapped, ctx, epochs=epochs, loss=default_loss(student, ctx.dataset))
+    finally:
+        teacher.trainable = True  # the Distiller froze it; later prunes rebuild from its config
+    hist["distilled_from"] = teacher.name
+    return wrapped.student, hist
+
+
+def _score(ctx, model) -> float:
+    """Validation quality of ``model``'s float32 .tflite (``ctx.select``: the validation split;
+    the eval split only when there is none)."""
+    import os
+    import tempfile
+
+    from edgeopt.convert import keras_to_tflite
+
+    oracle = ctx.select or ctx.evaluate
+    fd, path = tempfile.mkstemp(suffix=".tflite", dir=ctx.work_dir)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(keras_to_tflite(model))
+        return float(oracle(path))
+    finally:
+        os.unlink(path)
+
+
+def budget_prune(ctx, model, nested: list[str]) -> StepResult:
+    """Structured pruning that respects ``max_accuracy_drop`` (points, validation split).
+
+    1. Sensitivity scan: each ratio of ``sensitivity_scan`` pruned one-shot (global ranking, BatchNorm
+       statistics recalibrated, no training) and scored on validation.
+    2. The largest scanned ratio whose one-shot drop is already within budget is the lower
+       bound; bisection between it and the smallest ratio the scan shows collapsing (>= 50
+       points) or ``MAX_RATIO``, ``budget_trials`` times: prune, fine-tune (distilled),
+       measure; within budget raises the lower bound, over budget (rejected) lowers the upper.
+    3. The largest ratio whose fine-tuned model met the budget is returned; when none did,
+       the unpruned model with ``met: False`` and a warning.
+    Raises UserError as ``prune_structured`` does."""
+    import keras
+
+    cfg = ctx.config
+    limit = float(cfg.max_accuracy_drop)
+    kw = dict(criterion=cfg.criterion, min_channels=cfg.min_channels, round_to=cfg.round_to, scope="global")
+    base = _score(ctx, model)
+    scan = []
+    for r in cfg.sensitivity_scan:
+        cand, _ = prune_structured(model, ratio=r, **kw)
+        recalibrate_batchnorm(cand, ctx.dataset.x_train, seed=ctx.seed)
+        scan.append({"ratio": r, "one_shot_drop": round((base - _score(ctx, cand)) * 100.0, 3)})
+    lo = max([e["ratio"] for e in scan if e["one_shot_drop"] <= limit] or [0.0])
+    hi = min([e["ratio"] for e in scan if e["one_shot_drop"] >= 50.0 and e["ratio"] > lo] or [MAX_RATIO])
+    trials, best = [], None
+    r = lo if lo > 0 else (lo + hi) / 2
+    for _ in range(cfg.budget_trials):
+        cand, report = prune_structured(model, ratio=r, **kw)
+        recalibrate_batchnorm(cand, ctx.dataset.x_train, seed=ctx.seed)
+        cand, hist = fine_tune_from(ctx, cand, model, cfg.epochs) if cfg.epochs > 0 else (cand, {})
+        drop = (base - _score(ctx, cand)) * 100.0
+        met = drop <= limit
+        trials.append({"ratio": round(r, 4), "drop": round(drop, 3), "met": met,
+                       "macs": keras_macs(cand), "fine_tune_epochs": hist.get("epochs_run", 0)})
+        ctx.log(f"prune-structured: ratio {r:.3f} -> {drop:.2f} points drop on validation "
+                f"({'within' if met else 'over'} the {limit} budget)")
+        if met and (best is None or r > best[0]):
+            best = (r, cand, report, hist)
+        lo, hi = (r, hi) if met else (lo, r)
+        r = (lo + hi) / 2
+    base_macs, base_params = keras_macs(model), param_count(model)
+    details = {"criterion": cfg.criterion, "scope": "global", "goal": {"kind": "max_accuracy_drop",
+               "max_accuracy_drop": limit, "baseline_val_accuracy": round(base, 5)},
+               "flattened": nested, "sensitivity_scan": scan, "budget_trials": trials,
+               "met": best is not None}
+    if best is None:
+        msg = (f"no pruning ratio met max_accuracy_drop={limit} points after fine-tuning "
+               f"(tried {', '.join(str(t['ratio']) for t in trials)}); the model is left unpruned")
+        ctx.log(f"warning: {msg}")
+        kept = keras.models.clone_model(model)
+        kept.set_weights(model.get_weights())
+        return StepResult(model=kept, details={**details, "warning": msg, "chosen_ratio": 0.0,
+                                               "macs": {"before": base_macs, "after": base_macs},
+                                               "params": {"before": base_params, "after": base_params}})
+    r, pruned, report, hist = best
+    details.update(chosen_ratio=round(r, 4), groups=report, fine_tune=hist,
+                   macs={"before": base_macs, "after": keras_macs(pruned)},
+                   params={"before": base_params, "after": param_count(pruned)})
+    ctx.log(f"prune-structured: ratio {r:.3f} chosen (global ranking), MACs {base_macs} -> "
+            f"{details['macs']['after']}")
+    return StepResult(model=pruned, details=details)

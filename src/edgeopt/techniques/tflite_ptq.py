@@ -199,22 +199,31 @@ class _MixedSearch:
         return {"model": model, "details": details}
 
     def rank(self, quant: bytes, probe: np.ndarray) -> list[dict]:
-        """Ops by the quantization noise they add themselves, most first (one instrumented pass)."""
-        from edgeopt.techniques.ptq import BOUNDARY_OPS, graph_ops
-        from edgeopt.techniques.quant_error import quant_error_table
+        return rank_ops(self.float_model, quant, probe)
 
-        rows = quant_error_table(self.float_model, quant, probe)
-        snr = {r["tensor"]: r["snr_db"] for r in rows if r["dtype"] != "float32"}
-        scored = []
-        for op in graph_ops(self.float_model):
-            out = op["outputs"][0] if op["outputs"] else None
-            if op["type"] in BOUNDARY_OPS or out not in snr:
-                continue
-            worst_in = max([_noise(snr[i]) for i in op["inputs"] if i in snr] or [0.0])
-            added = _noise(snr[out]) - worst_in  # noise powers add; dB differences do not
-            scored.append({"op": op["label"], "tensor": out, "scope": op["scope"],
-                           "added_noise": float(f"{added:.4g}")})
-        return sorted(scored, key=lambda s: -s["added_noise"])
+
+def rank_ops(float_model: bytes, quant: bytes, probe: np.ndarray, exclude: set[str] = frozenset()) -> list[dict]:
+    """Ops of ``quant`` by the quantization noise each adds itself, most first, from one
+    instrumented pass over ``probe`` (output noise power relative to the float tensor minus the
+    worst input's: noise powers add, dB differences do not). Each: op, tensor, scope,
+    added_noise, snr_db (output), in_snr_db (worst input, or None). Ops whose scope is in
+    ``exclude`` (already float) are left out."""
+    from edgeopt.techniques.ptq import BOUNDARY_OPS, graph_ops
+    from edgeopt.techniques.quant_error import quant_error_table
+
+    rows = quant_error_table(float_model, quant, probe)
+    snr = {r["tensor"]: r["snr_db"] for r in rows if r["dtype"] != "float32"}
+    scored = []
+    for op in graph_ops(float_model):
+        out = op["outputs"][0] if op["outputs"] else None
+        if op["type"] in BOUNDARY_OPS or out not in snr or op["scope"] in exclude:
+            continue
+        ins = [snr[i] for i in op["inputs"] if i in snr]
+        added = _noise(snr[out]) - max([_noise(v) for v in ins] or [0.0])
+        scored.append({"op": op["label"], "tensor": out, "scope": op["scope"],
+                       "added_noise": float(f"{added:.4g}"), "snr_db": snr[out],
+                       "in_snr_db": min(ins) if ins else None})
+    return sorted(scored, key=lambda s: -s["added_noise"])
 
 
 def _noise(snr_db: float) -> float:
@@ -268,5 +277,5 @@ def _write(out: Path, name: str, model: bytes, calib, details: dict) -> tuple[Pa
     return path, {**details, "quantizer": QUANTIZER, "weight_tensors": weight_dtypes(model)}
 
 
-__all__ = ["tflite_dynamic", "tflite_float16", "tflite_int8", "tflite_int16x8", "tflite_int4",
+__all__ = ["rank_ops", "tflite_dynamic", "tflite_float16", "tflite_int8", "tflite_int16x8", "tflite_int4",
            "tflite_mixed"]

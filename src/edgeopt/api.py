@@ -530,6 +530,10 @@ def export(source: str | Path, *, out: str | Path, variant: str | None = None, t
         chosen = next((v for v in record["variants"] if v["name"] == variant and v.get("status") == "done"), None)
         if chosen is None:
             names = ", ".join(v["name"] for v in record["variants"] if v.get("status") == "done")
+            failed = next((v for v in record["variants"] if v["name"] == variant), None)
+            if failed is not None:  # named, but not done: say why rather than "give the variant"
+                raise UserError(f"variant {variant} of {source} is {failed.get('status')}: "
+                                f"{failed.get('error') or 'no artifact'}; export one of: {names}")
             raise UserError(f"give the variant to export (--variant NAME), one of: {names}")
         artifact = source / chosen["artifact"]
         name = name or f"{record.get('name', 'model')}_{chosen['name']}"

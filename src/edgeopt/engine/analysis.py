@@ -20,7 +20,7 @@ def compare_to_baseline(metrics: dict, base: dict, task: str, paired: dict | Non
     ratio compares two separate measurements (``speed_basis: "separate"``), which load from other
     processes can skew: callers that can pair should."""
     out: dict[str, Any] = {}
-    if task == "classification" and "accuracy" in metrics and "accuracy" in base:
+    if task != "regression" and "accuracy" in metrics and "accuracy" in base:  # binary/multilabel too
         out["accuracy_delta_points"] = round((metrics["accuracy"] - base["accuracy"]) * 100, 3)
     elif "mae" in metrics and "mae" in base:
         out["mae_delta"] = round(metrics["mae"] - base["mae"], 6)

@@ -150,7 +150,16 @@ class Int8(_PTQStep):
             if not isinstance(fixes, str):
                 raise UserError(f"int8 fixes {fixes} cannot be applied: {reason}")
             return None
-        chosen = choose_step_fixes(ctx, model, x)
+        try:
+            chosen = choose_step_fixes(ctx, model, x)
+        except UserError:
+            raise
+        except Exception as err:  # "auto" never costs the variant: the converter's default instead
+            if not isinstance(fixes, str):
+                raise UserError(f"int8 fixes {fixes} cannot be applied: {one_line(err)}") from None
+            details["fixes"] = {"fixes": [], "skipped": f"measuring the fixes failed: {one_line(err)}"}
+            ctx.log(f"int8 fixes skipped: {one_line(err)}")
+            return None
         details["fixes"] = {**chosen.details(), "validation_samples": _fix_val_n(ctx)}
         if not chosen.fixes:  # none helped: the converter's default from the untouched model
             return None
@@ -546,9 +555,15 @@ def _fixes_and_calibration(ctx, model, x) -> tuple[object, bytes, dict | None, d
     reason = _fixes_unavailable(ctx, x, need_minmax=False)
     if reason:
         return model, convert(ctx, model), None, {"fixes": {"fixes": [], "skipped": reason}}
-    chosen = choose_step_fixes(ctx, model, x)
-    float_model = convert(ctx, chosen.model)
-    ranges, calibration = _choose_ranges(ctx, model, float_model, x, chosen.ranges)
+    try:
+        chosen = choose_step_fixes(ctx, model, x)
+        float_model = convert(ctx, chosen.model)
+        ranges, calibration = _choose_ranges(ctx, model, float_model, x, chosen.ranges)
+    except UserError:
+        raise
+    except Exception as err:  # the fixes are a help: mixed goes on from the configured calibration
+        ctx.log(f"int8 fixes and calibration choice skipped: {one_line(err)}")
+        return model, convert(ctx, model), None, {"fixes": {"fixes": [], "skipped": one_line(err)}}
     model = chosen.model
     fixes = {**chosen.details(), "validation_samples": _fix_val_n(ctx)}
     return model, float_model, ranges, {"fixes": fixes, "calibration_choice": calibration}

@@ -112,15 +112,20 @@ def apply_fixes(model, fixes: Sequence[str], calib: np.ndarray, *, relu6: str = 
     if "act_range" in fixes:
         from edgeopt.techniques.act_range import choose_activation_ranges, method_counts
 
-        ranges, choices = choose_activation_ranges(float_tflite(m), calib)
+        ranges, choices = choose_activation_ranges(float_tflite(m, _sample_shape(calib)), calib)
         records["act_range"] = {"methods": method_counts(choices), "tensors": len(choices)}
     return m, ranges, records
 
 
-def float_tflite(model) -> bytes:
+def _sample_shape(x) -> tuple | None:
+    """One sample's shape: open axes (a None time axis) are converted at the data's length."""
+    return tuple(int(d) for d in np.shape(x)[1:]) if isinstance(x, np.ndarray) and x.ndim > 1 else None
+
+
+def float_tflite(model, input_shape: tuple | None = None) -> bytes:
     from edgeopt.convert import keras_to_tflite
 
-    return keras_to_tflite(model)
+    return keras_to_tflite(model, input_shape=input_shape)
 
 
 def int8_tflite(model, calib: np.ndarray, ranges: dict | None = None) -> bytes:
@@ -133,15 +138,15 @@ def int8_tflite(model, calib: np.ndarray, ranges: dict | None = None) -> bytes:
     if ranges is not None:
         from edgeopt.techniques.ptq import aeq_static, float_io
 
-        return float_io(aeq_static(float_tflite(model), ranges, 8, True))
+        return float_io(aeq_static(float_tflite(model, _sample_shape(calib)), ranges, 8, True))
 
     def representative():
         for i in range(len(calib)):
             yield [calib[i:i + 1]]
 
     ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-    return keras_to_tflite(model, optimizations=[tf.lite.Optimize.DEFAULT], representative_dataset=representative,
-                           target_spec={"supported_ops": ops})
+    return keras_to_tflite(model, input_shape=_sample_shape(calib), optimizations=[tf.lite.Optimize.DEFAULT],
+                           representative_dataset=representative, target_spec={"supported_ops": ops})
 
 
 def tflite_predict(model: bytes, x: np.ndarray) -> np.ndarray:

@@ -152,8 +152,6 @@ class Int8(_PTQStep):
             return None
         try:
             chosen = choose_step_fixes(ctx, model, x)
-        except UserError:
-            raise
         except Exception as err:  # "auto" never costs the variant: the converter's default instead
             if not isinstance(fixes, str):
                 raise UserError(f"int8 fixes {fixes} cannot be applied: {one_line(err)}") from None
@@ -559,8 +557,6 @@ def _fixes_and_calibration(ctx, model, x) -> tuple[object, bytes, dict | None, d
         chosen = choose_step_fixes(ctx, model, x)
         float_model = convert(ctx, chosen.model)
         ranges, calibration = _choose_ranges(ctx, model, float_model, x, chosen.ranges)
-    except UserError:
-        raise
     except Exception as err:  # the fixes are a help: mixed goes on from the configured calibration
         ctx.log(f"int8 fixes and calibration choice skipped: {one_line(err)}")
         return model, convert(ctx, model), None, {"fixes": {"fixes": [], "skipped": one_line(err)}}

@@ -176,7 +176,7 @@ _KIND_WORDS = {"float": "a number", "int": "an integer", "bool": "true or false"
 def _expected(f, error_type: str) -> str:
     """What a field accepts, in words: 'in [0, 1)', '> 0', 'one of minmax, percentile', 'a number'."""
     if error_type == "literal_error":
-        return "one of " + ", ".join(str(a) for a in getattr(f.annotation, "__args__", ()))
+        return "one of " + ", ".join(_literal_words(f.annotation))
     if error_type.startswith(("greater", "less")):
         rng = _range(f)
         lo, hi = rng[1:-1].split(", ")
@@ -186,6 +186,22 @@ def _expected(f, error_type: str) -> str:
             return f"{'<' if rng[-1] == ')' else '<='} {hi}"
         return f"in {rng}"
     return _KIND_WORDS.get(error_type.split("_")[0], _type_name(f.annotation))
+
+
+def _literal_words(annotation) -> list[str]:
+    """The allowed values of a Literal field, also inside a union with a list of literals
+    (``auto | none | a comma-separated list of cle, bias_correction...``)."""
+    import typing
+
+    if typing.get_origin(annotation) is typing.Literal:
+        return [str(a) for a in typing.get_args(annotation)]
+    words = []
+    for arg in typing.get_args(annotation):
+        if typing.get_origin(arg) is list:
+            words.append("a comma-separated list of " + ", ".join(_literal_words(typing.get_args(arg)[0])))
+        else:
+            words.extend(_literal_words(arg))
+    return words
 
 
 # ---------------------------------------------------------------- options

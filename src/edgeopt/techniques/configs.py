@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
 __all__ = ["StepConfig", "Float32", "Dynamic", "Float16", "Int8", "Int16x8", "Int4Weights", "Mixed",
            "Prune", "PruneStructured", "Cluster", "QAT", "Distill", "CONFIGS", "config_class"]
@@ -117,6 +117,14 @@ class _Int8Fixes(StepConfig):
     fix_validation_samples: int = Field(2000, ge=16, le=1_000_000,
                                         description="validation rows the fixes are measured on")
     adaround_iterations: int = Field(200, ge=1, le=100_000, description="AdaRound steps per layer")
+
+    @field_validator("fixes", mode="before")
+    @classmethod
+    def _comma_list(cls, value):
+        """``-o int8.fixes=cle,bias_correction`` (or one name) as a list; names are then checked."""
+        if isinstance(value, str) and value not in ("auto", "none"):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
 
 class Int8(_Calibrated, _Int8Fixes):

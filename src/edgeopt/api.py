@@ -120,7 +120,11 @@ def _flatten_nested(m: LoadedModel) -> None:
         return
     from edgeopt.keras_graph import flatten, graph_of, nested_models
 
-    if graph_of(m.keras) is not None and nested_models(m.keras):
+    try:
+        nested = graph_of(m.keras) is not None and nested_models(m.keras)
+    except (AttributeError, ValueError):  # an unbuilt model (no defined inputs): profiled as it is
+        return
+    if nested:
         m.keras = flatten(m.keras)
         m.info["flattened"] = True
 

@@ -147,6 +147,17 @@ def _sort_key(rec: Recommendation):
     return (not rec.feasible, -acc, est.rank if est else 5, energy, latency)
 
 
+def _pick(good: list) -> tuple:
+    """A device's variant: among those within the default accuracy budget (1 point) of the most
+    accurate, the one whose latency is best known (Estimate.rank), then fastest."""
+    from edgeopt.engine.analysis import DEFAULT_BUDGET_POINTS
+
+    top = max((_accuracy(v) or -1.0) for v, _ in good)
+    near = [(v, e) for v, e in good if (_accuracy(v) or -1.0) >= top - DEFAULT_BUDGET_POINTS / 100]
+    return min(near, key=lambda ve: (ve[1].rank, ve[1].latency_ms if ve[1].latency_ms is not None
+                                     else float("inf"), -(_accuracy(ve[0]) or -1.0)))
+
+
 def recommend(variants: list[Variant], devices: dict[str, Device], *, max_latency_ms=None, max_power_w=None,
               max_price=None, battery_mah=None, inferences_per_hour=None,
               engine: str | None = None) -> list[Recommendation]:
@@ -165,8 +176,7 @@ def recommend(variants: list[Variant], devices: dict[str, Device], *, max_latenc
             options.append((v, est, _check(est, max_latency_ms, max_power_w, max_price)))
         good = [(v, e) for v, e, bad in options if not bad]
         if good:
-            v, est = max(good, key=lambda ve: (_accuracy(ve[0]) or -1.0,
-                                               -(ve[1].latency_ms or float("inf"))))
+            v, est = _pick(good)
             recs.append(Recommendation(dev.name, dev.title or dev.name, True, v.name, est,
                                        _merits(est, max_latency_ms)
                                        + [f"missing {m.split(' (')[0]}" for m in dict.fromkeys(est.missing)

@@ -311,7 +311,12 @@ def static_keras(model, input_shape=None):
     from edgeopt.convert import _input_name
     from edgeopt.keras_graph import flatten
 
-    open_inputs = [t for t in model.inputs if any(d is None for d in t.shape[1:])]
+    try:
+        inputs = list(model.inputs)
+    except AttributeError:  # an unbuilt Sequential: no inputs to fix
+        raise UserError(f"Keras model '{model.name}' has no graph yet; build it with keras.Input(...) "
+                        "or call it on data once before profiling") from None
+    open_inputs = [t for t in inputs if any(d is None for d in t.shape[1:])]
     if not open_inputs:
         return model, []
     if isinstance(input_shape, dict):

@@ -70,16 +70,17 @@ def edgeopt_dataset(name: str, x, y, idx, *, task: str = "classification", class
     return Dataset(name, x[tr], y[tr], x[va], y[va], x[te], y[te], task, classes, list(class_names))
 
 
-def optimize(model, dataset, out: Path, recipes: list[str], *, runs: int, options: dict | None = None) -> dict:
+def optimize(model, dataset, out: Path, recipes: list[str], *, runs: int, options: dict | None = None,
+             metric: str | None = None) -> dict:
     """Save the Keras model, run ``edgeopt.optimize`` (baseline float32 + one variant per recipe) and
-    return the run record (run.json)."""
+    return the run record (run.json). ``metric``: a custom metric ``file.py:function`` (``--metric``)."""
     import edgeopt
 
     out.mkdir(parents=True, exist_ok=True)
     model_path = out / f"{model.name}.keras"
     model.save(model_path)
     run = edgeopt.optimize(str(model_path), dataset, recipes=recipes, out=out / "run", runs=runs,
-                           options=options or {}, fresh=True)
+                           options=options or {}, fresh=True, metric=metric)
     run_dir = run.path
     record = json.loads((Path(run_dir) / "run.json").read_text())
     record["_dir"] = str(run_dir)

@@ -232,7 +232,7 @@ def test_few_calibration_samples_warn_and_zero_is_an_error(cnn, digits, tmp_path
     res = get_step("int8").run(make_ctx(digits, tmp_path / "few", logs=logs, calibration_samples=3), cnn)
     assert res.details["calibration"]["samples"] == 3
     assert any("only 3 calibration samples" in m for m in logs)
-    with pytest.raises(UserError, match="at least 1"):
+    with pytest.raises(UserError, match="calibration_samples must be in \\[1"):
         get_step("int8").run(make_ctx(digits, tmp_path / "none", calibration_samples=0), cnn)
     with pytest.raises(UserError, match="calibration"):
         get_step("int8").run(make_ctx(digits, tmp_path / "bad", calibration="kmeans"), cnn)

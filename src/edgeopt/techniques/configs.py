@@ -64,8 +64,8 @@ class _Calibrated(StepConfig):
         json_schema_extra=_search(choices=["minmax", "percentile"]))
     percentile: float = Field(99.99, gt=50, le=100, description="percentile for calibration=percentile",
                               json_schema_extra=_search(low=99.0, high=100.0))
-    calibration_samples: int = Field(500, ge=0, le=1_000_000,
-                                     description="representative samples (0 = all of calibration_data)",
+    calibration_samples: int = Field(500, ge=1, le=1_000_000,
+                                     description="representative samples (rows of calibration_data or the train split)",
                                      json_schema_extra=_search(low=50, high=2000, log=True))
     calibration_data: Any = Field(None, description="a .npy path or an array of inputs "
                                                     "(default: a stratified sample of the train split)")

@@ -226,19 +226,25 @@ def _mismatch(old: dict, header: dict) -> str | None:
     return None
 
 
+def read_record(path: Path) -> tuple[Path, object]:
+    """(run.json's path, its parsed JSON as written: no version check, no migration) of a run
+    directory or the file itself. Raises UserError when there is no run.json or it is not JSON."""
+    path = Path(path)
+    run_file = path / RUN_FILE if path.is_dir() else path
+    if not run_file.is_file():
+        raise UserError(f"{path} is not a run directory (no {RUN_FILE}); create one with edgeopt optimize")
+    try:
+        return run_file, json.loads(run_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{run_file} is not valid JSON ({getattr(e, 'msg', e)})") from None
+
+
 def load_run(path: Path) -> dict:
     """run.json of a run directory (or the file itself) as a schema-version-2 dict.
 
     Raises UserError for a missing or unreadable file and for a schema version this edgeopt
     cannot read; version 1 is migrated."""
-    path = Path(path)
-    run_file = path / RUN_FILE if path.is_dir() else path
-    if not run_file.exists():
-        raise UserError(f"{path} is not a run directory (no {RUN_FILE}); create one with edgeopt optimize")
-    try:
-        record = json.loads(run_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{run_file} is not valid JSON ({e.msg if hasattr(e, 'msg') else e})") from None
+    run_file, record = read_record(path)
     version = record.get("schema_version") if isinstance(record, dict) else None
     if version not in READABLE_VERSIONS:
         raise UserError(f"{run_file} has schema version {version}; this edgeopt reads versions "

@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from edgeopt.engine.analysis import DEFAULT_BUDGET_POINTS  # points a variant may lose by default
 from edgeopt.report.format import (fmt_bytes, fmt_count, fmt_hours, fmt_int, fmt_ms, fmt_power,  # noqa: F401
                                    fmt_range, fmt_time)
 
@@ -148,9 +149,6 @@ def run_table(record: dict) -> Table:
             fmt_bytes(arena) if (arena := (v.get("graph") or m).get("tflm_arena_bytes")) else "-",
         )
     return table
-
-
-DEFAULT_BUDGET_POINTS = 1.0  # accuracy points a variant may lose when the run names no budget
 
 
 def run_budget(record: dict) -> float:

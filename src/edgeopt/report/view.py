@@ -14,17 +14,15 @@ run.json keys read (v1 / v2):
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
+from edgeopt.core.types import GRAPH_KEYS  # noqa: F401 (the engine's list; tests read it here)
+from edgeopt.engine.analysis import DEFAULT_BUDGET_POINTS  # budget when the run set none
 from edgeopt.errors import UserError
 from edgeopt.report.format import fmt_bytes
 
-RUN_FILE = "run.json"
 READABLE_SCHEMAS = (1, 2)
-GRAPH_KEYS = ("macs", "params", "precision", "peak_activation_bytes", "tflm_arena_bytes", "tflm_arena_note")
-DEFAULT_BUDGET_POINTS = 1.0  # accuracy drop allowed for a recommendation when the run set none
 # Step-detail keys shown elsewhere in the report (curves, per-layer view) or too bulky to list.
 _SHOWN_ELSEWHERE = {"fine_tune", "layer_sparsity", "history", "kept_float", "tried"}
 
@@ -33,14 +31,9 @@ def read_run(run_dir: str | Path) -> dict:
     """The run record of ``run_dir`` (a run directory or its run.json); v1 and v2 are accepted.
 
     Raises UserError when there is no run.json, it is not JSON, or its schema is unknown."""
-    path = Path(run_dir)
-    run_file = path / RUN_FILE if path.is_dir() else path
-    if not run_file.is_file():
-        raise UserError(f"{path} is not a run directory (no {RUN_FILE}); create one with edgeopt optimize")
-    try:
-        record = json.loads(run_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{run_file} is not valid JSON ({getattr(e, 'msg', e)})") from None
+    from edgeopt.engine.store import read_record
+
+    run_file, record = read_record(run_dir)  # as written: the report reads v1 and v2 layouts itself
     if not isinstance(record, dict) or record.get("schema_version") not in READABLE_SCHEMAS:
         version = record.get("schema_version") if isinstance(record, dict) else None
         raise UserError(f"{run_file} has schema version {version}; the report reads versions "

@@ -63,6 +63,21 @@ def check_multi_calibration(x: Any, model, log=print):
                         for k, a, t in zip(names, ordered, model.inputs)})
 
 
+def calibration_batch(calib_x: Any, need: bool, missing: str) -> np.ndarray | None:
+    """``calib_x`` as a float32 batch (n, *input) for the file-format quantizers, or None when it is
+    not given and not needed. Raises UserError(``missing``) when it is needed and absent, and for an
+    empty, wrongly ranked or non-finite batch."""
+    if calib_x is None:
+        if need:
+            raise UserError(missing)
+        return None
+    calib = np.asarray(calib_x, np.float32)
+    if calib.ndim < 2 or len(calib) < 1 or not np.isfinite(calib).all():
+        raise UserError(f"calibration data must be a non-empty finite batch shaped (n, *input), "
+                        f"got shape {calib.shape}")
+    return calib
+
+
 def check_calibration_data(x: Any, input_shape: tuple, log=print) -> np.ndarray:
     """Return ``x`` as float32 if it fits a model input of ``input_shape`` (no batch dimension);
     raise UserError naming both shapes otherwise. Warns when there are fewer than 10 samples."""

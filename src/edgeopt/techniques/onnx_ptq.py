@@ -26,6 +26,7 @@ import numpy as np
 
 from edgeopt.errors import UserError
 from edgeopt.techniques.artifact_check import ArtifactCheckFailed, check_artifact
+from edgeopt.techniques.calibration import calibration_batch
 
 # DequantizeLinear takes a per-axis scale (the `axis` attribute) from opset 13 on.
 PER_CHANNEL_MIN_OPSET = 13
@@ -169,14 +170,8 @@ def _inputs(model_path, calib_x, out_dir, need_calibration: bool = True):
         raise UserError(f"{src.name} is not an .onnx file; these steps quantize ONNX models")
     if not src.exists():
         raise UserError(f"model not found: {src}")
-    calib = None
-    if calib_x is not None:
-        calib = np.asarray(calib_x, np.float32)
-        if calib.ndim < 2 or len(calib) < 1 or not np.isfinite(calib).all():
-            raise UserError(f"calibration data must be a non-empty finite batch shaped (n, *input), "
-                            f"got shape {calib.shape}")
-    elif need_calibration:
-        raise UserError("static int8 needs calibration data (calib_x): 100-500 samples shaped like the input")
+    calib = calibration_batch(calib_x, need_calibration, "static int8 needs calibration data (calib_x): "
+                                                         "100-500 samples shaped like the input")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     return src, calib, out

@@ -26,6 +26,7 @@ from edgeopt.core.precision import Precision
 from edgeopt.errors import UserError
 from edgeopt.fsutil import atomic_write_bytes
 from edgeopt.techniques.artifact_check import ArtifactCheckFailed, check_artifact
+from edgeopt.techniques.calibration import calibration_batch
 
 # Inputs compared tensor by tensor to rank ops for mixed precision (one instrumented pass).
 SENSITIVITY_SAMPLES = 16
@@ -246,15 +247,8 @@ def _inputs(model_path, calib_x, out_dir, need_calibration: bool = True) -> tupl
     if stored:
         raise UserError(f"{src.name} is already {'/'.join(stored)}; quantizing it again needs the float "
                         f"model (a float32 .tflite, .onnx or Keras file)")
-    calib = None
-    if calib_x is not None:
-        calib = np.asarray(calib_x, np.float32)
-        if calib.ndim < 2 or len(calib) < 1 or not np.isfinite(calib).all():
-            raise UserError(f"calibration data must be a non-empty finite batch shaped (n, *input), "
-                            f"got shape {calib.shape}")
-    elif need_calibration:
-        raise UserError("static quantization needs calibration data (calib_x): 100-500 samples "
-                        "shaped like the input")
+    calib = calibration_batch(calib_x, need_calibration, "static quantization needs calibration data "
+                                                         "(calib_x): 100-500 samples shaped like the input")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     return src.read_bytes(), calib, out

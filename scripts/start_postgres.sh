@@ -21,10 +21,11 @@ if ! command -v pg_ctlcluster >/dev/null || [ -z "$(ls /usr/lib/postgresql 2>/de
 fi
 VERSION=$(ls /usr/lib/postgresql | sort -V | tail -1)
 if ! pg_lsclusters -h | awk -v v="$VERSION" '$1==v && $2=="main"{found=1} END{exit !found}'; then
-  $SUDO pg_createcluster "$VERSION" main >/dev/null
+  $SUDO pg_createcluster "$VERSION" main >&2
 fi
 if ! pg_lsclusters -h | awk -v v="$VERSION" '$1==v && $2=="main" && $4=="online"{ok=1} END{exit !ok}'; then
-  $SUDO pg_ctlcluster "$VERSION" main start
+  # pg_ctlcluster may print notes ("Removed stale pid file.") on stdout; stdout is the URL alone.
+  $SUDO pg_ctlcluster "$VERSION" main start >&2
 fi
 PORT=$(pg_lsclusters -h | awk -v v="$VERSION" '$1==v && $2=="main"{print $3}')
 for _ in $(seq 1 30); do

@@ -34,19 +34,29 @@ def _can_connect(url: str) -> bool:
         return False
 
 
+def _last_url(text: str | None) -> str | None:
+    """The last postgresql:// line of `text` (the start script may print notes before it)."""
+    urls = [line.strip() for line in (text or "").splitlines() if line.strip().startswith("postgresql")]
+    return urls[-1] if urls else None
+
+
+def _start_server() -> tuple[str | None, str]:
+    try:
+        out = subprocess.run(["bash", str(ROOT / "scripts" / "start_postgres.sh")], capture_output=True,
+                             text=True, timeout=300, env={**os.environ, "EDGEOPT_PG_DB": "edgeopt_test"})
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return None, str(err)
+    url = _last_url(out.stdout) if out.returncode == 0 else None
+    return url, out.stderr.strip()[-300:] or out.stdout.strip()[-300:]
+
+
 @pytest.fixture(scope="module")
 def pg_url():
-    url = os.environ.get("EDGEOPT_TEST_POSTGRES_URL")
-    if not url:
-        try:
-            out = subprocess.run(["bash", str(ROOT / "scripts" / "start_postgres.sh")], capture_output=True,
-                                 text=True, timeout=300, env={**os.environ, "EDGEOPT_PG_DB": "edgeopt_test"})
-            url = out.stdout.strip().splitlines()[-1] if out.returncode == 0 and out.stdout.strip() else None
-            why = out.stderr.strip()[-300:]
-        except (OSError, subprocess.TimeoutExpired) as err:
-            url, why = None, str(err)
-    else:
-        why = f"cannot connect to {url}"
+    given = os.environ.get("EDGEOPT_TEST_POSTGRES_URL")
+    url, why = _last_url(given), f"cannot connect to {given!r}"
+    if not url or not _can_connect(url):
+        url, started_why = _start_server()
+        why = f"{why}; start_postgres.sh: {started_why}" if given else started_why
     if not url or not _can_connect(url):
         if os.environ.get("CI"):
             pytest.fail(f"no PostgreSQL server could be started (CI must run one): {why}")

@@ -84,6 +84,20 @@ def output_file(path, flag: str = "--out") -> None:
     _writable_ancestor(path.parent if str(path.parent) else Path("."), flag)
 
 
+def report_file(out, name: str = "report.html", flag: str = "--out") -> Path | None:
+    """Where a report given as ``--out`` goes: a path ending in ``/`` or an existing folder means
+    ``name`` inside it; any other path is the file itself. Missing folders on the way are created
+    when it is written (as for every ``--out``); checked here: not a folder, writable. Creates nothing."""
+    if out is None:
+        return None
+    text = os.fspath(out)
+    path = Path(text)
+    if text.endswith(("/", os.sep)) or path.is_dir():
+        path = path / name
+    output_file(path, flag)
+    return path
+
+
 def _writable_ancestor(path: Path, flag: str) -> None:
     probe = path
     while not probe.exists():
@@ -154,8 +168,9 @@ def _check_keras_zip(path: Path) -> None:
         raise UserError(bad) from None
 
 
-def data_source(data) -> None:
-    """``data`` is a built-in dataset name or an existing .npz/.npy/.csv file or image folder."""
+def data_source(data, flag: str = "--data") -> None:
+    """``data`` is a built-in dataset name or an existing, readable .npz/.npy/.csv file or image
+    folder; ``flag`` (``--data``, ``--eval-data``...) is named in the error."""
     if data is None or not isinstance(data, (str, Path)):
         return
     from edgeopt.data import BUILTINS
@@ -164,13 +179,22 @@ def data_source(data) -> None:
     if name in BUILTINS:
         return
     path = Path(name)
+    builtins = f"{', '.join(BUILTINS)}, " if flag == "--data" else ""
     if not path.exists():
-        raise UserError(f"data not found: {name}; give {', '.join(BUILTINS)}, a .npz/.npy/.csv file or an "
+        raise UserError(f"{flag}: data not found: {name}; give {builtins}a .npz/.npy/.csv file or an "
                         f"image folder (see README: Data)")
     if path.is_file() and path.suffix.lower() not in DATA_SUFFIXES:
-        raise UserError(f"unsupported data file {path.name}: use .npz, .npy, .csv or an image folder")
+        raise UserError(f"{flag}: unsupported data file {path.name}: use .npz, .npy, .csv or an image folder")
+    if not os.access(path, os.R_OK | (os.X_OK if path.is_dir() else 0)):
+        raise UserError(f"{flag}: cannot read {name} (permission denied); make it readable or copy it")
     if path.is_file() and path.stat().st_size == 0:
-        raise UserError(f"data file {path.name} is empty (0 bytes); give a file with samples")
+        raise UserError(f"{flag}: data file {path.name} is empty (0 bytes); give a file with samples")
+
+
+def data_roles(train=None, calib=None, eval=None) -> None:
+    """The role files ``--train-data``, ``--calib-data``, ``--eval-data`` (each None or a path)."""
+    for value, flag in ((train, "--train-data"), (calib, "--calib-data"), (eval, "--eval-data")):
+        data_source(value, flag)
 
 
 def run_dir(path) -> None:

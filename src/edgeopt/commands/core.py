@@ -48,8 +48,10 @@ RESHAPE_HELP = "one sample's shape for flat rows, e.g. 8,8,1 for a CSV feeding a
 
 def role_kwargs(train_data, calib_data, eval_data, reshape) -> dict:
     """The data roles (``--train-data``, ``--calib-data``, ``--eval-data``) and ``--reshape`` as API keywords."""
+    from edgeopt import validate
     from edgeopt.errors import UserError
 
+    validate.data_roles(train_data, calib_data, eval_data)
     kw = {k: str(v) for k, v in (("train_data", train_data), ("calib_data", calib_data),
                                   ("eval_data", eval_data)) if v is not None}
     if reshape:
@@ -248,9 +250,10 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def report(
         run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help=RUN_HELP),
-        out: Optional[Path] = typer.Option(None, "--out", metavar="FILE",
-                                           help="HTML file to write, or a folder to write report.html into "
-                                                "(default RUN_DIR/report.html)"),
+        out: Optional[str] = typer.Option(None, "--out", metavar="FILE",
+                                          help="HTML file to write, or a folder to write report.html into "
+                                               "(an existing folder or a path ending in /; missing folders "
+                                               "are created; default RUN_DIR/report.html)"),
         json_out: bool = typer.Option(False, "--json", help="print JSON only"),
     ):
         """Write a self-contained HTML report: summary, trade-off plots, device fit, per-layer view,

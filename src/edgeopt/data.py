@@ -293,9 +293,23 @@ def make_dataset(name: str, x, y, *, task: str | None = None,
     rest, ev = split_indices(order, labels, n_eval, seed) if n_eval else (order, order[:0])
     tr, va = split_indices(rest, labels, n_val, seed) if n_val else (rest, rest[:0])
     num_classes = int(ys[0].max()) + 1 if tasks[0] in ("classification", "binary") and ys[0].ndim == 1 else 0
+    if n_eval:
+        _check_limit_leaves_eval(name, limit, n_eval, len(np.unique(labels)) if labels is not None else 0,
+                                 1 / eval_fraction)
     return Dataset(name, x[tr], y[tr], x[va], y[va], x[ev], y[ev], tasks[0], num_classes,
                    list(class_names or []), tasks=tasks,
                    label_outputs=list(y.names) if isinstance(y, NamedArrays) else [])
+
+
+def _check_limit_leaves_eval(name: str, limit: int | None, n_eval: int, classes: int, per_eval: float) -> None:
+    """UserError when ``--limit`` leaves fewer eval samples than classes (accuracy on 1 sample of a
+    10-class task means nothing); ``per_eval``: samples of the limit per eval sample (5 for 20%)."""
+    if not limit or classes < 2 or n_eval >= classes:
+        return
+    need = int(np.ceil(classes * per_eval))
+    raise UserError(f"--limit {limit} leaves {n_eval} eval sample(s) of {name} for {classes} classes; give "
+                    f"--limit {max(need, 10 * classes)} or more (at least {need} for one eval sample per class), "
+                    f"or drop --limit")
 
 
 def _cast_labels(y: np.ndarray, task: str, name: str) -> np.ndarray:
@@ -449,7 +463,10 @@ def _pick_keys(keys, given, names, default, what, flag, fname, allow_one=False) 
         raise UserError(f"{fname} has keys {keys} but the model's {what} are {', '.join(names)}: name one key "
                         f"per {what[:-1]} with {flag} {','.join(keys[:want]) if len(keys) >= want else 'a,b'} "
                         f"(in {what[:-1]} order), or save the arrays under the {what[:-1]} names")
-    raise UserError(f"{fname} has keys {keys} but not {[default]}: name them with --x-key/--y-key")
+    if default == "y":
+        raise UserError(f"{fname} has keys {keys} but no labels 'y': name the labels with --y-key, or score "
+                        f"without labels against the float model with --task fidelity")
+    raise UserError(f"{fname} has keys {keys} but no inputs {default!r}: name them with {flag}")
 
 
 def _npy_pair(path: Path):
@@ -682,6 +699,7 @@ def fashion_mnist(val_fraction: float = 0.1, limit: int | None = None, seed: int
     if limit:
         order = stratified_indices(ytr, limit, seed)
         xte, yte = xte[: max(1, limit // 6)], yte[: max(1, limit // 6)]
+        _check_limit_leaves_eval("fashion-mnist", limit, len(yte), 10, 6)
     n_val = max(1, int(round(len(order) * val_fraction)))
     tr, va = split_indices(order, ytr, n_val, seed)
     return Dataset("fashion-mnist", xtr[tr], ytr[tr], xtr[va], ytr[va], xte, yte,
@@ -716,6 +734,11 @@ def check_against_model(ds: Dataset, input_shape: tuple | dict | list, output_un
                             f"({ds.num_classes} classes) but the model outputs {output_units} classes")
         elif ds.num_classes < output_units:
             warnings.append(f"data has {ds.num_classes} classes, model outputs {output_units}")
+        n_eval = len(first_array(ds.x_eval))
+        if 0 < n_eval < max(ds.num_classes, output_units if output_units > 1 else 2):
+            warnings.append(f"the eval split has {n_eval} sample(s) for {max(ds.num_classes, output_units)} "
+                            f"classes: its accuracy cannot tell variants apart; give more data or a larger "
+                            f"--eval-data file")
     if input_range is not None:
         first = first_array(ds.x_eval)
         lo, hi = float(first.min()), float(first.max())

@@ -132,7 +132,12 @@ def model_path(path, kinds: tuple[str, ...] = ("keras", "tflite", "onnx")) -> st
     if kind not in kinds:
         wanted = " or ".join("a Keras model (.keras/.h5/SavedModel)" if k == "keras" else f"a .{k} file"
                              for k in kinds)
-        raise UserError(f"{path.name} is a .{kind} model; this command needs {wanted}")
+        fix = ""
+        if kind == "keras" and "keras" not in kinds:
+            run = Path("runs") / path.stem
+            fix = (f": convert it first with edgeopt optimize {path} -d DATA -r int8 --out {run}, then give "
+                   f"the run and a variant: edgeopt export {run} int8 --out DIR (or float32)")
+        raise UserError(f"{path.name} is a .{kind} model; this command needs {wanted}{fix}")
     return kind
 
 
@@ -245,9 +250,11 @@ def device_names(names, file=None) -> None:
         get_device(name, devs)
 
 
-def positive(value, flag: str) -> None:
-    """``value`` is None or a finite number above 0."""
+def positive(value, flag: str, example: str | None = None) -> None:
+    """``value`` is None or a finite number above 0 (a physical quantity: mAh, volts, ms, W, USD);
+    ``example`` (e.g. ``"1000"``) shows a valid value in the error."""
     if value is None:
         return
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
-        raise UserError(f"{flag} must be a finite number above 0 (got {value!r})")
+        hint = f"; e.g. {flag} {example}" if example else ""
+        raise UserError(f"{flag} must be a finite number above 0 (got {value!r}){hint}")

@@ -350,9 +350,10 @@ def load_recipe_file(path: str | Path) -> tuple[list[Any], dict[str, Any]]:
     Raises UserError for a missing file, bad YAML or another top-level key."""
     import yaml
 
+    from edgeopt.validate import input_file
+
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"recipe file not found: {path}")
+    input_file(path, "--recipe-file", what="recipe file")
     try:
         doc = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as e:

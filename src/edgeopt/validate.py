@@ -95,7 +95,42 @@ def report_file(out, name: str = "report.html", flag: str = "--out") -> Path | N
     if text.endswith(("/", os.sep)) or path.is_dir():
         path = path / name
     output_file(path, flag)
+    if path.is_file() and path.suffix.lower() not in (".html", ".htm"):
+        raise UserError(f"{flag} {path} is an existing {path.suffix or 'extensionless'} file, not a report; "
+                        f"give a .html path (e.g. {path.with_suffix('.html').name}) or a folder")
     return path
+
+
+def input_file(path, flag: str, suffixes: tuple[str, ...] = (), what: str = "file") -> None:
+    """``path`` is None or an existing, readable file (not a folder) with one of ``suffixes``;
+    ``what`` names it in the error ("recipe file")."""
+    if path is None:
+        return
+    path = Path(path)
+    kinds = f"a {'/'.join(suffixes)} file" if suffixes else "a file"
+    if not path.exists():
+        raise UserError(f"{flag}: {what} not found: {path}; give the path of {kinds}")
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a folder; give {kinds}")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise UserError(f"{flag} {path.name} is not {kinds}")
+    if not os.access(path, os.R_OK):
+        raise UserError(f"{flag}: cannot read {path} (permission denied); make it readable")
+
+
+def data_flags(sources, x_key: str = "x", y_key: str = "y", label_column: str = "-1") -> None:
+    """Format-specific data flags are refused when no data file they apply to is given, instead of
+    being ignored: ``--x-key``/``--y-key`` need a .npz, ``--label-column`` a .csv. ``sources``:
+    the --data value and the role files (None where absent)."""
+    suffixes = {Path(str(s)).suffix.lower() for s in sources if s is not None}
+    named = ", ".join(str(s) for s in sources if s is not None) or "no data"
+    for flag, value, default, suffix, what in (
+            ("--x-key", x_key, "x", ".npz", "the input array(s) of a .npz file"),
+            ("--y-key", y_key, "y", ".npz", "the label array(s) of a .npz file"),
+            ("--label-column", label_column, "-1", ".csv", "the label column of a .csv file")):
+        if str(value) != default and suffix not in suffixes:
+            raise UserError(f"{flag} {value} picks {what}, but the data is {named}; drop {flag}, or give "
+                            f"a {suffix} file")
 
 
 def _writable_ancestor(path: Path, flag: str) -> None:
@@ -230,7 +265,8 @@ def devices_file(path) -> None:
         return
     path = Path(path)
     if not path.exists():
-        raise UserError(f"device file not found: {path}; give a YAML file (see: edgeopt devices --help)")
+        raise UserError(f"--devices-file: device file not found: {path}; give a YAML file (see: edgeopt devices "
+                        f"--help)")
     if path.is_dir():
         raise UserError(f"--devices-file {path} is a folder; give a YAML file")
     if path.suffix.lower() not in (".yaml", ".yml"):

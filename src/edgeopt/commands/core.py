@@ -40,6 +40,12 @@ def _check_early(input_shape, metric, task) -> None:
         raise UserError(f"--task {task!r}: use classification, binary, multilabel, regression or fidelity")
 
 
+def _check_data_flags(sources, x_key, y_key, label_column) -> None:
+    from edgeopt.validate import data_flags
+
+    data_flags(sources, x_key=x_key, y_key=y_key, label_column=label_column)
+
+
 TRAIN_HELP = "fine-tuning data file (its validation split is carved from it)"
 CALIB_HELP = "calibration data file: int8 calibration reads this file only (labels optional)"
 EVAL_HELP = "evaluation data file: the numbers in the table, used whole"
@@ -104,7 +110,11 @@ def register(app: typer.Typer) -> None:
         from edgeopt import api
         from edgeopt.report.terminal import spinner
 
+        from edgeopt import validate
+
         _check_early(input_shape, None, None)
+        validate.data_source(data)
+        validate.data_flags([data], x_key=x_key)
         with spinner(f"profiling {model.name}", disable=json_out):
             prof = api.profile(model, unsafe=unsafe, measure_arena=not no_arena, data=data,
                                input_shape=input_shape, **({"x_key": x_key} if data else {}))
@@ -144,6 +154,7 @@ def register(app: typer.Typer) -> None:
 
         _check_early(input_shape, metric, task)
         roles = role_kwargs(train_data, calib_data, eval_data, reshape)
+        _check_data_flags([data, train_data, calib_data, eval_data], x_key, y_key, label_column)
         with spinner(f"measuring {model.name} on {data or eval_data}", disable=json_out):
             result = api.bench(model, data, threads=threads, runs=runs, unsafe=unsafe, input_shape=input_shape,
                                metric=metric, output=output,
@@ -210,6 +221,7 @@ def register(app: typer.Typer) -> None:
         api.plan_recipes(list(recipe), options, recipe_file, model)  # one error line before any output
         _check_early(input_shape, metric, task)
         roles = role_kwargs(train_data, calib_data, eval_data, reshape)
+        _check_data_flags([data, train_data, calib_data, eval_data], x_key, y_key, label_column)
         with progress_bar(disable=json_out) as (log, step):
             run = api.optimize(model, data, recipes=list(recipe), recipe_file=recipe_file, out=out,
                                options=options, threads=threads, runs=runs, unsafe=unsafe, fresh=fresh,

@@ -583,7 +583,7 @@ def load_data_roles(data: str | Path | None = None, *, train: str | Path | None 
         raise UserError("--data is not used when both --train-data and --eval-data are given; drop one of them")
     from edgeopt.validate import data_roles
 
-    data_roles(train, calib, eval)
+    data_roles(train, calib, eval, data)
     kw = dict(read_kwargs)
     reshape = kw.pop("reshape", None)
     common = dict(model=model, output=output, task=task, reshape=reshape, seed=seed, **kw)

@@ -231,10 +231,20 @@ def data_source(data, flag: str = "--data") -> None:
         raise UserError(f"{flag}: data file {path.name} is empty (0 bytes); give a file with samples")
 
 
-def data_roles(train=None, calib=None, eval=None) -> None:
-    """The role files ``--train-data``, ``--calib-data``, ``--eval-data`` (each None or a path)."""
+def data_roles(train=None, calib=None, eval=None, data=None) -> None:
+    """The role files ``--train-data``, ``--calib-data``, ``--eval-data`` (each None or a path),
+    and their combination with ``--data`` (``edgeopt.data.load_data_roles``)."""
+    from edgeopt.data import BUILTINS
+
     for value, flag in ((train, "--train-data"), (calib, "--calib-data"), (eval, "--eval-data")):
         data_source(value, flag)
+    if data is not None and train is not None and eval is not None:
+        raise UserError("--data is not used when both --train-data and --eval-data are given; drop one of them")
+    if eval is not None and str(eval) in BUILTINS:
+        raise UserError(f"--eval-data {eval}: a built-in comes with its own eval split; give it as --data {eval}")
+    if str(data) in BUILTINS and train is not None:
+        raise UserError(f"the built-in {data} comes with its own splits: give it as --data alone (or with "
+                        f"--eval-data), and your files as --train-data/--eval-data without it")
 
 
 def run_dir(path) -> None:

@@ -52,12 +52,13 @@ EVAL_HELP = "evaluation data file: the numbers in the table, used whole"
 RESHAPE_HELP = "one sample's shape for flat rows, e.g. 8,8,1 for a CSV feeding an 8x8 image model"
 
 
-def role_kwargs(train_data, calib_data, eval_data, reshape) -> dict:
-    """The data roles (``--train-data``, ``--calib-data``, ``--eval-data``) and ``--reshape`` as API keywords."""
+def role_kwargs(train_data, calib_data, eval_data, reshape, data=None) -> dict:
+    """The data roles (``--train-data``, ``--calib-data``, ``--eval-data``) and ``--reshape`` as API
+    keywords, checked (files, and their combination with ``--data``) before anything loads."""
     from edgeopt import validate
     from edgeopt.errors import UserError
 
-    validate.data_roles(train_data, calib_data, eval_data)
+    validate.data_roles(train_data, calib_data, eval_data, data)
     kw = {k: str(v) for k, v in (("train_data", train_data), ("calib_data", calib_data),
                                   ("eval_data", eval_data)) if v is not None}
     if reshape:
@@ -153,7 +154,7 @@ def register(app: typer.Typer) -> None:
         from edgeopt.report.terminal import spinner
 
         _check_early(input_shape, metric, task)
-        roles = role_kwargs(train_data, calib_data, eval_data, reshape)
+        roles = role_kwargs(train_data, calib_data, eval_data, reshape, data)
         _check_data_flags([data, train_data, calib_data, eval_data], x_key, y_key, label_column)
         with spinner(f"measuring {model.name} on {data or eval_data}", disable=json_out):
             result = api.bench(model, data, threads=threads, runs=runs, unsafe=unsafe, input_shape=input_shape,
@@ -220,7 +221,7 @@ def register(app: typer.Typer) -> None:
             options["calibration_samples"] = calibration_samples
         api.plan_recipes(list(recipe), options, recipe_file, model)  # one error line before any output
         _check_early(input_shape, metric, task)
-        roles = role_kwargs(train_data, calib_data, eval_data, reshape)
+        roles = role_kwargs(train_data, calib_data, eval_data, reshape, data)
         _check_data_flags([data, train_data, calib_data, eval_data], x_key, y_key, label_column)
         with progress_bar(disable=json_out) as (log, step):
             run = api.optimize(model, data, recipes=list(recipe), recipe_file=recipe_file, out=out,

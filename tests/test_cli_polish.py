@@ -290,3 +290,25 @@ def test_profile_footer_lists_every_input():
     prof.inputs = prof.inputs[:1]
     console.print(format_profile_table(prof))
     assert "input 1x4 float32 |" in console.export_text()
+
+
+def test_reshape_per_input_is_parsed_applied_and_checked(tmp_path):
+    import numpy as np
+
+    from edgeopt.commands.core import role_kwargs
+    from edgeopt.data import load_data
+    from edgeopt.errors import UserError
+
+    assert role_kwargs(None, None, None, "8,8,1")["reshape"] == (8, 8, 1)
+    shapes = role_kwargs(None, None, None, "image:8,8,1; features:5")["reshape"]
+    assert shapes == {"image": (8, 8, 1), "features": (5,)}
+    for bad in ("8,x", "image:8,0", ":8,8"):
+        with pytest.raises(UserError, match="--reshape"):
+            role_kwargs(None, None, None, bad)
+    np.savez(tmp_path / "two.npz", image=np.random.rand(30, 64), features=np.random.rand(30, 5), y=np.arange(30) % 2)
+    ds = load_data(tmp_path / "two.npz", x_key="image,features", reshape=shapes)
+    assert ds.input_shape == {"image": (8, 8, 1), "features": (5,)}
+    with pytest.raises(UserError, match="--reshape names imag, but the inputs of two.npz are image, features"):
+        load_data(tmp_path / "two.npz", x_key="image,features", reshape={"imag": (8, 8, 1)})
+    with pytest.raises(UserError, match="names inputs, but digits gives one input array; .* --reshape 64"):
+        load_data("digits", reshape={"x": (64,)})

@@ -194,7 +194,7 @@ def load_data(
                                 input_names=in_names, output_names=out_names)
     if y is None:
         y = np.zeros((len(x), 0), np.float32)  # no labels: zero label columns
-    x = reshape_inputs(x, reshape, name)
+    x = reshape_inputs(x, reshape, Path(name).name)
     ds = make_dataset(Path(source).name, x, y, task=task if task != "fidelity" else None,
                       class_names=classes, val_fraction=val_fraction, eval_fraction=eval_fraction,
                       limit=limit, seed=seed)
@@ -250,8 +250,17 @@ def reshape_inputs(x, reshape, name: str):
         return x
     if isinstance(x, NamedArrays):
         if not isinstance(reshape, dict):
-            raise UserError(f"{name}: several inputs; give --reshape per input as name=shape")
+            raise UserError(f"{name}: several inputs ({', '.join(x.names)}); give --reshape per input as "
+                            f"name:sizes;name:sizes, e.g. {x.names[0]}:8,8,1")
+        unknown = sorted(set(reshape) - set(x.names))
+        if unknown:
+            raise UserError(f"--reshape names {', '.join(unknown)}, but the inputs of {name} are "
+                            f"{', '.join(x.names)}")
         return NamedArrays({k: _reshape_one(v, reshape.get(k), f"{name}[{k}]") for k, v in x.items()})
+    if isinstance(reshape, dict):
+        raise UserError(f"--reshape {';'.join(f'{k}:' + ','.join(map(str, v)) for k, v in reshape.items())} "
+                        f"names inputs, but {name} gives one input array; give the sizes alone, e.g. --reshape "
+                        f"{','.join(map(str, next(iter(reshape.values()))))}")
     return _reshape_one(x, reshape, name)
 
 
@@ -734,11 +743,10 @@ def check_against_model(ds: Dataset, input_shape: tuple | dict | list, output_un
                             f"({ds.num_classes} classes) but the model outputs {output_units} classes")
         elif ds.num_classes < output_units:
             warnings.append(f"data has {ds.num_classes} classes, model outputs {output_units}")
-        n_eval = len(first_array(ds.x_eval))
-        if 0 < n_eval < max(ds.num_classes, output_units if output_units > 1 else 2):
-            warnings.append(f"the eval split has {n_eval} sample(s) for {max(ds.num_classes, output_units)} "
-                            f"classes: its accuracy cannot tell variants apart; give more data or a larger "
-                            f"--eval-data file")
+        n_eval, classes = len(first_array(ds.x_eval)), max(ds.num_classes, output_units, 2)
+        if 0 < n_eval < classes:
+            warnings.append(f"the eval split has {n_eval} sample(s) for {classes} classes: its accuracy cannot "
+                            f"tell variants apart; give more data or a larger --eval-data file")
     if input_range is not None:
         first = first_array(ds.x_eval)
         lo, hi = float(first.min()), float(first.max())

@@ -123,14 +123,14 @@ def data_flags(sources, x_key: str = "x", y_key: str = "y", label_column: str = 
     being ignored: ``--x-key``/``--y-key`` need a .npz, ``--label-column`` a .csv. ``sources``:
     the --data value and the role files (None where absent)."""
     suffixes = {Path(str(s)).suffix.lower() for s in sources if s is not None}
-    named = ", ".join(str(s) for s in sources if s is not None) or "no data"
+    given = [str(s) for s in sources if s is not None]
+    named = f"the data is {', '.join(given)}" if given else "no data is given"
     for flag, value, default, suffix, what in (
             ("--x-key", x_key, "x", ".npz", "the input array(s) of a .npz file"),
             ("--y-key", y_key, "y", ".npz", "the label array(s) of a .npz file"),
             ("--label-column", label_column, "-1", ".csv", "the label column of a .csv file")):
         if str(value) != default and suffix not in suffixes:
-            raise UserError(f"{flag} {value} picks {what}, but the data is {named}; drop {flag}, or give "
-                            f"a {suffix} file")
+            raise UserError(f"{flag} {value} picks {what}, but {named}; drop {flag}, or give a {suffix} file")
 
 
 def _writable_ancestor(path: Path, flag: str) -> None:

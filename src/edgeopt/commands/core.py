@@ -49,7 +49,8 @@ def _check_data_flags(sources, x_key, y_key, label_column) -> None:
 TRAIN_HELP = "fine-tuning data file (its validation split is carved from it)"
 CALIB_HELP = "calibration data file: int8 calibration reads this file only (labels optional)"
 EVAL_HELP = "evaluation data file: the numbers in the table, used whole"
-RESHAPE_HELP = "one sample's shape for flat rows, e.g. 8,8,1 for a CSV feeding an 8x8 image model"
+RESHAPE_HELP = ("one sample's shape for flat rows, e.g. 8,8,1 for a CSV feeding an 8x8 image model "
+                "(several inputs: image:8,8,1;features:5)")
 
 
 def role_kwargs(train_data, calib_data, eval_data, reshape, data=None) -> dict:
@@ -62,13 +63,34 @@ def role_kwargs(train_data, calib_data, eval_data, reshape, data=None) -> dict:
     kw = {k: str(v) for k, v in (("train_data", train_data), ("calib_data", calib_data),
                                   ("eval_data", eval_data)) if v is not None}
     if reshape:
-        try:
-            kw["reshape"] = tuple(int(d) for d in reshape.split(","))
-        except ValueError:
-            raise UserError(f"--reshape expects comma-separated sizes like 8,8,1, got {reshape!r}") from None
-        if any(d < 1 for d in kw["reshape"]):
-            raise UserError(f"--reshape sizes must be positive, got {reshape!r}")
+        kw["reshape"] = _parse_reshape(reshape)
     return kw
+
+
+def _parse_reshape(text: str):
+    """``8,8,1`` -> (8, 8, 1); ``image:8,8,1;features:5`` -> {"image": (8, 8, 1), "features": (5,)}."""
+    from edgeopt.errors import UserError
+
+    def sizes(part: str, whole: str) -> tuple[int, ...]:
+        try:
+            shape = tuple(int(d) for d in part.split(","))
+        except ValueError:
+            raise UserError(f"--reshape expects comma-separated sizes like 8,8,1 (or name:8,8,1;name:5 per "
+                            f"input), got {whole!r}") from None
+        if any(d < 1 for d in shape):
+            raise UserError(f"--reshape sizes must be positive, got {whole!r}")
+        return shape
+
+    if ":" not in text:
+        return sizes(text, text)
+    named = {}
+    for item in filter(None, (p.strip() for p in text.split(";"))):
+        name, sep, shape = item.partition(":")
+        if not sep or not name.strip():
+            raise UserError(f"--reshape per input is name:sizes;name:sizes (e.g. image:8,8,1;features:5), "
+                            f"got {text!r}")
+        named[name.strip()] = sizes(shape, text)
+    return named
 
 
 def _parse_options(pairs: list[str]) -> dict:

@@ -326,7 +326,8 @@ def test_corpus_covers_every_command():
 
 
 SUBPROCESS_CASES = ["optimize-order", "optimize-budget-nan", "optimize-truncated-keras", "export-name-int",
-                    "bench-limit-0", "search-budget-nan", "report-out-under-file"]
+                    "bench-limit-0", "search-budget-nan", "report-out-under-file", "bench-eval-data-missing",
+                    "estimate-battery-zero", "optimize-recipe-file-unclosed-list", "profile-x-key-builtin"]
 
 
 @pytest.mark.parametrize("case_id", SUBPROCESS_CASES)
@@ -483,3 +484,15 @@ def test_a_huge_declared_input_is_one_line_naming_the_shape(tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1 and "100000x100000" in err, (argv, err)
     assert not (tmp_path / "run").exists()
+
+
+def test_unreadable_input_files_are_named_with_their_flag(world, monkeypatch):
+    """Permissions cannot be taken from root (CI runs as root), so os.access is made to say no."""
+    from edgeopt import validate
+    from edgeopt.errors import UserError
+
+    monkeypatch.setattr(validate.os, "access", lambda path, mode: False)
+    with pytest.raises(UserError, match=r"--calib-data: cannot read .*d\.csv \(permission denied\)"):
+        validate.data_roles(calib=world / "d.csv")
+    with pytest.raises(UserError, match=r"--recipe-file: cannot read .*bad\.yaml \(permission denied\)"):
+        validate.input_file(world / "bad.yaml", "--recipe-file")

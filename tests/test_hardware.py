@@ -180,9 +180,10 @@ def test_calibration_file_holds_rates_rows_and_intervals():
     assert set(cal["core_effect"]) == {"cortex-m4", "cortex-m7", "cortex-m33"}
     for e in engines.values():
         assert e["interval"]["low"] <= 1.0 <= e["interval"]["high"] and e["interval"]["n"] > 0
-        assert set(e["class_effect"]) == {"conv", "depthwise", "fc", "elementwise", "pooling", "other"}
-    # depthwise is not costed like conv: every engine runs it slower per MAC
-    assert all(e["class_effect"]["depthwise"] > 0.2 for e in engines.values())
+        assert set(e["class_effect"]) == {"conv", "pointwise", "depthwise", "fc", "elementwise", "pooling", "other"}
+    # depthwise-separable blocks (pointwise + depthwise) are not costed like kxk convolutions: every
+    # engine runs them slower per MAC (the split between the two is not identifiable on these models)
+    assert all(max(e["class_effect"]["pointwise"], e["class_effect"]["depthwise"]) > 0.05 for e in engines.values())
     assert cal["uncalibrated"]["engine_spread_factor"] > 1.5
 
 

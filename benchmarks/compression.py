@@ -177,6 +177,15 @@ def issue4_checks(rows, args) -> list[tuple[str, bool, str]]:
     ]
 
 
+def baseline_note(path: Path) -> str:
+    """How the small_cnn baseline was trained: the note benchmarks/ptq.py::train_fashion_cnn
+    writes next to it (fashion_cnn_flatten.txt), else a plain statement."""
+    note = path.with_name("fashion_cnn_flatten.txt")
+    if note.exists():
+        return "benchmarks/ptq.py::train_fashion_cnn " + note.read_text().strip()
+    return "given with --baseline; how it was trained is not recorded"
+
+
 def render(results, args, seconds) -> str:
     lines = ["# Compression benchmark (structured pruning; prune + cluster + int8)", "",
              f"Measured in one run by `{args.command}` (settings: "
@@ -190,10 +199,7 @@ def render(results, args, seconds) -> str:
              f"on {args.machine}, total {seconds / 60:.1f} min.",
              f"LiteRT (ai-edge-litert) with 1 thread; accuracy on {args.eval_rows:,} Fashion-MNIST "
              f"test images; latency = median of batch-1 invokes; gzip = `gzip -9` of the .tflite. "
-             f"small_cnn-flatten baseline: `{args.baseline.name}` ("
-             + ("trained here for 1 epoch on the smoke subset" if args.smoke else
-                "trained by benchmarks/ptq.py on the full 54k training split, not here")
-             + f"); its fine-tuning uses {min(args.train, 54000)} training images. "
+             f"small_cnn-flatten baseline: `{args.baseline.name}` ({baseline_note(args.baseline)}); its fine-tuning uses {min(args.train, 54000)} training images. "
              f"The MobileNetV2-style baseline (when run) is trained here on {args.mobilenet_train} images. "
              f"Fine-tuning: cosine-decayed Adam, BatchNorm statistics re-estimated afterwards, early stopping "
              f"on {args.val} validation images.", ""]

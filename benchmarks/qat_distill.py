@@ -45,6 +45,7 @@ def train_teacher(ds, work: Path, rows: int, epochs: int) -> tuple[Path, str]:
     import keras
 
     from edgeopt.data import stratified_indices
+    from edgeopt.techniques.finetune import recalibrate_batchnorm
     from edgeopt.zoo import small_cnn
 
     keras.utils.set_random_seed(0)
@@ -57,12 +58,18 @@ def train_teacher(ds, work: Path, rows: int, epochs: int) -> tuple[Path, str]:
     t0 = time.perf_counter()
     hist = model.fit(ds.x_train[idx], ds.y_train[idx], epochs=epochs, batch_size=128, verbose=0,
                      validation_data=(ds.x_val, ds.y_val))
+    # In a short run (a few hundred steps) BatchNorm's moving statistics lag the weights (momentum
+    # 0.99): validation accuracy 0.18 for 10k rows x 4 epochs. Re-estimate them on the training rows.
+    recalibrate_batchnorm(model, ds.x_train[idx])
+    val = model.evaluate(ds.x_val, ds.y_val, verbose=0, batch_size=500)[1]
     seconds = time.perf_counter() - t0
     log(f"teacher: {rows} rows x {epochs} epochs in {seconds:.0f} s, val accuracy "
-        + ", ".join(f"{v:.4f}" for v in hist.history["val_accuracy"]))
+        + ", ".join(f"{v:.4f}" for v in hist.history["val_accuracy"]) + f", {val:.4f} after re-estimating BatchNorm")
     work.mkdir(parents=True, exist_ok=True)
     model.save(path)
-    return path, f"trained in {seconds:.0f} s (validation accuracy {hist.history['val_accuracy'][-1]:.4f})"
+    return path, (f"trained in {seconds:.0f} s (validation accuracy {hist.history['val_accuracy'][-1]:.4f} with "
+                  f"the moving BatchNorm statistics from fit, {val:.4f} after re-estimating them on the "
+                  f"training rows)")
 
 
 def litert_accuracy(path: Path, ds) -> float:

@@ -152,11 +152,20 @@ def distillation(teacher_path: Path, ds, work: Path, args) -> dict:
     return out
 
 
+def fixes_kept(details: dict) -> str:
+    """The int8 step's fixes choice (fixes=auto by default) in a few words."""
+    fixes = details.get("fixes") or {}
+    if fixes.get("skipped"):
+        return "int8 fixes skipped"
+    return f"int8 fixes kept: {', '.join(fixes.get('fixes') or []) or 'none'}"
+
+
 def markdown(q: dict, d: dict, args, env: str, teacher_note: str) -> str:
     pts = lambda a, b: f"{100 * (a - b):+.2f}"  # noqa: E731
     rows = [
         ("float32 (teacher)", q["float32"], ""),
-        ("PTQ int8 (converter, min/max on 500 rows)", q["ptq_int8"], pts(q["ptq_int8"], q["float32"])),
+        (f"PTQ int8 (int8 step, min/max on 500 rows, {fixes_kept(q['ptq_details'])})", q["ptq_int8"],
+         pts(q["ptq_int8"], q["float32"])),
         (f"QAT int8 ({args.qat_epochs} epochs on {args.rows} rows), simulated in Keras", q["qat_simulated"],
          pts(q["qat_simulated"], q["float32"])),
         ("QAT int8, converted .tflite", q["qat_int8"], pts(q["qat_int8"], q["float32"])),

@@ -23,7 +23,7 @@ RECIPES = ["int8", "float16", "prune,int8", "prune-structured,int8"]
 OPTIONS = {"sparsity": 0.5, "epochs": 6, "prune-structured.max_accuracy_drop": 1.0}
 
 
-def make_run(workdir: Path) -> Path:
+def make_run(workdir: Path):
     import keras
 
     from edgeopt import api
@@ -72,7 +72,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = args.keep or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        report = render_report(make_run(workdir))
+        report = render_report(make_run(workdir).path)
         size = screenshot(report, args.out)
     print(f"wrote {args.out} ({size / 1024:.0f} KB) from {report}")
 

@@ -223,3 +223,20 @@ def test_int8_fixes_measure_a_static_batch_model_with_a_flatten_head():
     x = np.random.default_rng(0).random((16, 12, 12, 1), dtype=np.float32)
     chosen = choose_fixes(small_cnn((12, 12, 1), 3, width=4, head="flatten"), x[:8], x, ["act_range"])
     assert chosen.fixes == ["act_range"] and chosen.records["act_range"]["tensors"] > 0
+
+
+def test_a_log_handler_made_while_silenced_writes_afterwards():
+    """TensorFlow creates its log handler on first use, often inside a conversion: it must not keep
+    the silenced (then closed) stream, or every later warning prints '--- Logging error ---'."""
+    import logging
+
+    from edgeopt.convert import quiet_fds
+
+    logger = logging.getLogger("edgeopt-test-quiet")
+    with quiet_fds():
+        handler = logging.StreamHandler()  # takes sys.stderr as it is now
+        logger.addHandler(handler)
+    try:
+        assert not handler.stream.closed
+    finally:
+        logger.removeHandler(handler)

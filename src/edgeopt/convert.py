@@ -27,7 +27,10 @@ InputShape = Sequence[int] | Sequence[Sequence[int]] | Mapping[str, Sequence[int
 @contextlib.contextmanager
 def quiet_fds():
     """Silence stdout/stderr, Python and C level (the converter prints a 'Saved artifact' block, MLIR
-    and XNNPACK logs)."""
+    and XNNPACK logs).
+
+    A logging handler created inside (TensorFlow makes its own on first use) would keep the
+    silenced stream, closed afterwards: such handlers are pointed back at the real stream."""
     import sys
 
     saved = [os.dup(1), os.dup(2)]
@@ -44,6 +47,18 @@ def quiet_fds():
             os.dup2(saved[1], 2)
             for fd in saved:
                 os.close(fd)
+            _repoint_log_handlers(devnull, sys.stderr)
+
+
+def _repoint_log_handlers(old, new) -> None:
+    import logging
+
+    loggers = [logging.getLogger()] + [lg for lg in logging.Logger.manager.loggerDict.values()
+                                       if isinstance(lg, logging.Logger)]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is old:
+                handler.setStream(new)
 
 
 # ---------------------------------------------------------------- static shapes

@@ -15,8 +15,10 @@ import pytest
 import search_synthetic
 from edgeopt.errors import UserError
 from edgeopt.tuner import (AccuracyPruner, DeviceCheck, Heartbeat, Objective, Param, SearchSpace, Slot,
-                            StepChoice, TrialSpec, collect, default_space, export_artifact, run_search)
+                            StepChoice, TrialSpec, collect, default_space, export_artifact, run_search,
+                            seed_recipes)
 from edgeopt.tuner import results as res
+from edgeopt.tuner.space import recipe_name
 from edgeopt.tuner.types import TrialRecord
 
 HB = Heartbeat(**search_synthetic.HEARTBEAT_FOR_TESTS)
@@ -59,6 +61,30 @@ def test_default_space_orders_chains_and_qat_forces_int8():
     assert [s.step for s in chain] == ["distill", "qat", "int8"]
     assert chain[-1].config == {"calibration": "percentile"}
     assert space.sample(FakeTrial({"precision": "mixed"}))[-1].config["max_accuracy_drop"] == 1.0
+
+
+def _recipes(space, objectives) -> list[str]:
+    return [f"{'+'.join(r)}" for r in seed_recipes(space, objectives)]
+
+
+def test_seeds_are_chosen_per_objective_and_fit_the_space():
+    space = default_space()
+    gzip = seed_recipes(space, ["gzip_bytes"])
+    # Deep Compression right after plain int8: high sparsity, few clusters, 8-bit
+    assert gzip[0] == {"int8": {}} and gzip[1]["prune"]["sparsity"] >= 0.9 and gzip[1]["cluster"]["clusters"] <= 16
+    assert "distill" not in _recipes(space, ["gzip_bytes"])[1]
+    latency = seed_recipes(space, ["latency_ms"])
+    # a narrower student, once with each precision (which is faster is measured, not assumed)
+    assert latency[1:3] == [{"distill": {"width": 0.5}, "int8": {}}, {"distill": {"width": 0.5}, "float16": {}}]
+    both = _recipes(space, ["gzip_bytes", "latency_ms"])
+    assert both[:3] == ["int8", "prune+cluster+int8", "distill+int8"]  # objectives take turns
+    assert len(both) == len(set(map(str, seed_recipes(space, ["gzip_bytes", "latency_ms"]))))  # no duplicates
+    assert both[-2:] == ["mixed", "prune-structured+int8"]  # the generic seeds are kept
+    # a post-training space keeps only the seeds it can express
+    assert _recipes(default_space(training=False), ["gzip_bytes", "latency_ms"]) == [
+        "int8", "mixed", "prune-structured+int8"]
+    for recipe in seed_recipes(space, ["gzip_bytes", "latency_ms", "size_bytes"]):
+        assert recipe_name(space.sample(FakeTrial(space.params_for(recipe)))) == "+".join(recipe)
 
 
 def test_seed_params_and_round_trip():
@@ -139,8 +165,9 @@ def test_search_seeds_constraints_front_and_export(tmp_path, monkeypatch):
                         baseline_accuracy=0.9, max_accuracy_drop=1.0, n_trials=8, random_baseline=True,
                         heartbeat=HB, log=lines.append)
     t = result.targets["host-cpu"]
-    first = sorted(t.trials, key=lambda r: r.number)[:3]
-    assert [r.recipe for r in first] == ["int8", "mixed", "prune-structured+int8"] and all(r.seed for r in first)
+    first = sorted(t.trials, key=lambda r: r.number)[:3]  # the seeds of the default objectives first
+    assert [r.recipe for r in first] == ["int8", "distill+int8", "distill+float16"] and all(r.seed for r in first)
+    assert first[1].params["distill.width"] == 0.5
     assert t.accounting.done == 8 and t.accounting.counted == 8 and len(t.trials) == 8
     assert t.met and t.best.feasible and t.best in t.front and "meets the constraints" in t.sentence
     for r in t.trials:  # the constraint follows the measured accuracy

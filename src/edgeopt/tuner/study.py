@@ -35,7 +35,7 @@ from typing import Any, Callable, Sequence
 from edgeopt.errors import UserError
 from edgeopt.tuner import results as res
 from edgeopt.tuner.pruning import AccuracyPruner
-from edgeopt.tuner.space import SEED_RECIPES, SearchSpace, describe, recipe_name
+from edgeopt.tuner.space import SearchSpace, describe, recipe_name, seed_recipes
 from edgeopt.tuner.storage import Heartbeat, default_url, open_artifact_store, open_storage, redact
 from edgeopt.tuner.types import (Objective, SearchResult, TargetResult, TrialOutcome, TrialSpec,
                                   TrialStopped)
@@ -78,8 +78,8 @@ def run_search(space: SearchSpace, evaluate: Evaluate, targets: Sequence[str], *
     baseline_accuracy: float32 accuracy (fraction); a variant may lose ``max_accuracy_drop`` points.
     storage: an RDB URL (default: SQLite in ``run_dir``); artifacts: a path or s3://bucket
     (default: ``run_dir/artifacts``). Re-running with the same arguments resumes.
-    seeds: recipes tried first, ``{step: {field: value}}`` each (default: the SEED_RECIPES that
-    fit the space: int8, mixed, prune-structured 0.5 + int8).
+    seeds: recipes tried first, ``{step: {field: value}}`` each (default: ``seed_recipes(space,
+    objectives)``: int8, the objectives' known good recipes, mixed, prune-structured 0.5 + int8).
     precheck: target -> hook ``(spec, target, artifact|None) -> reason|None`` (e.g. DeviceCheck).
     time_budget_s: no new trial starts after this many seconds (a running trial finishes).
     random_baseline: also run a RandomSampler study per target with the same trial budget.
@@ -119,7 +119,7 @@ def _create_all(space, targets, *, url, run_dir, baseline_accuracy, max_accuracy
     if ":" in name or not name:
         raise UserError(f"--study name {name!r} must be non-empty and without ':'")
     if seeds is None:
-        seeds = [r for r in SEED_RECIPES if _fits(space, r)]
+        seeds = seed_recipes(space, [o.name for o in objectives])
     for recipe in seeds:
         space.params_for(recipe)  # a seed outside the space is an error, before anything is created
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -264,14 +264,6 @@ def _check_args(targets, n_trials, max_drop, sampler, objectives, time_budget_s)
     names = [o.name for o in objectives]
     if not names or len(set(names)) != len(names) or "accuracy" in names:
         raise UserError(f"objectives must be distinct metric names other than accuracy (got {names})")
-
-
-def _fits(space: SearchSpace, recipe: dict) -> bool:
-    try:
-        space.params_for(recipe)
-        return True
-    except UserError:
-        return False
 
 
 def _sampler(cfg: dict, salt: str = ""):

@@ -155,6 +155,7 @@ def test_pruner_rule():
     history = [({1: 0.70, 2: 0.80}, 0.86)]  # a finished trial gained 0.16 from step 1
     assert p.check(1, 0.70, history) is None
     assert p.check(2, 0.70, history) is not None  # from step 2 it gained 0.06 at most
+    assert p.check(3, 0.80, [({3: 0.85}, 0.86)]) is None  # a curve never narrows the default 0.05
 
 
 # ---------------------------------------------------------------- searches
@@ -216,9 +217,9 @@ def test_prechecks_reject_before_fine_tuning_and_after_conversion(tmp_path):
 
 
 def test_pruner_stops_a_fine_tune_that_cannot_reach_the_constraint(tmp_path, monkeypatch):
-    monkeypatch.setenv("SEARCH_TEST_EPOCHS", "4")  # curve: final - 0.06, -0.04, -0.02, final
+    monkeypatch.setenv("SEARCH_TEST_EPOCHS", "8")  # curve: final - 0.14, -0.12, ..., -0.02, final
     space = SearchSpace((Slot("precision", (StepChoice("int8"),), optional=False),))
-    # 0.94 needed; at step 1 the trial has 0.856 and may gain 0.05 by default: stopped
+    # 0.94 needed; at step 1 the trial has 0.775 and may gain 0.15 by default: stopped
     stopped = run_search(space, search_synthetic.evaluate, ["dev"], run_dir=tmp_path / "a",
                          baseline_accuracy=0.95, n_trials=1, heartbeat=HB).targets["dev"]
     assert stopped.trials[0].status == "stopped" and "stopped at step 1" in stopped.trials[0].reason

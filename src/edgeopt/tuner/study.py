@@ -295,7 +295,7 @@ def _create(store, cfg: dict, seeds: Sequence[dict], space: SearchSpace):
     old = study.user_attrs.get(SETTINGS_KEY)
     if old is None:
         study.set_user_attr(SETTINGS_KEY, cfg)
-        for recipe in seeds:
+        for recipe in list(seeds)[:cfg["n_trials"]]:  # no queued seed left over once the budget is spent
             study.enqueue_trial(space.params_for(recipe), user_attrs={"seed": True}, skip_if_exists=True)
     else:
         changed = [k for k in ("space", "objectives", "baseline_accuracy", "max_accuracy_drop", "sampler")

@@ -19,7 +19,8 @@ from edgeopt.tuner.types import (Accounting, Metric, Objective, SearchResult, Ta
                                   TrialRecord, TrialSpec, TrialStopped, Violation)
 
 __all__ = ["make_evaluate", "make_precheck", "run_search", "run_worker", "create_search", "collect", "export_artifact", "study_name", "SearchSpace", "Slot",
-           "StepChoice", "StepSpec", "Param", "default_space", "SEED_RECIPES", "OBJECTIVE_SEEDS", "seed_recipes", "TrialSpec", "TrialOutcome",
+           "StepChoice", "StepSpec", "Param", "default_space", "SEED_RECIPES", "OBJECTIVE_SEEDS", "seed_recipes",
+           "TrialSpec", "TrialOutcome",
            "TrialStopped", "Metric", "Violation", "Objective", "TrialRecord", "TargetResult", "SearchResult",
            "Accounting", "AccuracyPruner", "DeviceCheck", "estimated_metrics", "Heartbeat", "open_storage",
            "open_artifact_store"]

@@ -36,7 +36,8 @@ from edgeopt.errors import UserError
 from edgeopt.tuner import results as res
 from edgeopt.tuner.pruning import AccuracyPruner
 from edgeopt.tuner.space import SearchSpace, describe, recipe_name, seed_recipes
-from edgeopt.tuner.storage import Heartbeat, default_url, open_artifact_store, open_storage, redact
+from edgeopt.tuner.storage import (ARTIFACT_DIR, Heartbeat, default_url, open_artifact_store, open_storage,
+                                   redact)
 from edgeopt.tuner.types import (Objective, SearchResult, TargetResult, TrialOutcome, TrialSpec,
                                   TrialStopped)
 
@@ -77,7 +78,7 @@ def run_search(space: SearchSpace, evaluate: Evaluate, targets: Sequence[str], *
     targets: device names; one study each (``<name>:<target>``), ``n_trials`` trials each.
     baseline_accuracy: float32 accuracy (fraction); a variant may lose ``max_accuracy_drop`` points.
     storage: an RDB URL (default: SQLite in ``run_dir``); artifacts: a path or s3://bucket
-    (default: ``run_dir/artifacts``). Re-running with the same arguments resumes.
+    (default: ``run_dir/.artifacts``). Re-running with the same arguments resumes.
     seeds: recipes tried first, ``{step: {field: value}}`` each (default: ``seed_recipes(space,
     objectives)``: int8, the objectives' known good recipes, mixed, prune-structured 0.5 + int8).
     precheck: target -> hook ``(spec, target, artifact|None) -> reason|None`` (e.g. DeviceCheck).
@@ -127,7 +128,7 @@ def _create_all(space, targets, *, url, run_dir, baseline_accuracy, max_accuracy
     common = {"name": name, "baseline_accuracy": float(baseline_accuracy),
               "max_accuracy_drop": float(max_accuracy_drop), "objectives": [asdict(o) for o in objectives],
               "n_trials": int(n_trials), "space": space.to_dict(),
-              "artifacts": str(artifacts or (run_dir / "artifacts").resolve()),
+              "artifacts": str(artifacts or (run_dir / ARTIFACT_DIR).resolve()),
               "settings": settings or {}, "seed": int(seed), "heartbeat": asdict(heartbeat)}
     studies = []
     for target in targets:

@@ -103,6 +103,7 @@ def test_killed_search_resumes_keeping_finished_trials(tmp_path, digits_cnn_path
     for t in before.trials:
         if t.status == "done":
             assert kept[t.number]["status"] == "done" and kept[t.number]["accuracy"] == t.accuracy
+            assert (out / ".artifacts" / t.artifact_id).is_file()  # reopening the run keeps finished artifacts
 
 
 @pytest.mark.parametrize("text, seconds", [("90", 90), ("90s", 90), ("30m", 1800), ("1h30m", 5400), (45, 45)])

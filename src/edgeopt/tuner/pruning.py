@@ -6,11 +6,15 @@ decides here. The rule: at step ``s`` with accuracy ``a``, stop when
 
     a + headroom(s) < min_accuracy
 
-where ``headroom(s)`` is the largest gain from step ``s`` to the final accuracy that an earlier
-finished trial of the same recipe made (its curve is measured, not assumed); while fewer than
-``min_history`` such curves exist, ``default_headroom`` stands in. Nothing stops before
-``warmup_steps``. The rule only ever stops a trial that would have needed a larger late gain than
-any seen so far, so it errs towards finishing.
+where ``headroom(s)`` is the larger of ``default_headroom`` and the largest gain from step ``s`` to
+the final accuracy that an earlier finished trial of the same recipe made (its curve is measured,
+not assumed). A measured curve may widen the allowance but never narrow it: trials of one recipe
+differ in their values, and a harder one dips deeper (measured here, benchmarks/search.py on the
+Fashion-MNIST CNN: magnitude pruning to 90% sparsity (global) + clustering stood at 0.861 validation
+accuracy after its second epoch and ended at 0.896, a gain of 3.5 points; the same recipe at 95% stood at
+0.831 at that epoch and was stopped by a 3.5-point allowance). The default is wide (15 points) for
+the same reason: a sparsity ramp dips hard mid-way and recovers (90% layer-wise: 0.764 at the end
+of the ramp). Nothing stops before ``warmup_steps``. The rule errs towards finishing.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ class AccuracyPruner:
     default_headroom: the gain (fraction) still allowed while no curve of the recipe is known."""
 
     min_accuracy: float
-    default_headroom: float = 0.05
+    default_headroom: float = 0.15
     warmup_steps: int = 1
     min_history: int = 1
 
@@ -33,7 +37,7 @@ class AccuracyPruner:
         gains = [final - curve[step] for curve, final in history if step in curve]
         if len(gains) < self.min_history:
             return self.default_headroom
-        return max(0.0, max(gains))
+        return max(self.default_headroom, max(gains))
 
     def check(self, step: int, accuracy: float,
               history: Sequence[tuple[dict[int, float], float]]) -> str | None:

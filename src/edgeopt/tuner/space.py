@@ -13,7 +13,7 @@ The ranges use the same vocabulary as the typed step configs' ``search`` ranges
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 from edgeopt.errors import UserError
 
@@ -240,7 +240,7 @@ def describe(chain: list[StepSpec]) -> str:
 def default_space(max_accuracy_drop: float = 1.0, *, training: bool = True) -> SearchSpace:
     """The space over today's steps, built from the typed step configs' search ranges (the one
     place ranges are written), in chain order:
-    distill (width) -> prune-structured (ratio) -> prune (sparsity) -> cluster (clusters)
+    distill (width) -> prune-structured (ratio) -> prune (sparsity, scope) -> cluster (clusters)
     -> qat -> int8 | float16 | dynamic | mixed (calibration for int8 and mixed).
 
     ``mixed`` keeps ops float within the search's own accuracy budget (``max_accuracy_drop``
@@ -255,9 +255,11 @@ def default_space(max_accuracy_drop: float = 1.0, *, training: bool = True) -> S
         return SearchSpace((Slot("structure", (StepChoice.from_config(c.PruneStructured, ["ratio"],
                                                                       fixed={"epochs": 0}),)), precision))
     return SearchSpace((
-        Slot("distill", (StepChoice.from_config(c.Distill, ["width"]),)),
+        # compare_baseline would train the student a second time without the teacher (a report, not
+        # the variant): twice the cost, and its epochs would reach the pruner as the trial's curve
+        Slot("distill", (StepChoice.from_config(c.Distill, ["width"], fixed={"compare_baseline": False}),)),
         Slot("structure", (StepChoice.from_config(c.PruneStructured, ["ratio"]),)),
-        Slot("sparsify", (StepChoice.from_config(c.Prune, ["sparsity"]),)),
+        Slot("sparsify", (StepChoice.from_config(c.Prune, ["sparsity", "scope"]),)),
         Slot("cluster", (StepChoice.from_config(c.Cluster, ["clusters"]),)),
         Slot("training", (StepChoice("qat", then={"precision": "int8"}),)),
         precision,
@@ -272,3 +274,55 @@ SEED_RECIPES: list[dict[str, dict]] = [
     {"mixed": {}},
     {"prune-structured": {"ratio": 0.5}, "int8": {}},
 ]
+
+# Known good recipes per objective (metric name), tried right after plain int8.
+# gzip_bytes: Deep Compression (Han et al. 2016, "Deep Compression: Compressing Deep Neural Networks
+#   with Pruning, Trained Quantization and Huffman Coding"): magnitude pruning to high sparsity, weight
+#   sharing (clustering) to a few centroids, 8-bit storage; gzip stands in for the entropy coder. One
+#   global magnitude threshold, so that the small first convolutions keep their few weights and the
+#   large dense layer takes the sparsity (global beat layer-wise magnitude pruning in Blalock et al.
+#   2020, "What is the State of Neural Network Pruning?").
+# latency_ms / size_bytes: fewer channels make a model both faster and smaller, unstructured zeros make
+#   it neither: a narrower distilled student (Hinton et al. 2015) and structured pruning. The student is
+#   seeded with int8 and with float16, because which precision runs fastest depends on the CPU and the
+#   runtime (shared/MEASURED.md): the search measures both, and the second costs only a conversion since
+#   the fine-tuned student comes from the prefix cache.
+OBJECTIVE_SEEDS: dict[str, list[dict[str, dict]]] = {
+    "gzip_bytes": [
+        {"prune": {"sparsity": 0.93, "scope": "global"}, "cluster": {"clusters": 16}, "int8": {}},
+        {"prune": {"sparsity": 0.95, "scope": "global"}, "cluster": {"clusters": 8}, "int8": {}},
+    ],
+    "latency_ms": [
+        {"distill": {"width": 0.5}, "int8": {}},
+        {"distill": {"width": 0.5}, "float16": {}},
+        {"distill": {"width": 0.35}, "int8": {}},
+    ],
+    "size_bytes": [
+        {"distill": {"width": 0.5}, "int8": {}},
+        {"distill": {"width": 0.35}, "int8": {}},
+    ],
+}
+
+
+def seed_recipes(space: SearchSpace, objectives: Sequence[str] = ()) -> list[dict[str, dict]]:
+    """The recipes a search tries first, in order: plain int8, then the objectives' known good
+    recipes (``OBJECTIVE_SEEDS``, taken in turn from each objective so that every objective gets
+    early trials), then the rest of ``SEED_RECIPES``; duplicates and recipes outside ``space``
+    (e.g. fine-tuning steps in a post-training space) are left out.
+
+    objectives: metric names (``gzip_bytes``, ``latency_ms``, ``size_bytes``, ``energy_mj``)."""
+    lists = [OBJECTIVE_SEEDS.get(o, []) for o in objectives]
+    interleaved = [lst[i] for i in range(max(map(len, lists), default=0)) for lst in lists if i < len(lst)]
+    out: list[dict[str, dict]] = []
+    for recipe in SEED_RECIPES[:1] + interleaved + SEED_RECIPES[1:]:
+        if recipe not in out and _fits(space, recipe):
+            out.append(recipe)
+    return out
+
+
+def _fits(space: SearchSpace, recipe: dict) -> bool:
+    try:
+        space.params_for(recipe)
+        return True
+    except UserError:
+        return False

@@ -19,7 +19,9 @@ from pathlib import Path
 from edgeopt.errors import UserError
 
 DB_FILE = "search.db"
-ARTIFACT_DIR = "artifacts"
+# a dot folder: reopening a run directory (RunDir.open, on resume) removes every other folder that
+# is not a finished variant, which took the finished trials' artifacts with it
+ARTIFACT_DIR = ".artifacts"
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,9 @@ from typing import Any, Callable, Sequence
 from edgeopt.errors import UserError
 from edgeopt.tuner import results as res
 from edgeopt.tuner.pruning import AccuracyPruner
-from edgeopt.tuner.space import SEED_RECIPES, SearchSpace, describe, recipe_name
-from edgeopt.tuner.storage import Heartbeat, default_url, open_artifact_store, open_storage, redact
+from edgeopt.tuner.space import SearchSpace, describe, recipe_name, seed_recipes
+from edgeopt.tuner.storage import (ARTIFACT_DIR, Heartbeat, default_url, open_artifact_store, open_storage,
+                                   redact)
 from edgeopt.tuner.types import (Objective, SearchResult, TargetResult, TrialOutcome, TrialSpec,
                                   TrialStopped)
 
@@ -77,9 +78,9 @@ def run_search(space: SearchSpace, evaluate: Evaluate, targets: Sequence[str], *
     targets: device names; one study each (``<name>:<target>``), ``n_trials`` trials each.
     baseline_accuracy: float32 accuracy (fraction); a variant may lose ``max_accuracy_drop`` points.
     storage: an RDB URL (default: SQLite in ``run_dir``); artifacts: a path or s3://bucket
-    (default: ``run_dir/artifacts``). Re-running with the same arguments resumes.
-    seeds: recipes tried first, ``{step: {field: value}}`` each (default: the SEED_RECIPES that
-    fit the space: int8, mixed, prune-structured 0.5 + int8).
+    (default: ``run_dir/.artifacts``). Re-running with the same arguments resumes.
+    seeds: recipes tried first, ``{step: {field: value}}`` each (default: ``seed_recipes(space,
+    objectives)``: int8, the objectives' known good recipes, mixed, prune-structured 0.5 + int8).
     precheck: target -> hook ``(spec, target, artifact|None) -> reason|None`` (e.g. DeviceCheck).
     time_budget_s: no new trial starts after this many seconds (a running trial finishes).
     random_baseline: also run a RandomSampler study per target with the same trial budget.
@@ -119,7 +120,7 @@ def _create_all(space, targets, *, url, run_dir, baseline_accuracy, max_accuracy
     if ":" in name or not name:
         raise UserError(f"--study name {name!r} must be non-empty and without ':'")
     if seeds is None:
-        seeds = [r for r in SEED_RECIPES if _fits(space, r)]
+        seeds = seed_recipes(space, [o.name for o in objectives])
     for recipe in seeds:
         space.params_for(recipe)  # a seed outside the space is an error, before anything is created
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -127,7 +128,7 @@ def _create_all(space, targets, *, url, run_dir, baseline_accuracy, max_accuracy
     common = {"name": name, "baseline_accuracy": float(baseline_accuracy),
               "max_accuracy_drop": float(max_accuracy_drop), "objectives": [asdict(o) for o in objectives],
               "n_trials": int(n_trials), "space": space.to_dict(),
-              "artifacts": str(artifacts or (run_dir / "artifacts").resolve()),
+              "artifacts": str(artifacts or (run_dir / ARTIFACT_DIR).resolve()),
               "settings": settings or {}, "seed": int(seed), "heartbeat": asdict(heartbeat)}
     studies = []
     for target in targets:
@@ -266,14 +267,6 @@ def _check_args(targets, n_trials, max_drop, sampler, objectives, time_budget_s)
         raise UserError(f"objectives must be distinct metric names other than accuracy (got {names})")
 
 
-def _fits(space: SearchSpace, recipe: dict) -> bool:
-    try:
-        space.params_for(recipe)
-        return True
-    except UserError:
-        return False
-
-
 def _sampler(cfg: dict, salt: str = ""):
     """The study's sampler for this process. run_search samples with the search's seed (a
     single-process search repeats exactly); each joining worker salts it with its id, since two
@@ -303,7 +296,7 @@ def _create(store, cfg: dict, seeds: Sequence[dict], space: SearchSpace):
     old = study.user_attrs.get(SETTINGS_KEY)
     if old is None:
         study.set_user_attr(SETTINGS_KEY, cfg)
-        for recipe in seeds:
+        for recipe in list(seeds)[:cfg["n_trials"]]:  # no queued seed left over once the budget is spent
             study.enqueue_trial(space.params_for(recipe), user_attrs={"seed": True}, skip_if_exists=True)
     else:
         changed = [k for k in ("space", "objectives", "baseline_accuracy", "max_accuracy_drop", "sampler")

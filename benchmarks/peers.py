@@ -193,6 +193,7 @@ def run_model(name: str, args, work: Path) -> dict:
     from edgeopt.runtimes.litert import LiteRT
     from edgeopt.runtimes.onnxruntime import OnnxRuntime
     from edgeopt.runtimes.openvino import OpenVINO
+    from edgeopt.engine.oracles import predict
     from edgeopt.techniques.int8_fixes import choose_fixes, float_tflite
 
     model, data, note = build(name, args)
@@ -240,7 +241,7 @@ def run_model(name: str, args, work: Path) -> dict:
 
     # edgeopt: converter default (= int8 today), each fix alone, chosen fixes
     t0 = time.perf_counter()
-    chosen = choose_fixes(model, calib, x_val, candidates=args.fixes, adaround_iterations=args.adaround_iterations,
+    chosen = choose_fixes(model, calib, x_val, predict=predict, candidates=args.fixes, adaround_iterations=args.adaround_iterations,
                           log=lambda m: print(f"  [{name}] {m}", flush=True))
     choose_s = time.perf_counter() - t0
     for trial in chosen.trials:

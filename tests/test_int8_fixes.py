@@ -177,12 +177,13 @@ def test_act_range_picks_percentile_when_outliers_are_rare():
 
 
 def test_choose_fixes_measures_each_candidate(x):
+    from edgeopt.engine.oracles import predict
     from edgeopt.techniques.equalize import copy_model
     from edgeopt.techniques.int8_fixes import choose_fixes
 
     model = conv_net()
     weights = [w.copy() for w in model.get_weights()]
-    chosen = choose_fixes(model, x[:24], x[24:], candidates=("cle", "bias_correction"))
+    chosen = choose_fixes(model, x[:24], x[24:], predict=predict, candidates=("cle", "bias_correction"))
     assert [t.fixes for t in chosen.trials][:3] == [[], ["cle"], ["bias_correction"]]
     base = chosen.trials[0]
     picked = next(t for t in chosen.trials if t.fixes == chosen.fixes)
@@ -190,14 +191,14 @@ def test_choose_fixes_measures_each_candidate(x):
     assert not any(t.beats(picked, 0.05) for t in chosen.trials[1:3])
     assert all(np.array_equal(a, b) for a, b in zip(weights, model.get_weights()))  # original untouched
     assert chosen.tflite[4:8] == b"TFL3"
-    none = choose_fixes(copy_model(model), x[:24], x[24:], fixes="none")
+    none = choose_fixes(copy_model(model), x[:24], x[24:], fixes="none", predict=predict)
     assert none.fixes == [] and len(none.trials) == 1
     with pytest.raises(UserError, match="unknown int8 fix"):
-        choose_fixes(model, x[:24], x[24:], fixes=["gptq"])
+        choose_fixes(model, x[:24], x[24:], fixes=["gptq"], predict=predict)
     with pytest.raises(UserError, match="either cle or cle_relu"):
-        choose_fixes(model, x[:24], x[24:], fixes=["cle", "cle_relu"])
+        choose_fixes(model, x[:24], x[24:], fixes=["cle", "cle_relu"], predict=predict)
     with pytest.raises(UserError, match="auto"):
-        choose_fixes(model, x[:24], x[24:], fixes="all")
+        choose_fixes(model, x[:24], x[24:], fixes="all", predict=predict)
 
 
 def test_selection_uses_output_mse_with_an_agreement_guard():
@@ -231,7 +232,7 @@ def test_int8_step_fixes_are_measured_on_validation_and_recorded(digits, tmp_pat
         (tmp_path / tag).mkdir()
         return get_step("int8").run(ctx, cnn)
 
-    none = run("none", fixes="none")
+    none = run("none", fixes="none", predict=predict)
     assert "fixes" not in none.details and none.model is None  # the converter default, untouched
     auto = run("auto", fix_validation_samples=100)
     rec = auto.details["fixes"]
@@ -246,3 +247,34 @@ def test_int8_step_fixes_are_measured_on_validation_and_recorded(digits, tmp_pat
     assert given.details["fixes"]["fixes"] == ["bias_correction"] and given.model is not None
     with pytest.raises(UserError, match="cannot be applied"):
         run("bad", fixes=["cle"], calibration="percentile")
+
+
+def lstm_net():
+    import keras
+    from keras import layers
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((12, 3))
+    h = layers.Conv1D(8, 3, padding="same", use_bias=False)(inp)
+    h = layers.BatchNormalization()(h)
+    h = layers.ReLU()(h)
+    h = layers.LSTM(8, name="lstm")(h)
+    return keras.Model(inp, layers.Dense(4, activation="softmax")(h))
+
+
+def test_fixes_that_cannot_apply_are_skipped_with_the_reason():
+    from edgeopt.engine.oracles import predict
+    from edgeopt.techniques.int8_fixes import choose_fixes, not_applicable
+
+    model = lstm_net()
+    assert "recurrent layer 'lstm'" in not_applicable(model, "act_range")
+    assert "same as cle" in not_applicable(model, "cle_relu")  # no ReLU6 anywhere
+    assert not_applicable(model, "cle") == not_applicable(model, "bias_correction") == ""
+    assert not_applicable(conv_net(), "cle_relu") == ""  # conv_net has a ReLU6 between c0 and dw
+    x = np.random.default_rng(0).normal(size=(40, 12, 3)).astype(np.float32)
+    logged = []
+    chosen = choose_fixes(model, x[:20], x[20:], predict=predict, candidates=("cle_relu", "act_range"),
+                          log=logged.append)
+    assert [t.fixes for t in chosen.trials] == [[]] and chosen.fixes == []
+    assert set(chosen.details()["not_applicable"]) == {"cle_relu", "act_range"}
+    assert any("act_range skipped: recurrent layer" in m for m in logged)

@@ -278,3 +278,30 @@ def test_fixes_that_cannot_apply_are_skipped_with_the_reason():
     assert [t.fixes for t in chosen.trials] == [[]] and chosen.fixes == []
     assert set(chosen.details()["not_applicable"]) == {"cle_relu", "act_range"}
     assert any("act_range skipped: recurrent layer" in m for m in logged)
+
+
+def test_compact_tflite_is_smaller_and_bit_identical_in_litert_and_tflm(x, tmp_path):
+    import tensorflow as tf
+
+    from edgeopt.convert import keras_to_tflite
+    from edgeopt.core.tflite import tflite_io_names
+    from edgeopt.runtimes.litert import LiteRT
+    from edgeopt.runtimes.tflm import TFLM
+    from edgeopt.techniques.tflite_ptq import compact_tflite
+
+    def representative():
+        for i in range(24):
+            yield [x[i:i + 1]]
+
+    raw = keras_to_tflite(conv_net(), input_shape=x.shape[1:], optimizations=[tf.lite.Optimize.DEFAULT],
+                          representative_dataset=representative,
+                          target_spec={"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]})
+    small = compact_tflite(raw)
+    assert len(small) < 0.9 * len(raw)
+    assert compact_tflite(small) == small  # nothing left to share or shorten
+    assert tflite_io_names(small)[:2] == tflite_io_names(raw)[:2]  # inputs are matched by name
+    (tmp_path / "raw.tflite").write_bytes(raw)
+    (tmp_path / "small.tflite").write_bytes(small)
+    for rt in (LiteRT(), TFLM()):
+        a, b = (rt.load(tmp_path / f"{n}.tflite").predict(x[24:32]) for n in ("raw", "small"))
+        assert np.array_equal(a, b), type(rt).__name__

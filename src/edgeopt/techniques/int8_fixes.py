@@ -172,23 +172,27 @@ def float_tflite(model, input_shape: tuple | None = None) -> bytes:
 
 def int8_tflite(model, calib: np.ndarray, ranges: dict | None = None) -> bytes:
     """Full-int8 .tflite with float32 I/O: the TFLite converter's default (ops without an int8
-    kernel stay float) or, with ``ranges``, ai-edge-quantizer with those activation ranges."""
+    kernel stay float) or, with ``ranges``, ai-edge-quantizer with those activation ranges;
+    rewritten smaller by ``tflite_ptq.compact_tflite`` (the same values), as the int8 step ships it."""
     import tensorflow as tf
 
     from edgeopt.convert import keras_to_tflite
 
+    from edgeopt.techniques.tflite_ptq import compact_tflite
+
     if ranges is not None:
         from edgeopt.techniques.ptq import aeq_static, float_io
 
-        return float_io(aeq_static(float_tflite(model, _sample_shape(calib)), ranges, 8, True))
+        return compact_tflite(float_io(aeq_static(float_tflite(model, _sample_shape(calib)), ranges, 8, True)))
 
     def representative():
         for i in range(len(calib)):
             yield [calib[i:i + 1]]
 
     ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-    return keras_to_tflite(model, input_shape=_sample_shape(calib), optimizations=[tf.lite.Optimize.DEFAULT],
-                           representative_dataset=representative, target_spec={"supported_ops": ops})
+    return compact_tflite(keras_to_tflite(model, input_shape=_sample_shape(calib),
+                                          optimizations=[tf.lite.Optimize.DEFAULT],
+                                          representative_dataset=representative, target_spec={"supported_ops": ops}))
 
 
 Predict = Callable[[Path, np.ndarray], np.ndarray]  # StepContext.predict: (artifact path, x) -> outputs

@@ -36,13 +36,20 @@ class _PTQStep:
     kind = "convert"
     name = ""
     calibrated = False  # needs a representative dataset
+    compact = False  # rewrite the artifact smaller (shared vectors, short names): tflite_ptq.compact_tflite
 
     def run(self, ctx: StepContext, model) -> StepResult:
         ctx = dataclasses.replace(ctx, config=step_config(ctx, self.config))
         float_model = convert(ctx, model)
         x = calibration_data(ctx, model) if self.calibrated else None
         quant, details = self.quantize(ctx, model, float_model, x)
-        path = atomic_write_bytes(Path(ctx.work_dir) / "model.tflite", bytes(quant))
+        shipped = bytes(quant)
+        if self.compact:
+            from edgeopt.techniques.tflite_ptq import compact_tflite
+
+            shipped = compact_tflite(shipped)
+            details["compacted"] = {"bytes_before": len(quant), "bytes_after": len(shipped)}
+        path = atomic_write_bytes(Path(ctx.work_dir) / "model.tflite", shipped)
         probe = x if x is not None else calibration_data(ctx, model, ERROR_SAMPLES)
         if hasattr(probe, "names"):  # several inputs: per-tensor errors are measured on one input only
             errors = []
@@ -98,6 +105,7 @@ class Int8(_PTQStep):
     config = configs.Int8
     produces = {"precision": "int8", "format": "tflite"}
     calibrated = True
+    compact = True  # per-channel zero points (int64, all 0) were 18% of a MobileNetV2 int8 file
     activation_bits = 8
 
     def run(self, ctx: StepContext, model) -> StepResult:

@@ -154,6 +154,9 @@ def build(name: str, args):
         model, epochs, batch = slide_mlp(), 40, 64
     else:
         raise SystemExit(f"error: unknown model {name!r}; choose from {', '.join(MODELS)}")
+    cached = Path(args.model_cache) / f"{name}.keras" if args.model_cache else None
+    if cached is not None and cached.exists() and cached.with_suffix(".note").exists():
+        return keras.models.load_model(cached), data, cached.with_suffix(".note").read_text().strip()
     steps = epochs * -(-len(data["x_train"]) // batch)
     lr = 1e-2 if name == "slide_mlp" else 3e-3
     compile_classifier(model, lr=keras.optimizers.schedules.CosineDecay(lr, steps))
@@ -166,6 +169,10 @@ def build(name: str, args):
         reestimate_batchnorm(model, data["x_train"][:1000])
     note = (f"{model.count_params():,} parameters, input {tuple(data['x_train'].shape[1:])}, trained "
             f"{epochs} epochs on {len(data['x_train'])} samples ({time.perf_counter() - t0:.0f} s)")
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        model.save(cached)
+        cached.with_suffix(".note").write_text(note)
     return model, data, note
 
 
@@ -299,7 +306,9 @@ def markdown(results: list[dict], env: str, args) -> str:
     for r in results:
         base = r["rows"][0]
         lines += [f"### {r['model']}", "", f"Model: {r['note']}. Fix choice: "
-                  f"{', '.join(r['choice']['fixes']) or 'none (no fix beat the converter default)'}.", "",
+                  f"{', '.join(r['choice']['fixes']) or 'none (no fix beat the converter default)'}."
+                  + "".join(f" Not applicable: {f} ({why})." for f, why in
+                            (r['choice'].get('not_applicable') or {}).items()), "",
                   "| row | runtime | agreement | accuracy | drop (points) | size (bytes) | float32 / size "
                   "| latency vs float32 |", "|---|---|---:|---:|---:|---:|---:|---:|"]
         for row in r["rows"]:
@@ -343,6 +352,8 @@ def main(argv=None) -> int:
     ap.add_argument("--fixes", default=",".join(FIX_ROWS))
     ap.add_argument("--latency-rounds", type=int, default=3)
     ap.add_argument("--out", default=str(RESULTS / "peers"))
+    ap.add_argument("--model-cache", default="", help="folder for the trained models: a model trained by an "
+                    "earlier run with the same settings is loaded instead of trained again")
     ap.add_argument("--benchmarks-md", default="", help="append the table to this BENCHMARKS.md")
     ap.add_argument("--from-json", default="", help="comma-separated peers.json files of earlier runs "
                     "(e.g. models run in parallel processes): combine them instead of measuring")

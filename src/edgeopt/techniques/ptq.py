@@ -196,12 +196,12 @@ def _fixes_unavailable(ctx, x, need_minmax: bool = True) -> str:
 def choose_step_fixes(ctx, model, x):
     """``int8_fixes.choose_fixes`` with the step's config, calibration ``x`` and the first
     ``fix_validation_samples`` rows of the validation split (never the eval split)."""
-    from edgeopt.techniques.int8_fixes import CHEAP, choose_fixes
+    from edgeopt.techniques.int8_fixes import AUTO, choose_fixes
 
     cfg = ctx.config
     t0 = time.perf_counter()
     chosen = choose_fixes(model, x, ctx.dataset.x_val[:_fix_val_n(ctx)], cfg.fixes, predict=ctx.predict,
-                          candidates=CHEAP, adaround_iterations=cfg.adaround_iterations, log=ctx.log)
+                          candidates=AUTO, adaround_iterations=cfg.adaround_iterations, log=ctx.log)
     ctx.log(f"int8 fixes: {', '.join(chosen.fixes) or 'none'} kept after {len(chosen.trials)} measured "
             f"conversions ({time.perf_counter() - t0:.1f} s)")
     return chosen

@@ -239,8 +239,9 @@ def choose_fixes(model, calib: np.ndarray, val: np.ndarray, fixes: str | Sequenc
     ``predict``: the ``StepContext.predict`` oracle (artifact path, inputs) -> outputs, which runs
     the candidate files (the engine's ``oracles.predict``: LiteRT for .tflite).
     ``fixes``: "none" (converter default), "auto" (each applicable fix of ``candidates`` alone;
-    then, from the best one that beats the default, each other fix added in turn, in order of
-    its score alone, kept when the combination beats the best so far: CLE before AdaRound is
+    then, from the one with the lowest output MSE among those that beat the default, each other
+    fix added in turn, in order of its output MSE alone, kept when the combination beats the best
+    so far: CLE before AdaRound is
     found even when CLE alone gains little), or an explicit list (applied as given, still
     measured). A candidate beats another with an output MSE at least ``mse_gain`` (relative)
     lower and an agreement at most ``agreement_guard`` lower.
@@ -282,10 +283,11 @@ def choose_fixes(model, calib: np.ndarray, val: np.ndarray, fixes: str | Sequenc
         log(f"int8 fixes: {f} alone -> agreement {t.agreement}, output MSE {t.output_mse:.3g} ({t.seconds:.1f} s)")
         singles.append(t)
     singles.sort(key=Trial.score, reverse=True)
-    if not singles or not singles[0].beats(base, mse_gain, agreement_guard):
+    winners = [t for t in singles if t.beats(base, mse_gain, agreement_guard)]
+    if not winners:
         return _result(base, trials, skipped)
-    best = singles[0]
-    for t in singles[1:]:
+    best = winners[0]  # the lowest output MSE among the fixes that beat the default alone
+    for t in [t for t in singles if t is not winners[0]]:
         if EXCLUSIVE <= set(best.fixes + t.fixes):
             continue
         cand = run_trial(model, best.fixes + t.fixes, calib, val, ref, **kw)

@@ -228,6 +228,8 @@ def run_model(name: str, args, work: Path) -> dict:
     # float32 references, one per runtime
     f_tfl = d / "float32.tflite"
     f_tfl.write_bytes(float_tflite(model))
+    if args.structured_only:  # merged into an earlier run's results with --from-json
+        return {"model": name, "structured": structured_row(model, data, args, d, f_tfl, x1)}
     f_onnx = keras_to_onnx(model, d / "float32.onnx")
     f_xml = onnx_to_openvino(f_onnx, d / "float32.xml")
     add("float32 (LiteRT)", LiteRT(), f_tfl, None, [f_tfl], 0)
@@ -264,8 +266,52 @@ def run_model(name: str, args, work: Path) -> dict:
     add(f"edgeopt int8, chosen fixes: {'+'.join(chosen.fixes) or 'none'}", LiteRT(), p, f_tfl, [p], choose_s,
         {"fixes": chosen.fixes, "val_agreement": next(t.agreement for t in chosen.trials
                                                       if t.fixes == chosen.fixes)})
-    return {"model": name, "note": note, "params": int(model.count_params()), "float_size": float_size,
-            "rows": rows, "choice": chosen.details()}
+    out = {"model": name, "note": note, "params": int(model.count_params()), "float_size": float_size,
+           "rows": rows, "choice": chosen.details()}
+    if args.structured and name == "mobilenet_v2":
+        out["structured"] = structured_row(model, data, args, d, f_tfl, x1)
+    return out
+
+
+def structured_row(model, data, args, work: Path, float_path: Path, x1: np.ndarray) -> dict:
+    """Budget-aware structured pruning, then the int8 step (its default fixes=auto), on the model
+    wrapped as a layer of a Functional model (the transfer-learning shape): accuracy drop on the
+    eval split and LiteRT batch-1 latency against the unwrapped float32 file, measured alternately."""
+    import keras
+
+    from edgeopt.data import Dataset
+    from edgeopt.engine.oracles import paired_latency_us
+    from edgeopt.steps import StepContext, get_step
+
+    inp = keras.Input(data["x_train"].shape[1:])
+    wrapped = keras.Model(inp, model(inp), name="wrapped")
+    ds = Dataset("fashion_mnist_rgb", data["x_train"], data["y_train"], data["x_val"][:args.val_samples],
+                 data["y_val"][:args.val_samples], data["x_eval"], data["y_eval"], num_classes=10)
+    log = lambda m: print(f"  [structured] {m}", flush=True)  # noqa: E731
+    t0 = time.perf_counter()
+    (work / "prune").mkdir(exist_ok=True)
+    (work / "int8").mkdir(exist_ok=True)
+    pruned = get_step("prune-structured").run(StepContext(dataset=ds, work_dir=work / "prune", log=log, options={
+        "max_accuracy_drop": args.structured_budget, "epochs": args.structured_epochs,
+        "budget_trials": args.structured_trials}), wrapped)
+    q = get_step("int8").run(StepContext(dataset=ds, work_dir=work / "int8", log=log, options={
+        "calibration_samples": args.calib_samples, "fix_validation_samples": args.val_samples,
+        "adaround_iterations": args.adaround_iterations}), pruned.model)
+    from edgeopt.runtimes.litert import LiteRT
+
+    ref = top1(model.predict(data["x_eval"], verbose=0, batch_size=256))
+    pred = top1(LiteRT().load(q.artifact).predict(data["x_eval"]))
+    float_acc = float((ref == data["y_eval"]).mean())
+    base_us, var_us = paired_latency_us(float_path, q.artifact, x1)
+    det = pruned.details
+    row = {"chosen_ratio": det.get("chosen_ratio"), "budget_met": det.get("met"), "flattened": det.get("flattened"),
+           "budget_trials": det.get("budget_trials"), "macs": det.get("macs"), "params": det.get("params"),
+           "int8_fixes": (q.details.get("fixes") or {}).get("fixes"), "size": q.artifact.stat().st_size,
+           "float_accuracy": float_acc, "accuracy": float((pred == data["y_eval"]).mean()),
+           "agreement": float((pred == ref).mean()), "float32_us": base_us, "pruned_int8_us": var_us,
+           "speedup": base_us / var_us, "seconds": round(time.perf_counter() - t0, 1)}
+    print(f"  structured + int8: {json.dumps(row, default=str)}", flush=True)
+    return row
 
 
 def _ort_default(src: Path, dst: Path, calib: np.ndarray) -> None:
@@ -303,7 +349,7 @@ def markdown(results: list[dict], env: str, args) -> str:
              "(Fashion-MNIST test images, held-out sensor/blob samples). Agreement = top-1 of the int8 file "
              "equals top-1 of the float Keras model. Latency = batch-1 p50 of int8 / float32 in the same "
              "runtime, 1 thread, measured alternately on a shared, loaded 2-core CPU (ratios only).", ""]
-    for r in results:
+    for r in [r for r in results if "rows" in r]:
         base = r["rows"][0]
         lines += [f"### {r['model']}", "", f"Model: {r['note']}. Fix choice: "
                   f"{', '.join(r['choice']['fixes']) or 'none (no fix beat the converter default)'}."
@@ -317,12 +363,25 @@ def markdown(results: list[dict], env: str, args) -> str:
                          f"| {drop:+.2f} | {row['size']:,} | {r['float_size'] / row['size']:.2f}x "
                          f"| {row['latency_ratio']:.2f}x |")
         lines.append("")
+        st = r.get("structured")
+        if st:
+            drop = (st["float_accuracy"] - st["accuracy"]) * 100
+            lines += [f"Budget-aware structured pruning + int8 (`prune-structured` max_accuracy_drop="
+                      f"{args.structured_budget} on validation, {args.structured_epochs} distilled fine-tuning "
+                      f"epoch(s) per trial, {args.structured_trials} trials; then `int8` with its default fixes), "
+                      f"run on this model wrapped as a layer of a Functional model (flattened: "
+                      f"{', '.join(st['flattened'] or []) or 'none'}): ratio {st['chosen_ratio']} "
+                      f"(budget met: {st['budget_met']}), MACs {st['macs']['before']:,} -> {st['macs']['after']:,}, "
+                      f"int8 fixes {', '.join(st['int8_fixes'] or []) or 'none'}, {st['size']:,} bytes; eval accuracy "
+                      f"{st['float_accuracy']:.2%} -> {st['accuracy']:.2%} ({drop:+.2f} points), LiteRT batch-1 "
+                      f"p50 {st['float32_us']:.0f} us (float32) vs {st['pruned_int8_us']:.0f} us: "
+                      f"{st['speedup']:.2f}x faster.", ""]
     return "\n".join(lines)
 
 
 def checks(results: list[dict]) -> list[tuple[str, bool, str]]:
     out = []
-    for r in results:
+    for r in [r for r in results if "rows" in r]:
         ours = r["rows"][-1]
         base = r["rows"][0]
         peers = [row for row in r["rows"] if row["row"].startswith(("TFLite", "ONNX", "NNCF"))]
@@ -333,6 +392,11 @@ def checks(results: list[dict]) -> list[tuple[str, bool, str]]:
                     f"{ours['agreement']:.2%} vs best peer {best_peer['row']} {best_peer['agreement']:.2%}"))
         drop = (base["accuracy"] - ours["accuracy"]) * 100
         out.append((f"{r['model']}: accuracy drop <= 0.3 points", drop <= 0.3, f"{drop:+.2f} points"))
+        st = r.get("structured")
+        if st:
+            drop = (st["float_accuracy"] - st["accuracy"]) * 100
+            out.append((f"{r['model']}: structured pruning + int8 >= 1.5x faster than float32 at <= 1 point drop",
+                        st["speedup"] >= 1.5 and drop <= 1.0, f"{st['speedup']:.2f}x, {drop:+.2f} points"))
         if r["params"] >= 50_000:
             ratio = r["float_size"] / ours["size"]
             out.append((f"{r['model']}: int8 >= 3.5x smaller", ratio >= 3.5, f"{ratio:.2f}x"))
@@ -352,6 +416,14 @@ def main(argv=None) -> int:
     ap.add_argument("--fixes", default=",".join(FIX_ROWS))
     ap.add_argument("--latency-rounds", type=int, default=3)
     ap.add_argument("--out", default=str(RESULTS / "peers"))
+    ap.add_argument("--structured", action="store_true", help="mobilenet_v2: also budget-aware structured "
+                    "pruning + int8 of the model wrapped as a layer, against float32 in LiteRT")
+    ap.add_argument("--structured-only", action="store_true", help="only the structured pruning row "
+                    "(combine with an earlier run's JSON by --from-json)")
+    ap.add_argument("--structured-budget", type=float, default=0.7,
+                    help="prune-structured max_accuracy_drop (points, validation; int8 then adds its own)")
+    ap.add_argument("--structured-epochs", type=int, default=1, help="fine-tuning epochs per budget trial")
+    ap.add_argument("--structured-trials", type=int, default=3, help="fine-tuned ratios the budget search measures")
     ap.add_argument("--model-cache", default="", help="folder for the trained models: a model trained by an "
                     "earlier run with the same settings is loaded instead of trained again")
     ap.add_argument("--benchmarks-md", default="", help="append the table to this BENCHMARKS.md")
@@ -359,6 +431,7 @@ def main(argv=None) -> int:
                     "(e.g. models run in parallel processes): combine them instead of measuring")
     args = ap.parse_args(argv)
     args.fixes = tuple(f for f in args.fixes.split(",") if f)
+    args.structured = args.structured or args.structured_only
     from edgeopt.measure.env import cpu_info
 
     env = f"{cpu_info().get('model', 'unknown CPU')} ({os.cpu_count()} cores)"
@@ -366,7 +439,13 @@ def main(argv=None) -> int:
     if args.from_json:
         for f in args.from_json.split(","):
             saved = json.loads(Path(f).read_text())
-            env, results = saved["env"], results + saved["results"]
+            env = saved["env"]
+            for r in saved["results"]:  # a --structured-only result adds its row to the model's result
+                same = next((old for old in results if old["model"] == r["model"]), None)
+                if same is None:
+                    results.append(r)
+                else:
+                    same.update(r)
     with tempfile.TemporaryDirectory() as tmp:
         for name in [m for m in args.models.split(",") if m and not args.from_json]:
             t0 = time.perf_counter()

@@ -284,7 +284,7 @@ def test_compact_tflite_is_smaller_and_bit_identical_in_litert_and_tflm(x, tmp_p
     import tensorflow as tf
 
     from edgeopt.convert import keras_to_tflite
-    from edgeopt.core.tflite import tflite_io_names
+    from edgeopt.core.tflite import read_tflite, tflite_io_names
     from edgeopt.runtimes.litert import LiteRT
     from edgeopt.runtimes.tflm import TFLM
     from edgeopt.techniques.tflite_ptq import compact_tflite
@@ -300,6 +300,8 @@ def test_compact_tflite_is_smaller_and_bit_identical_in_litert_and_tflm(x, tmp_p
     assert len(small) < 0.9 * len(raw)
     assert compact_tflite(small) == small  # nothing left to share or shorten
     assert tflite_io_names(small)[:2] == tflite_io_names(raw)[:2]  # inputs are matched by name
+    names = [t.name for t in read_tflite(raw).tensors]
+    assert [t.name for t in read_tflite(small).tensors] == names  # the error table matches by name
     (tmp_path / "raw.tflite").write_bytes(raw)
     (tmp_path / "small.tflite").write_bytes(small)
     for rt in (LiteRT(), TFLM()):

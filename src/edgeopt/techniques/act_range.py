@@ -105,8 +105,6 @@ def _values(model: bytes, x: np.ndarray, rng, batch: int = 64) -> dict[str, tupl
 
     interp = preserving_interpreter(model)
     inp = interp.get_input_details()[0]
-    if inp["shape_signature"][0] != -1:  # a static batch (edgeopt converts with batch 1): an unrolled
-        batch = int(inp["shape"][0])     # RNN's RESHAPEs cannot be resized, so feed it as converted
     names = activation_tensors(interp, model)
     chunks: dict[str, list[np.ndarray]] = {}
     ndim: dict[str, int] = {}

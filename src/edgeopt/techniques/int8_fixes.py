@@ -228,7 +228,7 @@ def run_trial(model, fixes: Sequence[str], calib, val, ref_pred, predict: Predic
 
 
 def choose_fixes(model, calib: np.ndarray, val: np.ndarray, fixes: str | Sequence[str] = "auto", *,
-                 predict: Predict, candidates: Sequence[str] = FIXES, relu6: str = "keep", adaround_iterations: int = 200,
+                 predict: Predict | None = None, candidates: Sequence[str] = FIXES, relu6: str = "keep", adaround_iterations: int = 200,
                  mse_gain: float = 0.05, agreement_guard: float = AGREEMENT_GUARD,
                  log: Callable[[str], None] = lambda m: None) -> ChosenFixes:
     """Choose int8 fixes for a Keras classifier by measuring the converted int8 .tflite.
@@ -237,7 +237,8 @@ def choose_fixes(model, calib: np.ndarray, val: np.ndarray, fixes: str | Sequenc
     the choice is measured on (output MSE of the int8 file vs the float model, with its top-1
     agreement as a guard: see ``Trial.beats``); both shaped like the model input.
     ``predict``: the ``StepContext.predict`` oracle (artifact path, inputs) -> outputs, which runs
-    the candidate files (the engine's ``oracles.predict``: LiteRT for .tflite).
+    the candidate files (None: ``steps.default_oracles``, the engine's ``oracles.predict``, LiteRT
+    for .tflite).
     ``fixes``: "none" (converter default), "auto" (each applicable fix of ``candidates`` alone;
     then, from the one with the lowest output MSE among those that beat the default, each other
     fix added in turn, in order of its output MSE alone, kept when the combination beats the best
@@ -252,6 +253,10 @@ def choose_fixes(model, calib: np.ndarray, val: np.ndarray, fixes: str | Sequenc
         fixes = _check(fixes)  # bad names fail before any conversion
     elif fixes not in ("auto", "none"):
         raise UserError(f"fixes must be 'auto', 'none' or a list of {', '.join(FIXES)}; got {fixes!r}")
+    if predict is None:
+        from edgeopt.steps import default_oracles
+
+        predict = default_oracles()["predict"]
     ref = np.asarray(model.predict(val, verbose=0, batch_size=256))
     kw = dict(relu6=relu6, adaround_iterations=adaround_iterations, predict=predict)
     base = run_trial(model, [], calib, val, ref, **kw)

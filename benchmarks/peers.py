@@ -3,12 +3,14 @@
 
 Same models, same calibration samples, same eval data for every row. Rows per model:
 - float32 (LiteRT), the reference;
-- TFLite converter default full int8 (ops without an int8 kernel stay float); this is also what
-  edgeopt's `int8` step writes today, byte for byte;
+- TFLite converter default full int8 (ops without an int8 kernel stay float); edgeopt's `int8`
+  step with fixes=none writes the same values, its size after `tflite_ptq.compact_tflite` (as
+  every edgeopt int8 row here);
 - ONNX Runtime `quantize_static` with its defaults (QDQ, S8S8, per-tensor, MinMax);
 - NNCF `nncf.quantize` with its defaults, on the OpenVINO IR;
-- edgeopt int8 with each fix alone (ablation: cle, bias_correction, adaround, act_range);
-- edgeopt int8 with the fixes `choose_fixes` picked on the validation split (reported on eval).
+- edgeopt int8 with each fix alone (ablation: cle, cle_relu, bias_correction, adaround, act_range);
+- edgeopt int8 with the fixes `choose_fixes` picked on the validation split (reported on eval);
+- with --structured: budget-aware structured pruning + int8 of the MobileNetV2 wrapped as a layer.
 Columns: top-1 agreement with the float model, task accuracy, file size, batch-1 latency ratio
 int8 / float32 in the same runtime (LiteRT, ONNX Runtime, OpenVINO; 1 thread).
 Writes benchmarks/results/peers.md and peers.json; prints the done-when checks.
@@ -154,6 +156,9 @@ def build(name: str, args):
         model, epochs, batch = slide_mlp(), 40, 64
     else:
         raise SystemExit(f"error: unknown model {name!r}; choose from {', '.join(MODELS)}")
+    cached = Path(args.model_cache) / f"{name}.keras" if args.model_cache else None
+    if cached is not None and cached.exists() and cached.with_suffix(".note").exists():
+        return keras.models.load_model(cached), data, cached.with_suffix(".note").read_text().strip()
     steps = epochs * -(-len(data["x_train"]) // batch)
     lr = 1e-2 if name == "slide_mlp" else 3e-3
     compile_classifier(model, lr=keras.optimizers.schedules.CosineDecay(lr, steps))
@@ -166,6 +171,10 @@ def build(name: str, args):
         reestimate_batchnorm(model, data["x_train"][:1000])
     note = (f"{model.count_params():,} parameters, input {tuple(data['x_train'].shape[1:])}, trained "
             f"{epochs} epochs on {len(data['x_train'])} samples ({time.perf_counter() - t0:.0f} s)")
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        model.save(cached)
+        cached.with_suffix(".note").write_text(note)
     return model, data, note
 
 
@@ -193,6 +202,7 @@ def run_model(name: str, args, work: Path) -> dict:
     from edgeopt.runtimes.litert import LiteRT
     from edgeopt.runtimes.onnxruntime import OnnxRuntime
     from edgeopt.runtimes.openvino import OpenVINO
+    from edgeopt.engine.oracles import predict
     from edgeopt.techniques.int8_fixes import choose_fixes, float_tflite
 
     model, data, note = build(name, args)
@@ -220,6 +230,8 @@ def run_model(name: str, args, work: Path) -> dict:
     # float32 references, one per runtime
     f_tfl = d / "float32.tflite"
     f_tfl.write_bytes(float_tflite(model))
+    if args.structured_only:  # merged into an earlier run's results with --from-json
+        return {"model": name, "structured": structured_row(model, data, args, d, f_tfl, x1)}
     f_onnx = keras_to_onnx(model, d / "float32.onnx")
     f_xml = onnx_to_openvino(f_onnx, d / "float32.xml")
     add("float32 (LiteRT)", LiteRT(), f_tfl, None, [f_tfl], 0)
@@ -240,13 +252,13 @@ def run_model(name: str, args, work: Path) -> dict:
 
     # edgeopt: converter default (= int8 today), each fix alone, chosen fixes
     t0 = time.perf_counter()
-    chosen = choose_fixes(model, calib, x_val, candidates=args.fixes, adaround_iterations=args.adaround_iterations,
+    chosen = choose_fixes(model, calib, x_val, predict=predict, candidates=args.fixes, adaround_iterations=args.adaround_iterations,
                           log=lambda m: print(f"  [{name}] {m}", flush=True))
     choose_s = time.perf_counter() - t0
     for trial in chosen.trials:
         if len(trial.fixes) > 1:
             continue
-        label = ("TFLite converter default = edgeopt int8 today" if not trial.fixes
+        label = ("TFLite converter default (= edgeopt int8 fixes=none)" if not trial.fixes
                  else f"edgeopt int8 + {trial.fixes[0]} only")
         p = d / (("default" if not trial.fixes else trial.fixes[0]) + ".tflite")
         p.write_bytes(trial.tflite)
@@ -256,8 +268,52 @@ def run_model(name: str, args, work: Path) -> dict:
     add(f"edgeopt int8, chosen fixes: {'+'.join(chosen.fixes) or 'none'}", LiteRT(), p, f_tfl, [p], choose_s,
         {"fixes": chosen.fixes, "val_agreement": next(t.agreement for t in chosen.trials
                                                       if t.fixes == chosen.fixes)})
-    return {"model": name, "note": note, "params": int(model.count_params()), "float_size": float_size,
-            "rows": rows, "choice": chosen.details()}
+    out = {"model": name, "note": note, "params": int(model.count_params()), "float_size": float_size,
+           "rows": rows, "choice": chosen.details()}
+    if args.structured and name == "mobilenet_v2":
+        out["structured"] = structured_row(model, data, args, d, f_tfl, x1)
+    return out
+
+
+def structured_row(model, data, args, work: Path, float_path: Path, x1: np.ndarray) -> dict:
+    """Budget-aware structured pruning, then the int8 step (its default fixes=auto), on the model
+    wrapped as a layer of a Functional model (the transfer-learning shape): accuracy drop on the
+    eval split and LiteRT batch-1 latency against the unwrapped float32 file, measured alternately."""
+    import keras
+
+    from edgeopt.data import Dataset
+    from edgeopt.engine.oracles import paired_latency_us
+    from edgeopt.steps import StepContext, get_step
+
+    inp = keras.Input(data["x_train"].shape[1:])
+    wrapped = keras.Model(inp, model(inp), name="wrapped")
+    ds = Dataset("fashion_mnist_rgb", data["x_train"], data["y_train"], data["x_val"][:args.val_samples],
+                 data["y_val"][:args.val_samples], data["x_eval"], data["y_eval"], num_classes=10)
+    log = lambda m: print(f"  [structured] {m}", flush=True)  # noqa: E731
+    t0 = time.perf_counter()
+    (work / "prune").mkdir(exist_ok=True)
+    (work / "int8").mkdir(exist_ok=True)
+    pruned = get_step("prune-structured").run(StepContext(dataset=ds, work_dir=work / "prune", log=log, options={
+        "max_accuracy_drop": args.structured_budget, "epochs": args.structured_epochs,
+        "budget_trials": args.structured_trials}), wrapped)
+    q = get_step("int8").run(StepContext(dataset=ds, work_dir=work / "int8", log=log, options={
+        "calibration_samples": args.calib_samples, "fix_validation_samples": args.val_samples,
+        "adaround_iterations": args.adaround_iterations}), pruned.model)
+    from edgeopt.runtimes.litert import LiteRT
+
+    ref = top1(model.predict(data["x_eval"], verbose=0, batch_size=256))
+    pred = top1(LiteRT().load(q.artifact).predict(data["x_eval"]))
+    float_acc = float((ref == data["y_eval"]).mean())
+    base_us, var_us = paired_latency_us(float_path, q.artifact, x1)
+    det = pruned.details
+    row = {"chosen_ratio": det.get("chosen_ratio"), "budget_met": det.get("met"), "flattened": det.get("flattened"),
+           "budget_trials": det.get("budget_trials"), "macs": det.get("macs"), "params": det.get("params"),
+           "int8_fixes": (q.details.get("fixes") or {}).get("fixes"), "size": q.artifact.stat().st_size,
+           "float_accuracy": float_acc, "accuracy": float((pred == data["y_eval"]).mean()),
+           "agreement": float((pred == ref).mean()), "float32_us": base_us, "pruned_int8_us": var_us,
+           "speedup": base_us / var_us, "seconds": round(time.perf_counter() - t0, 1)}
+    print(f"  structured + int8: {json.dumps(row, default=str)}", flush=True)
+    return row
 
 
 def _ort_default(src: Path, dst: Path, calib: np.ndarray) -> None:
@@ -295,10 +351,12 @@ def markdown(results: list[dict], env: str, args) -> str:
              "(Fashion-MNIST test images, held-out sensor/blob samples). Agreement = top-1 of the int8 file "
              "equals top-1 of the float Keras model. Latency = batch-1 p50 of int8 / float32 in the same "
              "runtime, 1 thread, measured alternately on a shared, loaded 2-core CPU (ratios only).", ""]
-    for r in results:
+    for r in [r for r in results if "rows" in r]:
         base = r["rows"][0]
         lines += [f"### {r['model']}", "", f"Model: {r['note']}. Fix choice: "
-                  f"{', '.join(r['choice']['fixes']) or 'none (no fix beat the converter default)'}.", "",
+                  f"{', '.join(r['choice']['fixes']) or 'none (no fix beat the converter default)'}."
+                  + "".join(f" Not applicable: {f} ({why})." for f, why in
+                            (r['choice'].get('not_applicable') or {}).items()), "",
                   "| row | runtime | agreement | accuracy | drop (points) | size (bytes) | float32 / size "
                   "| latency vs float32 |", "|---|---|---:|---:|---:|---:|---:|---:|"]
         for row in r["rows"]:
@@ -307,12 +365,25 @@ def markdown(results: list[dict], env: str, args) -> str:
                          f"| {drop:+.2f} | {row['size']:,} | {r['float_size'] / row['size']:.2f}x "
                          f"| {row['latency_ratio']:.2f}x |")
         lines.append("")
+        st = r.get("structured")
+        if st:
+            drop = (st["float_accuracy"] - st["accuracy"]) * 100
+            lines += [f"Budget-aware structured pruning + int8 (`prune-structured` max_accuracy_drop="
+                      f"{args.structured_budget} on validation, {args.structured_epochs} distilled fine-tuning "
+                      f"epoch(s) per trial, {args.structured_trials} trials; then `int8` with its default fixes), "
+                      f"run on this model wrapped as a layer of a Functional model (flattened: "
+                      f"{', '.join(st['flattened'] or []) or 'none'}): ratio {st['chosen_ratio']} "
+                      f"(budget met: {st['budget_met']}), MACs {st['macs']['before']:,} -> {st['macs']['after']:,}, "
+                      f"int8 fixes {', '.join(st['int8_fixes'] or []) or 'none'}; eval accuracy "
+                      f"{st['float_accuracy']:.2%} -> {st['accuracy']:.2%} ({drop:+.2f} points), LiteRT batch-1 "
+                      f"p50 {st['float32_us']:.0f} us (float32) vs {st['pruned_int8_us']:.0f} us: "
+                      f"{st['speedup']:.2f}x faster.", ""]
     return "\n".join(lines)
 
 
 def checks(results: list[dict]) -> list[tuple[str, bool, str]]:
     out = []
-    for r in results:
+    for r in [r for r in results if "rows" in r]:
         ours = r["rows"][-1]
         base = r["rows"][0]
         peers = [row for row in r["rows"] if row["row"].startswith(("TFLite", "ONNX", "NNCF"))]
@@ -323,6 +394,13 @@ def checks(results: list[dict]) -> list[tuple[str, bool, str]]:
                     f"{ours['agreement']:.2%} vs best peer {best_peer['row']} {best_peer['agreement']:.2%}"))
         drop = (base["accuracy"] - ours["accuracy"]) * 100
         out.append((f"{r['model']}: accuracy drop <= 0.3 points", drop <= 0.3, f"{drop:+.2f} points"))
+        st = r.get("structured")
+        if st:
+            drop = (st["float_accuracy"] - st["accuracy"]) * 100
+            out.append((f"{r['model']}: structured pruning + int8 >= 1.5x faster than float32 at <= 1 point drop",
+                        bool(st["budget_met"]) and st["speedup"] >= 1.5 and drop <= 1.0,
+                        f"{st['speedup']:.2f}x, {drop:+.2f} points, pruning ratio {st['chosen_ratio']} "
+                        f"(budget met: {st['budget_met']})"))
         if r["params"] >= 50_000:
             ratio = r["float_size"] / ours["size"]
             out.append((f"{r['model']}: int8 >= 3.5x smaller", ratio >= 3.5, f"{ratio:.2f}x"))
@@ -342,11 +420,22 @@ def main(argv=None) -> int:
     ap.add_argument("--fixes", default=",".join(FIX_ROWS))
     ap.add_argument("--latency-rounds", type=int, default=3)
     ap.add_argument("--out", default=str(RESULTS / "peers"))
+    ap.add_argument("--structured", action="store_true", help="mobilenet_v2: also budget-aware structured "
+                    "pruning + int8 of the model wrapped as a layer, against float32 in LiteRT")
+    ap.add_argument("--structured-only", action="store_true", help="only the structured pruning row "
+                    "(combine with an earlier run's JSON by --from-json)")
+    ap.add_argument("--structured-budget", type=float, default=0.7,
+                    help="prune-structured max_accuracy_drop (points, validation; int8 then adds its own)")
+    ap.add_argument("--structured-epochs", type=int, default=1, help="fine-tuning epochs per budget trial")
+    ap.add_argument("--structured-trials", type=int, default=3, help="fine-tuned ratios the budget search measures")
+    ap.add_argument("--model-cache", default="", help="folder for the trained models: a model trained by an "
+                    "earlier run with the same settings is loaded instead of trained again")
     ap.add_argument("--benchmarks-md", default="", help="append the table to this BENCHMARKS.md")
     ap.add_argument("--from-json", default="", help="comma-separated peers.json files of earlier runs "
                     "(e.g. models run in parallel processes): combine them instead of measuring")
     args = ap.parse_args(argv)
     args.fixes = tuple(f for f in args.fixes.split(",") if f)
+    args.structured = args.structured or args.structured_only
     from edgeopt.measure.env import cpu_info
 
     env = f"{cpu_info().get('model', 'unknown CPU')} ({os.cpu_count()} cores)"
@@ -354,7 +443,13 @@ def main(argv=None) -> int:
     if args.from_json:
         for f in args.from_json.split(","):
             saved = json.loads(Path(f).read_text())
-            env, results = saved["env"], results + saved["results"]
+            env = saved["env"]
+            for r in saved["results"]:  # a --structured-only result adds its row to the model's result
+                same = next((old for old in results if old["model"] == r["model"]), None)
+                if same is None:
+                    results.append(r)
+                else:
+                    same.update(r)
     with tempfile.TemporaryDirectory() as tmp:
         for name in [m for m in args.models.split(",") if m and not args.from_json]:
             t0 = time.perf_counter()

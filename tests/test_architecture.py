@@ -10,8 +10,6 @@ CLI_LAYER = ("edgeopt.cli", "edgeopt.commands", "edgeopt.demo", "edgeopt.report"
 # Imports that break a rule today, each with the change that removes it. The test also fails when
 # an entry is no longer needed, so this list can only shrink.
 KNOWN = {
-    ("edgeopt.techniques.int8_fixes", "edgeopt.runtimes.litert"):
-        "choose_fixes predicts candidate files itself: it should take a predict oracle from StepContext",
     ("edgeopt.compare", "rich"): "compare's table rendering moves to report (issue 9, core-b)",
     ("edgeopt.runtimes.litert", "edgeopt.convert"): "quiet_fds moves to edgeopt.core",
     ("edgeopt.runtimes.tflm", "edgeopt.measure.tflm"): "the TFLM session moves into runtimes.tflm",

@@ -13,7 +13,7 @@ technique-specific branches:
 
 Steps transform; they never measure the artifact themselves. When a step has to score
 candidates (mixed precision, latency targets) it asks the oracles in its ``StepContext``
-(``evaluate``, ``latency_ms``, ``paired_latency_us``), never a runtime.
+(``evaluate``, ``select``, ``latency_ms``, ``paired_latency_us``, ``predict``), never a runtime.
 """
 from __future__ import annotations
 
@@ -45,16 +45,19 @@ class StepContext:
     paired_latency_us: Callable[[Path, Path, Any], tuple[float, float]] | None = None
     # facts earlier steps of the chain handed on (StepResult.hints), e.g. try_sparse_encoding
     hints: dict[str, Any] = field(default_factory=dict)
+    # predict(artifact_path, x) -> the artifact's outputs on inputs x (n, ...), run in its format's
+    # runtime: how a technique compares candidate files with a reference (never a runtime itself)
+    predict: Callable[[Path, Any], Any] | None = None
     # on_epoch(epoch, val_accuracy) after every fine-tuning epoch (the search's pruner; it may raise
     # to stop the step); epochs count up across the steps of one chain
     on_epoch: Callable[[int, float], None] | None = None
 
     def __post_init__(self):
-        if self.evaluate is None or self.latency_ms is None or self.paired_latency_us is None:
+        oracles = ("evaluate", "latency_ms", "paired_latency_us", "predict")
+        if any(getattr(self, name) is None for name in oracles):
             defaults = default_oracles(self.dataset)
-            self.evaluate = self.evaluate or defaults["evaluate"]
-            self.latency_ms = self.latency_ms or defaults["latency_ms"]
-            self.paired_latency_us = self.paired_latency_us or defaults["paired_latency_us"]
+            for name in oracles:
+                setattr(self, name, getattr(self, name) or defaults[name])
         y_val = getattr(self.dataset, "y_val", None)
         if self.select is None and y_val is not None and len(y_val) > 0:
             from edgeopt.engine import oracles
@@ -67,7 +70,7 @@ def default_oracles(dataset=None) -> dict[str, Callable | None]:
     from edgeopt.engine import oracles
 
     return {"evaluate": oracles.accuracy_oracle(dataset), "latency_ms": oracles.latency_ms,
-            "paired_latency_us": oracles.paired_latency_us}
+            "paired_latency_us": oracles.paired_latency_us, "predict": oracles.predict}
 
 
 def int8_settings_chooser() -> Callable:

@@ -1,7 +1,7 @@
 """Measurement oracles handed to techniques through ``StepContext``: techniques ask these to score
 candidate artifacts and never import a runtime themselves.
 
-All three measure in the runtime that the artifact's format maps to (LiteRT for .tflite), on
+All of them measure in the runtime that the artifact's format maps to (LiteRT for .tflite), on
 one thread, so candidates are compared the same way the run measures variants.
 """
 from __future__ import annotations
@@ -42,6 +42,12 @@ def accuracy_oracle(dataset, threads: int = 1, split: str = "eval") -> Callable[
         metrics = task_metrics(_session(path, threads).predict(x), y, dataset.task)
         return float(metrics.get("accuracy", -metrics.get("mae", 0.0)))
     return evaluate
+
+
+def predict(path: Path, x: np.ndarray, threads: int = 1) -> np.ndarray:
+    """Outputs of an artifact on inputs ``x`` (shape (n, ...)), run in the runtime its format maps
+    to: what techniques compare candidate files with (``StepContext.predict``)."""
+    return np.asarray(_session(Path(path), threads).predict(x))
 
 
 def latency_ms(path: Path, x1: np.ndarray, runs: int = 100) -> float:

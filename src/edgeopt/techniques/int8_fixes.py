@@ -30,8 +30,11 @@ from edgeopt.errors import UserError
 FIXES = ("cle", "cle_relu", "bias_correction", "adaround", "act_range")
 ORDER = {f: i for i, f in enumerate(FIXES)}  # the order fixes are applied in
 EXCLUSIVE = {"cle", "cle_relu"}  # two variants of one fix
-# fixes="auto" tries these: no optimisation loop, seconds on small models (adaround is opt-in)
-CHEAP = ("cle", "bias_correction", "act_range")
+# The int8 step's fixes="auto" tries these (cle_relu changes the float model: opt-in). AdaRound is
+# the one with an optimisation loop (seconds to a minute on the benchmark models), and the fix that
+# lowered the output error most on MobileNetV2, the Fashion-MNIST CNN and the slide MLP
+# (BENCHMARKS.md, "Peers").
+AUTO = ("cle", "bias_correction", "adaround", "act_range")
 # A candidate may lose at most this share of top-1 agreement with float (0.1% = 2 of 2000
 # validation inputs) and still win on a lower output MSE.
 AGREEMENT_GUARD = 0.001
@@ -72,18 +75,23 @@ class Trial:
 class ChosenFixes:
     """What ``choose_fixes`` returns: the chosen fixes, the fixed Keras model, the int8 .tflite it
     gives (converter default, or ai-edge-quantizer when ``act_range`` is chosen), the activation
-    ranges (or None), per-fix records of what changed, and every trial measured."""
+    ranges (or None), per-fix records of what changed, every trial measured, and the fixes
+    skipped because they cannot apply to the graph (with the reason)."""
     fixes: list[str]
     model: Any
     tflite: bytes
     ranges: dict | None
     records: dict
     trials: list[Trial]
+    skipped: dict[str, str] = field(default_factory=dict)  # fix -> why it cannot apply to this graph
 
     def details(self) -> dict:
         """JSON-ready summary for a step's ``details`` (run.json)."""
-        return {"fixes": self.fixes, "trials": [t.summary() for t in self.trials],
-                "changed": _json_records(self.records)}
+        out = {"fixes": self.fixes, "trials": [t.summary() for t in self.trials],
+               "changed": _json_records(self.records)}
+        if self.skipped:
+            out["not_applicable"] = dict(self.skipped)
+        return out
 
 
 def apply_fixes(model, fixes: Sequence[str], calib: np.ndarray, *, relu6: str = "keep",
@@ -117,6 +125,43 @@ def apply_fixes(model, fixes: Sequence[str], calib: np.ndarray, *, relu6: str = 
     return m, ranges, records
 
 
+def not_applicable(model, fix: str, relu6: str = "keep") -> str:
+    """Why ``fix`` cannot change this model's int8 file ("" when it can), found from the Keras
+    graph without converting: no weight layer (Conv/Depthwise/Separable/Dense) for the weight
+    fixes, nothing to fold or equalize for ``cle``, no ReLU6 on an equalizable path for
+    ``cle_relu`` (it would repeat ``cle``). Recurrent layers (LSTM, GRU) are not weight layers
+    here: their cells are left to the converter. ``act_range`` does not apply to recurrent models:
+    ai-edge-quantizer gives the SPLIT ops of an unrolled LSTM cell per-output ranges, and LiteRT's
+    XNNPACK delegate then refuses the file ("failed to delegate SPLIT node"; measured with
+    ai-edge-quantizer 0.10.0, ai-edge-litert 2.3.0)."""
+    import keras
+
+    from edgeopt.convert import _all_layers
+    from edgeopt.techniques.equalize import (copy_model, equalization_pairs, fold_batchnorm, model_graph,
+                                             weight_units)
+
+    if fix == "act_range":
+        rnn = next((la.name for la in _all_layers(model) if isinstance(la, keras.layers.RNN)), None)
+        return f"recurrent layer {rnn!r}: its unrolled SPLIT ops get ranges LiteRT refuses" if rnn else ""
+    g = model_graph(model)
+    units = weight_units(g)
+    if not units:
+        return "no Conv, DepthwiseConv, SeparableConv or Dense layer to fix"
+    if fix not in EXCLUSIVE:
+        return ""
+    kinds = {type(n.layer).__name__ for n in g.nodes}
+    if fix == "cle":
+        if "BatchNormalization" in kinds or any(k.startswith("Separable") for k in kinds) \
+                or equalization_pairs(model, "keep"):
+            return ""
+        return "no BatchNorm to fold, no equalizable layer pair and no separable convolution"
+    folded = copy_model(model)  # pairs are found after BatchNorm folding, as equalize() does
+    fold_batchnorm(folded)
+    if len(equalization_pairs(folded, "relu")) == len(equalization_pairs(folded, "keep")):
+        return "no ReLU6 between equalizable layers: the same as cle"
+    return ""
+
+
 def _sample_shape(x) -> tuple | None:
     """One sample's shape: open axes (a None time axis) are converted at the data's length."""
     return tuple(int(d) for d in np.shape(x)[1:]) if isinstance(x, np.ndarray) and x.ndim > 1 else None
@@ -130,32 +175,38 @@ def float_tflite(model, input_shape: tuple | None = None) -> bytes:
 
 def int8_tflite(model, calib: np.ndarray, ranges: dict | None = None) -> bytes:
     """Full-int8 .tflite with float32 I/O: the TFLite converter's default (ops without an int8
-    kernel stay float) or, with ``ranges``, ai-edge-quantizer with those activation ranges."""
+    kernel stay float) or, with ``ranges``, ai-edge-quantizer with those activation ranges;
+    rewritten smaller by ``tflite_ptq.compact_tflite`` (the same values), as the int8 step ships it."""
     import tensorflow as tf
 
     from edgeopt.convert import keras_to_tflite
 
+    from edgeopt.techniques.tflite_ptq import compact_tflite
+
     if ranges is not None:
         from edgeopt.techniques.ptq import aeq_static, float_io
 
-        return float_io(aeq_static(float_tflite(model, _sample_shape(calib)), ranges, 8, True))
+        return compact_tflite(float_io(aeq_static(float_tflite(model, _sample_shape(calib)), ranges, 8, True)))
 
     def representative():
         for i in range(len(calib)):
             yield [calib[i:i + 1]]
 
     ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-    return keras_to_tflite(model, input_shape=_sample_shape(calib), optimizations=[tf.lite.Optimize.DEFAULT],
-                           representative_dataset=representative, target_spec={"supported_ops": ops})
+    return compact_tflite(keras_to_tflite(model, input_shape=_sample_shape(calib),
+                                          optimizations=[tf.lite.Optimize.DEFAULT],
+                                          representative_dataset=representative, target_spec={"supported_ops": ops}))
 
 
-def tflite_predict(model: bytes, x: np.ndarray) -> np.ndarray:
-    from edgeopt.runtimes.litert import LiteRT
+Predict = Callable[[Path, np.ndarray], np.ndarray]  # StepContext.predict: (artifact path, x) -> outputs
 
+
+def tflite_predict(predict: Predict, model: bytes, x: np.ndarray) -> np.ndarray:
+    """Outputs of a .tflite given as bytes on ``x``, through the ``predict`` oracle."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "m.tflite"
         path.write_bytes(model)
-        return LiteRT().load(path).predict(x)
+        return np.asarray(predict(path, x))
 
 
 def compare(pred: np.ndarray, ref: np.ndarray) -> tuple[float | None, float]:
@@ -165,11 +216,11 @@ def compare(pred: np.ndarray, ref: np.ndarray) -> tuple[float | None, float]:
     return agree, float(np.mean((pred - ref) ** 2))
 
 
-def run_trial(model, fixes: Sequence[str], calib, val, ref_pred, **kw) -> Trial:
+def run_trial(model, fixes: Sequence[str], calib, val, ref_pred, predict: Predict, **kw) -> Trial:
     t0 = time.perf_counter()
     m, ranges, records = apply_fixes(model, fixes, calib, **kw)
     q = int8_tflite(m, calib, ranges)
-    agree, mse = compare(tflite_predict(q, val), ref_pred)
+    agree, mse = compare(tflite_predict(predict, q, val), ref_pred)
     records["_ranges"] = ranges
     power = float(np.mean(np.asarray(ref_pred, np.float64) ** 2))
     snr = float(10 * np.log10(power / mse)) if mse > 0 and power > 0 else None
@@ -177,45 +228,71 @@ def run_trial(model, fixes: Sequence[str], calib, val, ref_pred, **kw) -> Trial:
 
 
 def choose_fixes(model, calib: np.ndarray, val: np.ndarray, fixes: str | Sequence[str] = "auto", *,
-                 candidates: Sequence[str] = FIXES, relu6: str = "keep", adaround_iterations: int = 200,
+                 predict: Predict | None = None, candidates: Sequence[str] = FIXES, relu6: str = "keep", adaround_iterations: int = 200,
                  mse_gain: float = 0.05, agreement_guard: float = AGREEMENT_GUARD,
                  log: Callable[[str], None] = lambda m: None) -> ChosenFixes:
     """Choose int8 fixes for a Keras classifier by measuring the converted int8 .tflite.
 
     ``calib``: calibration inputs (used by the fixes and the converter); ``val``: validation inputs
     the choice is measured on (output MSE of the int8 file vs the float model, with its top-1
-    agreement as a guard: see ``Trial.beats``); both shaped like the model input. ``fixes``:
-    "none" (converter default), "auto" (each of ``candidates`` alone, then greedily combined in order of gain, kept only when
-    the combination scores higher), or an explicit list (applied as given, still measured).
-    A candidate beats another with an output MSE at least ``mse_gain`` (relative) lower and an
-    agreement at most ``agreement_guard`` lower.
-    Cost: one conversion per trial (at most 2 x len(candidates)). Raises UserError for an unknown
-    fix name or mode."""
+    agreement as a guard: see ``Trial.beats``); both shaped like the model input.
+    ``predict``: the ``StepContext.predict`` oracle (artifact path, inputs) -> outputs, which runs
+    the candidate files (None: ``steps.default_oracles``, the engine's ``oracles.predict``, LiteRT
+    for .tflite).
+    ``fixes``: "none" (converter default), "auto" (each applicable fix of ``candidates`` alone;
+    then, from the one with the lowest output MSE among those that beat the default, each other
+    fix added in turn, in order of its output MSE alone, kept when the combination beats the best
+    so far: CLE before AdaRound is
+    found even when CLE alone gains little), or an explicit list (applied as given, still
+    measured). A candidate beats another with an output MSE at least ``mse_gain`` (relative)
+    lower and an agreement at most ``agreement_guard`` lower.
+    Cost: one conversion per trial (at most 2 x len(candidates) - 1). Raises UserError for an
+    unknown fix name or mode."""
     calib, val = np.asarray(calib, np.float32), np.asarray(val, np.float32)
     if not isinstance(fixes, str):
         fixes = _check(fixes)  # bad names fail before any conversion
     elif fixes not in ("auto", "none"):
         raise UserError(f"fixes must be 'auto', 'none' or a list of {', '.join(FIXES)}; got {fixes!r}")
+    if predict is None:
+        from edgeopt.steps import default_oracles
+
+        predict = default_oracles()["predict"]
     ref = np.asarray(model.predict(val, verbose=0, batch_size=256))
-    kw = dict(relu6=relu6, adaround_iterations=adaround_iterations)
+    kw = dict(relu6=relu6, adaround_iterations=adaround_iterations, predict=predict)
     base = run_trial(model, [], calib, val, ref, **kw)
     trials = [base]
     log(f"int8 fixes: converter default agreement {base.agreement}, output MSE {base.output_mse:.3g}")
+    skipped: dict[str, str] = {}
     if fixes == "none":
-        return _result(base, trials)
+        return _result(base, trials, skipped)
     if not isinstance(fixes, str):
-        t = run_trial(model, fixes, calib, val, ref, **kw)
-        return _result(t, trials + [t])
+        for f in fixes:
+            reason = not_applicable(model, f, relu6)
+            if reason:
+                skipped[f] = reason
+                log(f"int8 fixes: {f} skipped: {reason}")
+        kept = [f for f in fixes if f not in skipped]
+        if not kept:
+            return _result(base, trials, skipped)
+        t = run_trial(model, kept, calib, val, ref, **kw)
+        return _result(t, trials + [t], skipped)
     singles = []
     for f in _check_names(candidates):
+        reason = not_applicable(model, f, relu6)
+        if reason:
+            skipped[f] = reason
+            log(f"int8 fixes: {f} skipped: {reason}")
+            continue
         t = run_trial(model, [f], calib, val, ref, **kw)
         trials.append(t)
         log(f"int8 fixes: {f} alone -> agreement {t.agreement}, output MSE {t.output_mse:.3g} ({t.seconds:.1f} s)")
-        if t.beats(base, mse_gain, agreement_guard):
-            singles.append(t)
+        singles.append(t)
     singles.sort(key=Trial.score, reverse=True)
-    best = singles[0] if singles else base
-    for t in singles[1:]:
+    winners = [t for t in singles if t.beats(base, mse_gain, agreement_guard)]
+    if not winners:
+        return _result(base, trials, skipped)
+    best = winners[0]  # the lowest output MSE among the fixes that beat the default alone
+    for t in [t for t in singles if t is not winners[0]]:
         if EXCLUSIVE <= set(best.fixes + t.fixes):
             continue
         cand = run_trial(model, best.fixes + t.fixes, calib, val, ref, **kw)
@@ -223,14 +300,14 @@ def choose_fixes(model, calib: np.ndarray, val: np.ndarray, fixes: str | Sequenc
         log(f"int8 fixes: {'+'.join(cand.fixes)} -> agreement {cand.agreement}, output MSE {cand.output_mse:.3g}")
         if cand.beats(best, mse_gain, agreement_guard):
             best = cand
-    return _result(best, trials)
+    return _result(best, trials, skipped)
 
 
-def _result(t: Trial, trials: list[Trial]) -> ChosenFixes:
+def _result(t: Trial, trials: list[Trial], skipped: dict[str, str]) -> ChosenFixes:
     ranges = t.records.pop("_ranges", None)
     for other in trials:
         other.records.pop("_ranges", None)
-    return ChosenFixes(t.fixes, t.model, t.tflite, ranges, t.records, trials)
+    return ChosenFixes(t.fixes, t.model, t.tflite, ranges, t.records, trials, skipped)
 
 
 def _check_names(fixes: Sequence[str]) -> list[str]:
@@ -264,5 +341,5 @@ def _json_records(records: dict) -> dict:
     return clean(records)
 
 
-__all__ = ["AGREEMENT_GUARD", "CHEAP", "FIXES", "ChosenFixes", "Trial", "apply_fixes", "choose_fixes", "compare", "int8_tflite",
-           "tflite_predict"]
+__all__ = ["AGREEMENT_GUARD", "AUTO", "FIXES", "ChosenFixes", "Trial", "apply_fixes", "choose_fixes", "compare", "int8_tflite",
+           "not_applicable", "tflite_predict"]

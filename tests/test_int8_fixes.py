@@ -234,10 +234,11 @@ def test_int8_step_fixes_are_measured_on_validation_and_recorded(digits, tmp_pat
 
     none = run("none", fixes="none")
     assert "fixes" not in none.details and none.model is None  # the converter default, untouched
-    auto = run("auto", fix_validation_samples=100, adaround_iterations=20)
+    auto = run("auto", fix_validation_samples=100)
     rec = auto.details["fixes"]
     assert rec["validation_samples"] == 100
-    assert [t["fixes"] for t in rec["trials"]][:5] == [[], ["cle"], ["bias_correction"], ["adaround"], ["act_range"]]
+    assert [t["fixes"] for t in rec["trials"]][:4] == [[], ["cle"], ["bias_correction"], ["act_range"]]
+    assert not any("adaround" in t["fixes"] for t in rec["trials"])  # only when named (cost)
     assert all(t["output_snr_db"] is not None for t in rec["trials"])
     if rec["fixes"]:
         assert auto.model is not None

@@ -110,7 +110,7 @@ class _Int8Fixes(StepConfig):
     """Fields of the int8 accuracy fixes (``techniques.int8_fixes``)."""
 
     fixes: Literal["auto", "none"] | list[FixName] = Field(
-        "auto", description="int8 accuracy fixes: 'auto' (try cle, bias_correction, adaround, act_range; keep "
+        "auto", description="int8 accuracy fixes: 'auto' (try cle, bias_correction, act_range; keep "
                             "those that bring the int8 file measurably closer to float on validation "
                             "data), 'none' (the TFLite converter's default) or a list applied as given",
         json_schema_extra=_search(choices=["auto", "none"]))

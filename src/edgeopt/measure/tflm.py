@@ -108,7 +108,7 @@ def _reason(stderr: str, fallback: str) -> str:
     node = re.search(r"Node (\S+) \(number (\d+)\) failed", stderr)
     if node and node.group(1) not in reason:
         reason = f"{node.group(1)} (op {node.group(2)}): {reason}"
-    return " ".join(reason.split())[:200]
+    return " ".join(reason.split())  # whole: compare and run.json show it in full
 
 
 def measure_arena(path, timeout: float = 120.0) -> tuple[int | None, str]:

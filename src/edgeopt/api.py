@@ -95,8 +95,24 @@ def prepare(model, data, *, unsafe: bool = False, input_shape=None, check_numeri
     if check_numerics and m.kind == "keras":
         from edgeopt.numerics import check_finite
 
-        check_finite(m.keras, _keras_feed(ds.x_eval))
+        x, source = checked_samples(ds, data, data_kwargs)
+        check_finite(m.keras, _keras_feed(x), source=source)
     return m, ds, warnings
+
+
+def checked_samples(ds: Dataset, data, roles: dict) -> tuple:
+    """Every sample the float model is checked on (the train, validation and eval splits, and the
+    --calib-data file), concatenated, and what they are, for ``numerics.check_finite``'s message."""
+    from edgeopt.core.arrays import concat_outputs
+
+    parts = [("train", ds.x_train), ("validation", ds.x_val), ("eval", ds.x_eval), ("calibration", ds.x_calib)]
+    parts = [(name, x) for name, x in parts if x is not None and len(x)]
+    files = [f"--{k.replace('_', '-')} {roles[k]}" for k in ROLE_KEYWORDS if roles.get(k) is not None]
+    given = ([f"--data {data}"] if isinstance(data, (str, Path)) else
+             [f"data {ds.name}"] if data is not None else []) + files
+    names = [n for n, _ in parts]
+    splits = ", ".join(names[:-1]) + (" and " if len(names) > 1 else "") + names[-1]
+    return concat_outputs([x for _, x in parts]), f"{', '.join(given)} ({splits} split{'s' if len(names) > 1 else ''})"
 
 
 def parse_shape_option(value):

@@ -348,7 +348,7 @@ def measure_row(row: Row, path: Path, dataset, reference, threads: int, runs: in
     return row
 
 
-AGREEMENT_TASKS = ("classification", "binary", "multilabel", "fidelity")  # tasks where top-1 agreement means something
+AGREEMENT_TASKS = ("classification", "binary", "fidelity")  # tasks where top-1 agreement means something
 
 
 def score_row(row: Row, pred, dataset, reference, output: str | int | None = None) -> Row:

@@ -532,8 +532,8 @@ def export(source: str | Path, *, out: str | Path, variant: str | None = None, t
     """Write the deploy bundle of a .tflite/.onnx file or of a run directory's ``variant`` to ``out``:
     ``target`` arduino | zephyr | linux-litert | onnx | openvino | ethos-u (``npu``: the Ethos-U
     target). The bundle's sample input is the first eval sample of ``data`` (a dataset name, path or
-    Dataset), else zeros; ``data_kwargs`` are optimize's data flags (``x_key``, e.g. "a,b" for one
-    .npz key per input, ``y_key``, ``output``...), the inputs matched to the artifact's by name.
+    Dataset), else zeros; ``data_kwargs`` are optimize's input flags (``x_key``, e.g. "a,b" for one
+    .npz key per input; labels are not read), the inputs matched to the artifact's by name.
     ``input_shape`` (``--input-shape``) must be the artifact's own (its shapes were fixed at
     conversion). Raises UserError for an unknown target, variant or file, or a model the target
     cannot run (nothing is left half-written)."""

@@ -284,7 +284,6 @@ def register(app: typer.Typer) -> None:
         x_key: str = typer.Option("x", metavar="KEY", help=".npz key(s) of the inputs (a,b for several, in input order)"),
         input_shape: Optional[str] = typer.Option(None, "--input-shape", metavar="SHAPE",
                                                   help="the model's input shape, checked against the artifact's"),
-        output: Optional[str] = typer.Option(None, "--output", metavar="NAME", help=OUTPUT_HELP),
     ):
         """Deploy bundle of a model or run variant: MCU sketch, Zephyr app, Linux/ONNX/OpenVINO script, Ethos-U."""
         from edgeopt import api
@@ -293,7 +292,7 @@ def register(app: typer.Typer) -> None:
         _check_early(input_shape, None, None)
         with spinner(f"exporting for {target}", disable=json_out):
             result = api.export(source, out=out, variant=variant or variant_arg, target=target, name=name,
-                                data=data, npu=npu, input_shape=input_shape, x_key=x_key, output=output)
+                                data=data, npu=npu, input_shape=input_shape, x_key=x_key)
         if json_out:
             from edgeopt.cli import print_json
 

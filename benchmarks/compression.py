@@ -8,15 +8,18 @@ LiteRT with 1 thread in this same run: accuracy on the full 10k test set, median
 .tflite bytes and gzip bytes. Issue 4's targets are checked from those measured numbers and printed
 as PASS/FAIL lines. Results go to ``benchmarks/results/compression.md``.
 
-Run: ``.venv/bin/python benchmarks/compression.py [--train 54000] [--models small_cnn,mobilenet]``
+Run: ``.venv/bin/python benchmarks/compression.py [--train 54000] [--models small_cnn,mobilenet]``;
+``--smoke`` runs every variant in seconds (1,000 training rows, 1 epoch everywhere, 1,000 test images,
+a baseline trained here for 1 epoch) and writes under runs/bench_compression_smoke, not
+benchmarks/results.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gzip
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -28,6 +31,9 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from machine import command, describe  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results" / "compression.md"
 
 
@@ -52,6 +58,9 @@ def subset(ds, n_train: int, n_val: int, seed: int = 0):
                                x_val=ds.x_val[va], y_val=ds.y_val[va])
 
 
+LATENCY_RUNS = 400
+
+
 def measure(tflite: bytes, ds, work: Path, name: str) -> dict:
     from edgeopt.measure.latency import measure_latency
     from edgeopt.core.metrics import task_metrics
@@ -62,7 +71,8 @@ def measure(tflite: bytes, ds, work: Path, name: str) -> dict:
     session = LiteRT().load(path, threads=1)
     pred = session.predict(ds.x_eval)
     acc = task_metrics(pred, ds.y_eval, ds.task)["accuracy"]
-    lat = measure_latency(session, ds.x_eval[:1], runs=400, warmup=30, max_seconds=20)
+    lat = measure_latency(session, ds.x_eval[:1], runs=LATENCY_RUNS, warmup=min(30, LATENCY_RUNS),
+                         max_seconds=20)
     return {"variant": name, "accuracy": acc, "latency_ms": lat.p50_ms, "bytes": len(tflite),
             "gzip_bytes": len(gzip.compress(tflite, 9))}
 
@@ -78,18 +88,17 @@ def train_baseline(model, ds, epochs: int, seed: int, batch: int, log):
     return fine_tune(model, ctx, epochs=epochs)[0]
 
 
-def load_baseline(path: Path, ds, log):
+def load_baseline(path: Path, ds, log, epochs: int = 4):
     """The trained Fashion-MNIST CNN (small_cnn, Flatten head); trained like benchmarks/ptq.py
-    (4 epochs, cosine-decayed Adam 2e-3, batch 128, full training split) when ``path`` is missing."""
+    (``epochs``, cosine-decayed Adam 2e-3, batch 128, ``ds``'s training split) when ``path`` is missing."""
     from edgeopt.model_io import load_keras
 
     if not path.exists():
-        sys.path.insert(0, str(ROOT / "benchmarks"))
         from ptq import train_fashion_cnn
 
         path.parent.mkdir(parents=True, exist_ok=True)
         log(f"{path} missing: training it (benchmarks/ptq.py::train_fashion_cnn)")
-        path = train_fashion_cnn(ds, path.parent, epochs=4)
+        path = train_fashion_cnn(ds, path.parent, epochs=epochs)
     return load_keras(path)
 
 
@@ -139,18 +148,12 @@ def bench_model(label, make_model, ds, work: Path, args, log, ratio: float) -> d
     cctx = StepContext(dataset=ds, work_dir=work / f"{label}-int8", baseline_accuracy=base["accuracy"],
                        log=log, seed=args.seed)
     cctx.work_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        q, s3 = run_step("int8", cctx, cl.model)
-        tfl = Path(q.artifact).read_bytes()
-        notes["int8"] = "edgeopt int8 step (TFLite converter full-int8, representative dataset)"
-    except Exception as e:  # the int8 step is another helper's; fall back to the converter itself
-        import tensorflow as tf
-
-        calib = ds.calibration(300, args.seed)
-        tfl = keras_to_tflite(cl.model, optimizations=[tf.lite.Optimize.DEFAULT],
-                              representative_dataset=lambda: ([calib[i:i + 1]] for i in range(len(calib))))
-        s3 = 0.0
-        notes["int8"] = f"int8 step unavailable ({type(e).__name__}: {e}); tf.lite.TFLiteConverter full-int8"
+    q, s3 = run_step("int8", cctx, cl.model)
+    tfl = Path(q.artifact).read_bytes()
+    fixes = q.details.get("fixes", {})
+    notes["int8"] = ("edgeopt int8 step (default config: TFLite converter full int8, min/max calibration; "
+                     f"int8 fixes: {', '.join(fixes.get('fixes') or []) or 'none kept'}"
+                     + (f"; skipped: {fixes['skipped']}" if fixes.get("skipped") else "") + ")")
     row = measure(tfl, ds, work, f"{label}-prune{args.sparsity:g}+cluster16+int8")
     row.update(step_seconds=round(s1 + s2 + s3, 1), sparsity=pr.details["overall_sparsity"],
                unique_values=cl.details["unique_values"], layer_sparsity=cl.details["layer_sparsity"])
@@ -174,20 +177,29 @@ def issue4_checks(rows, args) -> list[tuple[str, bool, str]]:
     ]
 
 
+def baseline_note(path: Path) -> str:
+    """How the small_cnn baseline was trained: the note benchmarks/ptq.py::train_fashion_cnn
+    writes next to it (fashion_cnn_flatten.txt), else a plain statement."""
+    note = path.with_name("fashion_cnn_flatten.txt")
+    if note.exists():
+        return "benchmarks/ptq.py::train_fashion_cnn " + note.read_text().strip()
+    return "given with --baseline; how it was trained is not recorded"
+
+
 def render(results, args, seconds) -> str:
     lines = ["# Compression benchmark (structured pruning; prune + cluster + int8)", "",
-             f"Measured in one run by `.venv/bin/python benchmarks/compression.py "
+             f"Measured in one run by `{args.command}` (settings: "
              f"--baseline {args.baseline.relative_to(ROOT) if args.baseline.is_relative_to(ROOT) else args.baseline} "
-             f"--train {args.train} --mobilenet-train {args.mobilenet_train} --val {args.val} --epochs {args.epochs} --ft-epochs {args.ft_epochs} --ft-lr {args.ft_lr} "
+             f"--train {args.train} --mobilenet-train {args.mobilenet_train} --val {args.val} --eval {args.eval} "
+             f"--epochs {args.epochs} --ft-epochs {args.ft_epochs} --ft-lr {args.ft_lr} "
              f"--iterations {args.iterations} --prune-epochs {args.prune_epochs} --scope {args.scope} "
              f"--cluster-epochs {args.cluster_epochs} "
              f"--batch {args.batch} --ratio {args.ratio} --mobilenet-ratio {args.mobilenet_ratio} "
-             f"--sparsity {args.sparsity} --models {args.models}` "
-             f"on {platform.machine()} ({os.cpu_count()} cores, shared), total {seconds / 60:.1f} min.",
-             "LiteRT (ai-edge-litert) with 1 thread; accuracy on the full 10,000-image Fashion-MNIST "
-             "test set; latency = median of batch-1 invokes; gzip = `gzip -9` of the .tflite. "
-             f"small_cnn-flatten baseline: `{args.baseline.name}` (trained by benchmarks/ptq.py on the full "
-             f"54k training split, not here); its fine-tuning uses {min(args.train, 54000)} training images. "
+             f"--sparsity {args.sparsity} --models {args.models}) "
+             f"on {args.machine}, total {seconds / 60:.1f} min.",
+             f"LiteRT (ai-edge-litert) with 1 thread; accuracy on {args.eval_rows:,} Fashion-MNIST "
+             f"test images; latency = median of batch-1 invokes; gzip = `gzip -9` of the .tflite. "
+             f"small_cnn-flatten baseline: `{args.baseline.name}` ({baseline_note(args.baseline)}); its fine-tuning uses {min(args.train, 54000)} training images. "
              f"The MobileNetV2-style baseline (when run) is trained here on {args.mobilenet_train} images. "
              f"Fine-tuning: cosine-decayed Adam, BatchNorm statistics re-estimated afterwards, early stopping "
              f"on {args.val} validation images.", ""]
@@ -245,8 +257,25 @@ def main(argv=None) -> int:
     ap.add_argument("--sparsity", type=float, default=0.8, help="magnitude pruning sparsity")
     ap.add_argument("--models", default="small_cnn", help="comma list of small_cnn, mobilenet")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--eval", type=int, default=10000, help="test images for accuracy (first N of 10,000)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="result file (default benchmarks/results/compression.md; "
+                         "runs/bench_compression_smoke/compression.md with --smoke)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="check that the script runs, in seconds: --train 1000 --val 300 --eval 1000, 1 epoch "
+                         "and 1 iteration everywhere, 20 latency runs, a baseline trained here for 1 epoch")
     args = ap.parse_args(argv)
+    args.command = command("compression.py", argv)
+    global LATENCY_RUNS
+    smoke_dir = ROOT / "runs" / "bench_compression_smoke"
+    if args.smoke:
+        args.train, args.mobilenet_train, args.val, args.eval = 1000, 500, 300, 1000
+        args.epochs = args.ft_epochs = args.iterations = args.prune_epochs = args.cluster_epochs = 1
+        LATENCY_RUNS = 20
+        if args.baseline == ap.get_default("baseline"):
+            args.baseline = smoke_dir / "fashion_cnn_flatten.keras"
+    args.out = args.out or (smoke_dir / "compression.md" if args.smoke else RESULTS)
+    baseline_epochs = 1 if args.smoke else 4
 
     from edgeopt.data import fashion_mnist
     from edgeopt.zoo import mobilenet_v2_style
@@ -254,15 +283,19 @@ def main(argv=None) -> int:
     def log(msg):
         print(msg, flush=True)
 
-    t0 = time.perf_counter()
+    t0, load0 = time.perf_counter(), os.getloadavg()[0]
     full = fashion_mnist(seed=args.seed)
     ds = subset(full, args.train, args.val, args.seed)
+    ds = dataclasses.replace(ds, x_eval=ds.x_eval[:args.eval], y_eval=ds.y_eval[:args.eval])
+    args.eval_rows = len(ds.y_eval)
+    # the baseline is trained (when missing) on the full split, or on the subset with --smoke
+    baseline_ds = ds if args.smoke else full
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for name in args.models.split(","):
             if name == "small_cnn":
-                results.append(bench_model("small_cnn-flatten", lambda: load_baseline(args.baseline, full, log),
+                results.append(bench_model("small_cnn-flatten", lambda: load_baseline(args.baseline, baseline_ds, log, baseline_epochs),
                                            ds, work, args, log, args.ratio))
             elif name == "mobilenet":
                 mds = pad32(subset(ds, args.mobilenet_train, args.val, args.seed))
@@ -281,9 +314,11 @@ def main(argv=None) -> int:
                                            log, args.mobilenet_ratio))
             else:
                 raise SystemExit(f"unknown model {name!r}")
+    args.machine = describe(load0)
     text = render(results, args, time.perf_counter() - t0)
     from edgeopt.fsutil import atomic_write_json, atomic_write_text
 
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out, text)
     atomic_write_json(args.out.with_suffix(".json"),
                       {"results": results, "checks": [{"check": w, "pass": ok, "detail": d}

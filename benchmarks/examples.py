@@ -2,10 +2,13 @@
 
 Writes benchmarks/results/examples.md (the "Examples" section of BENCHMARKS.md) and copies the
 pictures each example made into examples/images/ (the ones examples/README.md shows).
-Run: .venv/bin/python benchmarks/examples.py [kws gesture detection waste_sorter]
+`--small` runs each example's reduced size (what CI runs) into runs/examples_small/ and writes
+runs/examples_small/examples.md instead, copying no pictures.
+Run: .venv/bin/python benchmarks/examples.py [--small] [kws gesture detection waste_sorter]
 """
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -25,11 +28,11 @@ EXAMPLES = {
 MAX_PICTURE_BYTES = 200_000
 
 
-def run_one(name: str) -> tuple[dict, str, float]:
-    out = ROOT / "runs" / "examples" / name
+def run_one(name: str, runs: Path, small: bool) -> tuple[dict, str, float]:
+    out = runs / name
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, str(ROOT / "examples" / name / "run.py"), "--out", str(out)],
-                   check=True, cwd=ROOT)
+    subprocess.run([sys.executable, str(ROOT / "examples" / name / "run.py"), "--out", str(out),
+                    *(["--small"] if small else [])], check=True, cwd=ROOT)
     seconds = time.perf_counter() - t0
     return json.loads((out / "results.json").read_text()), (out / "results.md").read_text().strip(), seconds
 
@@ -46,21 +49,37 @@ def copy_pictures(results: dict) -> list[str]:
     return copied
 
 
-def main(names: list[str]) -> None:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("names", nargs="*", metavar="EXAMPLE",
+                    help=f"examples to run (default all): {', '.join(EXAMPLES)}")
+    ap.add_argument("--small", action="store_true",
+                    help="each example's reduced size; results under runs/examples_small/, no pictures copied")
+    args = ap.parse_args(argv)
+    unknown = [n for n in args.names if n not in EXAMPLES]
+    if unknown:
+        ap.error(f"unknown example {unknown[0]!r}; choose from {', '.join(EXAMPLES)}")
+    runs = ROOT / "runs" / ("examples_small" if args.small else "examples")
+    out = runs / "examples.md" if args.small else RESULTS / "examples.md"
+    size = "reduced size (--small)" if args.small else "full size"
     parts = ["# Examples", "",
-             "The case studies in `examples/` (see examples/README.md) at full size, each one command on data "
+             f"The case studies in `examples/` (see examples/README.md) at {size}, each one command on data "
              "made on this machine, on a 2-core machine shared with other work (so wall times are loose). "
              "Accuracy and host latency are measured by edgeopt in LiteRT; device figures are edgeopt's "
              "estimates.", ""]
-    for name in names or EXAMPLES:
-        results, table, seconds = run_one(name)
-        copy_pictures(results)
-        parts += [f"## {EXAMPLES[name]}", "", f"`python examples/{name}/run.py --out runs/examples/{name}` "
+    for name in args.names or EXAMPLES:
+        results, table, seconds = run_one(name, runs, args.small)
+        if not args.small:
+            copy_pictures(results)
+        flag = " --small" if args.small else ""
+        parts += [f"## {EXAMPLES[name]}", "",
+                  f"`python examples/{name}/run.py{flag} --out {(runs / name).relative_to(ROOT)}` "
                   f"({seconds:.0f} s wall, training included)", "", table, ""]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "examples.md").write_text("\n".join(parts))
-    print((RESULTS / "examples.md").read_text())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(parts))
+    print(out.read_text())
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main())

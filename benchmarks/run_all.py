@@ -1,10 +1,12 @@
 """Run every benchmark script and assemble BENCHMARKS.md from their result files.
 
 Each script writes benchmarks/results/<name>.md; this file stitches them together in a fixed order
-with the machine they were measured on. Run: make bench  (or .venv/bin/python benchmarks/run_all.py [names])
+with the machine they were measured on. Run: make bench  (or .venv/bin/python benchmarks/run_all.py [names]);
+`--assemble-only` rebuilds BENCHMARKS.md from the result files without running anything.
 """
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import time
@@ -46,14 +48,24 @@ def assemble() -> None:
     (ROOT / "BENCHMARKS.md").write_text("\n".join(parts))
 
 
-def main(names: list[str]) -> None:
-    for script in names or SCRIPTS:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("names", nargs="*", metavar="SCRIPT",
+                    help=f"benchmark scripts to run, in this order (default all): {', '.join(SCRIPTS)}")
+    ap.add_argument("--assemble-only", action="store_true",
+                    help="only rebuild BENCHMARKS.md from benchmarks/results/*.md")
+    args = ap.parse_args(argv)
+    unknown = [n for n in args.names if n not in SCRIPTS]
+    if unknown:
+        ap.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(SCRIPTS)}")
+    for script in [] if args.assemble_only else args.names or SCRIPTS:
         t0 = time.perf_counter()
         print(f"== {script}", flush=True)
         subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{script}.py")], check=True, cwd=ROOT)
         print(f"== {script}: {time.perf_counter() - t0:.0f} s", flush=True)
     assemble()
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main())

@@ -199,3 +199,15 @@ def write_results(out: Path, results: dict, table: str) -> None:
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     (out / "results.md").write_text(table + "\n")
     print(table)
+
+
+def mcu_table(r: dict, accuracy_header: str) -> str:
+    """Markdown table of the float32 and int8 rows of an MCU case study: accuracy, size, the
+    measured TFLM arena and the device estimate (fits, latency, energy / battery life)."""
+    e = r["estimate"]
+    rows = [["float32", f"{r['float32_accuracy']:.2%}", "-", "-", "-", "-", "-"],
+            ["int8", f"{r['int8_accuracy']:.2%}", fmt_bytes(r["int8_size_bytes"]), fmt_bytes(r["tflm_arena_bytes"]),
+             fmt_fits(e), fmt_latency(e), f"{fmt(e.get('energy_mj'))} / {fmt_battery(e)}"]]
+    return markdown_table(
+        ["model", accuracy_header, "size", "TFLM arena (measured)", f"fits {r['device']}", "est. latency ms",
+         f"est. energy mJ / battery ({r['battery_mah']} mAh, {r['inferences_per_hour']}/h)"], rows)

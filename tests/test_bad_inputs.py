@@ -33,6 +33,8 @@ CASES = [
     ("profile-bad-tflite", "profile {w}/bad.tflite", "not a .tflite flatbuffer"),
     ("profile-empty-onnx", "profile {w}/empty.onnx", "is empty"),
     ("profile-unknown-option", "profile {w}/good.keras --frobnicate", "No such option"),
+    ("profile-missing-data", "profile {w}/good.keras -d {w}/nope.npz", "--data: data not found"),
+    ("profile-x-key-builtin", "profile {w}/good.keras -d digits --x-key a", "--x-key a picks"),
     # ---- bench
     ("bench-missing-model", "bench {w}/nope.keras -d digits", "model not found"),
     ("bench-runs-0", "bench {w}/good.keras -d digits --runs 0", "--runs must be at least 1"),
@@ -47,6 +49,12 @@ CASES = [
     ("bench-empty-csv", "bench {w}/good.keras -d {w}/empty.csv", "is empty"),
     ("bench-truncated-keras", "bench {w}/truncated.keras -d digits", "corrupt, truncated"),
     ("bench-no-data", "bench {w}/good.keras", "give --data"),
+    ("bench-eval-data-missing", "bench {w}/good.keras --eval-data {w}/nope.npz", "--eval-data: data not found"),
+    ("bench-calib-data-empty", "bench {w}/good.keras -d digits --calib-data {w}/empty.csv", "--calib-data: data file"),
+    ("bench-builtin-as-eval-data", "bench {w}/good.keras --eval-data digits", "give it as --data digits"),
+    ("optimize-builtin-with-train-data", "optimize {w}/good.keras -d digits --train-data {w}/d.csv -r int8 --out {o}/run",
+     "the built-in digits comes with its own splits"),
+    ("bench-x-key-builtin", "bench {w}/good.keras -d digits --x-key feats", "--x-key feats picks the input array"),
     # ---- optimize
     ("optimize-unknown-recipe", "optimize {w}/good.keras -d digits -r int9 --out {o}/run", "unknown recipe step"),
     ("optimize-order", "optimize {w}/good.keras -d digits -r int8,prune --out {o}/run", "must come last"),
@@ -89,7 +97,21 @@ CASES = [
     ("optimize-recipe-file-missing", "optimize {w}/good.keras -d digits --recipe-file {w}/nope.yaml --out {o}/run",
      "nope.yaml"),
     ("optimize-recipe-file-bad-yaml", "optimize {w}/good.keras -d digits --recipe-file {w}/bad.yaml --out {o}/run",
-     "bad.yaml"),
+     "bad.yaml: not valid YAML at line 2, column 3: expected the node content, but found '-'"),
+    ("optimize-recipe-file-unclosed-list",
+     "optimize {w}/good.keras -d digits --recipe-file {w}/unclosed.yaml --out {o}/run",
+     "unclosed.yaml: not valid YAML at line 4, column 8: expected ',' or ']', but got ':' "
+     "(while parsing a flow sequence started at line 3, column 5)"),
+    ("optimize-recipe-file-is-dir", "optimize {w}/good.keras -d digits --recipe-file {w}/plain_dir --out {o}/run",
+     "--recipe-file"),
+    ("optimize-calib-data-missing",
+     "optimize {w}/good.keras -d digits -r int8 --calib-data {w}/nope.npz --out {o}/run", "--calib-data: data not found"),
+    ("optimize-train-data-txt", "optimize {w}/good.keras -d digits -r int8 --train-data {w}/data.txt --out {o}/run",
+     "--train-data: unsupported data file"),
+    ("optimize-label-column-npz", "optimize {w}/good.keras -d {w}/d.npz -r int8 --label-column 3 --out {o}/run",
+     "--label-column 3 picks the label column of a .csv file"),
+    ("optimize-y-key-csv", "optimize {w}/good.keras -d {w}/d.csv -r int8 --y-key label --out {o}/run",
+     "--y-key label picks the label array"),
     ("optimize-bad-option-value", "optimize {w}/good.keras -d digits -r prune -o prune.epochs=lots --out {o}/run",
      "epochs"),
     ("optimize-unknown-alias", "optimize {w}/good.keras -d digits -r ptqq --out {o}/run", "unknown recipe step"),
@@ -107,6 +129,8 @@ CASES = [
     ("report-run-is-file", "report {w}/model.txt", "is a file"),
     ("report-out-under-file", "report {w}/run --out {o}/afile/r.html", "is a file"),
     ("report-bad-run-json", "report {w}/broken_run --out {o}/r.html", "not valid JSON"),
+    ("report-out-over-run-json", "report {w}/run --out {w}/run/run.json", "not a report; give a .html path"),
+    ("report-out-over-model", "report {w}/run --out {w}/good.keras", "not a report"),
     # ---- export
     ("export-name-int", "export {w}/good.tflite --out {o}/b --name int", "C/C++ keyword"),
     ("export-name-class", "export {w}/good.tflite --out {o}/b --name class", "C/C++ keyword"),
@@ -118,7 +142,8 @@ CASES = [
     ("export-out-is-file", "export {w}/good.tflite --out {o}/afile", "is a file"),
     ("export-not-a-run", "export {w}/plain_dir --out {o}/b", "no run.json"),
     ("export-bad-tflite", "export {w}/bad.tflite --out {o}/b", "not a .tflite flatbuffer"),
-    ("export-keras-source", "export {w}/good.keras --out {o}/b", "needs a .tflite file or a .onnx file"),
+    ("export-keras-source", "export {w}/good.keras --out {o}/b",
+     "needs a .tflite file or a .onnx file: convert it first with edgeopt optimize"),
     ("export-missing-data", "export {w}/good.tflite --out {o}/b --data {w}/nope.npz", "data not found"),
     ("export-no-out", "export {w}/good.tflite", "Missing option '--out'"),
     ("export-unknown-variant", "export {w}/run int9 --out {o}/b", "--variant NAME"),
@@ -133,7 +158,8 @@ CASES = [
     ("devices-unknown-class", "devices --class gpu", "--class must be one of"),
     ("devices-file-missing", "devices --devices-file {w}/nope.yaml", "device file not found"),
     ("devices-file-is-dir", "devices --devices-file {w}/plain_dir", "is a folder"),
-    ("devices-file-bad-yaml", "devices --devices-file {w}/bad.yaml", "not valid YAML"),
+    ("devices-file-bad-yaml", "devices --devices-file {w}/bad.yaml",
+     "not valid YAML at line 2, column 3: expected the node content"),
     ("devices-file-not-yaml", "devices --devices-file {w}/model.txt", "not a .yaml/.yml file"),
     ("devices-file-missing-field", "devices --devices-file {w}/bad_core.yaml", "required field is missing"),
     ("devices-file-not-a-list", "devices --devices-file {w}/scalar.yaml", "devices:"),
@@ -149,6 +175,14 @@ CASES = [
     ("estimate-unknown-engine", "estimate {w}/good.tflite --device host-cpu --engine tvm9", "--engine"),
     ("estimate-negative-battery", "estimate {w}/good.tflite --device host-cpu --battery-mah -1", "--battery-mah"),
     ("estimate-no-device", "estimate {w}/good.tflite", "Missing option '--device'"),
+    ("estimate-battery-zero", "estimate {w}/good.tflite --device host-cpu --battery-mah 0 --inferences-per-hour 5",
+     "--battery-mah must be a finite number above 0"),
+    ("estimate-battery-nan", "estimate {w}/good.tflite --device host-cpu --battery-mah nan --inferences-per-hour 5",
+     "--battery-mah must be a finite number above 0"),
+    ("estimate-rate-zero", "estimate {w}/good.tflite --device host-cpu --battery-mah 500 --inferences-per-hour 0",
+     "--inferences-per-hour must be a finite number above 0"),
+    ("estimate-volts-zero", "estimate {w}/good.tflite --device host-cpu --battery-v 0",
+     "--battery-v must be a finite number above 0"),
     # ---- recommend
     ("recommend-missing-target", "recommend {w}/nope.tflite", "model not found"),
     ("recommend-unknown-class", "recommend {w}/good.tflite --class gpu", "--class must be one of"),
@@ -156,6 +190,11 @@ CASES = [
      "device file not found"),
     ("recommend-unknown-engine", "recommend {w}/good.tflite --engine tvm9", "--engine"),
     ("recommend-negative-latency", "recommend {w}/good.tflite --max-latency-ms -1", "--max-latency-ms"),
+    ("recommend-zero-price", "recommend {w}/good.tflite --max-price 0", "--max-price must be a finite number above 0"),
+    ("recommend-negative-power", "recommend {w}/good.tflite --max-power-w -2", "--max-power-w must be"),
+    ("recommend-zero-latency", "recommend {w}/good.tflite --max-latency-ms 0", "--max-latency-ms must be"),
+    ("recommend-battery-inf", "recommend {w}/good.tflite --battery-mah inf --inferences-per-hour 5",
+     "--battery-mah must be"),
     ("recommend-battery-without-rate", "recommend {w}/good.tflite --battery-mah 500", "--inferences-per-hour"),
     ("recommend-truncated-keras", "recommend {w}/truncated.keras", "re-save it"),
     # ---- compare
@@ -168,12 +207,15 @@ CASES = [
     ("compare-out-is-file", "compare {w}/good.tflite -d digits --out {o}/afile", "is a file"),
     ("compare-missing-data", "compare {w}/good.tflite -d {w}/nope.npz", "data not found"),
     ("compare-flipped-keras", "compare {w}/flipped.keras -d digits", "re-save it"),
+    ("compare-eval-data-missing", "compare {w}/good.tflite --eval-data {w}/nope.npz", "--eval-data: data not found"),
     # ---- footprint
     ("footprint-missing-run", "footprint {w}/nope_run --device host-cpu --inferences-per-day 10",
      "is not a run directory (not found)"),
     ("footprint-unknown-device", "footprint {w}/run --device esp32-s9 --inferences-per-day 10", "esp32-s9"),
     ("footprint-zero-rate", "footprint {w}/run --device host-cpu --inferences-per-day 0", "--inferences-per-day"),
     ("footprint-nan-rate", "footprint {w}/run --device host-cpu --inferences-per-day nan", "--inferences-per-day"),
+    ("footprint-zero-years", "footprint {w}/run --device host-cpu --inferences-per-day 10 --device-years 0",
+     "--device-years must be a finite number above 0"),
     ("footprint-unknown-cloud", "footprint {w}/run --device host-cpu --inferences-per-day 10 --cloud gcp-x9",
      "gcp-x9"),
     # ---- search
@@ -195,6 +237,7 @@ CASES = [
     ("worker-bad-storage", "worker --storage nowhere --study s", "storage"),
     ("worker-bad-budget", "worker --storage sqlite:///{o}/x.db --study s --time-budget -5m", "duration"),
     ("worker-no-study", "worker --storage sqlite:///{o}/x.db", "Missing option '--study'"),
+    ("worker-work-dir-file", "worker --storage sqlite:///{o}/x.db --study s --work-dir {o}/afile", "--work-dir"),
 ]
 
 
@@ -228,6 +271,9 @@ def world(tmp_path_factory) -> Path:
     (w / "empty.csv").write_text("")
     (w / "plain_dir").mkdir()
     (w / "bad.yaml").write_text("devices: [\n  - name: x\n    : :\n")
+    (w / "unclosed.yaml").write_text("recipes:\n  - int8\n  - [prune, int8\noptions: {max_accuracy_drop: 1.0}\n")
+    (w / "d.npz").write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip: never read, the flags fail first
+    (w / "d.csv").write_text("a,b,label\n1,2,0\n")
     (w / "scalar.yaml").write_text("42\n")
     (w / "bad_core.yaml").write_text("devices:\n  - name: my-mcu\n    class: mcu\n    core: cortex-m99\n"
                                      "    clock_mhz: 100\n    sram_kb: 256\n    flash_kb: 1024\n")
@@ -280,7 +326,8 @@ def test_corpus_covers_every_command():
 
 
 SUBPROCESS_CASES = ["optimize-order", "optimize-budget-nan", "optimize-truncated-keras", "export-name-int",
-                    "bench-limit-0", "search-budget-nan", "report-out-under-file"]
+                    "bench-limit-0", "search-budget-nan", "report-out-under-file", "bench-eval-data-missing",
+                    "estimate-battery-zero", "optimize-recipe-file-unclosed-list", "profile-x-key-builtin"]
 
 
 @pytest.mark.parametrize("case_id", SUBPROCESS_CASES)
@@ -437,3 +484,15 @@ def test_a_huge_declared_input_is_one_line_naming_the_shape(tmp_path, capsys):
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1 and "100000x100000" in err, (argv, err)
     assert not (tmp_path / "run").exists()
+
+
+def test_unreadable_input_files_are_named_with_their_flag(world, monkeypatch):
+    """Permissions cannot be taken from root (CI runs as root), so os.access is made to say no."""
+    from edgeopt import validate
+    from edgeopt.errors import UserError
+
+    monkeypatch.setattr(validate.os, "access", lambda path, mode: False)
+    with pytest.raises(UserError, match=r"--calib-data: cannot read .*d\.csv \(permission denied\)"):
+        validate.data_roles(calib=world / "d.csv")
+    with pytest.raises(UserError, match=r"--recipe-file: cannot read .*bad\.yaml \(permission denied\)"):
+        validate.input_file(world / "bad.yaml", "--recipe-file")

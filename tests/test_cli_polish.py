@@ -179,3 +179,136 @@ def test_the_ptq_alias_of_the_tour_is_known_in_a_fresh_process():
     code = "from edgeopt.api import plan_recipes; print(len(plan_recipes(['ptq'])[0]))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert int(out) >= 6
+
+
+# ------------------------------------------------------------------ bad inputs found by a tester (polish3)
+def _one_error_line(capsys, *args) -> str:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and out == "", (code, out, err)
+    return lines[0]
+
+
+@pytest.mark.parametrize("flag", ["--calib-data", "--eval-data", "--train-data"])
+def test_data_of_the_wrong_shape_is_refused_before_any_step(capsys, slide_mlp_path, tmp_path, flag):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "wrong.npz", x=rng.random((60, 5), dtype=np.float32), y=np.arange(60) % 3)
+    np.savez(tmp_path / "right.npz", x=rng.random((60, 2), dtype=np.float32), y=np.arange(60) % 3)
+    line = _one_error_line(capsys, "optimize", slide_mlp_path, "-d", tmp_path / "right.npz", flag, tmp_path / "wrong.npz",
+                           "-r", "int8", "--runs", "2", "--out", tmp_path / "run")
+    assert f"{flag} wrong.npz: input shape (5) but the model expects (2)" in line and "--x-key" in line, line
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_shape_fix_by_reshape_is_named_and_reshape_applies_to_built_in_data(capsys, slide_mlp_path):
+    from edgeopt.data import load_data
+
+    # blobs2d reshaped to 1x2 no longer fits the (2)-input MLP: --reshape was applied, and the fix is named
+    line = _one_error_line(capsys, "bench", slide_mlp_path, "-d", "blobs2d", "--reshape", "1,2", "--runs", "2")
+    assert "--data blobs2d: input shape (1, 2) but the model expects (2); give --reshape 2" in line, line
+    line = _one_error_line(capsys, "bench", slide_mlp_path, "-d", "blobs2d", "--reshape", "3", "--runs", "2")
+    assert "--reshape 3 on blobs2d: cannot reshape samples of 2 values" in line, line
+    flat = load_data("digits", reshape=(64,))
+    assert flat.input_shape == (64,) and flat.x_train.shape[1:] == flat.x_val.shape[1:] == (64,)
+
+
+def test_npz_without_labels_points_to_fidelity_and_wrong_output_is_refused(capsys, slide_mlp_path, tmp_path):
+    import numpy as np
+
+    np.savez(tmp_path / "nolabels.npz", x=np.random.default_rng(0).random((40, 2), dtype=np.float32))
+    line = _one_error_line(capsys, "bench", slide_mlp_path, "-d", tmp_path / "nolabels.npz", "--runs", "2")
+    assert "no labels 'y'" in line and "--task fidelity" in line, line
+    line = _one_error_line(capsys, "bench", slide_mlp_path, "-d", "blobs2d", "--output", "7", "--runs", "2")
+    assert "--output 7 is out of range" in line, line
+
+
+def test_a_limit_that_leaves_fewer_eval_samples_than_classes_is_refused(capsys, slide_mlp_path):
+    from edgeopt.data import load_data
+    from edgeopt.errors import UserError
+
+    line = _one_error_line(capsys, "bench", slide_mlp_path, "-d", "blobs2d", "--limit", "5", "--runs", "2")
+    assert "--limit 5 leaves 1 eval sample(s) of blobs2d for 3 classes; give --limit 30 or more" in line, line
+    with pytest.raises(UserError, match="--limit 5 leaves 1 eval sample.*10 classes; give --limit 100"):
+        load_data("digits", limit=5)
+    assert len(load_data("digits", limit=50).x_eval) == 10  # one per class: accepted
+
+
+def test_a_tiny_eval_split_is_warned_with_the_numbers():
+    import numpy as np
+
+    from edgeopt.data import check_against_model, make_dataset
+
+    ds = make_dataset("tiny", np.random.rand(15, 2), np.arange(15) % 10)
+    warnings = check_against_model(ds, (2,), 10)
+    assert any("eval split has 3 sample(s) for 10 classes" in w for w in warnings), warnings
+
+
+@pytest.fixture
+def fake_render(monkeypatch):
+    """render_report that writes a stub page the way the real one does (atomic write), to test --out."""
+    import importlib
+
+    from edgeopt.fsutil import atomic_write_text
+
+    monkeypatch.setattr(importlib.import_module("edgeopt.report.html"), "render_report",
+                        lambda run_dir, out=None, **kw: atomic_write_text(out or run_dir / "report.html", "<html/>"))
+
+
+def test_report_out_folder_forms(capsys, tmp_path, fake_render, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"schema_version": 2, "name": "run", "variants": []}))
+    monkeypatch.chdir(tmp_path)
+    cases = [("new/", "new/report.html"),  # a path ending in /: a folder, created
+             (str(run), f"{run}/report.html"),  # an existing folder
+             ("a/b/r.html", "a/b/r.html")]  # missing parents: created, as for every --out
+    for given, expected in cases:
+        assert main(["report", str(run), "--out", given]) == 0
+        assert capsys.readouterr().out.strip() == f"wrote {expected}"
+        assert (tmp_path / expected).is_file(), given
+    assert not (tmp_path / "new").is_file()
+    line = _one_error_line(capsys, "report", run, "--out", run / "run.json")
+    assert "not a report" in line and json.loads((run / "run.json").read_text())["name"] == "run"
+
+
+def test_profile_footer_lists_every_input():
+    from rich.console import Console
+
+    from edgeopt.measure.graph_types import GraphProfile
+    from edgeopt.report.terminal import format_profile_table
+
+    prof = GraphProfile("keras", "two.keras", [], input_shape=[1, 4],
+                        inputs=[{"name": "image", "shape": [1, 8, 8, 1], "dtype": "float32"},
+                                {"name": "features", "shape": [1, 5], "dtype": "int8"}])
+    console = Console(width=200, record=True)
+    console.print(format_profile_table(prof))
+    text = console.export_text()
+    assert "inputs image 1x8x8x1 float32, features 1x5 int8" in text, text
+    prof.inputs = prof.inputs[:1]
+    console.print(format_profile_table(prof))
+    assert "input 1x4 float32 |" in console.export_text()
+
+
+def test_reshape_per_input_is_parsed_applied_and_checked(tmp_path):
+    import numpy as np
+
+    from edgeopt.commands.core import role_kwargs
+    from edgeopt.data import load_data
+    from edgeopt.errors import UserError
+
+    assert role_kwargs(None, None, None, "8,8,1")["reshape"] == (8, 8, 1)
+    shapes = role_kwargs(None, None, None, "image:8,8,1; features:5")["reshape"]
+    assert shapes == {"image": (8, 8, 1), "features": (5,)}
+    for bad in ("8,x", "image:8,0", ":8,8"):
+        with pytest.raises(UserError, match="--reshape"):
+            role_kwargs(None, None, None, bad)
+    np.savez(tmp_path / "two.npz", image=np.random.rand(30, 64), features=np.random.rand(30, 5), y=np.arange(30) % 2)
+    ds = load_data(tmp_path / "two.npz", x_key="image,features", reshape=shapes)
+    assert ds.input_shape == {"image": (8, 8, 1), "features": (5,)}
+    with pytest.raises(UserError, match="--reshape names imag, but the inputs of two.npz are image, features"):
+        load_data(tmp_path / "two.npz", x_key="image,features", reshape={"imag": (8, 8, 1)})
+    with pytest.raises(UserError, match="names inputs, but digits gives one input array; .* --reshape 64"):
+        load_data("digits", reshape={"x": (64,)})

@@ -69,9 +69,33 @@ def kws():
 
 # --------------------------------------------------------------------------- engines and intervals
 def test_op_classes_cover_the_six_issue_classes():
-    assert estimator.CLASSES == ("conv", "depthwise", "fc", "elementwise", "pooling", "other")
+    assert estimator.CLASSES == ("conv", "pointwise", "depthwise", "fc", "elementwise", "pooling", "other")
     assert [estimator.op_class(t) for t in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD",
-                                            "AVERAGE_POOL_2D", "SOFTMAX")] == list(estimator.CLASSES)
+                                            "AVERAGE_POOL_2D", "SOFTMAX")] == [
+        c for c in estimator.CLASSES if c != "pointwise"]
+
+
+def _conv(out_shape, in_elems, macs):
+    return OpStats(name="c", op_type="CONV_2D", output_shape=out_shape, macs=macs, input_bytes=in_elems,
+                   activation_bytes=1, dtype="int8")
+
+
+@pytest.mark.parametrize("out_shape, in_elems, macs, pointwise", [
+    ([1, 25, 5, 64], 25 * 5 * 64, 25 * 5 * 64 * 64, True),        # kws 1x1, stride 1
+    ([1, 16, 16, 32], 32 * 32 * 16, 16 * 16 * 32 * 16, True),     # ResNet shortcut 1x1, stride 2
+    ([1, 25, 5, 64], 49 * 10, 25 * 5 * 64 * 10 * 4, False),       # kws first layer 10x4, stride 2
+    ([1, 16, 16, 32], 32 * 32 * 16, 16 * 16 * 32 * 9 * 16, False),  # 3x3, stride 2
+    ([1, 32, 32, 16], 32 * 32 * 16, 32 * 32 * 16 * 9 * 16, False),  # 3x3, stride 1
+])
+def test_pointwise_convolutions_are_told_apart_from_their_shapes(out_shape, in_elems, macs, pointwise):
+    op = _conv(out_shape, in_elems, macs)
+    assert estimator.is_pointwise(op) is pointwise
+    assert estimator.op_class_of(op) == ("pointwise" if pointwise else "conv")
+
+
+def test_pointwise_and_kxk_convolutions_get_their_own_calibrated_rates(devs):
+    r = estimator.mcu_rates(devs["stm32l4r5"], "x-cube-ai", data_file("calibration.yaml"))
+    assert r.basis == "calibrated" and r.rates["pointwise"] != pytest.approx(r.rates["conv"], rel=0.05)
 
 
 def test_engine_changes_the_estimate_and_is_named(devs):
@@ -103,17 +127,26 @@ def test_core_without_calibration_says_so(devs):
 
 
 @needs_mlperf
-def test_published_rows_fall_inside_the_interval(kws, devs):
+def test_published_rows_fall_inside_the_interval(devs):
+    """Catalogue boards with their default engine, all four models: the issue's >= 80% coverage.
+    (kws on the X-CUBE-AI 9+ boards sits at the top edge: published/estimate 1.17-1.19 against a 1.16 top; vww on the L4R5 0.84 against 0.84.)"""
+    from edgeopt.measure.graph import profile_path
+
     with open(MLPERF / "results_calibration.csv", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r["benchmark"] == "kws" and r["latency_ms"]]
-    checks = []
-    for name in ("stm32l4r5", "stm32h7a3", "stm32u575", "stm32u385", "nrf5340-dk", "stm32l4r5-microtvm"):
-        dev = devs[name]
-        pub = statistics.median(float(r["latency_ms"]) for r in rows if r["system"] in dev.mlperf_systems
-                                and (r["round"] in ("v1.2", "v1.3") or dev.engine != "x-cube-ai"))
-        lr = estimate(kws, dev).latency_range_ms
-        checks.append(lr["low"] <= pub <= lr["high"])
-    assert sum(checks) >= 5, checks
+        rows = [r for r in csv.DictReader(f) if r["latency_ms"]]
+    files = {"kws": "kws_ref_model.tflite", "vww": "vww_96_int8.tflite", "ic": "pretrainedResnet_quant.tflite",
+             "ad": "ad01_int8.tflite"}
+    checks = {}
+    for bench, file in files.items():
+        prof = profile_path(MLPERF / file, measure_arena=False)
+        for name in ("stm32l4r5", "stm32h7a3", "stm32u575", "stm32u385", "nrf5340-dk", "stm32l4r5-microtvm"):
+            dev = devs[name]
+            pub = statistics.median(float(r["latency_ms"]) for r in rows if r["system"] in dev.mlperf_systems
+                                    and r["benchmark"] == bench
+                                    and (r["round"] in ("v1.2", "v1.3") or dev.engine != "x-cube-ai"))
+            lr = estimate(prof, dev).latency_range_ms
+            checks[bench, name] = lr["low"] <= pub <= lr["high"]
+    assert sum(checks.values()) >= 0.8 * len(checks), [k for k, ok in checks.items() if not ok]
 
 
 def test_unknown_engine_is_one_clear_error(app, tmp_path):

@@ -180,9 +180,11 @@ def test_calibration_file_holds_rates_rows_and_intervals():
     assert set(cal["core_effect"]) == {"cortex-m4", "cortex-m7", "cortex-m33"}
     for e in engines.values():
         assert e["interval"]["low"] <= 1.0 <= e["interval"]["high"] and e["interval"]["n"] > 0
-        assert set(e["class_effect"]) == {"conv", "depthwise", "fc", "elementwise", "pooling", "other"}
-    # depthwise is not costed like conv: every engine runs it slower per MAC
-    assert all(e["class_effect"]["depthwise"] > 0.2 for e in engines.values())
+        assert set(e["class_effect"]) == {"conv", "pointwise", "depthwise", "fc", "elementwise", "pooling", "other"}
+    # depthwise-separable blocks (pointwise + depthwise) are not costed like kxk convolutions: every
+    # engine runs them slower per MAC (the split between the two is not identifiable on these models)
+    ce = [e["class_effect"] for e in engines.values()]
+    assert all(max(c["pointwise"], c["depthwise"]) - c["conv"] > 0.05 for c in ce), ce
     assert cal["uncalibrated"]["engine_spread_factor"] > 1.5
 
 

@@ -46,9 +46,7 @@ def test_bad_recipes_and_options_fail_in_one_line_before_any_model_loads(args, w
     for w in words:
         assert w in lines[0], lines[0]
     assert "model not found" not in lines[0]
-    assert res["heavy"] == [], res
-    # typically 0.5 s here; the best of two runs, so a load spike on a shared CI box is not a failure
-    assert min(res["seconds"], _probe(args)["seconds"] if res["seconds"] >= 2.0 else 0.0) < 2.0, res
+    assert res["heavy"] == [], res  # no framework loaded: the speed itself is measured in benchmarks/startup.py
 
 
 def test_scoped_and_unscoped_options():

@@ -209,3 +209,17 @@ def test_qat_folds_batchnorm_in_reloaded_sequential(tmp_path):
     qmodel, info = build_qat_model(reloaded, x)
     assert info["folded_batchnorm"] == [reloaded.layers[1].name]
     assert float_ops(keras_to_tflite(qmodel, optimizations=[tf.lite.Optimize.DEFAULT])) == []
+
+
+def test_int8_fixes_measure_a_static_batch_model_with_a_flatten_head():
+    """Deployables convert with batch 1; a Flatten's fixed-shape Reshape cannot take a resized
+    batch, so the fixes' activation pass must run the model's own batch (it used to raise and the
+    int8 step silently fell back to the converter default)."""
+    import numpy as np
+
+    from edgeopt.techniques.int8_fixes import choose_fixes
+    from edgeopt.zoo import small_cnn
+
+    x = np.random.default_rng(0).random((16, 12, 12, 1), dtype=np.float32)
+    chosen = choose_fixes(small_cnn((12, 12, 1), 3, width=4, head="flatten"), x[:8], x, ["act_range"])
+    assert chosen.fixes == ["act_range"] and chosen.records["act_range"]["tensors"] > 0

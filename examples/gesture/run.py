@@ -167,14 +167,7 @@ def _op_types(path: Path) -> list[str]:
 
 
 def write_results(out: Path, r: dict) -> None:
-    e = r["estimate"]
-    rows = [["float32", f"{r['float32_accuracy']:.2%}", "-", "-", "-", "-", "-"],
-            ["int8", f"{r['int8_accuracy']:.2%}", common.fmt_bytes(r["int8_size_bytes"]),
-             common.fmt_bytes(r["tflm_arena_bytes"]), common.fmt_fits(e), common.fmt_latency(e), f"{common.fmt(e.get('energy_mj'))} / {common.fmt_battery(e)}"]]
-    table = common.markdown_table(
-        ["model", "accuracy (unseen subjects, LiteRT)", "size", "TFLM arena (measured)", f"fits {r['device']}",
-         "est. latency ms", f"est. energy mJ / battery ({r['battery_mah']} mAh, {r['inferences_per_hour']}/h)"],
-        rows)
+    table = common.mcu_table(r, "accuracy (unseen subjects, LiteRT)")
     n = r["train/val/test"]
     table += (f"\n\n{len(r['gestures'])} gestures (chance {r['chance']:.0%}), {r['subjects']} generated subjects, "
               f"windows train/val/test {n[0]}/{n[1]}/{n[2]} (test subjects unseen); Conv1D {r['macs']:,} MACs, "

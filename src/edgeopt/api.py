@@ -618,9 +618,7 @@ def report(run_dir: str | Path, out: str | Path | None = None, *, devices_file: 
     from edgeopt.results import ReportResult
 
     validate.run_dir(run_dir)
-    if out is not None and Path(out).is_dir():  # a folder: the report goes inside it
-        out = Path(out) / "report.html"
-    validate.output_file(out)
+    out = validate.report_file(out)  # a folder (existing, or a path ending in /): report.html inside it
     validate.devices_file(devices_file)
     options = {k: v for k, v in {"devices_file": devices_file, "device_names": device_names,
                                  "battery_mah": battery_mah, "inferences_per_hour": inferences_per_hour}.items()

@@ -52,6 +52,7 @@ class Dataset:
     x_calib: Arrays | None = None  # a calibration file's samples (--calib-data), used whole
     output_names: list[str] = field(default_factory=list)  # every model output, in order (fit_to_model)
     sources: dict[str, str] = field(default_factory=dict)
+    flags: dict[str, str] = field(default_factory=dict)  # role -> the flag its file came from (--calib-data)
 
     @property
     def input_names(self) -> list[str]:
@@ -184,6 +185,8 @@ def load_data(
     if name in BUILTINS:
         _only_one_input(in_names, name)
         ds = _builtin(name, val_fraction, limit, seed)
+        for split in ("x_train", "x_val", "x_eval"):  # --reshape applies to built-ins too
+            setattr(ds, split, reshape_inputs(getattr(ds, split), reshape, name))
         return fit_to_model(ds, model, task, output) if model is not None else ds
     label_free = task == "fidelity" and Path(source).suffix == ".npz"  # scored against the float model
     x, y, classes = read_arrays(source, x_keys=x_keys, y_keys=None if label_free else y_keys,
@@ -192,7 +195,7 @@ def load_data(
                                 input_shapes=[tuple(i.shape) for i in getattr(model, "inputs", [])])
     if y is None:
         y = np.zeros((len(x), 0), np.float32)  # no labels: zero label columns
-    x = reshape_inputs(x, reshape, name)
+    x = reshape_inputs(x, reshape, Path(name).name)
     ds = make_dataset(Path(source).name, x, y, task=task if task != "fidelity" else None,
                       class_names=classes, val_fraction=val_fraction, eval_fraction=eval_fraction,
                       limit=limit, seed=seed)
@@ -251,8 +254,17 @@ def reshape_inputs(x, reshape, name: str):
         return x
     if isinstance(x, NamedArrays):
         if not isinstance(reshape, dict):
-            raise UserError(f"{name}: several inputs; give --reshape per input as name=shape")
+            raise UserError(f"{name}: several inputs ({', '.join(x.names)}); give --reshape per input as "
+                            f"name:sizes;name:sizes, e.g. {x.names[0]}:8,8,1")
+        unknown = sorted(set(reshape) - set(x.names))
+        if unknown:
+            raise UserError(f"--reshape names {', '.join(unknown)}, but the inputs of {name} are "
+                            f"{', '.join(x.names)}")
         return NamedArrays({k: _reshape_one(v, reshape.get(k), f"{name}[{k}]") for k, v in x.items()})
+    if isinstance(reshape, dict):
+        raise UserError(f"--reshape {';'.join(f'{k}:' + ','.join(map(str, v)) for k, v in reshape.items())} "
+                        f"names inputs, but {name} gives one input array; give the sizes alone, e.g. --reshape "
+                        f"{','.join(map(str, next(iter(reshape.values()))))}")
     return _reshape_one(x, reshape, name)
 
 
@@ -262,8 +274,9 @@ def _reshape_one(x: np.ndarray, shape, name: str) -> np.ndarray:
     shape = tuple(int(d) for d in shape)
     per = int(np.prod(x.shape[1:])) if x.ndim > 1 else 1
     if int(np.prod(shape)) != per:
-        raise UserError(f"{name}: cannot reshape samples of {per} values to {'x'.join(map(str, shape))} "
-                        f"({int(np.prod(shape))} values); give a shape whose product is {per}")
+        raise UserError(f"--reshape {','.join(map(str, shape))} on {name}: cannot reshape samples of {per} "
+                        f"values to {'x'.join(map(str, shape))} ({int(np.prod(shape))} values); give a shape "
+                        f"whose product is {per}")
     return x.reshape((len(x),) + shape)
 
 
@@ -293,9 +306,23 @@ def make_dataset(name: str, x, y, *, task: str | None = None,
     rest, ev = split_indices(order, labels, n_eval, seed) if n_eval else (order, order[:0])
     tr, va = split_indices(rest, labels, n_val, seed) if n_val else (rest, rest[:0])
     num_classes = int(ys[0].max()) + 1 if tasks[0] in ("classification", "binary") and ys[0].ndim == 1 else 0
+    if n_eval:
+        _check_limit_leaves_eval(name, limit, n_eval, len(np.unique(labels)) if labels is not None else 0,
+                                 1 / eval_fraction)
     return Dataset(name, x[tr], y[tr], x[va], y[va], x[ev], y[ev], tasks[0], num_classes,
                    list(class_names or []), tasks=tasks,
                    label_outputs=list(y.names) if isinstance(y, NamedArrays) else [])
+
+
+def _check_limit_leaves_eval(name: str, limit: int | None, n_eval: int, classes: int, per_eval: float) -> None:
+    """UserError when ``--limit`` leaves fewer eval samples than classes (accuracy on 1 sample of a
+    10-class task means nothing); ``per_eval``: samples of the limit per eval sample (5 for 20%)."""
+    if not limit or classes < 2 or n_eval >= classes:
+        return
+    need = int(np.ceil(classes * per_eval))
+    raise UserError(f"--limit {limit} leaves {n_eval} eval sample(s) of {name} for {classes} classes; give "
+                    f"--limit {max(need, 10 * classes)} or more (at least {need} for one eval sample per class), "
+                    f"or drop --limit")
 
 
 def _cast_labels(y: np.ndarray, task: str, name: str) -> np.ndarray:
@@ -374,8 +401,8 @@ def fit_to_model(ds: Dataset, model=None, task: str | None = None, output: str |
     outs = list(getattr(model, "outputs", []) or [])
     names = [o.name for o in outs]
     ys = ds.y_eval.as_list() if isinstance(ds.y_eval, NamedArrays) else [ds.y_eval]
-    if len(ys) == 1 and len(outs) > 1:
-        targets = [resolve_output(names, output)]
+    if len(ys) == 1 and outs and output is not None:
+        targets = [resolve_output(names, output)]  # a wrong --output is refused for one output too
     elif outs and len(ys) != len(outs):
         raise UserError(f"the model has {len(outs)} outputs but the data has {len(ys)} label arrays; give "
                         f"one label key per output (--y-key a,b) or one label and --output")
@@ -477,7 +504,10 @@ def _pick_keys(keys, given, names, default, what, flag, fname, allow_one=False, 
                else f"one key per {what[:-1]} with {flag} a,b (in {what[:-1]} order)")
         raise UserError(f"{fname} has keys {keys} but the model's {what} are {', '.join(names)}: name {fix}, "
                         f"or save the arrays under the {what[:-1]} names")
-    raise UserError(f"{fname} has keys {keys} but not {[default]}: name them with --x-key/--y-key")
+    if default == "y":
+        raise UserError(f"{fname} has keys {keys} but no labels 'y': name the labels with --y-key, or score "
+                        f"without labels against the float model with --task fidelity")
+    raise UserError(f"{fname} has keys {keys} but no inputs {default!r}: name them with {flag}")
 
 
 def _npy_pair(path: Path):
@@ -592,6 +622,9 @@ def load_data_roles(data: str | Path | None = None, *, train: str | Path | None 
         raise UserError("no data: give --data, or --eval-data (with --train-data or --calib-data to optimize)")
     if data is not None and train is not None and eval is not None:
         raise UserError("--data is not used when both --train-data and --eval-data are given; drop one of them")
+    from edgeopt.validate import data_roles
+
+    data_roles(train, calib, eval, data)
     kw = dict(read_kwargs)
     reshape = kw.pop("reshape", None)
     common = dict(model=model, output=output, task=task, reshape=reshape, seed=seed, **kw)
@@ -612,6 +645,8 @@ def load_data_roles(data: str | Path | None = None, *, train: str | Path | None 
                      output_names=ev.output_names)
         ds.sources = {"eval": str(eval_src), **({"train": str(train_src), "val": str(train_src)}
                                                 if train_src is not None else {})}
+        train_flag = "--train-data" if train is not None else "--data"
+        ds.flags = {"eval": "--eval-data" if eval is not None else "--data", "train": train_flag, "val": train_flag}
     if calib is not None:
         names = [i.name for i in getattr(model, "inputs", [])] if model is not None else []
         x, _, _ = read_arrays(calib, x_keys=_key_list(kw.get("x_key", "x")), y_keys=None,
@@ -705,6 +740,7 @@ def fashion_mnist(val_fraction: float = 0.1, limit: int | None = None, seed: int
     if limit:
         order = stratified_indices(ytr, limit, seed)
         xte, yte = xte[: max(1, limit // 6)], yte[: max(1, limit // 6)]
+        _check_limit_leaves_eval("fashion-mnist", limit, len(yte), 10, 6)
     n_val = max(1, int(round(len(order) * val_fraction)))
     tr, va = split_indices(order, ytr, n_val, seed)
     return Dataset("fashion-mnist", xtr[tr], ytr[tr], xtr[va], ytr[va], xte, yte,
@@ -720,23 +756,11 @@ def check_against_model(ds: Dataset, input_shape: tuple | dict | list, output_un
     ``input_shape`` excludes the batch dimension (None for free dims): one tuple, or one per
     input (a list in model order, or a dict by input name) for a model with several inputs; a
     single tuple against several-input data checks the first input (data keys are in model order).
+    Every split is checked (eval, train, validation and the ``--calib-data`` samples), each
+    error naming the flag and file the split came from, the shapes and the fix.
     """
-    got_all = ds.input_shape if isinstance(ds.input_shape, dict) else {"": ds.input_shape}
-    if isinstance(input_shape, dict):
-        want_all = input_shape
-    elif input_shape and not isinstance(input_shape[0], (int, type(None))) and not hasattr(input_shape[0], "__index__"):
-        want_all = dict(zip(got_all, input_shape))  # a list of shapes, in model order
-    else:
-        want_all = {next(iter(got_all)): input_shape}
-    if len(want_all) > 1 and len(want_all) != len(got_all):
-        raise UserError(f"data {ds.name} has {len(got_all)} input array(s) but the model has {len(want_all)} "
-                        f"inputs; give one .npz key per input (--x-key a,b)")
-    for (gname, got), want in zip(got_all.items(), want_all.values()):
-        got, want = tuple(got), tuple(want)
-        if len(got) != len(want) or any(w not in (None, -1, g) for w, g in zip(want, got)):
-            which = f" for input {gname!r}" if gname else ""
-            raise UserError(f"data {ds.name} has input shape {_fmt(got)}{which} but the model expects "
-                            f"{_fmt(want)}; reshape or resize the data")
+    for role, x in _splits(ds):
+        _check_shapes(ds, role, x, input_shape)
     warnings = []
     y = ds.y_eval
     if ds.task == "regression" and output_units and output_units > 1 and isinstance(y, np.ndarray) and y.ndim == 1:
@@ -751,6 +775,10 @@ def check_against_model(ds: Dataset, input_shape: tuple | dict | list, output_un
                             f"({ds.num_classes} classes) but the model outputs {output_units} classes")
         elif ds.num_classes < output_units:
             warnings.append(f"data has {ds.num_classes} classes, model outputs {output_units}")
+        n_eval, classes = len(first_array(ds.x_eval)), max(ds.num_classes, output_units, 2)
+        if 0 < n_eval < classes:
+            warnings.append(f"the eval split has {n_eval} sample(s) for {classes} classes: its accuracy cannot "
+                            f"tell variants apart; give more data or a larger --eval-data file")
     if input_range is not None:
         first = first_array(ds.x_eval)
         lo, hi = float(first.min()), float(first.max())
@@ -760,6 +788,51 @@ def check_against_model(ds: Dataset, input_shape: tuple | dict | list, output_un
                             f"{input_range[0]:.4g}..{input_range[1]:.4g}: values outside are clipped; "
                             f"scale the data the way the model was trained")
     return warnings
+
+
+def _splits(ds: Dataset):
+    """(role, inputs) of every split that holds samples: eval, train, val and the calibration file."""
+    for role, x in (("eval", ds.x_eval), ("train", ds.x_train), ("val", ds.x_val), ("calib", ds.x_calib)):
+        if x is not None and len(x):
+            yield role, x
+
+
+def _check_shapes(ds: Dataset, role: str, x, input_shape) -> None:
+    """UserError naming the flag, the file, the shape found and expected and the fix when the
+    samples of one split do not fit the model's inputs."""
+    got_all = x.shapes if isinstance(x, NamedArrays) else {"": tuple(x.shape[1:])}
+    if isinstance(input_shape, dict):
+        want_all = input_shape
+    elif input_shape and not isinstance(input_shape[0], (int, type(None))) and not hasattr(input_shape[0], "__index__"):
+        want_all = dict(zip(got_all, input_shape))  # a list of shapes, in model order
+    else:
+        want_all = {next(iter(got_all)): input_shape}
+    where = _role_source(ds, role)
+    if len(want_all) > 1 and len(want_all) != len(got_all):
+        raise UserError(f"{where} has {len(got_all)} input array(s) but the model has {len(want_all)} "
+                        f"inputs; give one .npz key per input (--x-key a,b)")
+    for (gname, got), want in zip(got_all.items(), want_all.values()):
+        got, want = tuple(got), tuple(want)
+        if len(got) != len(want) or any(w not in (None, -1, g) for w, g in zip(want, got)):
+            which = f" for input {gname!r}" if gname else ""
+            raise UserError(f"{where}: input shape {_fmt(got)}{which} but the model expects {_fmt(want)}; "
+                            f"{_shape_fix(got, want)}")
+
+
+def _role_source(ds: Dataset, role: str) -> str:
+    """'--calib-data calib.npz': the flag and the file a split came from."""
+    flag = ds.flags.get(role) or ("--calib-data" if role == "calib" else "--data")
+    return f"{flag} {Path(str(ds.sources.get(role) or ds.name)).name}"
+
+
+def _shape_fix(got: tuple, want: tuple) -> str:
+    """How to make samples of shape ``got`` fit ``want``: --reshape when the sizes match, else the
+    right array (--x-key) or open axes (--input-shape)."""
+    fixed = [d for d in want if d not in (None, -1)]
+    if len(fixed) == len(want) and int(np.prod(got)) == int(np.prod(want)):
+        return f"give --reshape {','.join(map(str, want))} to reshape each sample"
+    return ("give samples of that shape (pick the right .npz array with --x-key, reshape flat rows with "
+            "--reshape, or set open axes with --input-shape)")
 
 
 def quantized_input_range(scale: float | None, zero_point: int | None, dtype: str) -> tuple | None:

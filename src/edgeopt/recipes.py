@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from edgeopt.errors import UserError
+from edgeopt.errors import UserError, yaml_error
 from edgeopt.techniques.configs import (QAT, Cluster, Distill, Dynamic, Float16, Float32, Int4Weights,
                                         Int8, Int16x8, Mixed, Prune, PruneStructured, StepConfig)
 
@@ -350,13 +350,14 @@ def load_recipe_file(path: str | Path) -> tuple[list[Any], dict[str, Any]]:
     Raises UserError for a missing file, bad YAML or another top-level key."""
     import yaml
 
+    from edgeopt.validate import input_file
+
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"recipe file not found: {path}")
+    input_file(path, "--recipe-file", what="recipe file")
     try:
         doc = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise UserError(f"{path} is not valid YAML ({' '.join(str(e).split())[:150]})") from None
+        raise yaml_error(path, e, "--recipe-file ") from None
     if isinstance(doc, list):
         doc = {"recipes": doc}
     if not isinstance(doc, dict) or not isinstance(doc.get("recipes"), list):

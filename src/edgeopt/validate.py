@@ -84,6 +84,55 @@ def output_file(path, flag: str = "--out") -> None:
     _writable_ancestor(path.parent if str(path.parent) else Path("."), flag)
 
 
+def report_file(out, name: str = "report.html", flag: str = "--out") -> Path | None:
+    """Where a report given as ``--out`` goes: a path ending in ``/`` or an existing folder means
+    ``name`` inside it; any other path is the file itself. Missing folders on the way are created
+    when it is written (as for every ``--out``); checked here: not a folder, writable. Creates nothing."""
+    if out is None:
+        return None
+    text = os.fspath(out)
+    path = Path(text)
+    if text.endswith(("/", os.sep)) or path.is_dir():
+        path = path / name
+    output_file(path, flag)
+    if path.is_file() and path.suffix.lower() not in (".html", ".htm"):
+        raise UserError(f"{flag} {path} is an existing {path.suffix or 'extensionless'} file, not a report; "
+                        f"give a .html path (e.g. {path.with_suffix('.html').name}) or a folder")
+    return path
+
+
+def input_file(path, flag: str, suffixes: tuple[str, ...] = (), what: str = "file") -> None:
+    """``path`` is None or an existing, readable file (not a folder) with one of ``suffixes``;
+    ``what`` names it in the error ("recipe file")."""
+    if path is None:
+        return
+    path = Path(path)
+    kinds = f"a {'/'.join(suffixes)} file" if suffixes else "a file"
+    if not path.exists():
+        raise UserError(f"{flag}: {what} not found: {path}; give the path of {kinds}")
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a folder; give {kinds}")
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise UserError(f"{flag} {path.name} is not {kinds}")
+    if not os.access(path, os.R_OK):
+        raise UserError(f"{flag}: cannot read {path} (permission denied); make it readable")
+
+
+def data_flags(sources, x_key: str = "x", y_key: str = "y", label_column: str = "-1") -> None:
+    """Format-specific data flags are refused when no data file they apply to is given, instead of
+    being ignored: ``--x-key``/``--y-key`` need a .npz, ``--label-column`` a .csv. ``sources``:
+    the --data value and the role files (None where absent)."""
+    suffixes = {Path(str(s)).suffix.lower() for s in sources if s is not None}
+    given = [str(s) for s in sources if s is not None]
+    named = f"the data is {', '.join(given)}" if given else "no data is given"
+    for flag, value, default, suffix, what in (
+            ("--x-key", x_key, "x", ".npz", "the input array(s) of a .npz file"),
+            ("--y-key", y_key, "y", ".npz", "the label array(s) of a .npz file"),
+            ("--label-column", label_column, "-1", ".csv", "the label column of a .csv file")):
+        if str(value) != default and suffix not in suffixes:
+            raise UserError(f"{flag} {value} picks {what}, but {named}; drop {flag}, or give a {suffix} file")
+
+
 def _writable_ancestor(path: Path, flag: str) -> None:
     probe = path
     while not probe.exists():
@@ -118,7 +167,12 @@ def model_path(path, kinds: tuple[str, ...] = ("keras", "tflite", "onnx")) -> st
     if kind not in kinds:
         wanted = " or ".join("a Keras model (.keras/.h5/SavedModel)" if k == "keras" else f"a .{k} file"
                              for k in kinds)
-        raise UserError(f"{path.name} is a .{kind} model; this command needs {wanted}")
+        fix = ""
+        if kind == "keras" and "keras" not in kinds:
+            run = Path("runs") / path.stem
+            fix = (f": convert it first with edgeopt optimize {path} -d DATA -r int8 --out {run}, then give "
+                   f"the run and a variant: edgeopt export {run} int8 --out DIR (or float32)")
+        raise UserError(f"{path.name} is a .{kind} model; this command needs {wanted}{fix}")
     return kind
 
 
@@ -154,8 +208,9 @@ def _check_keras_zip(path: Path) -> None:
         raise UserError(bad) from None
 
 
-def data_source(data) -> None:
-    """``data`` is a built-in dataset name or an existing .npz/.npy/.csv file or image folder."""
+def data_source(data, flag: str = "--data") -> None:
+    """``data`` is a built-in dataset name or an existing, readable .npz/.npy/.csv file or image
+    folder; ``flag`` (``--data``, ``--eval-data``...) is named in the error."""
     if data is None or not isinstance(data, (str, Path)):
         return
     from edgeopt.data import BUILTINS
@@ -164,13 +219,32 @@ def data_source(data) -> None:
     if name in BUILTINS:
         return
     path = Path(name)
+    builtins = f"{', '.join(BUILTINS)}, " if flag == "--data" else ""
     if not path.exists():
-        raise UserError(f"data not found: {name}; give {', '.join(BUILTINS)}, a .npz/.npy/.csv file or an "
+        raise UserError(f"{flag}: data not found: {name}; give {builtins}a .npz/.npy/.csv file or an "
                         f"image folder (see README: Data)")
     if path.is_file() and path.suffix.lower() not in DATA_SUFFIXES:
-        raise UserError(f"unsupported data file {path.name}: use .npz, .npy, .csv or an image folder")
+        raise UserError(f"{flag}: unsupported data file {path.name}: use .npz, .npy, .csv or an image folder")
+    if not os.access(path, os.R_OK | (os.X_OK if path.is_dir() else 0)):
+        raise UserError(f"{flag}: cannot read {name} (permission denied); make it readable or copy it")
     if path.is_file() and path.stat().st_size == 0:
-        raise UserError(f"data file {path.name} is empty (0 bytes); give a file with samples")
+        raise UserError(f"{flag}: data file {path.name} is empty (0 bytes); give a file with samples")
+
+
+def data_roles(train=None, calib=None, eval=None, data=None) -> None:
+    """The role files ``--train-data``, ``--calib-data``, ``--eval-data`` (each None or a path),
+    and their combination with ``--data`` (``edgeopt.data.load_data_roles``)."""
+    from edgeopt.data import BUILTINS
+
+    for value, flag in ((train, "--train-data"), (calib, "--calib-data"), (eval, "--eval-data")):
+        data_source(value, flag)
+    if data is not None and train is not None and eval is not None:
+        raise UserError("--data is not used when both --train-data and --eval-data are given; drop one of them")
+    if eval is not None and str(eval) in BUILTINS:
+        raise UserError(f"--eval-data {eval}: a built-in comes with its own eval split; give it as --data {eval}")
+    if str(data) in BUILTINS and train is not None:
+        raise UserError(f"the built-in {data} comes with its own splits: give it as --data alone (or with "
+                        f"--eval-data), and your files as --train-data/--eval-data without it")
 
 
 def run_dir(path) -> None:
@@ -201,7 +275,8 @@ def devices_file(path) -> None:
         return
     path = Path(path)
     if not path.exists():
-        raise UserError(f"device file not found: {path}; give a YAML file (see: edgeopt devices --help)")
+        raise UserError(f"--devices-file: device file not found: {path}; give a YAML file (see: edgeopt devices "
+                        f"--help)")
     if path.is_dir():
         raise UserError(f"--devices-file {path} is a folder; give a YAML file")
     if path.suffix.lower() not in (".yaml", ".yml"):
@@ -221,9 +296,11 @@ def device_names(names, file=None) -> None:
         get_device(name, devs)
 
 
-def positive(value, flag: str) -> None:
-    """``value`` is None or a finite number above 0."""
+def positive(value, flag: str, example: str | None = None) -> None:
+    """``value`` is None or a finite number above 0 (a physical quantity: mAh, volts, ms, W, USD);
+    ``example`` (e.g. ``"1000"``) shows a valid value in the error."""
     if value is None:
         return
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
-        raise UserError(f"{flag} must be a finite number above 0 (got {value!r})")
+        hint = f"; e.g. {flag} {example}" if example else ""
+        raise UserError(f"{flag} must be a finite number above 0 (got {value!r}){hint}")

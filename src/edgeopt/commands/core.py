@@ -40,26 +40,57 @@ def _check_early(input_shape, metric, task) -> None:
         raise UserError(f"--task {task!r}: use classification, binary, multilabel, regression or fidelity")
 
 
+def _check_data_flags(sources, x_key, y_key, label_column) -> None:
+    from edgeopt.validate import data_flags
+
+    data_flags(sources, x_key=x_key, y_key=y_key, label_column=label_column)
+
+
 TRAIN_HELP = "fine-tuning data file (its validation split is carved from it)"
 CALIB_HELP = "calibration data file: int8 calibration reads this file only (labels optional)"
 EVAL_HELP = "evaluation data file: the numbers in the table, used whole"
-RESHAPE_HELP = "one sample's shape for flat rows, e.g. 8,8,1 for a CSV feeding an 8x8 image model"
+RESHAPE_HELP = ("one sample's shape for flat rows, e.g. 8,8,1 for a CSV feeding an 8x8 image model "
+                "(several inputs: image:8,8,1;features:5)")
 
 
-def role_kwargs(train_data, calib_data, eval_data, reshape) -> dict:
-    """The data roles (``--train-data``, ``--calib-data``, ``--eval-data``) and ``--reshape`` as API keywords."""
+def role_kwargs(train_data, calib_data, eval_data, reshape, data=None) -> dict:
+    """The data roles (``--train-data``, ``--calib-data``, ``--eval-data``) and ``--reshape`` as API
+    keywords, checked (files, and their combination with ``--data``) before anything loads."""
+    from edgeopt import validate
     from edgeopt.errors import UserError
 
+    validate.data_roles(train_data, calib_data, eval_data, data)
     kw = {k: str(v) for k, v in (("train_data", train_data), ("calib_data", calib_data),
                                   ("eval_data", eval_data)) if v is not None}
     if reshape:
-        try:
-            kw["reshape"] = tuple(int(d) for d in reshape.split(","))
-        except ValueError:
-            raise UserError(f"--reshape expects comma-separated sizes like 8,8,1, got {reshape!r}") from None
-        if any(d < 1 for d in kw["reshape"]):
-            raise UserError(f"--reshape sizes must be positive, got {reshape!r}")
+        kw["reshape"] = _parse_reshape(reshape)
     return kw
+
+
+def _parse_reshape(text: str):
+    """``8,8,1`` -> (8, 8, 1); ``image:8,8,1;features:5`` -> {"image": (8, 8, 1), "features": (5,)}."""
+    from edgeopt.errors import UserError
+
+    def sizes(part: str, whole: str) -> tuple[int, ...]:
+        try:
+            shape = tuple(int(d) for d in part.split(","))
+        except ValueError:
+            raise UserError(f"--reshape expects comma-separated sizes like 8,8,1 (or name:8,8,1;name:5 per "
+                            f"input), got {whole!r}") from None
+        if any(d < 1 for d in shape):
+            raise UserError(f"--reshape sizes must be positive, got {whole!r}")
+        return shape
+
+    if ":" not in text:
+        return sizes(text, text)
+    named = {}
+    for item in filter(None, (p.strip() for p in text.split(";"))):
+        name, sep, shape = item.partition(":")
+        if not sep or not name.strip():
+            raise UserError(f"--reshape per input is name:sizes;name:sizes (e.g. image:8,8,1;features:5), "
+                            f"got {text!r}")
+        named[name.strip()] = sizes(shape, text)
+    return named
 
 
 def _parse_options(pairs: list[str]) -> dict:
@@ -102,7 +133,11 @@ def register(app: typer.Typer) -> None:
         from edgeopt import api
         from edgeopt.report.terminal import spinner
 
+        from edgeopt import validate
+
         _check_early(input_shape, None, None)
+        validate.data_source(data)
+        validate.data_flags([data], x_key=x_key)
         with spinner(f"profiling {model.name}", disable=json_out):
             prof = api.profile(model, unsafe=unsafe, measure_arena=not no_arena, data=data,
                                input_shape=input_shape, **({"x_key": x_key} if data else {}))
@@ -141,7 +176,8 @@ def register(app: typer.Typer) -> None:
         from edgeopt.report.terminal import spinner
 
         _check_early(input_shape, metric, task)
-        roles = role_kwargs(train_data, calib_data, eval_data, reshape)
+        roles = role_kwargs(train_data, calib_data, eval_data, reshape, data)
+        _check_data_flags([data, train_data, calib_data, eval_data], x_key, y_key, label_column)
         with spinner(f"measuring {model.name} on {data or eval_data}", disable=json_out):
             result = api.bench(model, data, threads=threads, runs=runs, unsafe=unsafe, input_shape=input_shape,
                                metric=metric, output=output,
@@ -207,7 +243,8 @@ def register(app: typer.Typer) -> None:
             options["calibration_samples"] = calibration_samples
         api.plan_recipes(list(recipe), options, recipe_file, model)  # one error line before any output
         _check_early(input_shape, metric, task)
-        roles = role_kwargs(train_data, calib_data, eval_data, reshape)
+        roles = role_kwargs(train_data, calib_data, eval_data, reshape, data)
+        _check_data_flags([data, train_data, calib_data, eval_data], x_key, y_key, label_column)
         with progress_bar(disable=json_out) as (log, step):
             run = api.optimize(model, data, recipes=list(recipe), recipe_file=recipe_file, out=out,
                                options=options, threads=threads, runs=runs, unsafe=unsafe, fresh=fresh,
@@ -248,9 +285,10 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def report(
         run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help=RUN_HELP),
-        out: Optional[Path] = typer.Option(None, "--out", metavar="FILE",
-                                           help="HTML file to write, or a folder to write report.html into "
-                                                "(default RUN_DIR/report.html)"),
+        out: Optional[str] = typer.Option(None, "--out", metavar="FILE",
+                                          help="HTML file to write, or a folder to write report.html into "
+                                               "(an existing folder or a path ending in /; missing folders "
+                                               "are created; default RUN_DIR/report.html)"),
         json_out: bool = typer.Option(False, "--json", help="print JSON only"),
     ):
         """Write a self-contained HTML report: summary, trade-off plots, device fit, per-layer view,

@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
         cloud: str = typer.Option("aws-m7g.large", metavar="INSTANCE", help="cloud instance (hardware/cloud.yaml)"),
         region: str = typer.Option("aws-average", metavar="GRID",
                                    help="grid both sides draw from (hardware/cloud.yaml grids)"),
-        device_years: Optional[float] = typer.Option(None, "--device-years", min=0.1, metavar="YEARS",
+        device_years: Optional[float] = typer.Option(None, "--device-years", metavar="YEARS",
                                                      help="spread the device price over this many years"),
         devices_file: Optional[Path] = typer.Option(None, "--devices-file", metavar="FILE",
                                                     help="extra device YAML file"),
@@ -28,6 +28,10 @@ def register(app: typer.Typer) -> None:
         from edgeopt import api
         from edgeopt.report.terminal import spinner
 
+        from edgeopt import validate
+
+        validate.positive(inferences_per_day, "--inferences-per-day", "100")
+        validate.positive(device_years, "--device-years", "3")
         with spinner("estimating the footprint", disable=json_out):
             result = api.footprint(run_dir, device=device, inferences_per_day=inferences_per_day, variant=variant,
                                    cloud=cloud, region=region, device_years=device_years,

@@ -40,11 +40,11 @@ def register(app: typer.Typer) -> None:
                                       help="a model file (.tflite/.onnx/.keras) or a run directory"),
         device: List[str] = typer.Option(..., "--device", metavar="NAME",
                                          help="device name (repeat for several; see: edgeopt devices)"),
-        battery_mah: Optional[float] = typer.Option(None, "--battery-mah", min=0, metavar="MAH",
+        battery_mah: Optional[float] = typer.Option(None, "--battery-mah", metavar="MAH",
                                                     help="battery capacity in mAh (needs --inferences-per-hour)"),
-        inferences_per_hour: Optional[float] = typer.Option(None, "--inferences-per-hour", min=0, metavar="N",
+        inferences_per_hour: Optional[float] = typer.Option(None, "--inferences-per-hour", metavar="N",
                                                             help="duty cycle for average power and battery life"),
-        battery_v: float = typer.Option(3.7, "--battery-v", min=0.1, metavar="VOLTS",
+        battery_v: float = typer.Option(3.7, "--battery-v", metavar="VOLTS",
                                         help="battery voltage (default 3.7 V Li-ion)"),
         engine: Optional[str] = typer.Option(None, "--engine", metavar="ENGINE", help=_ENGINE_HELP),
         devices_file: Optional[Path] = typer.Option(None, "--devices-file", metavar="FILE", help=_FILE_HELP),
@@ -55,6 +55,7 @@ def register(app: typer.Typer) -> None:
         from edgeopt import api
         from edgeopt.report.terminal import spinner
 
+        _check_quantities(battery_mah=battery_mah, inferences_per_hour=inferences_per_hour, battery_v=battery_v)
         with spinner("estimating", disable=json_out) as progress:
             result = api.estimate(target, device, engine=engine, battery_mah=battery_mah,
                                   inferences_per_hour=inferences_per_hour, battery_v=battery_v,
@@ -71,14 +72,14 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def recommend(
         target: Path = typer.Argument(..., metavar="MODEL_OR_RUN", help="a model file or a run directory"),
-        max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", min=0, metavar="MS",
+        max_latency_ms: Optional[float] = typer.Option(None, "--max-latency-ms", metavar="MS",
                                                        help="latency limit per inference"),
-        max_power_w: Optional[float] = typer.Option(None, "--max-power-w", min=0, metavar="WATTS",
+        max_power_w: Optional[float] = typer.Option(None, "--max-power-w", metavar="WATTS",
                                                     help="active power limit"),
-        max_price: Optional[float] = typer.Option(None, "--max-price", min=0, metavar="USD", help="price limit"),
-        battery_mah: Optional[float] = typer.Option(None, "--battery-mah", min=0, metavar="MAH",
+        max_price: Optional[float] = typer.Option(None, "--max-price", metavar="USD", help="price limit"),
+        battery_mah: Optional[float] = typer.Option(None, "--battery-mah", metavar="MAH",
                                                     help="battery capacity in mAh (needs --inferences-per-hour)"),
-        inferences_per_hour: Optional[float] = typer.Option(None, "--inferences-per-hour", min=0, metavar="N",
+        inferences_per_hour: Optional[float] = typer.Option(None, "--inferences-per-hour", metavar="N",
                                                             help="duty cycle for average power and battery life"),
         engine: Optional[str] = typer.Option(None, "--engine", metavar="ENGINE", help=_ENGINE_HELP),
         devices_file: Optional[Path] = typer.Option(None, "--devices-file", metavar="FILE", help=_FILE_HELP),
@@ -89,6 +90,8 @@ def register(app: typer.Typer) -> None:
         from edgeopt import api
         from edgeopt.report.terminal import spinner
 
+        _check_quantities(max_latency_ms=max_latency_ms, max_power_w=max_power_w, max_price=max_price,
+                          battery_mah=battery_mah, inferences_per_hour=inferences_per_hour)
         with spinner("ranking devices", disable=json_out) as progress:
             result = api.recommend(target, max_latency_ms=max_latency_ms, max_power_w=max_power_w,
                                    max_price=max_price, battery_mah=battery_mah,
@@ -102,3 +105,15 @@ def register(app: typer.Typer) -> None:
         from edgeopt.report.terminal import print_recommendations
 
         print_recommendations(result)
+
+
+_EXAMPLES = {"battery_mah": "1000", "inferences_per_hour": "60", "battery_v": "3.7", "max_latency_ms": "50",
+             "max_power_w": "0.5", "max_price": "20"}
+
+
+def _check_quantities(**values) -> None:
+    """Physical quantities (capacity, rate, voltage, limits) are finite and above 0, before any work."""
+    from edgeopt import validate
+
+    for key, value in values.items():
+        validate.positive(value, "--" + key.replace("_", "-"), _EXAMPLES[key])

@@ -64,7 +64,10 @@ def register(app: typer.Typer) -> None:
         from edgeopt.tuner.options import parse_duration
         from edgeopt.tuner.storage import check_url
 
+        from edgeopt.validate import output_dir
+
         check_url(storage)
+        output_dir(work_dir, "--work-dir")
         budget = None if time_budget is None else parse_duration(time_budget)
         from edgeopt.tuner import make_evaluate, make_precheck, run_worker
 

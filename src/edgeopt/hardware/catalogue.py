@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from edgeopt.errors import UserError
+from edgeopt.errors import UserError, yaml_error
 from edgeopt.hardware.schema import Device, parse_device
 
 DATA_DIR = Path(__file__).resolve().parent
@@ -23,12 +23,12 @@ def _read_yaml(path: Path) -> dict:
         raise UserError(f"device file not found: {path}") from None
     except OSError as exc:
         raise UserError(f"cannot read device file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"device file {path} is not UTF-8 text; give a YAML file") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise UserError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        raise yaml_error(path, exc) from None
     return data if data is not None else {}
 
 

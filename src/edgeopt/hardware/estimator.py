@@ -35,8 +35,10 @@ from edgeopt.report.format import fmt_bytes
 
 DEFAULT_BATTERY_V = 3.7  # nominal Li-ion/LiPo cell voltage; override with battery_v
 
-CLASSES = ("conv", "depthwise", "fc", "elementwise", "pooling", "other")
-MAC_CLASSES = ("conv", "depthwise", "fc")
+# pointwise: a CONV_2D whose windows do not overlap (1x1, or kernel <= stride): a plain matrix product,
+# no im2col (CMSIS-NN's arm_convolve_1x1_s8_fast); conv: every other standard convolution.
+CLASSES = ("conv", "pointwise", "depthwise", "fc", "elementwise", "pooling", "other")
+MAC_CLASSES = ("conv", "pointwise", "depthwise", "fc")
 OP_CLASSES = {
     "conv": {"CONV_2D", "CONV_1D", "CONV_3D", "TRANSPOSE_CONV", "CONV_3D_TRANSPOSE", "SEPARABLE_CONV_2D"},
     "depthwise": {"DEPTHWISE_CONV_2D"},
@@ -96,11 +98,32 @@ def _provider_result(profile: GraphProfile, dev: Device) -> dict | None:
 
 
 def op_class(op_type: str) -> str:
-    """conv | depthwise | fc | elementwise | pooling | other for a normalised op type."""
+    """conv | depthwise | fc | elementwise | pooling | other for a normalised op type (op_class_of splits pointwise)."""
     for name, kinds in OP_CLASSES.items():
         if op_type in kinds:
             return name
     return "other"
+
+
+def is_pointwise(op: OpStats) -> bool:
+    """True for a convolution whose windows do not overlap (1x1 kernel, or kernel <= stride).
+
+    From the shapes only: window volume kh*kw*cin = MACs / output elements, and input elements =
+    in_h*in_w*cin; windows that do not overlap read each input element at most once, so
+    input elements / (window volume x output positions) = stride^2/k^2 >= 1 (0.9: padding).
+    """
+    out = math.prod(op.output_shape) if op.output_shape else 0
+    if not (op.macs and out and op.input_bytes) or op.output_shape[-1] <= 0:
+        return False
+    window = op.macs / out
+    positions = out / op.output_shape[-1]
+    return op.input_bytes / _ITEMSIZE.get(op.dtype, 4) >= 0.9 * window * positions
+
+
+def op_class_of(op: OpStats) -> str:
+    """op_class, with standard convolutions split into pointwise (is_pointwise) and conv."""
+    c = op_class(op.op_type)
+    return "pointwise" if c == "conv" and is_pointwise(op) else c
 
 
 def op_work(op: OpStats) -> float:
@@ -112,10 +135,10 @@ def op_work(op: OpStats) -> float:
 
 
 def work_by_class(profile: GraphProfile) -> dict[str, float]:
-    """Work per op class: MACs (conv, depthwise, fc) or elements read + written (the others)."""
+    """Work per op class: MACs (conv, pointwise, depthwise, fc) or elements read + written (the others)."""
     out = dict.fromkeys(CLASSES, 0.0)
     for op in profile.ops:
-        out[op_class(op.op_type)] += op_work(op)
+        out[op_class_of(op)] += op_work(op)
     return out
 
 
@@ -544,7 +567,7 @@ def _mcu_latency(est: Estimate, profile: GraphProfile, dev: Device, cal: dict, i
     info.update(method="per op class: work / cycle rate of core and engine / clock",
                 clock_mhz=dev.clock_mhz, engine=est.engine, rates={c: round(v, 5) for c, v in r.rates.items()},
                 rates_basis=r.how, work=work_by_class(profile),
-                units="rates: MACs/cycle (conv, depthwise, fc), elements read+written per cycle (others)")
+                units="rates: MACs/cycle (conv, pointwise, depthwise, fc), elements read+written per cycle (others)")
     return True
 
 

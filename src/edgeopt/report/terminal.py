@@ -59,13 +59,20 @@ def format_profile_table(profile: GraphProfile):
                   f"peak {fmt_bytes(profile.peak_activation_bytes)}", profile.precision)
     arena = (f"TFLite Micro arena {fmt_bytes(profile.arena_bytes)} ({profile.arena_bytes:,} B)"
              if profile.arena_bytes is not None else "TFLite Micro arena: n/a")
-    table.caption = (f"input {'x'.join(map(str, profile.input_shape))} {profile.input_dtype} | "
+    table.caption = (f"{_inputs_line(profile)} | "
                      f"weights: {weights or 'none'} | peak activations "
                      f"{fmt_bytes(profile.peak_activation_bytes)}"
                      + (f" | file {fmt_bytes(profile.file_bytes)}" if profile.file_bytes else "")
                      + f"\n{arena}" + (f" ({profile.arena_note})" if profile.arena_note else "")
                      + "".join(f"\nnote: {n}" for n in profile.notes))
     return table
+
+
+def _inputs_line(profile: GraphProfile) -> str:
+    """'input 1x4 float32', or every input by name for a model with several: 'inputs a 1x4 float32, b ...'."""
+    if len(profile.inputs) > 1:
+        return "inputs " + ", ".join(f"{io['name']} {'x'.join(map(str, io['shape']))} {io['dtype']}" for io in profile.inputs)
+    return f"input {'x'.join(map(str, profile.input_shape))} {profile.input_dtype}"
 
 
 def print_bench(result: dict) -> None:

@@ -101,10 +101,11 @@ def choose_activation_ranges(float_tflite: bytes, x: np.ndarray, methods=METHODS
 
 def _values(model: bytes, x: np.ndarray, rng, batch: int = 64) -> dict[str, tuple[np.ndarray, int]]:
     """Tensor name -> (subsampled float values, rank) of every activation tensor over ``x``."""
-    from edgeopt.techniques.calibration import activation_tensors, preserving_interpreter, run_batch
+    from edgeopt.techniques.calibration import activation_tensors, batch_size, preserving_interpreter, run_batch
 
     interp = preserving_interpreter(model)
     inp = interp.get_input_details()[0]
+    batch = batch_size(inp, batch)
     names = activation_tensors(interp, model)
     chunks: dict[str, list[np.ndarray]] = {}
     ndim: dict[str, int] = {}

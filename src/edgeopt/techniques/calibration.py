@@ -142,8 +142,7 @@ def _activations(float_tflite: bytes, x: np.ndarray, batch: int):
     """Yield (tensor name, values) for every non-constant float tensor, one chunk at a time."""
     interp = preserving_interpreter(float_tflite)
     inp = interp.get_input_details()[0]
-    if inp["shape_signature"][0] != -1:  # a static batch (edgeopt converts with batch 1): no resizing
-        batch = int(inp["shape"][0])
+    batch = batch_size(inp, batch)
     names = activation_tensors(interp, float_tflite)
     for start in range(0, len(x), batch):
         chunk = x[start:start + batch]
@@ -178,6 +177,12 @@ def activation_tensors(interp, model: bytes) -> dict[str, int]:
             if index >= 0 and index in details:
                 out[details[index]["name"]] = index
     return out
+
+
+def batch_size(inp: dict, wanted: int) -> int:
+    """``wanted``, or the model's own batch when its batch axis is static (edgeopt converts
+    deployables with batch 1, and a fixed-shape Reshape cannot take a resized batch)."""
+    return int(inp["shape"][0]) if inp["shape_signature"][0] != -1 else wanted
 
 
 def run_batch(interp, inp: dict, chunk: np.ndarray) -> None:

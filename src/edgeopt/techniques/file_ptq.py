@@ -10,6 +10,7 @@ function loads its artifact in its runtime before returning (``ArtifactCheckFail
 """
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +34,19 @@ def _validation(ctx: StepContext, calib: np.ndarray) -> np.ndarray:
 
 
 class _FileStep:
+    """One quantizer function applied to the model file.
+
+    ``function``: "module.name" in ``edgeopt.techniques``, called as
+    ``f(src, x, out, name="model", **options)`` where ``x`` is the calibration sample
+    (``data = "calibration"``) or one eval sample for the load check (``data = "probe"``) and
+    ``options`` maps the listed config fields to keyword arguments."""
+
     kind = "convert"
     inputs = ("onnx",)
     name = ""
+    function = ""
+    data = "probe"
+    options: tuple[str, ...] = ()
 
     def run(self, ctx: StepContext, model) -> StepResult:
         cfg = step_config(ctx, self.config)
@@ -44,28 +55,37 @@ class _FileStep:
                                                       for k, v in details.items()})
 
     def quantize(self, ctx, cfg, src: Path, out: Path) -> tuple[Path, dict]:
-        raise NotImplementedError
+        module, func = self.function.split(".")
+        quantizer = getattr(importlib.import_module(f"edgeopt.techniques.{module}"), func)
+        x = _calibration(ctx, cfg) if self.data == "calibration" else _probe(ctx)
+        return quantizer(src, x, out, name="model", **{k: getattr(cfg, k) for k in self.options})
+
+
+class _MeasuredSettingsStep(_FileStep):
+    """A static int8 step whose ``settings="measured"`` picks the settings by measuring them."""
+
+    data = "calibration"
+    runtime = ""
+
+    def quantize(self, ctx, cfg, src, out):
+        if cfg.settings != "measured":
+            return super().quantize(ctx, cfg, src, out)
+        calib = _calibration(ctx, cfg)
+        return int8_settings_chooser()(src, calib, _validation(ctx, calib), out, runtime=self.runtime,
+                                       name="model")
 
 
 # ---------------------------------------------------------------- ONNX
 
 @register("ort-int8")
-class OrtInt8(_FileStep):
+class OrtInt8(_MeasuredSettingsStep):
     """ONNX Runtime static int8, QDQ, per-channel (CPU-flag rule, or settings chosen by measurement)."""
 
     config = configs.OrtInt8
     produces = {"precision": "int8", "format": "onnx"}
-
-    def quantize(self, ctx, cfg, src, out):
-        from edgeopt.techniques import onnx_ptq
-
-        calib = _calibration(ctx, cfg)
-        if cfg.settings == "measured":
-            return int8_settings_chooser()(src, calib, _validation(ctx, calib), out,
-                                           runtime="onnxruntime", name="model")
-        return onnx_ptq.ort_static_int8(src, calib, out, per_channel=cfg.per_channel,
-                                        reduce_range=cfg.reduce_range, activation_type=cfg.activation_type,
-                                        opset_fix=cfg.opset_fix, name="model")
+    function = "onnx_ptq.ort_static_int8"
+    runtime = "onnxruntime"
+    options = ("per_channel", "reduce_range", "activation_type", "opset_fix")
 
 
 @register("ort-dynamic")
@@ -74,12 +94,8 @@ class OrtDynamic(_FileStep):
 
     config = configs.OrtDynamic
     produces = {"precision": "dynamic", "format": "onnx"}
-
-    def quantize(self, ctx, cfg, src, out):
-        from edgeopt.techniques import onnx_ptq
-
-        return onnx_ptq.ort_dynamic_int8(src, _probe(ctx), out, per_channel=cfg.per_channel,
-                                         opset_fix=cfg.opset_fix, name="model")
+    function = "onnx_ptq.ort_dynamic_int8"
+    options = ("per_channel", "opset_fix")
 
 
 @register("onnx-float16")
@@ -88,28 +104,18 @@ class OnnxFloat16(_FileStep):
 
     config = configs.OnnxFloat16
     produces = {"precision": "float16", "format": "onnx"}
-
-    def quantize(self, ctx, cfg, src, out):
-        from edgeopt.techniques import onnx_ptq
-
-        return onnx_ptq.onnx_float16(src, _probe(ctx), out, name="model")
+    function = "onnx_ptq.onnx_float16"
 
 
 @register("nncf-int8")
-class NncfInt8(_FileStep):
+class NncfInt8(_MeasuredSettingsStep):
     """int8 OpenVINO IR quantized with NNCF."""
 
     config = configs.NncfInt8
     produces = {"precision": "int8", "format": "openvino"}
-
-    def quantize(self, ctx, cfg, src, out):
-        from edgeopt.techniques import onnx_ptq
-
-        calib = _calibration(ctx, cfg)
-        if cfg.settings == "measured":
-            return int8_settings_chooser()(src, calib, _validation(ctx, calib), out,
-                                           runtime="openvino", name="model")
-        return onnx_ptq.nncf_int8(src, calib, out, overflow_fix=cfg.overflow_fix, name="model")
+    function = "onnx_ptq.nncf_int8"
+    runtime = "openvino"
+    options = ("overflow_fix",)
 
 
 # ---------------------------------------------------------------- float .tflite
@@ -124,11 +130,7 @@ class TfliteDynamic(_TfliteStep):
 
     config = configs.TfliteDynamic
     produces = {"precision": "dynamic", "format": "tflite"}
-
-    def quantize(self, ctx, cfg, src, out):
-        from edgeopt.techniques import tflite_ptq
-
-        return tflite_ptq.tflite_dynamic(src, _probe(ctx), out, name="model")
+    function = "tflite_ptq.tflite_dynamic"
 
 
 @register("tflite-float16")
@@ -137,11 +139,7 @@ class TfliteFloat16(_TfliteStep):
 
     config = configs.TfliteFloat16
     produces = {"precision": "float16", "format": "tflite"}
-
-    def quantize(self, ctx, cfg, src, out):
-        from edgeopt.techniques import tflite_ptq
-
-        return tflite_ptq.tflite_float16(src, _probe(ctx), out, name="model")
+    function = "tflite_ptq.tflite_float16"
 
 
 @register("tflite-int8")
@@ -150,12 +148,9 @@ class TfliteInt8(_TfliteStep):
 
     config = configs.TfliteInt8
     produces = {"precision": "int8", "format": "tflite"}
-
-    def quantize(self, ctx, cfg, src, out):
-        from edgeopt.techniques import tflite_ptq
-
-        return tflite_ptq.tflite_int8(src, _calibration(ctx, cfg), out, per_channel=cfg.per_channel,
-                                      int8_io=cfg.int8_io, name="model")
+    function = "tflite_ptq.tflite_int8"
+    data = "calibration"
+    options = ("per_channel", "int8_io")
 
 
 @register("tflite-int16x8")
@@ -164,12 +159,9 @@ class TfliteInt16x8(_TfliteStep):
 
     config = configs.TfliteInt16x8
     produces = {"precision": "int16x8", "format": "tflite"}
-
-    def quantize(self, ctx, cfg, src, out):
-        from edgeopt.techniques import tflite_ptq
-
-        return tflite_ptq.tflite_int16x8(src, _calibration(ctx, cfg), out, per_channel=cfg.per_channel,
-                                         name="model")
+    function = "tflite_ptq.tflite_int16x8"
+    data = "calibration"
+    options = ("per_channel",)
 
 
 @register("tflite-int4")
@@ -178,11 +170,7 @@ class TfliteInt4(_TfliteStep):
 
     config = configs.TfliteInt4
     produces = {"precision": "int4", "format": "tflite"}
-
-    def quantize(self, ctx, cfg, src, out):
-        from edgeopt.techniques import tflite_ptq
-
-        return tflite_ptq.tflite_int4(src, _probe(ctx), out, name="model")
+    function = "tflite_ptq.tflite_int4"
 
 
 @register("tflite-mixed")

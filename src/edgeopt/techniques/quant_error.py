@@ -110,12 +110,11 @@ def _activation_outputs(model: bytes) -> list[tuple[str, str, str]]:
 
 def _matched_by_name(float_tflite: bytes, quant_tflite: bytes, x: np.ndarray) -> list[dict]:
     from edgeopt.core.tflite import tflite_op_details
-    from edgeopt.techniques.calibration import activation_tensors, preserving_interpreter, run_batch
+    from edgeopt.techniques.calibration import activation_tensors, batch_size, preserving_interpreter, run_batch
 
     fl = preserving_interpreter(float_tflite)
     qu = preserving_interpreter(quant_tflite)
-    if fl.get_input_details()[0]["shape_signature"][0] != -1:  # static batch (1): cannot resize
-        x = x[: int(fl.get_input_details()[0]["shape"][0])]
+    x = x[: batch_size(fl.get_input_details()[0], len(x))]
     run_batch(fl, fl.get_input_details()[0], x)
     run_batch(qu, qu.get_input_details()[0], x)
     float_by_name = activation_tensors(fl, float_tflite)

@@ -401,7 +401,8 @@ def fit_to_model(ds: Dataset, model=None, task: str | None = None, output: str |
     outs = list(getattr(model, "outputs", []) or [])
     names = [o.name for o in outs]
     ys = ds.y_eval.as_list() if isinstance(ds.y_eval, NamedArrays) else [ds.y_eval]
-    if len(ys) == 1 and outs and output is not None:
+    label_free = len(ys) == 1 and ys[0].ndim == 2 and ys[0].shape[1] == 0  # --task fidelity: no label columns
+    if len(ys) == 1 and outs and (output is not None or label_free):
         targets = [resolve_output(names, output)]  # a wrong --output is refused for one output too
     elif outs and len(ys) != len(outs):
         raise UserError(f"the model has {len(outs)} outputs but the data has {len(ys)} label arrays; give "

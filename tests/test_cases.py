@@ -97,6 +97,65 @@ def test_case10_float_overflow_is_refused_with_counts_and_layer(tmp_path):
     assert UserError.exit_code == 2
 
 
+def test_case10_count_is_over_all_the_data_and_says_what_was_counted(tmp_path, capsys):
+    """Every split is checked (not only eval): N of M counts every sample of --data, named."""
+    from edgeopt.cli import main
+    from edgeopt.model_io import load_keras
+
+    case = _case("10_inf_during_calibration", tmp_path / "case")
+    d = np.load(case / "data.npz")
+    bad = int((~np.isfinite(load_keras(case / "model.keras").predict(d["x"], verbose=0))).any(axis=1).sum())
+    data = str(case / "data.npz")
+    assert main(["compare", str(case / "model.keras"), "-d", data, "--runtimes", "litert",
+                 "--precisions", "float32"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        f"error: the float model gives NaN/inf on {bad} of {len(d['x'])} samples of --data {data} "
+        f"(train, validation and eval splits) (first at layer d2)"), err
+
+
+def test_case05_key_hint_names_the_keys_that_fit_in_input_order(tmp_path):
+    """The .npz holds x (= x_img), x_img, x_vec and y; the model's inputs are image (8,8,1) and
+    features (5,): the hint names x_img,x_vec (shape, then name), and those keys work."""
+    from edgeopt import api
+    from edgeopt.data import load_data
+    from edgeopt.model_io import load_model
+
+    case = _case("05_multi_input", tmp_path / "case")
+    model = load_model(case / "model.keras")
+    with pytest.raises(UserError) as err:
+        load_data(case / "data.npz", model=model)
+    assert "--x-key x_img,x_vec " in str(err.value) and "\n" not in str(err.value), str(err.value)
+    result = api.compare(case / "model.keras", case / "data.npz", x_key="x_img,x_vec", runtimes="litert,onnxruntime",
+                         precisions="float32,int8", runs=3)
+    keras_model = model.keras
+    _, ds, _ = api.prepare(case / "model.keras", case / "data.npz", x_key="x_img,x_vec")
+    want = float((keras_model.predict(ds.x_eval.as_list(), verbose=0).argmax(1) == ds.y_eval).mean())
+    for row in result.rows:
+        assert row.ok, (row.runtime, row.precision, row.reason)
+        assert row.accuracy == (want if row.precision == "float32" else pytest.approx(want, abs=0.05))
+
+
+def test_key_hint_matches_inputs_by_shape_then_name_for_any_multi_input_npz(tmp_path):
+    """The kind: keys in another order and under other names; the hint follows the model's input
+    order, and an input no key fits gives the generic hint, never a wrong one."""
+    from edgeopt.data import read_arrays
+
+    arrays = {"labels": np.zeros(4), "seq_b": np.zeros((4, 7, 2)), "meta_vector": np.zeros((4, 3)),
+              "seq_a": np.zeros((4, 7, 2))}
+    np.savez(tmp_path / "d.npz", **arrays)
+    names, shapes = ["vector", "seq_a", "seq_b"], [(3,), (None, 2), (7, 2)]
+    with pytest.raises(UserError) as err:
+        read_arrays(tmp_path / "d.npz", y_keys=["labels"], input_names=names, input_shapes=shapes)
+    assert "--x-key meta_vector,seq_a,seq_b " in str(err.value), str(err.value)
+    with pytest.raises(UserError) as err:
+        read_arrays(tmp_path / "d.npz", y_keys=["labels"], input_names=names, input_shapes=[(4,), (7, 2), (7, 2)])
+    assert "--x-key a,b " in str(err.value), str(err.value)
+    x, _, _ = read_arrays(tmp_path / "d.npz", x_keys=["meta_vector", "seq_a", "seq_b"], y_keys=["labels"],
+                          input_names=names, input_shapes=shapes)
+    assert x.names == names and x["vector"].shape == (4, 3)
+
+
 def test_case12_variable_length_converts_with_the_data_length(tmp_path):
     from edgeopt.convert import keras_to_tflite, static_input_shapes
     from edgeopt.measure.graph import profile_path

@@ -39,9 +39,9 @@ def test_keras_input_fills_every_runtime_and_precision(keras_rows, digits):
             assert r.max_abs_diff > 1e-4  # quantized: not bit-identical to the float model
 
 
-def test_tflm_fp16_row_says_why(keras_rows):
+def test_tflm_fp16_row_is_not_applicable_and_says_why(keras_rows):
     row = _row(keras_rows, "tflm", "float16")
-    assert row.status == "unsupported" and "DEQUANTIZE" in row.reason
+    assert row.status == "n/a" and "no float16 kernels" in row.reason and "DEQUANTIZE" in row.reason
 
 
 def test_int8_rows_record_cpu_dependent_settings(keras_rows):
@@ -68,7 +68,7 @@ def test_fastest_and_views(keras_rows):
     console = Console(width=200, record=True)
     console.print(render_table(keras_rows))
     text = console.export_text()
-    assert "unsupported" in text and "tflm float16:" in text
+    assert "n/a" in text and "tflm float16: not applicable: TFLite Micro has no float16 kernels" in text
 
 
 def test_missing_runtime_gives_a_row_with_reason(monkeypatch, digits, digits_cnn_path):
@@ -86,7 +86,7 @@ def test_tflite_input_gives_litert_and_tflm_rows(digits, digits_cnn_tflite):
     assert _row(rows, "tflm", "float32").ok
     for r in rows:
         if r.runtime in ("onnxruntime", "openvino"):
-            assert r.status == "unsupported" and "Keras model" in r.reason
+            assert r.status == "n/a" and "Keras model" in r.reason
     int8 = _row(rows, "litert", "int8")  # made from the float .tflite by ai-edge-quantizer
     assert int8.ok and int8.settings["quantizer"] == "ai-edge-quantizer", int8.reason
     assert int8.accuracy >= lit.accuracy - 0.02 and int8.size_bytes < lit.size_bytes
@@ -100,7 +100,8 @@ def test_onnx_input_gives_ort_and_openvino_rows(digits, tmp_path, digits_cnn_pat
     rows = compare(onnx_path, digits, precisions=["float32", "int8"], **FAST)
     assert all(r.ok for r in rows if r.runtime in ("onnxruntime", "openvino"))
     lit = _row(rows, "litert", "float32")
-    assert lit.status == "unsupported" and "onnx" in lit.reason.lower()
+    assert lit.status == "n/a" and "onnx" in lit.reason.lower()
+    assert _row(rows, "tflm", "float32").status == "n/a"  # no .tflite from an .onnx: not a failure
 
 
 def test_cli_compare_json_and_out(tmp_path, digits_cnn_path):
@@ -166,3 +167,86 @@ def test_a_registered_runtime_shows_up_in_compare(monkeypatch, digits, digits_cn
     assert echo.ok and echo.runtime_version == "0.1" and echo.p50_ms > 0
     assert echo.accuracy == lit.accuracy and echo.top1_agreement == 1.0
     assert registry.runtimes_for(digits_cnn_tflite) == ["litert", "tflm", "echo"]
+
+
+def _corpus_files(name: str, folder, keys: dict[str, str] | None = None, samples: int = 48):
+    """A corpus model saved as model.keras and ``samples`` rows of data.npz, labels made from the
+    model's own outputs; ``keys`` renames .npz keys (input/output name -> key)."""
+    import numpy as np
+
+    import model_corpus as mc
+
+    model, x, _ = mc.build(name)
+    rng = np.random.default_rng(1)
+    xs = {k: rng.normal(size=(samples,) + v.shape[1:]).astype(np.float32) for k, v in x.items()}
+    out = dict(zip(model.output_names, model.predict([xs[k] for k in xs], verbose=0)))
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save(folder / "model.keras")
+    arrays = {**xs, "flag": (out["flag"][:, 0] > 0.5).astype(np.int64),
+              "pos": out["pos"] + rng.normal(scale=0.1, size=out["pos"].shape).astype(np.float32)}
+    np.savez(folder / "data.npz", **{(keys or {}).get(k, k): v for k, v in arrays.items()})
+    return model
+
+
+@pytest.mark.slow
+def test_two_inputs_two_outputs_compare_against_keras(tmp_path):
+    """Two inputs (under other .npz keys, given with --x-key) and two outputs (--output pos, a
+    regression): every runtime's float32 row scores what Keras scores, computed here."""
+    import numpy as np
+
+    from edgeopt import api
+    from edgeopt.cli import main
+
+    folder = tmp_path / "m"
+    model = _corpus_files("two_in_two_out", folder, keys={"a": "first", "b": "second"})
+    path, data = folder / "model.keras", folder / "data.npz"
+    code = main(["compare", str(path), "-d", str(data), "--x-key", "first,second", "--output", "pos",
+                 "--precisions", "float32,int8", "--runs", "3", "--json", "--out", str(tmp_path / "cmp")])
+    assert code == 0
+    rows = json.loads((tmp_path / "cmp" / "compare.json").read_text())["rows"]
+    _, ds, _ = api.prepare(path, data, x_key="first,second", output="pos")
+    flag, pos = model.predict(ds.x_eval.as_list(), verbose=0)
+    want_mae = float(np.abs(pos - ds.y_eval["pos"]).mean())
+    want_flag = float(((flag[:, 0] > 0.5) == ds.y_eval["flag"]).mean())
+    assert [(r["runtime"], r["precision"]) for r in rows] == [
+        (rt, p) for rt in ("litert", "onnxruntime", "openvino", "tflm") for p in ("float32", "int8")]
+    for r in rows:
+        assert r["status"] == "ok", (r["runtime"], r["precision"], r["reason"])
+        assert r["metric"] == "mae" and r["metrics"]["output"] == "pos"
+        assert set(r["metrics"]["per_output"]) == {"flag", "pos"}
+        if r["precision"] == "float32":
+            assert r["score"] == pytest.approx(want_mae, abs=1e-4), r["runtime"]
+            assert r["metrics"]["per_output"]["flag"]["accuracy"] == want_flag, r["runtime"]
+            assert r["max_abs_diff"] < 1e-4, r["runtime"]
+        else:
+            assert r["max_abs_diff"] > 1e-6 and r["score"] == pytest.approx(want_mae, abs=0.1), r["runtime"]
+
+
+@pytest.mark.slow
+def test_tflm_tells_not_applicable_from_failed(tmp_path):
+    """GELU has no TFLite Micro kernel: float32 and int8 rows fail with TFLM's whole reason; float16
+    and dynamic .tflite are formats TFLM does not take: not applicable."""
+    import numpy as np
+
+    import model_corpus as mc
+
+    model, x, task = mc.build("layernorm_gelu_mlp")
+    model.save(tmp_path / "model.keras")
+    np.savez(tmp_path / "data.npz", x=np.concatenate([x] * 3), y=np.concatenate([task.y] * 3))
+    from edgeopt.api import prepare
+
+    loaded, ds, _ = prepare(tmp_path / "model.keras", tmp_path / "data.npz")
+    rows = compare(loaded, ds, runtimes=["tflm"], precisions=["float32", "float16", "int8", "dynamic"], **FAST)
+    by = {r.precision.value: r for r in rows}
+    for p in ("float32", "int8"):
+        assert by[p].status == "failed" and by[p].reason.endswith("Didn't find op for builtin opcode 'GELU'"), \
+            by[p].reason
+    assert by["float16"].status == "n/a" and by["float16"].reason.startswith("TFLite Micro has no float16 kernels")
+    assert by["dynamic"].status == "n/a" and "dynamic-range" in by["dynamic"].reason
+    from rich.console import Console
+
+    console = Console(width=400, record=True)
+    console.print(render_table(rows))
+    text = console.export_text()
+    assert "tflm float32: failed: TFLite Micro cannot load float32.tflite" in text
+    assert "tflm dynamic: not applicable: " in text

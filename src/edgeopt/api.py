@@ -95,8 +95,24 @@ def prepare(model, data, *, unsafe: bool = False, input_shape=None, check_numeri
     if check_numerics and m.kind == "keras":
         from edgeopt.numerics import check_finite
 
-        check_finite(m.keras, _keras_feed(ds.x_eval))
+        x, source = checked_samples(ds, data, data_kwargs)
+        check_finite(m.keras, _keras_feed(x), source=source)
     return m, ds, warnings
+
+
+def checked_samples(ds: Dataset, data, roles: dict) -> tuple:
+    """Every sample the float model is checked on (the train, validation and eval splits, and the
+    --calib-data file), concatenated, and what they are, for ``numerics.check_finite``'s message."""
+    from edgeopt.core.arrays import concat_outputs
+
+    parts = [("train", ds.x_train), ("validation", ds.x_val), ("eval", ds.x_eval), ("calibration", ds.x_calib)]
+    parts = [(name, x) for name, x in parts if x is not None and len(x)]
+    files = [f"--{k.replace('_', '-')} {roles[k]}" for k in ROLE_KEYWORDS if roles.get(k) is not None]
+    given = ([f"--data {data}"] if isinstance(data, (str, Path)) else
+             [f"data {ds.name}"] if data is not None else []) + files
+    names = [n for n, _ in parts]
+    splits = ", ".join(names[:-1]) + (" and " if len(names) > 1 else "") + names[-1]
+    return concat_outputs([x for _, x in parts]), f"{', '.join(given)} ({splits} split{'s' if len(names) > 1 else ''})"
 
 
 def parse_shape_option(value):
@@ -348,7 +364,8 @@ def optimize(model, data, *, recipes: list | None = None, recipe_file: str | Pat
 def compare(model, data, *, runtimes: list[str] | str | None = None,
             precisions: list[str] | str = ("float32", "float16", "int8"), threads: int = 1, runs: int = 100,
             batch: int = 32, calibration: int = 300, out: str | Path | None = None,
-            progress: "Progress | None" = None, **data_kwargs) -> "CompareResult":
+            progress: "Progress | None" = None, input_shape=None, output: str | int | None = None,
+            **data_kwargs) -> "CompareResult":
     """``model`` (.keras/.h5/SavedModel, .onnx or .tflite path) in every runtime at every precision.
 
     ``runtimes``: registry names or a comma-separated string (default: every registered runtime);
@@ -356,8 +373,11 @@ def compare(model, data, *, runtimes: list[str] | str | None = None,
     comma-separated. Each row is measured on its own artifact: batch-1 latency over ``runs`` runs,
     throughput at ``batch``, size, accuracy and agreement with the float model; int8 is calibrated on
     ``calibration`` training samples. ``out``: keep the artifacts and compare.json there (else a
-    temporary folder). ``progress(row name, done, total)``. Raises UserError for an unknown runtime or
-    precision, a missing model or data that does not fit the model (checked before measuring)."""
+    temporary folder). ``progress(row name, done, total)``. The data flags are optimize's:
+    ``data_kwargs`` (``x_key``, e.g. "a,b" for several inputs, ``y_key``, ``task``...) go to
+    ``prepare``; ``input_shape`` (``--input-shape``) fixes open axes; ``output`` (``--output``) is
+    the scored output of several. Raises UserError for an unknown runtime or precision, a missing
+    model or data that does not fit the model (checked before measuring)."""
     from edgeopt.compare import compare as compare_rows, fastest, parse_compare_precisions
     from edgeopt.measure.env import environment
     from edgeopt.results import CompareResult
@@ -379,9 +399,10 @@ def compare(model, data, *, runtimes: list[str] | str | None = None,
         from edgeopt.fsutil import ensure_writable_dir
 
         ensure_writable_dir(Path(out))
-    if isinstance(data, (str, Path)) and Path(model).suffix in (".keras", ".h5", ".tflite", ".onnx"):
-        data_kwargs.setdefault("model", load_model(model))  # inputs matched by name, task inferred
-    ds = _as_data(data, **data_kwargs)
+    given_shape = parse_shape_option(input_shape)
+    if output is not None:
+        data_kwargs["output"] = output
+    m, ds, _ = prepare(model, data, input_shape=given_shape, **data_kwargs)  # inputs matched by name, task inferred
     total = len(names) * len(precs)
     done = []
 
@@ -392,8 +413,8 @@ def compare(model, data, *, runtimes: list[str] | str | None = None,
 
     if progress:
         progress(f"{names[0]} {precs[0].value}", 0, total)
-    rows = compare_rows(model, ds, names, precs, threads=threads, runs=runs, batch=batch, out_dir=out,
-                        calibration=calibration, progress=each_row)
+    rows = compare_rows(m, ds, names, precs, threads=threads, runs=runs, batch=batch, out_dir=out,
+                        calibration=calibration, progress=each_row, input_shape=given_shape, output=output)
     result = CompareResult(str(model), ds.summary(), threads, runs, rows, fastest(rows), environment(),
                            Path(out) if out is not None else None)
     if out is not None:
@@ -507,12 +528,15 @@ def explain(run_dir: str | Path, variant: str) -> "Variant":
 
 def export(source: str | Path, *, out: str | Path, variant: str | None = None, target: str = "arduino",
            name: str | None = None, data=None, npu: str = "ethos-u55-128",
-           progress: "Progress | None" = None) -> "ExportResult":
+           progress: "Progress | None" = None, input_shape=None, **data_kwargs) -> "ExportResult":
     """Write the deploy bundle of a .tflite/.onnx file or of a run directory's ``variant`` to ``out``:
     ``target`` arduino | zephyr | linux-litert | onnx | openvino | ethos-u (``npu``: the Ethos-U
     target). The bundle's sample input is the first eval sample of ``data`` (a dataset name, path or
-    Dataset), else zeros. Raises UserError for an unknown target, variant or file, or a model the
-    target cannot run (nothing is left half-written)."""
+    Dataset), else zeros; ``data_kwargs`` are optimize's input flags (``x_key``, e.g. "a,b" for one
+    .npz key per input; labels are not read), the inputs matched to the artifact's by name.
+    ``input_shape`` (``--input-shape``) must be the artifact's own (its shapes were fixed at
+    conversion). Raises UserError for an unknown target, variant or file, or a model the target
+    cannot run (nothing is left half-written)."""
     from edgeopt.export.bundles import check_target, export_bundle
     from edgeopt.results import ExportResult
 
@@ -544,14 +568,44 @@ def export(source: str | Path, *, out: str | Path, variant: str | None = None, t
     elif not source.exists():
         raise UserError(f"not found: {source}")
     sample, origin = None, "zeros"
+    if input_shape is not None:
+        _check_artifact_shape(artifact, parse_shape_option(input_shape))
     if data is not None:
-        sample, origin = _as_data(data).x_eval[0], f"first eval sample of {getattr(data, 'name', data)}"
+        sample, origin = _export_sample(artifact, data, data_kwargs), f"first eval sample of {getattr(data, 'name', data)}"
     if progress:
         progress(f"exporting {target}", 0, 1)
     files = export_bundle(artifact, target, out, name, sample=sample, npu=npu)
     if progress:
         progress(f"exported {target}", 1, 1)
     return ExportResult(artifact, target, Path(out), name or artifact.stem, files, origin)
+
+
+def _export_sample(artifact: Path, data, data_kwargs: dict):
+    """The first eval sample of ``data`` for ``artifact``: an array (batch axis 1 dropped), or
+    NamedArrays of one sample per input for several inputs (.npz keys matched to the inputs)."""
+    if not isinstance(data, Dataset) and artifact.suffix in (".tflite", ".onnx"):
+        data_kwargs.setdefault("model", load_model(artifact))
+        data_kwargs.setdefault("task", "fidelity")  # inputs only: labels need not match the outputs
+    x = _as_data(data, **{k: v for k, v in data_kwargs.items() if v is not None}).x_eval
+    return x[:1] if hasattr(x, "as_list") else x[0]
+
+
+def _check_artifact_shape(artifact: Path, given) -> None:
+    """UserError unless ``given`` (``--input-shape``) is the shape the artifact takes."""
+    m = load_model(artifact) if artifact.suffix in (".tflite", ".onnx") else None
+    if m is None:
+        return
+    have = {i.name: tuple(i.shape) for i in m.inputs} if len(m.inputs) > 1 else {"": tuple(m.input_shape)}
+    want = {k: tuple(v) for k, v in given.items()} if isinstance(given, dict) else {"": tuple(given)}
+    if len(want) != len(have) or any(not _shape_fits(v, have.get(k, next(iter(have.values()))))
+                                     for k, v in want.items()):
+        shown = "; ".join(f"{k + ':' if k else ''}{','.join(map(str, v))}" for k, v in have.items())
+        raise UserError(f"--input-shape does not match {artifact.name}, whose input shapes were fixed at "
+                        f"conversion ({shown}); give that shape, or re-run optimize with --input-shape")
+
+
+def _shape_fits(given: tuple, have: tuple) -> bool:
+    return len(given) == len(have) and all(h in (None, -1) or g == h for g, h in zip(given, have))
 
 
 def report(run_dir: str | Path, out: str | Path | None = None, *, devices_file: str | Path | None = None,

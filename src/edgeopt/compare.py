@@ -9,7 +9,17 @@ Keras model, or by ``techniques.tflite_ptq`` from a float .tflite; ONNX Runtime 
 by ``techniques.onnx_ptq``. Every artifact is loaded and run once before it is measured: one its
 runtime cannot run is a "failed" row with the runtime's whole message. A
 runtime that is missing, or cannot run a model, gives a row with a ``status`` and a ``reason``
-instead of an exception.
+instead of an exception: "unavailable" (the runtime is not installed), "n/a" (not applicable: a
+format or precision the runtime does not take, e.g. TFLite Micro and a float16 or dynamic-range
+.tflite, or any .tflite row of an .onnx input) or "failed" (the runtime should run it and did not:
+an op it lacks, an arena that does not fit, a crash; the whole reason, never cut).
+
+Several inputs (data as ``NamedArrays``, one array per input) are fed to every runtime by name
+(``core.arrays.match_inputs``); the ONNX and OpenVINO artifacts of such a model are made with the
+same ONNX Runtime / NNCF calls as ``techniques.onnx_ptq`` (``export.onnx``, ``export.openvino``),
+which take one array per input. Several outputs are each scored (``Row.metrics["per_output"]``),
+the headline on ``output`` (``--output``; default the first labelled), and ``max_abs_diff`` is
+the largest difference over every output.
 """
 from __future__ import annotations
 
@@ -41,7 +51,7 @@ LITERT_STEPS = {Precision.FLOAT32: "float32", Precision.FLOAT16: "float16", Prec
 class Row:
     runtime: str
     precision: Precision
-    status: str = "ok"  # ok | unavailable | unsupported | failed
+    status: str = "ok"  # ok | unavailable | n/a (not applicable) | failed
     reason: str = ""
     runtime_version: str = ""
     artifact: str = ""
@@ -53,6 +63,9 @@ class Row:
     ips_batch: float | None = None
     batch: int = 32
     accuracy: float | None = None
+    metric: str = ""  # the headline metric's name (top-1 accuracy, accuracy, mae...)
+    score: float | None = None  # its value (accuracy is a fraction; mae in target units)
+    metrics: dict = field(default_factory=dict)  # every task metric (per_output for several outputs)
     top1_agreement: float | None = None
     max_abs_diff: float | None = None
     arena_bytes: int | None = None  # TFLM only: the microcontroller tensor arena
@@ -80,10 +93,11 @@ class Artifacts:
     why one could not be built. .tflite artifacts are shared by LiteRT and TFLM."""
 
     def __init__(self, loaded, dataset, workdir: Path, calibration: int, cpu_flags: list[str],
-                 int8_settings: str = "rule"):
+                 int8_settings: str = "rule", input_shape=None):
         self.model_path, self.kind, self.dataset = Path(loaded.path), loaded.kind, dataset
         self.workdir, self.calibration_n, self.cpu_flags = workdir, calibration, cpu_flags
-        self.int8_settings = int8_settings
+        self.int8_settings, self.input_shape = int8_settings, input_shape
+        self.several_inputs = hasattr(dataset.x_eval, "as_list")
         self._built: dict[tuple[str, str], tuple[Path, dict] | Exception] = {}
         self._loaded = loaded
         self._fixed_keras = None  # (Keras model with the int8 step's weight fixes, their names)
@@ -104,8 +118,10 @@ class Artifacts:
             dst = self.workdir / f"{precision.value}{suffix}"
             try:
                 details = getattr(self, BUILDERS[suffix])(precision, dst) or {}
-                reason = check_artifact(dst, self.dataset.x_eval[:1])
-                if reason:  # loaded and run once before anything measures it
+                # loaded and run once before anything measures it; several inputs: the runtime
+                # session feeds them by name when the row is measured (a failure there is "failed")
+                reason = None if self.several_inputs else check_artifact(dst, self.dataset.x_eval[:1])
+                if reason:
                     raise ArtifactCheckFailed(reason)
                 self._built[key] = (dst, details)
             except Exception as e:  # remembered: a second runtime on this format gets the same reason
@@ -127,8 +143,10 @@ class Artifacts:
         name = LITERT_STEPS[precision]
         work = self.workdir / f"step-{name}"
         work.mkdir(parents=True, exist_ok=True)
-        ctx = StepContext(dataset=self.dataset, work_dir=work, log=lambda msg: None,
-                          options={"calibration_samples": self.calibration_n})
+        options = {"calibration_samples": self.calibration_n}
+        if self.input_shape is not None:  # --input-shape for open axes (else the data's)
+            options["input_shape"] = self.input_shape
+        ctx = StepContext(dataset=self.dataset, work_dir=work, log=lambda msg: None, options=options)
         step = get_step(name)
         result = step.run(ctx, self.keras())
         weight_fixes = [f for f in (result.details.get("fixes") or {}).get("fixes", []) if f != "act_range"]
@@ -177,6 +195,8 @@ class Artifacts:
         fixed = {}
         if precision == Precision.INT8:
             fp32, fixed = self._int8_source_onnx(fp32)
+        if self.several_inputs:
+            return {**self._onnx_several_inputs(precision, fp32, dst), **fixed}
         if precision == Precision.INT8 and self.int8_settings == "measured":
             _, details = choose_int8_settings(fp32, self.calibration(), self.dataset.x_val, dst.parent,
                                               runtime="onnxruntime", cpu_flags=self.cpu_flags, name=dst.stem)
@@ -186,6 +206,22 @@ class Artifacts:
         else:
             _, details = make[precision](fp32, self.dataset.x_eval[:1], dst.parent, name=dst.stem)
         return {**details, **fixed}
+
+    def _onnx_several_inputs(self, precision: Precision, fp32: Path, dst: Path) -> dict:
+        """ONNX variants of a several-input model with the ONNX Runtime calls ``onnx_ptq`` makes
+        (its checks take one input array); int8 settings by the CPU-flag rule."""
+        from edgeopt.export import onnx as ox
+
+        if precision == Precision.FLOAT16:
+            ox.onnx_to_fp16(fp32, dst)
+            return {"precision": "float16", "converter": "onnxruntime.transformers.float16", "io": "float32"}
+        if precision == Precision.DYNAMIC:
+            return {"precision": "dynamic", "quantizer": "onnxruntime.quantization.quantize_dynamic",
+                    **ox.quantize_onnx_dynamic(fp32, dst)}
+        details = ox.quantize_onnx_static(fp32, dst, self.calibration(), self.cpu_flags)
+        note = {"int8_settings": "rule (measured settings take one input)"} if self.int8_settings == "measured" else {}
+        return {"precision": "int8", "quantizer": "onnxruntime.quantization.quantize_static", "format": "QDQ",
+                "calibration": {"method": "minmax", "samples": len(self.calibration())}, **details, **note}
 
     def _int8_source_onnx(self, fp32: Path) -> tuple[Path, dict]:
         """The float ONNX that ONNX Runtime/OpenVINO int8 quantize: for a Keras input whose int8
@@ -224,6 +260,12 @@ class Artifacts:
         from edgeopt.techniques.onnx_ptq import nncf_int8
 
         onnx_fp32, fixed = self._int8_source_onnx(self.get(".onnx", Precision.FLOAT32)[0])
+        if self.several_inputs:  # nncf_int8's checks take one input array: the same NNCF call here
+            from edgeopt.export.openvino import quantize_openvino
+
+            ir = ovx.onnx_to_openvino(onnx_fp32, dst.parent / "int8-source" / "float32.xml")
+            return {"precision": "int8", "quantizer": "nncf.quantize (OpenVINO)",
+                    **quantize_openvino(ir, dst, self.calibration(), self.cpu_flags), **fixed}
         if self.int8_settings == "measured":
             return {**choose_int8_settings(onnx_fp32, self.calibration(), self.dataset.x_val, dst.parent,
                                            runtime="openvino", cpu_flags=self.cpu_flags, name=dst.stem)[1],
@@ -233,7 +275,19 @@ class Artifacts:
 
 
 class Unsupported(Exception):
-    """This runtime/format cannot produce or run this precision (a row, not an error)."""
+    """This runtime/format does not take this precision or input format: a "n/a" (not applicable)
+    row, not an error."""
+
+
+NOT_APPLICABLE = "n/a"
+# .tflite precisions TFLite Micro has no kernels for (runtimes/tflm.py): its load error on them
+# means "not applicable"; on float32 or int8 it is a failure (an op it lacks, the arena, a crash).
+TFLM_NOT_FOR = {
+    Precision.FLOAT16: "TFLite Micro has no float16 kernels (a float16 .tflite keeps float16 weights "
+                       "behind DEQUANTIZE ops); deploy int8 or float32",
+    Precision.DYNAMIC: "TFLite Micro does not run dynamic-range (hybrid) models (int8 weights with float "
+                       "activations); deploy int8",
+}
 
 
 def tflite_precision(path: Path) -> Precision:
@@ -269,29 +323,67 @@ def reference_outputs(kind: str, x: np.ndarray, artifacts: Artifacts) -> np.ndar
 
 # ---------------------------------------------------------------- measuring one row
 
-def measure_row(row: Row, path: Path, dataset, reference: np.ndarray, threads: int, runs: int,
-                batch: int, seconds: float = 1.0) -> Row:
+def measure_row(row: Row, path: Path, dataset, reference, threads: int, runs: int,
+                batch: int, seconds: float = 1.0, output: str | int | None = None) -> Row:
+    """Load ``path`` in ``row.runtime``, score it on the eval split against the labels and the
+    float ``reference`` outputs (``score_row``), and time it at batch 1 and at ``batch``."""
+    from edgeopt.measure.bench import model_named
     from edgeopt.measure.latency import measure_latency, measure_throughput
     from edgeopt.runtimes.registry import get_runtime
 
     try:
         session = get_runtime(row.runtime).load(path, threads=threads)
     except UserError as e:  # the artifact exists but this runtime refuses it: say why, measured
-        raise Unsupported(str(e)) from None
-    pred = session.predict(dataset.x_eval)
+        if row.runtime == "tflm" and row.precision not in TFLM_NOT_FOR:
+            raise ArtifactCheckFailed(str(e)) from None  # TFLM runs float32/int8: this is a failure
+        raise Unsupported(f"{TFLM_NOT_FOR[row.precision]}; {e}" if row.runtime == "tflm" else str(e)) from None
+    pred = model_named(session.predict(dataset.x_eval), dataset)
     row.load_ms = session.load_seconds * 1000.0
     row.size_bytes = artifact_size(path)
     row.arena_bytes = getattr(session, "arena_bytes", None)  # TFLM measures its tensor arena
-    if dataset.task == "classification":
-        from edgeopt.core.metrics import task_metrics, top1_agreement
-
-        row.accuracy = task_metrics(pred, dataset.y_eval, dataset.task)["accuracy"]
-        row.top1_agreement = top1_agreement(pred, reference)
-    row.max_abs_diff = float(np.abs(pred.reshape(reference.shape) - reference).max())
+    score_row(row, pred, dataset, reference, output)
     lat = measure_latency(session, dataset.x_eval[:1], runs=runs, warmup=max(1, min(20, runs // 5)))
     row.p50_ms, row.p99_ms, row.ips_batch1 = lat.p50_ms, lat.p99_ms, lat.throughput_ips
     row.ips_batch = measure_throughput(session, dataset.x_eval, batch=batch, seconds=seconds)
     return row
+
+
+AGREEMENT_TASKS = ("classification", "binary", "fidelity")  # tasks where top-1 agreement means something
+
+
+def score_row(row: Row, pred, dataset, reference, output: str | int | None = None) -> Row:
+    """The row's task metrics (``measure.bench.score``: every labelled output, the headline on
+    ``output``), top-1 agreement with ``reference`` on the scored output (classification-like
+    tasks) and the largest absolute difference from it over every output."""
+    from edgeopt.core.metrics import fidelity, headline
+    from edgeopt.measure.bench import _chosen, model_named, score
+
+    reference = model_named(reference, dataset)
+    metrics = score(pred, dataset.y_eval, dataset, output_name=output, reference=reference)
+    row.metrics = {k: v for k, v in metrics.items() if not isinstance(v, np.ndarray)}
+    head = headline(metrics)
+    if head:
+        row.metric, row.score = metrics.get("metric") or head[0], head[1]
+    if "accuracy" in metrics:
+        row.accuracy = float(metrics["accuracy"])
+    if dataset.task in AGREEMENT_TASKS:
+        row.top1_agreement = fidelity(_chosen(pred, metrics), _chosen(reference, metrics),
+                                      getattr(dataset, "output_reading", "auto"))["top1_agreement"]
+    row.max_abs_diff = max_abs_diff(pred, reference)
+    return row
+
+
+def max_abs_diff(pred, reference) -> float:
+    """Largest |pred - reference| over every output (several outputs matched by name, else in order)."""
+    from edgeopt.core.arrays import as_arrays
+
+    p_names, p = as_arrays(pred)
+    r_names, r = as_arrays(reference)
+    if len(p) != len(r):
+        raise UserError(f"{len(p)} outputs cannot be compared with the float model's {len(r)}")
+    if set(p_names) == set(r_names) and len(set(r_names)) == len(r_names):
+        p = [p[p_names.index(n)] for n in r_names]
+    return max(float(np.abs(np.asarray(a, np.float64).reshape(b.shape) - b).max()) for a, b in zip(p, r))
 
 
 def artifact_size(path: Path) -> int:
@@ -302,13 +394,14 @@ def artifact_size(path: Path) -> int:
 
 # ---------------------------------------------------------------- the comparison
 
-def compare(model_path: str | Path, dataset, runtimes: list[str] | None = None,
+def compare(model_path, dataset, runtimes: list[str] | None = None,
             precisions: list[Precision | str] | tuple[Precision | str, ...] = DEFAULT_PRECISIONS,
             threads: int = 1,
             runs: int = 100, batch: int = 32, out_dir: str | Path | None = None,
             calibration: int = 300, throughput_seconds: float = 1.0, progress=None,
-            int8_settings: str = "rule") -> list[Row]:
-    """Every runtime x precision on ``model_path`` (.keras/.h5/SavedModel, .onnx or .tflite).
+            int8_settings: str = "rule", input_shape=None, output: str | int | None = None) -> list[Row]:
+    """Every runtime x precision on ``model_path`` (.keras/.h5/SavedModel, .onnx or .tflite, or a
+    ``LoadedModel`` already loaded, e.g. by ``api.prepare``).
 
     ``runtimes`` are registry names (default: every registered runtime); ``precisions`` are
     Precision values or aliases (fp32, int8-dynamic, ...). Artifacts go to ``out_dir`` (kept) or a
@@ -317,25 +410,28 @@ def compare(model_path: str | Path, dataset, runtimes: list[str] | None = None,
     ``progress`` is called with each finished Row. ``int8_settings``: "rule" (ONNX Runtime and
     OpenVINO int8 settings from the CPU flags) or "measured" (each candidate setting measured on
     the validation split, the choice recorded in the row's settings; rows report on the eval split).
+    ``input_shape``: one sample's shape for open axes (``--input-shape``; else the data's);
+    ``output``: the scored output of several (name or index; ``--output``).
     """
     from edgeopt.runtimes.cpu import cpu_info
     from edgeopt.runtimes.registry import RUNTIMES, get_runtime
 
-    model_path = Path(model_path)
+    loaded = model_path if hasattr(model_path, "kind") and hasattr(model_path, "path") else None
+    model_path = Path(loaded.path if loaded is not None else model_path)
     if not model_path.exists():
         raise UserError(f"model not found: {model_path}")
     runtimes = list(runtimes or RUNTIMES)
     precisions = parse_compare_precisions(precisions)
     if int8_settings not in INT8_SETTINGS:
         raise UserError(f"int8_settings {int8_settings!r}: choose from {', '.join(INT8_SETTINGS)}")
-    loaded = load_model_file(model_path)
+    loaded = loaded or load_model_file(model_path)
     cpu = cpu_info()
     tmp = None if out_dir else tempfile.mkdtemp(prefix="edgeopt-compare-")
     workdir = Path(out_dir or tmp)
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         _check_data(loaded, dataset)
-        artifacts = Artifacts(loaded, dataset, workdir, calibration, cpu["flags"], int8_settings)
+        artifacts = Artifacts(loaded, dataset, workdir, calibration, cpu["flags"], int8_settings, input_shape)
         reference = reference_outputs(loaded.kind, dataset.x_eval, artifacts)
         rows = []
         for name in runtimes:
@@ -348,7 +444,7 @@ def compare(model_path: str | Path, dataset, runtimes: list[str] | None = None,
                     row.status, row.reason = "unavailable", info.reason
                 else:
                     _fill_row(row, artifacts, dataset, reference, workdir,
-                              (threads, runs, batch, throughput_seconds))
+                              (threads, runs, batch, throughput_seconds, output))
                 rows.append(row)
                 if progress:
                     progress(row)
@@ -392,19 +488,20 @@ def _fill_row(row: Row, artifacts: Artifacts, dataset, reference, workdir, timin
         row.artifact = str(path.relative_to(workdir)) if path.is_relative_to(workdir) else str(path)
         measure_row(row, path, dataset, reference, *timing)
     except Unsupported as e:
-        row.status, row.reason = "unsupported", str(e)
+        row.status, row.reason = NOT_APPLICABLE, str(e)
     except (UserError, ArtifactCheckFailed) as e:  # the whole reason, never cut
         row.status, row.reason = "failed", str(e)
     except Exception as e:  # a runtime crashing on one model must not end the comparison
         row.status = "failed"
-        row.reason = f"{type(e).__name__}: {one_line(e)}"
+        row.reason = f"{type(e).__name__}: {one_line(e, limit=len(str(e)) + 1)}"  # whole, on one line
         row.settings = {**row.settings, "traceback": traceback.format_exc(limit=3)[-600:]}
 
 
 def _check_data(loaded, dataset) -> None:
     from edgeopt.data import check_against_model
 
-    check_against_model(dataset, loaded.input_shape, loaded.output_units)
+    want = {i.name: i.shape for i in loaded.inputs} if len(loaded.inputs) > 1 else loaded.input_shape
+    check_against_model(dataset, want, loaded.output_units)
 
 
 # ---------------------------------------------------------------- summaries and views
@@ -450,8 +547,8 @@ def render_table(rows: list[Row], title: str = "edgeopt compare"):
 
 
 def _note(r: Row) -> str:
-    if not r.ok:
-        return r.reason
+    if not r.ok:  # the whole reason: "failed: ..." or "not applicable: ..."
+        return f"{'not applicable' if r.status == NOT_APPLICABLE else r.status}: {r.reason}"
     parts = [r.settings.get("why") or r.settings.get("mode") or ""]
     if r.arena_bytes:
         parts.append(f"arena {fmt_bytes(r.arena_bytes)}")

@@ -191,7 +191,8 @@ def load_data(
     label_free = task == "fidelity" and Path(source).suffix == ".npz"  # scored against the float model
     x, y, classes = read_arrays(source, x_keys=x_keys, y_keys=None if label_free else y_keys,
                                 label_column=label_column, image_size=image_size, grayscale=grayscale,
-                                input_names=in_names, output_names=out_names)
+                                input_names=in_names, output_names=out_names,
+                                input_shapes=[tuple(i.shape) for i in getattr(model, "inputs", [])])
     if y is None:
         y = np.zeros((len(x), 0), np.float32)  # no labels: zero label columns
     x = reshape_inputs(x, reshape, Path(name).name)
@@ -221,8 +222,11 @@ def _only_one_input(in_names: list[str], what: str) -> None:
 
 def read_arrays(source: str | Path, *, x_keys: Sequence[str] = ("x",), y_keys: Sequence[str] | None = ("y",),
                 label_column: str | int = -1, image_size=None, grayscale=None,
-                input_names: Sequence[str] = (), output_names: Sequence[str] = ()):
+                input_names: Sequence[str] = (), output_names: Sequence[str] = (),
+                input_shapes: Sequence[tuple] = ()):
     """Inputs, labels and class names of one data file, unsplit: ``(x, y, class_names)``.
+    ``input_shapes``: one sample's shape per model input (None for open axes), for the key hint
+    when a .npz's keys do not name the inputs.
 
     ``x`` is an array, or ``NamedArrays`` keyed by the model's input names for several inputs;
     ``y`` likewise per output (or None when ``y_keys`` is None and the file has no labels)."""
@@ -235,7 +239,7 @@ def read_arrays(source: str | Path, *, x_keys: Sequence[str] = ("x",), y_keys: S
     if path.is_dir():
         return _image_folder(path, image_size, grayscale)
     if path.suffix == ".npz":
-        x, y = _npz(path, list(x_keys), y_keys, list(input_names), list(output_names))
+        x, y = _npz(path, list(x_keys), y_keys, list(input_names), list(output_names), list(input_shapes))
         return x, y, []
     if path.suffix == ".npy":
         return (*_npy_pair(path), [])
@@ -397,7 +401,8 @@ def fit_to_model(ds: Dataset, model=None, task: str | None = None, output: str |
     outs = list(getattr(model, "outputs", []) or [])
     names = [o.name for o in outs]
     ys = ds.y_eval.as_list() if isinstance(ds.y_eval, NamedArrays) else [ds.y_eval]
-    if len(ys) == 1 and outs and output is not None:
+    label_free = len(ys) == 1 and ys[0].ndim == 2 and ys[0].shape[1] == 0  # --task fidelity: no label columns
+    if len(ys) == 1 and outs and (output is not None or label_free):
         targets = [resolve_output(names, output)]  # a wrong --output is refused for one output too
     elif outs and len(ys) != len(outs):
         raise UserError(f"the model has {len(outs)} outputs but the data has {len(ys)} label arrays; give "
@@ -426,13 +431,15 @@ def fit_to_model(ds: Dataset, model=None, task: str | None = None, output: str |
 
 
 def _npz(path: Path, x_keys: list[str], y_keys: list[str] | None, input_names: list[str],
-         output_names: list[str]):
+         output_names: list[str], input_shapes: list[tuple] | None = None):
     """(x, y) from a .npz: one key per input (by the model's input names, or the given keys in
     input order) and one per output; y is None when ``y_keys`` is None."""
     try:
         with np.load(path, allow_pickle=False) as f:
             keys = list(f.keys())
-            xk = _pick_keys(keys, x_keys, input_names, "x", "inputs", "--x-key", path.name)
+            shapes = {k: tuple(f[k].shape[1:]) for k in keys} if len(input_names) > 1 else {}
+            hint = suggest_keys(shapes, input_names, input_shapes or [], exclude=set(y_keys or []))
+            xk = _pick_keys(keys, x_keys, input_names, "x", "inputs", "--x-key", path.name, hint=hint)
             yk = None if y_keys is None else _pick_keys(keys, y_keys, output_names, "y", "outputs", "--y-key",
                                                         path.name, allow_one=True)
             x = _named(f, xk, input_names)
@@ -450,7 +457,32 @@ def _named(f, keys: list[str], names: list[str]):
     return NamedArrays({(names[i] if i < len(names) else k): f[k] for i, k in enumerate(keys)})
 
 
-def _pick_keys(keys, given, names, default, what, flag, fname, allow_one=False) -> list[str]:
+def suggest_keys(shapes: dict[str, tuple], names: list[str], input_shapes: list[tuple],
+                 exclude: set[str] = frozenset()) -> list[str] | None:
+    """The .npz keys that fit a model's inputs, in input order, or None when there is no such
+    choice. ``shapes``: key -> one sample's shape; ``input_shapes``: one per input name (None
+    for open axes). Each input takes the key whose sample shape fits it; among several, the key
+    most like the input's name (``difflib`` ratio), so ``image``/``features`` get ``x_img``/``x_vec``
+    from keys x, x_img, x_vec, y. ``exclude``: label keys, never inputs."""
+    import difflib
+
+    if not names or len(input_shapes) != len(names):
+        return None
+    taken: list[str] = []
+    for name, want in zip(names, input_shapes):
+        fits = [k for k, got in shapes.items() if k not in exclude and k not in taken and _fits_shape(got, want)]
+        if not fits:
+            return None
+        taken.append(max(fits, key=lambda k: (difflib.SequenceMatcher(None, k.lower(), name.lower()).ratio(),
+                                              -list(shapes).index(k))))
+    return taken
+
+
+def _fits_shape(got: tuple, want: tuple) -> bool:
+    return len(got) == len(want) and all(w in (None, -1) or w == g for g, w in zip(got, want))
+
+
+def _pick_keys(keys, given, names, default, what, flag, fname, allow_one=False, hint=None) -> list[str]:
     """The .npz keys to read, in model order. ``given``: --x-key/--y-key (default ["x"]/["y"])."""
     explicit = list(given) != [default]
     want = len(names) or 1
@@ -469,9 +501,10 @@ def _pick_keys(keys, given, names, default, what, flag, fname, allow_one=False) 
     if want == 1 and len(names) == 1 and names[0] in keys:
         return [names[0]]
     if want > 1:
-        raise UserError(f"{fname} has keys {keys} but the model's {what} are {', '.join(names)}: name one key "
-                        f"per {what[:-1]} with {flag} {','.join(keys[:want]) if len(keys) >= want else 'a,b'} "
-                        f"(in {what[:-1]} order), or save the arrays under the {what[:-1]} names")
+        fix = (f"{flag} {','.join(hint)} (the keys whose arrays fit the {what}, in {what[:-1]} order)" if hint
+               else f"one key per {what[:-1]} with {flag} a,b (in {what[:-1]} order)")
+        raise UserError(f"{fname} has keys {keys} but the model's {what} are {', '.join(names)}: name {fix}, "
+                        f"or save the arrays under the {what[:-1]} names")
     if default == "y":
         raise UserError(f"{fname} has keys {keys} but no labels 'y': name the labels with --y-key, or score "
                         f"without labels against the float model with --task fidelity")

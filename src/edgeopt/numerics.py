@@ -28,22 +28,24 @@ CANDIDATE_PERCENTILES = (99.9, 99.99)  # percentile calibrations tried when veri
 
 # ---------------------------------------------------------------- NaN / inf in the float model
 
-def check_finite(keras_model, x: Any, *, batch_size: int = PREDICT_BATCH):
+def check_finite(keras_model, x: Any, *, batch_size: int = PREDICT_BATCH, source: str = ""):
     """Run ``keras_model`` on ``x`` and return its outputs if they are all finite.
 
     ``x``: an array (batch, ...) or, for several inputs, a list/dict of arrays. Returns the
     model's outputs (an array, or a list for several outputs) so callers can reuse them.
 
     Raises UserError "the float model gives NaN/inf on N of M samples (first at layer L)" when
-    some outputs are NaN/inf, and a UserError naming the samples when ``x`` itself is not finite.
+    some outputs are NaN/inf, and a UserError naming the samples when ``x`` itself is not finite;
+    ``source`` says what ``x`` is ("--data d.npz: train, validation and eval splits"), after "samples of".
     """
+    of = f" of {source}" if source else ""
     arrays = _as_list(x)
     n = len(arrays[0])
     bad_in = np.zeros(n, bool)
     for a in arrays:
         bad_in |= ~np.isfinite(np.asarray(a, np.float64).reshape(n, -1)).all(axis=1)
     if bad_in.any():
-        raise UserError(f"the data contains NaN/inf in {int(bad_in.sum())} of {n} samples "
+        raise UserError(f"the data contains NaN/inf in {int(bad_in.sum())} of {n} samples{of} "
                         f"(first: sample {int(np.argmax(bad_in))}); clean or drop them")
     out = keras_model.predict(x, batch_size=batch_size, verbose=0)
     bad = np.zeros(n, bool)
@@ -54,7 +56,7 @@ def check_finite(keras_model, x: Any, *, batch_size: int = PREDICT_BATCH):
     idx = np.flatnonzero(bad)
     layer = first_nonfinite_layer(keras_model, [np.asarray(a)[idx[:32]] for a in arrays])
     where = f" (first at layer {layer})" if layer else ""
-    raise UserError(f"the float model gives NaN/inf on {len(idx)} of {n} samples{where}; its float32 "
+    raise UserError(f"the float model gives NaN/inf on {len(idx)} of {n} samples{of}{where}; its float32 "
                     f"activations overflow on those inputs, so accuracy and int8 ranges would be "
                     f"meaningless: check the weights and scale the inputs")
 

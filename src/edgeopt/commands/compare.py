@@ -6,7 +6,8 @@ from typing import Optional
 
 import typer
 
-from edgeopt.commands.core import CALIB_HELP, DATA_HELP, EVAL_HELP, RESHAPE_HELP, TRAIN_HELP, role_kwargs
+from edgeopt.commands.core import (CALIB_HELP, DATA_HELP, EVAL_HELP, OUTPUT_HELP, RESHAPE_HELP, SHAPE_HELP, TASK_HELP,
+                                   TRAIN_HELP, _check_early, _data_kwargs, role_kwargs)
 
 
 def register(app: typer.Typer) -> None:
@@ -18,6 +19,12 @@ def register(app: typer.Typer) -> None:
         calib_data: Optional[Path] = typer.Option(None, "--calib-data", metavar="FILE", help=CALIB_HELP),
         eval_data: Optional[Path] = typer.Option(None, "--eval-data", metavar="FILE", help=EVAL_HELP),
         reshape: Optional[str] = typer.Option(None, "--reshape", metavar="SHAPE", help=RESHAPE_HELP),
+        x_key: str = typer.Option("x", metavar="KEY", help=".npz key(s) of the inputs (a,b for several, in input order)"),
+        y_key: str = typer.Option("y", metavar="KEY", help=".npz key(s) of the labels (a,b for several outputs)"),
+        label_column: str = typer.Option("-1", metavar="COLUMN", help="CSV label column (name or index)"),
+        input_shape: Optional[str] = typer.Option(None, "--input-shape", metavar="SHAPE", help=SHAPE_HELP),
+        task: Optional[str] = typer.Option(None, "--task", metavar="TASK", help=TASK_HELP),
+        output: Optional[str] = typer.Option(None, "--output", metavar="NAME", help=OUTPUT_HELP),
 
         runtimes: Optional[str] = typer.Option(None, metavar="NAMES",
                                                help="comma-separated runtimes (default: every registered "
@@ -39,11 +46,13 @@ def register(app: typer.Typer) -> None:
         from edgeopt import api
         from edgeopt.report.terminal import progress_bar
 
+        _check_early(input_shape, None, task)
+        roles = role_kwargs(train_data, calib_data, eval_data, reshape)
         with progress_bar(disable=json_out, noun="row") as (_, step):
             result = api.compare(model, data, runtimes=runtimes, precisions=precisions, threads=threads, runs=runs,
                                  batch=batch, calibration=calibration, out=out, progress=step,
-                                 **({"limit": limit} if limit is not None else {}),
-                                 **role_kwargs(train_data, calib_data, eval_data, reshape))
+                                 input_shape=input_shape, output=output,
+                                 **_data_kwargs(x_key, y_key, label_column, limit, task), **roles)
         if json_out:
             from edgeopt.cli import print_json
 

@@ -319,14 +319,18 @@ def register(app: typer.Typer) -> None:
         npu: str = typer.Option("ethos-u55-128", metavar="NPU",
                                 help="Ethos-U target for --target ethos-u (see hardware/npu.yaml)"),
         json_out: bool = typer.Option(False, "--json", help="print JSON only"),
+        x_key: str = typer.Option("x", metavar="KEY", help=".npz key(s) of the inputs (a,b for several, in input order)"),
+        input_shape: Optional[str] = typer.Option(None, "--input-shape", metavar="SHAPE",
+                                                  help="the model's input shape, checked against the artifact's"),
     ):
         """Deploy bundle of a model or run variant: MCU sketch, Zephyr app, Linux/ONNX/OpenVINO script, Ethos-U."""
         from edgeopt import api
         from edgeopt.report.terminal import spinner
 
+        _check_early(input_shape, None, None)
         with spinner(f"exporting for {target}", disable=json_out):
             result = api.export(source, out=out, variant=variant or variant_arg, target=target, name=name,
-                                data=data, npu=npu)
+                                data=data, npu=npu, input_shape=input_shape, x_key=x_key)
         if json_out:
             from edgeopt.cli import print_json
 

@@ -6,7 +6,9 @@ Targets:
 - ``zephyr``: a Zephyr application (CMakeLists.txt, prj.conf, src/main.cpp, src/NAME.h/.cc) using the
   tflite-micro module, laid out like Zephyr's samples/modules/tflite-micro/hello_world.
 - ``linux-litert``, ``onnx``, ``openvino``: the model, ``infer.py``, ``requirements.txt`` (exact versions
-  edgeopt ran with), ``io.json`` (input/output shapes, dtypes, quantization) and ``sample_input.npy``.
+  edgeopt ran with), ``io.json`` (input/output names, shapes, dtypes, quantization) and
+  ``sample_input.npy`` (``sample_input.npz``, one key per input name, for a model with several inputs).
+  Several inputs and outputs are fed and printed by name.
 - ``ethos-u``: the vela-compiled .tflite for one Ethos-U target with vela's summary (CSV and JSON).
 
 Everything is checked and built in a staging folder first; the output folder only receives complete files.
@@ -40,7 +42,8 @@ def export_bundle(artifact, target: str, out_dir, name: str | None = None, sampl
                   npu: str = "ethos-u55-128") -> list[Path]:
     """Write the TARGET bundle for ARTIFACT (.tflite; .onnx also for onnx/openvino) into OUT_DIR.
 
-    SAMPLE: one float input sample (None: zeros, said so in the bundle). NPU: the Ethos-U target
+    SAMPLE: one float input sample (None: zeros, said so in the bundle; NamedArrays or a dict of one
+    sample per input for a model with several inputs, Python targets only). NPU: the Ethos-U target
     (hardware/npu.yaml) for ``ethos-u``. Returns the written paths. Raises UserError for an unknown
     target, an artifact the target cannot take, or a model the target's toolchain rejects."""
     check_target(target)
@@ -169,10 +172,11 @@ def _ethos_u(artifact: Path, stage: Path, name: str, sample, npu: str, **_) -> N
 
 
 # --------------------------------------------------------------------------- Linux (Python runtimes)
-_INFER = '''"""Run {model} once with {runtime} and print its output as JSON.
+_INFER = '''"""Run {model} once with {runtime} and print its outputs as JSON.
 
-Usage: python infer.py [input.npy]   (default: sample_input.npy; float values, any shape with the
-model's element count; integer models are quantized with io.json's scale and zero point)
+Usage: python infer.py [input.npy | inputs.npz]   (default: {sample}; float values, any shape with
+the input's element count; a model with several inputs takes an .npz with one key per input name
+in io.json; integer models are quantized with io.json's scale and zero point)
 """
 import json
 import sys
@@ -196,11 +200,15 @@ def dequantize(y, spec):
     return y.astype(np.float32) if spec["scale"] is None else (y.astype(np.float32) - spec["zero_point"]) * spec["scale"]
 
 
-x = np.load(sys.argv[1] if len(sys.argv) > 1 else HERE / "sample_input.npy").astype(np.float32)
-x = quantize(x.reshape(io["input"]["shape"]), io["input"])
+path = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / "{sample}"
+data = np.load(path)
+arrays = [data[spec["name"]] for spec in io["inputs"]] if path.suffix == ".npz" else [data]
+xs = [quantize(a.astype(np.float32).reshape(spec["shape"]), spec) for a, spec in zip(arrays, io["inputs"])]
 {run}
-y = dequantize(y, io["output"]).reshape(-1)
-print(json.dumps({{"output": [float(v) for v in y], "argmax": int(np.argmax(y))}}))
+outputs = {{spec["name"]: dequantize(y, spec).reshape(-1) for y, spec in zip(ys, io["outputs"])}}
+y = next(iter(outputs.values()))
+print(json.dumps({{"output": [float(v) for v in y], "argmax": int(np.argmax(y)),
+                  "outputs": {{k: [float(v) for v in o] for k, o in outputs.items()}}}}))
 '''
 
 _RUN = {
@@ -208,17 +216,20 @@ _RUN = {
 
 interpreter = Interpreter(model_path=str(HERE / "model.tflite"))
 interpreter.allocate_tensors()
-interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+for detail, x in zip(interpreter.get_input_details(), xs):
+    interpreter.set_tensor(detail["index"], x)
 interpreter.invoke()
-y = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])""",
+ys = [interpreter.get_tensor(detail["index"]) for detail in interpreter.get_output_details()]""",
     "onnx": """import onnxruntime as ort
 
 session = ort.InferenceSession(str(HERE / "model.onnx"), providers=["CPUExecutionProvider"])
-y = session.run(None, {session.get_inputs()[0].name: x})[0]""",
+ys = session.run(None, {i.name: x for i, x in zip(session.get_inputs(), xs)})""",
     "openvino": """import openvino as ov
 
-compiled = ov.Core().compile_model(str(HERE / "model.xml"), "CPU")
-y = compiled(x)[compiled.output(0)]""",
+# f32 as edgeopt measured it: OpenVINO would otherwise run bf16 on CPUs with AMX
+compiled = ov.Core().compile_model(str(HERE / "model.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+result = compiled(xs)
+ys = [result[port] for port in compiled.outputs]""",
 }
 
 
@@ -226,39 +237,69 @@ def _python_bundle(artifact: Path, stage: Path, name: str, sample, target: str, 
     package, model_file = _PY_RUNTIME[target]
     io = _io_spec(artifact)
     {"linux-litert": _copy, "onnx": _to_onnx, "openvino": _to_openvino}[target](artifact, stage / model_file, io)
-    n = int(np.prod(io["input"]["shape"]))
-    x = np.zeros(n, np.float32) if sample is None else np.asarray(sample, np.float32).reshape(-1)
-    if x.size != n:
-        raise UserError(f"sample input has {x.size} values; the model's input {io['input']['shape']} needs {n}")
+    xs = _sample_inputs(sample, io["inputs"])
     io["sample_input"] = "zeros (no sample data was given to export)" if sample is None else "first data sample"
-    np.save(stage / "sample_input.npy", x.reshape(io["input"]["shape"]))
+    if len(xs) == 1:
+        sample_file = "sample_input.npy"
+        np.save(stage / sample_file, xs[0])
+    else:
+        sample_file = "sample_input.npz"
+        np.savez(stage / sample_file, **{spec["name"]: x for spec, x in zip(io["inputs"], xs)})
     (stage / "io.json").write_text(json.dumps(io, indent=2) + "\n")
     runtime = {"linux-litert": "LiteRT", "onnx": "ONNX Runtime", "openvino": "OpenVINO"}[target]
-    (stage / "infer.py").write_text(_INFER.format(model=model_file, runtime=runtime, run=_RUN[target]))
+    (stage / "infer.py").write_text(_INFER.format(model=model_file, runtime=runtime, run=_RUN[target],
+                                                  sample=sample_file))
     (stage / "requirements.txt").write_text(f"{package}=={version(package)}\nnumpy=={version('numpy')}\n")
 
 
+def _sample_inputs(sample, inputs: list[dict]) -> list[np.ndarray]:
+    """One float sample per input (in ``inputs`` order, shaped like it): zeros when ``sample`` is
+    None; several inputs matched by name, then by unique shape, then in order (``match_inputs``)."""
+    from edgeopt.core.arrays import TensorInfo, as_arrays, canonical_name, match_inputs
+
+    if sample is None:
+        return [np.zeros(spec["shape"], np.float32) for spec in inputs]
+    names, arrays = as_arrays(sample)
+    infos = [TensorInfo(spec["name"], (1,) + tuple(spec["shape"][1:]), "float32") for spec in inputs]
+    if len(inputs) > 1:
+        arrays = [a.reshape((1,) + a.shape[1:]) if a.ndim and a.shape[0] == 1 else a[None] for a in arrays]
+    order, _ = match_inputs([canonical_name(n) for n in names], arrays, infos)
+    out = []
+    for spec, k in zip(inputs, order):
+        x = np.asarray(arrays[k], np.float32).reshape(-1)
+        n = int(np.prod(spec["shape"]))
+        if x.size != n:
+            raise UserError(f"sample input has {x.size} values; the model's input {spec['name']} "
+                            f"{spec['shape']} needs {n}")
+        out.append(x.reshape(spec["shape"]))
+    return out
+
+
 def _io_spec(artifact: Path) -> dict:
-    def spec(shape, dtype, scale=None, zero_point=None) -> dict:
-        return {"shape": [int(d) for d in shape], "dtype": np.dtype(dtype).name,
+    """Every input and output (``inputs``/``outputs``: name, shape, dtype, quantization, in the
+    artifact's order) and the first of each as ``input``/``output``."""
+    def spec(name, shape, dtype, scale=None, zero_point=None) -> dict:
+        return {"name": name, "shape": [int(d) for d in shape], "dtype": np.dtype(dtype).name,
                 "scale": float(scale) if scale else None, "zero_point": int(zero_point) if scale else None}
 
     if artifact.suffix == ".tflite":
-        from edgeopt.export.c_array import tflite_io
+        from edgeopt.export.c_array import tflite_io_all
 
-        inp, out = tflite_io(artifact)
-        return {"input": spec(inp.shape, inp.dtype, inp.scale, inp.zero_point),
-                "output": spec(out.shape, out.dtype, out.scale, out.zero_point)}
-    import onnxruntime as ort
+        ins, outs = tflite_io_all(artifact)
+        inputs = [spec(n, t.shape, t.dtype, t.scale, t.zero_point) for n, t in ins]
+        outputs = [spec(n, t.shape, t.dtype, t.scale, t.zero_point) for n, t in outs]
+    else:
+        import onnxruntime as ort
 
-    s = ort.InferenceSession(str(artifact), providers=["CPUExecutionProvider"])
-    i, o = s.get_inputs()[0], s.get_outputs()[0]
-    dtype = {"tensor(float)": "float32", "tensor(int8)": "int8", "tensor(uint8)": "uint8"}
-    if i.type not in dtype or o.type not in dtype:
-        raise UserError(f"{artifact.name}: input/output types {i.type}/{o.type} are not handled by the bundle")
-    shape = [d if isinstance(d, int) else 1 for d in i.shape]  # a named (dynamic) batch axis runs at 1
-    return {"input": spec(shape, dtype[i.type]),
-            "output": spec([d if isinstance(d, int) else 1 for d in o.shape], dtype[o.type])}
+        s = ort.InferenceSession(str(artifact), providers=["CPUExecutionProvider"])
+        dtype = {"tensor(float)": "float32", "tensor(int8)": "int8", "tensor(uint8)": "uint8"}
+        bad = [t.type for t in s.get_inputs() + s.get_outputs() if t.type not in dtype]
+        if bad:
+            raise UserError(f"{artifact.name}: input/output types {', '.join(bad)} are not handled by the bundle")
+        # a named (dynamic) axis runs at 1
+        inputs = [spec(i.name, [d if isinstance(d, int) else 1 for d in i.shape], dtype[i.type]) for i in s.get_inputs()]
+        outputs = [spec(o.name, [d if isinstance(d, int) else 1 for d in o.shape], dtype[o.type]) for o in s.get_outputs()]
+    return {"input": inputs[0], "output": outputs[0], "inputs": inputs, "outputs": outputs}
 
 
 def _copy(artifact: Path, dst: Path, io: dict) -> None:
@@ -288,7 +329,8 @@ def _to_openvino(artifact: Path, dst: Path, io: dict) -> None:
 
     try:
         model = ov.convert_model(str(artifact))
-        model.reshape(io["input"]["shape"])  # the .tflite/.onnx batch axis may be dynamic
+        # the .tflite/.onnx batch axis may be dynamic
+        model.reshape({port: spec["shape"] for port, spec in zip(model.inputs, io["inputs"])})
         ov.save_model(model, str(dst))
     except Exception as e:  # OpenVINO frontends raise RuntimeError/OpConversionFailure
         raise UserError(f"cannot convert {artifact.name} to OpenVINO IR: {one_line(e)}") from None

@@ -62,22 +62,37 @@ class McuProgram:
 
 
 def tflite_io(tflite_path: Path) -> tuple[TensorSpec, TensorSpec]:
-    """(input, output) of a one-input, one-output .tflite; UserError otherwise."""
+    """(input, output) of a one-input, one-output .tflite (the microcontroller program); UserError
+    otherwise."""
     from ai_edge_litert.interpreter import Interpreter
 
     interp = Interpreter(model_path=str(tflite_path))
     if len(interp.get_input_details()) != 1 or len(interp.get_output_details()) != 1:
-        raise UserError(f"{tflite_path.name}: the microcontroller program handles one input and one output; "
-                        f"this model has {len(interp.get_input_details())} and {len(interp.get_output_details())}")
+        raise UserError(f"{tflite_path.name} has {len(interp.get_input_details())} inputs and "
+                        f"{len(interp.get_output_details())} outputs; the generated program handles one input and "
+                        f"one output: export a one-input, one-output model")
 
-    def spec(d) -> TensorSpec:
-        scale, zp = d["quantization"]
-        dtype = np.dtype(d["dtype"]).name
-        quantized = bool(scale) and dtype != "float32"
-        return TensorSpec([int(s) for s in d["shape"]], dtype, float(scale) if quantized else None,
-                          int(zp) if quantized else None)
+    return _spec(interp.get_input_details()[0]), _spec(interp.get_output_details()[0])
 
-    return spec(interp.get_input_details()[0]), spec(interp.get_output_details()[0])
+
+def tflite_io_all(tflite_path: Path) -> tuple[list[tuple[str, TensorSpec]], list[tuple[str, TensorSpec]]]:
+    """Every (name, spec) input and output of a .tflite, in the interpreter's order (names without
+    converter decoration: ``serving_default_image:0`` -> ``image``)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgeopt.core.arrays import canonical_name
+
+    interp = Interpreter(model_path=str(tflite_path))
+    return ([(canonical_name(d["name"]), _spec(d)) for d in interp.get_input_details()],
+            [(canonical_name(d["name"]), _spec(d)) for d in interp.get_output_details()])
+
+
+def _spec(d) -> TensorSpec:
+    scale, zp = d["quantization"]
+    dtype = np.dtype(d["dtype"]).name
+    quantized = bool(scale) and dtype != "float32"
+    return TensorSpec([int(s) for s in d["shape"]], dtype, float(scale) if quantized else None,
+                      int(zp) if quantized else None)
 
 
 def _check_runs_on_tflm(tflite_path: Path, prof) -> list[str]:

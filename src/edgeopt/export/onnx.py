@@ -19,11 +19,12 @@ VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "amx_tile")
 
 def keras_to_onnx(model, dst: str | Path, opset: int | None = None) -> Path:
     """Export a Keras 3 model to ONNX, batch dimension left dynamic; ``opset`` None lets tf2onnx
-    choose (an explicit one, e.g. 11, reproduces files made by older exporters)."""
+    choose (an explicit one, e.g. 11, reproduces files made by older exporters). A model with
+    several inputs keeps them (ONNX graph inputs in model input order, named like them)."""
     dst = Path(dst)
     kwargs = {} if opset is None else {"opset_version": int(opset)}
-    shape = tuple(1 if d is None else d for d in model.inputs[0].shape)
-    model(np.zeros(shape, dtype=model.inputs[0].dtype))  # export needs a model that was called once
+    zeros = [np.zeros(tuple(1 if d is None else d for d in t.shape), dtype=t.dtype) for t in model.inputs]
+    model(zeros if len(zeros) > 1 else zeros[0])  # export needs a model that was called once
     with atomic_path(dst) as tmp, quiet_fds():
         try:
             model.export(str(tmp), format="onnx", verbose=False, **kwargs)
@@ -66,11 +67,20 @@ def ort_int8_options(cpu_flags: Iterable[str]) -> dict:
 
 
 class _Reader:
-    """CalibrationDataReader over a float32 array, fed in small batches."""
+    """CalibrationDataReader over float32 samples fed in small batches: an array for a one-input
+    model, or NamedArrays / a dict (one array per input) matched to ``input_names`` by name, then
+    by unique shape, then in order (``core.arrays.match_inputs``)."""
 
-    def __init__(self, input_name: str, x: np.ndarray, batch: int = 32):
-        self._batches = iter([{input_name: x[i:i + batch].astype(np.float32)}
-                              for i in range(0, len(x), batch)])
+    def __init__(self, input_names: list[str], x, batch: int = 32, input_shapes: list | None = None):
+        from edgeopt.core.arrays import TensorInfo, as_arrays, match_inputs
+
+        names, arrays = as_arrays(x)
+        infos = [TensorInfo(n, tuple(s or ()), "float32") for n, s in
+                 zip(input_names, input_shapes or [()] * len(input_names))]
+        order, _ = match_inputs(names, arrays, infos)
+        n = len(arrays[0])
+        self._batches = iter([{name: arrays[k][i:i + batch].astype(np.float32) for name, k in zip(input_names, order)}
+                              for i in range(0, n, batch)])
 
     def get_next(self):
         return next(self._batches, None)
@@ -95,12 +105,12 @@ def quantize_onnx_static(src: str | Path, dst: str | Path, calibration: np.ndarr
         if isinstance(opts[key], str):
             opts[key] = QuantType[opts[key]]
     why = opts.pop("why")
-    input_name = onnx.load(str(src), load_external_data=False).graph.input[0].name
+    names, shapes = _graph_inputs(src)
     with tempfile.TemporaryDirectory() as tmpdir, atomic_path(dst) as tmp:
         pre = _pre_process(src, Path(tmpdir))
         batch = 1 if _fixed_batch(pre) == 1 else 32
         try:
-            quantize_static(str(pre), str(tmp), _Reader(input_name, calibration, batch),
+            quantize_static(str(pre), str(tmp), _Reader(names, calibration, batch, shapes),
                             quant_format=QuantFormat.QDQ, calibrate_method=CalibrationMethod.MinMax,
                             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
                             **opts)
@@ -159,6 +169,18 @@ def _pre_process(src: str | Path, tmpdir: Path) -> Path:
         return pre
     except Exception:
         return Path(src)
+
+
+def _graph_inputs(path: str | Path) -> tuple[list[str], list[tuple]]:
+    """Names and shapes (batch axis included, -1 where open) of an ONNX file's real inputs
+    (initializers listed as inputs by old exporters are left out)."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    weights = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in weights]
+    shapes = [tuple(d.dim_value if d.dim_value > 0 else -1 for d in i.type.tensor_type.shape.dim) for i in inputs]
+    return [i.name for i in inputs], shapes
 
 
 def _fixed_batch(path: Path) -> int | None:

@@ -52,10 +52,11 @@ BIAS_CORRECTION = ("none", "fast", "full")
 OVERFLOW_FIX = ("enable", "first_layer_only", "disable")
 
 
-def quantize_openvino(src_xml: str | Path, dst_xml: str | Path, calibration: np.ndarray,
+def quantize_openvino(src_xml: str | Path, dst_xml: str | Path, calibration,
                       cpu_flags: Iterable[str] | None = None, batch: int = 1,
                       bias_correction: str = "none", overflow_fix: str | None = None) -> dict:
-    """Static int8 with ``nncf.quantize`` (min/max ranges) on ``calibration``.
+    """Static int8 with ``nncf.quantize`` (min/max ranges) on ``calibration`` (float32 samples: an
+    array, or NamedArrays with one array per input for a model with several inputs).
 
     ``overflow_fix`` ("enable", "first_layer_only", "disable") overrides the CPU-flag rule of
     :func:`nncf_int8_options` (for settings chosen by measurement).
@@ -77,7 +78,7 @@ def quantize_openvino(src_xml: str | Path, dst_xml: str | Path, calibration: np.
             raise UserError(f"overflow_fix {overflow_fix!r}: choose from {', '.join(OVERFLOW_FIX)}")
         opts = {"overflow_fix": overflow_fix, "why": "chosen by the caller"}
     model = ov.Core().read_model(str(src_xml))
-    items = [calibration[i:i + batch].astype(np.float32) for i in range(0, len(calibration), batch)]
+    items = _calibration_items(model, calibration, batch)
     if bias_correction not in BIAS_CORRECTION:
         raise UserError(f"bias_correction {bias_correction!r}: choose from {', '.join(BIAS_CORRECTION)}")
     params = AdvancedQuantizationParameters(overflow_fix=OverflowFix(opts["overflow_fix"]),
@@ -91,6 +92,21 @@ def quantize_openvino(src_xml: str | Path, dst_xml: str | Path, calibration: np.
             raise UserError(f"NNCF int8 quantization failed: {one_line(e)}") from None
     save_ir(quantized, dst_xml, fp16=False)
     return {**opts, "bias_correction": bias_correction, "calibration_samples": int(len(calibration))}
+
+
+def _calibration_items(model, calibration, batch: int) -> list:
+    """NNCF calibration items: float32 batches of ``calibration`` (an array, or NamedArrays / a
+    dict for several inputs, fed as a list in the model's input order, matched by name, then by
+    unique shape, then in order: ``core.arrays.match_inputs``)."""
+    from edgeopt.core.arrays import TensorInfo, as_arrays, match_inputs
+
+    names, arrays = as_arrays(calibration)
+    if len(model.inputs) == 1 and len(arrays) == 1:
+        return [arrays[0][i:i + batch].astype(np.float32) for i in range(0, len(arrays[0]), batch)]
+    infos = [TensorInfo(min(sorted(p.get_names()) or [""], key=len), tuple(d.get_length() if d.is_static else -1 for d in p.get_partial_shape()),
+                        "float32") for p in model.inputs]
+    order, _ = match_inputs(names, arrays, infos)
+    return [[arrays[k][i:i + batch].astype(np.float32) for k in order] for i in range(0, len(arrays[0]), batch)]
 
 
 def ir_files(xml: str | Path) -> list[Path]:

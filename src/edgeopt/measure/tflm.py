@@ -11,7 +11,9 @@ TFLM rejects hybrid (dynamic-range) and float16-weight models, and an unsupporte
 file could abort the C++ side, so the measurement runs in a child Python process. The child reads
 the recorded total after one invoke, then binary-searches the smallest `arena_size` with which the
 interpreter allocates and invokes: the recorded total leaves out the memory planner's temporary
-scratch, which must also fit during allocation (an int8 CNN needed 96 B more than its total).
+scratch, which must also fit during allocation (an int8 CNN needed 96 B more than its total). Each
+probe runs in a forked process: with an arena a few bytes short of an op's temporary memory TFLM
+can crash rather than fail (an int8 PACK + MEAN model segfaulted), which counts as "does not fit".
 """
 from __future__ import annotations
 
@@ -62,11 +64,18 @@ def allocation_report(interp):
         return f.read().decode(errors="replace")
 
 def fits(arena):
-    try:
-        invoke(runtime.Interpreter.from_file(path, arena_size=arena))
-        return True
-    except RuntimeError:
-        return False
+    # in a forked process: TFLM can crash (SIGSEGV) instead of failing when the arena is too small
+    # for an op's temporary memory (an int8 MEAN after PACK did), which must read "does not fit"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            invoke(runtime.Interpreter.from_file(path, arena_size=arena))
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    return os.waitpid(pid, 0)[1] == 0
 
 interp, error = None, ""
 for arena in (max(16 << 20, 10 * size), 256 << 20):
@@ -97,7 +106,7 @@ print(json.dumps({"arena": high, "recorded": total[0]}))
 
 # Lines of TFLM's stderr that are noise around the real reason.
 _NOISE = re.compile(r"^(Traceback|  |RuntimeError: TFLM failed|Failed starting model allocation|"
-                    r"Node .* failed to prepare|\w+Error: )")
+                    r"Node .* failed to prepare|\w+Error: |Input index \d+ out of range)")
 
 
 def _reason(stderr: str, fallback: str) -> str:
@@ -108,7 +117,7 @@ def _reason(stderr: str, fallback: str) -> str:
     node = re.search(r"Node (\S+) \(number (\d+)\) failed", stderr)
     if node and node.group(1) not in reason:
         reason = f"{node.group(1)} (op {node.group(2)}): {reason}"
-    return " ".join(reason.split())[:200]
+    return " ".join(reason.split())  # whole: compare and run.json show it in full
 
 
 def measure_arena(path, timeout: float = 120.0) -> tuple[int | None, str]:

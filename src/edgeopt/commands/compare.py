@@ -61,5 +61,5 @@ def register(app: typer.Typer) -> None:
             from edgeopt.report.terminal import print_compare
 
             print_compare(result, title=f"{model.name} on {result.data['name']}")
-        if any(r.status == "failed" for r in result.rows):  # unsupported/unavailable rows are not failures
+        if any(r.status == "failed" for r in result.rows):  # n/a (not applicable) and unavailable rows are not failures
             raise typer.Exit(code=1)

@@ -542,7 +542,8 @@ def render_table(rows: list[Row], title: str = "edgeopt compare"):
         table.add_row(f"{r.runtime}{star}", r.precision.value, *cells, style=None if r.ok else "yellow")
         note = _note(r)
         notes.append(f"{r.runtime} {r.precision}: ", style="bold")
-        notes.append(f"{note + '; ' if note else ''}cpu flags: {' '.join(r.cpu_flags) or 'none relevant'}\n")
+        flags = f"cpu flags: {' '.join(r.cpu_flags) or 'none relevant'}" if r.ok else ""  # not run: no flags
+        notes.append("; ".join(p for p in (note, flags) if p) + "\n")
     return Group(table, notes)
 
 

@@ -143,7 +143,7 @@ def test_wrong_input_shape(capsys, slide_mlp_path):
 def test_label_class_mismatch(capsys, tmp_path, slide_mlp_path):
     np.savez(tmp_path / "d.npz", x=np.random.rand(50, 2), y=np.arange(50) % 5)
     code, _, err = run_cli(capsys, "bench", slide_mlp_path, "--data", tmp_path / "d.npz")
-    assert_one_line_error(code, err, "5 classes) but the model outputs 3 classes")
+    assert_one_line_error(code, err, "5 classes) but the model outputs 3 classes; give class ids 0..2")
 
 
 def test_empty_and_nan_data(capsys, tmp_path, slide_mlp_path):

@@ -773,7 +773,9 @@ def check_against_model(ds: Dataset, input_shape: tuple | dict | list, output_un
             pass
         elif ds.num_classes > output_units:
             raise UserError(f"data {ds.name} has labels up to {ds.num_classes - 1} "
-                            f"({ds.num_classes} classes) but the model outputs {output_units} classes")
+                            f"({ds.num_classes} classes) but the model outputs {output_units} classes; give "
+                            f"class ids 0..{output_units - 1} in the model's output order (or pick the "
+                            f"right label array with --y-key)")
         elif ds.num_classes < output_units:
             warnings.append(f"data has {ds.num_classes} classes, model outputs {output_units}")
         n_eval, classes = len(first_array(ds.x_eval)), max(ds.num_classes, output_units, 2)

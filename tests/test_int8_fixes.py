@@ -333,3 +333,15 @@ def test_auto_starts_from_the_best_fix_that_passes_the_agreement_guard(monkeypat
     chosen = int8_fixes.choose_fixes(Model(), x, x, predict=None, candidates=("cle", "adaround"))
     assert chosen.fixes == ["cle", "adaround"]
     assert [t.fixes for t in chosen.trials] == [[], ["cle"], ["adaround"], ["cle", "adaround"]]
+
+
+def test_one_unit_binary_outputs_are_compared_by_their_decisions():
+    """A one-unit sigmoid (threshold 0.5) or logit (threshold 0) classifier has an agreement, so the
+    fixes' accuracy guard works for it; a one-unit regressor has none (its MSE decides)."""
+    from edgeopt.techniques.int8_fixes import compare
+
+    probs = np.array([[0.1], [0.6], [0.4], [0.9]])
+    assert compare(probs + [[0.0], [0.0], [0.2], [0.0]], probs, decisions=True)[0] == 0.75  # 0.4 -> 0.6 flips
+    logits = np.array([[-2.0], [1.0], [-0.1], [3.0]])
+    assert compare(logits + 0.2, logits, decisions=True)[0] == 0.75  # -0.1 -> 0.1 flips at 0
+    assert compare(logits + 0.2, logits)[0] is None

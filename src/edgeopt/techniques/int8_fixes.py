@@ -212,18 +212,27 @@ def tflite_predict(predict: Predict, model: bytes, x: np.ndarray) -> np.ndarray:
         return np.asarray(predict(path, x))
 
 
-def compare(pred: np.ndarray, ref: np.ndarray) -> tuple[float | None, float]:
-    """(top-1 agreement or None for single-output regressors, output MSE)."""
+def compare(pred: np.ndarray, ref: np.ndarray, decisions: bool = False) -> tuple[float | None, float]:
+    """(agreement with the float model's decisions, output MSE). Several units: top-1 agreement.
+    One unit: with ``decisions`` (a binary classifier) the thresholded decision agreement -- at 0.5
+    when the float outputs are probabilities in [0, 1], at 0 for logits -- else None (a regressor)."""
     pred, ref = pred.reshape(len(pred), -1), ref.reshape(len(ref), -1)
-    agree = float((pred.argmax(1) == ref.argmax(1)).mean()) if ref.shape[1] > 1 else None
+    if ref.shape[1] > 1:
+        agree = float((pred.argmax(1) == ref.argmax(1)).mean())
+    elif decisions:
+        threshold = 0.5 if ref.min() >= 0.0 and ref.max() <= 1.0 else 0.0
+        agree = float(((pred > threshold) == (ref > threshold)).mean())
+    else:
+        agree = None
     return agree, float(np.mean((pred - ref) ** 2))
 
 
-def run_trial(model, fixes: Sequence[str], calib, val, ref_pred, predict: Predict, **kw) -> Trial:
+def run_trial(model, fixes: Sequence[str], calib, val, ref_pred, predict: Predict, decisions: bool = False,
+              **kw) -> Trial:
     t0 = time.perf_counter()
     m, ranges, records = apply_fixes(model, fixes, calib, **kw)
     q = int8_tflite(m, calib, ranges)
-    agree, mse = compare(tflite_predict(predict, q, val), ref_pred)
+    agree, mse = compare(tflite_predict(predict, q, val), ref_pred, decisions)
     records["_ranges"] = ranges
     power = float(np.mean(np.asarray(ref_pred, np.float64) ** 2))
     snr = float(10 * np.log10(power / mse)) if mse > 0 and power > 0 else None
@@ -232,7 +241,7 @@ def run_trial(model, fixes: Sequence[str], calib, val, ref_pred, predict: Predic
 
 def choose_fixes(model, calib: np.ndarray, val: np.ndarray, fixes: str | Sequence[str] = "auto", *,
                  predict: Predict | None = None, candidates: Sequence[str] = FIXES, relu6: str = "keep", adaround_iterations: int = 200,
-                 mse_gain: float = 0.05, agreement_guard: float = AGREEMENT_GUARD,
+                 mse_gain: float = 0.05, agreement_guard: float = AGREEMENT_GUARD, decisions: bool = False,
                  log: Callable[[str], None] = lambda m: None) -> ChosenFixes:
     """Choose int8 fixes for a Keras classifier by measuring the converted int8 .tflite.
 
@@ -248,7 +257,8 @@ def choose_fixes(model, calib: np.ndarray, val: np.ndarray, fixes: str | Sequenc
     so far: CLE before AdaRound is
     found even when CLE alone gains little), or an explicit list (applied as given, still
     measured). A candidate beats another with an output MSE at least ``mse_gain`` (relative)
-    lower and an agreement at most ``agreement_guard`` lower.
+    lower and an agreement at most ``agreement_guard`` lower. ``decisions``: a one-unit output is a
+    binary classifier, so its thresholded decisions are the agreement (see ``compare``).
     Cost: one conversion per trial (at most 2 x len(candidates) - 1). Raises UserError for an
     unknown fix name or mode."""
     calib, val = np.asarray(calib, np.float32), np.asarray(val, np.float32)
@@ -261,7 +271,7 @@ def choose_fixes(model, calib: np.ndarray, val: np.ndarray, fixes: str | Sequenc
 
         predict = default_oracles()["predict"]
     ref = np.asarray(model.predict(val, verbose=0, batch_size=256))
-    kw = dict(relu6=relu6, adaround_iterations=adaround_iterations, predict=predict)
+    kw = dict(relu6=relu6, adaround_iterations=adaround_iterations, predict=predict, decisions=decisions)
     base = run_trial(model, [], calib, val, ref, **kw)
     trials = [base]
     log(f"int8 fixes: converter default agreement {base.agreement}, output MSE {base.output_mse:.3g}")

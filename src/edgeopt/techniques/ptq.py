@@ -201,7 +201,8 @@ def choose_step_fixes(ctx, model, x):
     cfg = ctx.config
     t0 = time.perf_counter()
     chosen = choose_fixes(model, x, ctx.dataset.x_val[:_fix_val_n(ctx)], cfg.fixes, predict=ctx.predict,
-                          candidates=AUTO, adaround_iterations=cfg.adaround_iterations, log=ctx.log)
+                          candidates=AUTO, adaround_iterations=cfg.adaround_iterations, log=ctx.log,
+                          decisions=getattr(ctx.dataset, "task", "") in ("classification", "binary"))
     ctx.log(f"int8 fixes: {', '.join(chosen.fixes) or 'none'} kept after {len(chosen.trials)} measured "
             f"conversions ({time.perf_counter() - t0:.1f} s)")
     return chosen
@@ -594,7 +595,8 @@ def _choose_ranges(ctx, model, float_model: bytes, x, act_ranges: dict | None) -
     measured = {}
     for name, ranges in candidates.items():
         quant = float_io(aeq_static(float_model, ranges, 8, _per_channel(ctx)))
-        measured[name] = compare(tflite_predict(ctx.predict, quant, val), ref)
+        measured[name] = compare(tflite_predict(ctx.predict, quant, val), ref,
+                                 getattr(ctx.dataset, "task", "") in ("classification", "binary"))
     best = min(measured, key=lambda k: measured[k][1])
     ctx.log(f"mixed: all-int8 calibration {best} (lowest output MSE vs float on validation)")
     return candidates[best], {"chosen": best, "measured": {

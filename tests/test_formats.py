@@ -211,3 +211,96 @@ def test_every_variant_run_in_tflm_exports_with_exactly_its_ops(name, tmp_path):
         assert sorted(resolver_methods_in(sketch.read_text())) == sorted({tflm_resolver_methods()[o] for o in ops})
         if shutil.which("g++"):
             compile_tflm_program(sketch, tmp_path, arduino=True)
+
+
+# ---------------------------------------------------------------- several inputs (tester's case 05)
+
+def _two_input_npz(path: Path, n: int = 48) -> Path:
+    rng = np.random.default_rng(0)
+    np.savez(path, x_img=rng.random((n, 8, 8, 1), np.float32), x_vec=rng.random((n, 5), np.float32),
+             y=np.arange(n) % 2)
+    return path
+
+
+@pytest.mark.parametrize("suffix,recipe,step", [(".onnx", "int8", "ort-int8"), (".onnx", "nncf-int8", "nncf-int8"),
+                                                (".tflite", "int16x8", "tflite-int16x8"),
+                                                (".tflite", "mixed", "tflite-mixed"), (".keras", "mixed", "mixed")])
+def test_a_one_input_step_on_a_several_input_model_is_refused_before_loading(tmp_path, capsys, suffix, recipe, step):
+    model = tmp_path / f"model{suffix}"  # passes the header checks, never loaded: the recipe is refused first
+    if suffix == ".keras":
+        import zipfile
+
+        with zipfile.ZipFile(model, "w") as z:
+            z.writestr("config.json", "{}")
+    else:
+        model.write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(32) if suffix == ".tflite" else b"not an onnx")
+    code, _, err = run_cli(capsys, "optimize", model, "-d", _two_input_npz(tmp_path / "d.npz"), "--x-key",
+                           "x_img,x_vec", "-r", recipe, "--out", tmp_path / "run")
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1, err
+    assert f"step {step} takes a model with one input; model{suffix} has 2" in lines[0]
+    assert "-r ptq runs the steps that work" in lines[0]
+    assert ("optimize the Keras model" in lines[0]) == (suffix != ".keras")
+    assert not (tmp_path / "run").exists()
+
+
+def test_ptq_leaves_the_one_input_steps_out_for_several_inputs():
+    from edgeopt.steps import for_inputs
+
+    assert for_inputs(["ptq"], "onnx", 2) == (["ort-dynamic", "onnx-float16"], ["ort-int8", "nncf-int8"])
+    assert for_inputs(["ptq"], "tflite", 3) == (["tflite-dynamic", "tflite-float16", "tflite-int4"],
+                                                ["tflite-int8", "tflite-int16x8", "tflite-mixed"])
+    recipes, dropped = for_inputs(["ptq", "prune"], "keras", 2)
+    assert dropped == ["mixed"] and "mixed" not in recipes and "int8" in recipes and recipes[-1] == "prune"
+    assert for_inputs(["ptq"], "onnx", 1) == (["ptq"], [])
+
+
+@pytest.fixture(scope="module")
+def two_input_files(tmp_path_factory):
+    """An untrained two-input model (image 8x8x1, vector 5) as .onnx and float .tflite, and its data."""
+    import keras
+
+    from edgeopt.convert import keras_to_tflite
+    from edgeopt.export.onnx import keras_to_onnx
+
+    keras.utils.set_random_seed(0)
+    img, vec = keras.Input((8, 8, 1), name="image"), keras.Input((5,), name="features")
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, activation="relu")(img))
+    h = keras.layers.Concatenate()([h, keras.layers.Dense(4, activation="relu")(vec)])
+    model = keras.Model([img, vec], keras.layers.Dense(2, activation="softmax")(h))
+    d = tmp_path_factory.mktemp("two_inputs")
+    (d / "m.tflite").write_bytes(keras_to_tflite(model))
+    return {"onnx": keras_to_onnx(model, d / "m.onnx"), "tflite": d / "m.tflite",
+            "data": _two_input_npz(d / "data.npz")}
+
+
+def test_the_load_check_feeds_every_input(two_input_files):
+    from edgeopt.techniques.artifact_check import check_artifact
+
+    assert check_artifact(two_input_files["onnx"]) is None
+    assert check_artifact(two_input_files["tflite"]) is None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt,done", [("onnx", ["ort-dynamic", "onnx-float16"]),
+                                      ("tflite", ["tflite-dynamic", "tflite-float16", "tflite-int4"])])
+def test_ptq_on_a_several_input_file_runs_the_steps_that_take_it(two_input_files, tmp_path, capsys, fmt, done):
+    code, _, err = run_cli(capsys, "optimize", two_input_files[fmt], "-d", two_input_files["data"], "--x-key",
+                           "x_img,x_vec", "-r", "ptq", "--runs", 3, "--no-report", "--out", tmp_path / "run")
+    assert code == 0, err
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert [v["name"] for v in run["variants"] if v["name"] != "float32"] == done
+    assert all(v["status"] == "done" for v in run["variants"]), [(v["name"], v.get("error")) for v in run["variants"]]
+    assert any(w.startswith("ptq leaves out") for w in run["warnings"]) and "ptq leaves out" in err
+
+
+@pytest.mark.slow
+def test_compare_a_several_input_tflite_marks_int8_not_applicable(two_input_files, capsys):
+    code, out, err = run_cli(capsys, "compare", two_input_files["tflite"], "-d", two_input_files["data"], "--x-key",
+                             "x_img,x_vec", "--runtimes", "litert,tflm", "--precisions", "float32,float16,int8",
+                             "--runs", 3, "--json")
+    assert code == 0, err
+    rows = {(r["runtime"], r["precision"]): r for r in json.loads(out)["rows"]}
+    assert rows[("litert", "float16")]["status"] == "ok", rows[("litert", "float16")]["reason"]
+    for key in (("litert", "int8"), ("tflm", "int8")):
+        assert rows[key]["status"] == "n/a" and "calibrates one input array" in rows[key]["reason"]

@@ -281,22 +281,31 @@ def _check_target(target) -> None:
 
 
 def plan_recipes(recipes: list | None, options: dict[str, Any] | None = None,
-                 recipe_file: str | Path | None = None, model: str | Path | None = None) -> tuple[list, dict[str, Any]]:
+                 recipe_file: str | Path | None = None, model: str | Path | None = None,
+                 n_inputs: int = 1, notes: list[str] | None = None) -> tuple[list, dict[str, Any]]:
     """(validated chains, merged options) for ``optimize``: the recipe file's recipes come first,
     its options are overridden by ``options``. ``model``: the model path; for an .onnx or .tflite
     the recipe names mean that format's steps (``steps.for_format``) and a step that needs Keras is
-    refused. Loads nothing heavy; UserError on a bad recipe."""
+    refused. ``n_inputs`` > 1 (the ``--x-key`` count): ``ptq`` leaves out the one-input steps (a line
+    saying so is appended to ``notes``) and a one-input step asked for by name is refused.
+    Loads nothing heavy; UserError on a bad recipe."""
     from edgeopt.recipes import load_recipe_file, plan
-    from edgeopt.steps import check_format, for_format, model_format
+    from edgeopt.steps import check_format, check_inputs, for_format, for_inputs, model_format
 
     recipes, options = list(recipes or []), dict(options or {})
     if recipe_file is not None:
         file_recipes, file_options = load_recipe_file(recipe_file)
         recipes, options = file_recipes + recipes, {**file_options, **options}
     fmt = model_format(model) if isinstance(model, (str, Path)) else getattr(model, "kind", "keras")
+    name = Path(str(getattr(model, "path", model))).name
+    recipes, dropped = for_inputs(recipes, fmt, n_inputs)
+    if dropped and notes is not None:
+        notes.append(f"ptq leaves out {', '.join(dropped)}: {'they take' if len(dropped) > 1 else 'it takes'} "
+                     f"a model with one input; {name} has {n_inputs}")
     chains = plan(for_format(recipes, fmt), options)
     if fmt != "keras":
-        check_format(chains, fmt, Path(str(getattr(model, "path", model))).name)
+        check_format(chains, fmt, name)
+    check_inputs(chains, n_inputs, name, fmt)
     return chains, options
 
 
@@ -337,7 +346,11 @@ def optimize(model, data, *, recipes: list | None = None, recipe_file: str | Pat
     given_shape = parse_shape_option(input_shape if input_shape is not None else (options or {}).get("input_shape"))
     if given_shape is not None:
         options = {**(options or {}), "input_shape": given_shape}
-    chains, options = plan_recipes(recipes, options, recipe_file, model)  # before any model or data loads
+    x_key = data_kwargs.get("x_key") or "x"
+    notes: list[str] = []
+    chains, options = plan_recipes(recipes, options, recipe_file, model,  # before any model or data loads
+                                   n_inputs=len([k for k in (x_key.split(",") if isinstance(x_key, str) else x_key)
+                                                 if str(k).strip()]), notes=notes)
     validate.options(options)
     custom = _load_metric(metric)
     if output is not None:
@@ -345,6 +358,7 @@ def optimize(model, data, *, recipes: list | None = None, recipe_file: str | Pat
     log_given = log is not None
     log = log or (lambda msg: None)
     m, ds, warnings = prepare(model, data, unsafe=unsafe, input_shape=given_shape, **data_kwargs)
+    warnings = [*warnings, *notes]  # printed as warnings and kept in run.json
     out = Path(out) if out else Path("runs") / m.path.stem
     header = driver.make_header(m, ds, out, chains, options, threads, runs, warnings)
     measure = {"reference": _float_reference(m, ds), "metric": custom, "output": output,

@@ -169,9 +169,14 @@ class Artifacts:
         if given != Precision.FLOAT32:
             raise Unsupported(f"the input is a {given} .tflite; making {precision} from it needs the "
                               f"float model (float32 .tflite, .onnx or Keras)")
+        if self.several_inputs and precision == Precision.INT8:
+            raise Unsupported(f"int8 from a float .tflite calibrates one input array; {self.model_path.name} has "
+                              f"{len(self.dataset.x_eval.names)} inputs: compare the Keras model or its .onnx "
+                              f"for int8")
         make = {Precision.FLOAT16: tflite_ptq.tflite_float16, Precision.INT8: tflite_ptq.tflite_int8,
                 Precision.DYNAMIC: tflite_ptq.tflite_dynamic}[precision]
-        _, details = make(self.model_path, self.calibration(), dst.parent, name=dst.stem)
+        calib = None if self.several_inputs else self.calibration()  # float16/dynamic: load check only
+        _, details = make(self.model_path, calib, dst.parent, name=dst.stem)
         return {k: v for k, v in details.items() if k != "weight_tensors"}
 
     # -- ONNX, with ONNX Runtime's tools

@@ -131,6 +131,7 @@ def register(name: str):
         factory.closing = own.get("closing")
         factory.produces = own.get("produces") or {}
         factory.inputs = tuple(getattr(factory, "inputs", None) or ("keras",))  # inherited is fine
+        factory.one_input = bool(getattr(factory, "one_input", False))  # calibrates/measures on one array
         _REGISTRY[name] = factory
         return factory
     return deco
@@ -236,3 +237,40 @@ def check_format(chains, fmt: str, filename: str) -> None:
             what = " or ".join(FORMAT_NAMES[t] for t in takes)
             raise UserError(f"step {cfg.step} needs {what} model; {filename} is {FORMAT_NAMES[fmt]} model: use "
                             f"{', '.join(usable)} (-r ptq runs them all), or give the Keras model to {cfg.step}")
+
+
+def for_inputs(recipes: list, fmt: str, n_inputs: int) -> tuple[list, list[str]]:
+    """(recipes, dropped steps): for a model with ``n_inputs`` > 1 the ``ptq`` alias (of ``fmt``)
+    leaves out the steps that take one input only. Other recipes pass unchanged
+    (:func:`check_inputs` refuses them)."""
+    if n_inputs <= 1:
+        return list(recipes), []
+    load_all()
+    alias = FORMAT_STEPS.get(fmt, {}).get("ptq") or _ALIASES["ptq"]
+    one = [r for r in alias if any(getattr(_REGISTRY.get(s.strip()), "one_input", False) for s in r.split(","))]
+    out: list = []
+    dropped: list[str] = []
+    for item in recipes:
+        if isinstance(item, str) and item.strip() == "ptq":
+            out += [r for r in alias if r not in one]
+            dropped += [r for r in one if r not in dropped]
+        else:
+            out.append(item)
+    return out, dropped
+
+
+def check_inputs(chains, n_inputs: int, filename: str, fmt: str = "keras") -> None:
+    """UserError (one line) when ``chains`` hold a step that takes one input only and the model
+    ``filename`` (a ``fmt`` model) has ``n_inputs`` > 1."""
+    if n_inputs <= 1:
+        return
+    load_all()
+    bad = sorted({cfg.step for chain in chains for cfg in chain.steps if _REGISTRY[cfg.step].one_input})
+    if bad:
+        from edgeopt.errors import UserError
+
+        many = len(bad) > 1
+        raise UserError(f"step{'s' if many else ''} {', '.join(bad)} take{'' if many else 's'} a model with "
+                        f"one input; {filename} has {n_inputs}: leave {'them' if many else 'it'} out "
+                        f"(-r ptq runs the steps that work)"
+                        f"{'' if fmt == 'keras' else ', or optimize the Keras model'}")

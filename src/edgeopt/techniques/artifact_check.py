@@ -22,8 +22,9 @@ def check_artifact(path: str | Path, x: np.ndarray | None = None) -> str | None:
     """None when ``path`` (.onnx, OpenVINO .xml, .tflite) loads in its runtime and one sample
     gives finite outputs; otherwise the reason, whole (one line, never cut).
 
-    ``x``: input samples shaped like the model input (the first is run); zeros of the model's
-    input shape (dynamic dimensions as 1) when None. Raises nothing for a bad artifact.
+    ``x``: input samples shaped like the model's first input (the first sample is run); zeros of
+    each input's shape (dynamic dimensions as 1) for the other inputs, and for all when None.
+    Raises nothing for a bad artifact.
     """
     path = Path(path)
     runners = {".onnx": _run_onnx, ".xml": _run_openvino, ".tflite": _run_tflite}
@@ -49,7 +50,7 @@ def _engine(path: Path) -> str:
 def _sample(shape, dtype, x: np.ndarray | None) -> np.ndarray:
     if x is not None:
         return x.astype(dtype)
-    return np.zeros([d if isinstance(d, int) and d > 0 else 1 for d in shape], dtype)
+    return np.zeros([int(d) if isinstance(d, (int, np.integer)) and d > 0 else 1 for d in shape], dtype)
 
 
 def _run_onnx(path: Path, x):
@@ -59,9 +60,9 @@ def _run_onnx(path: Path, x):
     opts.log_severity_level = 3
     opts.intra_op_num_threads = 1
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    inp = sess.get_inputs()[0]
-    dtype = {"tensor(float16)": np.float16}.get(inp.type, np.float32)
-    return sess.run(None, {inp.name: _sample(inp.shape, dtype, x)})
+    feed = {inp.name: _sample(inp.shape, {"tensor(float16)": np.float16}.get(inp.type, np.float32),
+                              x if k == 0 else None) for k, inp in enumerate(sess.get_inputs())}
+    return sess.run(None, feed)
 
 
 def _run_openvino(path: Path, x):
@@ -69,9 +70,9 @@ def _run_openvino(path: Path, x):
 
     compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": 1,
                                                           "INFERENCE_PRECISION_HINT": "f32"})
-    port = compiled.inputs[0]
-    shape = [d.get_length() if d.is_static else -1 for d in port.get_partial_shape()]
-    result = compiled.create_infer_request().infer({0: _sample(shape, np.float32, x)})
+    feed = {k: _sample([d.get_length() if d.is_static else -1 for d in port.get_partial_shape()], np.float32,
+                       x if k == 0 else None) for k, port in enumerate(compiled.inputs)}
+    result = compiled.create_infer_request().infer(feed)
     return [np.asarray(v) for v in result.values()]
 
 
@@ -83,14 +84,16 @@ def _run_tflite(path: Path, x):
 
     with quiet_fds():
         interp = Interpreter(model_path=str(path), num_threads=1)
-        inp = interp.get_input_details()[0]
-        sample = _sample(inp["shape"], np.float32, x)
-        if tuple(sample.shape) != tuple(inp["shape"]):
-            interp.resize_tensor_input(inp["index"], sample.shape)
+        inputs = interp.get_input_details()
+        samples = [_sample(inp["shape"], np.float32, x if k == 0 else None) for k, inp in enumerate(inputs)]
+        for inp, sample in zip(inputs, samples):
+            if tuple(sample.shape) != tuple(inp["shape"]):
+                interp.resize_tensor_input(inp["index"], sample.shape)
         interp.allocate_tensors()
-        scale, zp = inp.get("quantization", (0.0, 0))
-        info = TensorInfo(inp["name"], tuple(sample.shape), np.dtype(inp["dtype"]).name,
-                          float(scale) if scale else None, int(zp) if scale else None)
-        interp.set_tensor(inp["index"], quantize_input(sample, info))
+        for inp, sample in zip(inputs, samples):
+            scale, zp = inp.get("quantization", (0.0, 0))
+            info = TensorInfo(inp["name"], tuple(sample.shape), np.dtype(inp["dtype"]).name,
+                              float(scale) if scale else None, int(zp) if scale else None)
+            interp.set_tensor(inp["index"], quantize_input(sample, info))
         interp.invoke()
         return [interp.get_tensor(d["index"]) for d in interp.get_output_details()]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeopt.core.arrays import NamedArrays
 from edgeopt.steps import StepContext, StepResult, int8_settings_chooser, register, step_config
 from edgeopt.techniques import configs
 
@@ -23,8 +24,10 @@ def _calibration(ctx: StepContext, cfg) -> np.ndarray:
     return np.asarray(ctx.dataset.calibration(cfg.calibration_samples, seed=ctx.seed), np.float32)
 
 
-def _probe(ctx: StepContext) -> np.ndarray:
-    return np.asarray(ctx.dataset.x_eval[:1], np.float32)
+def _probe(ctx: StepContext) -> np.ndarray | None:
+    """One eval sample for the load check; None (zeros of every input) for a several-input model."""
+    x = ctx.dataset.x_eval[:1]
+    return None if isinstance(x, NamedArrays) else np.asarray(x, np.float32)
 
 
 def _validation(ctx: StepContext, calib: np.ndarray) -> np.ndarray:
@@ -46,6 +49,7 @@ class _FileStep:
     name = ""
     function = ""
     data = "probe"
+    one_input = False  # True: calibrates on one input array (refused for several-input models)
     options: tuple[str, ...] = ()
 
     def run(self, ctx: StepContext, model) -> StepResult:
@@ -65,6 +69,7 @@ class _MeasuredSettingsStep(_FileStep):
     """A static int8 step whose ``settings="measured"`` picks the settings by measuring them."""
 
     data = "calibration"
+    one_input = True
     runtime = ""
 
     def quantize(self, ctx, cfg, src, out):
@@ -150,6 +155,7 @@ class TfliteInt8(_TfliteStep):
     produces = {"precision": "int8", "format": "tflite"}
     function = "tflite_ptq.tflite_int8"
     data = "calibration"
+    one_input = True
     options = ("per_channel", "int8_io")
 
 
@@ -161,6 +167,7 @@ class TfliteInt16x8(_TfliteStep):
     produces = {"precision": "int16x8", "format": "tflite"}
     function = "tflite_ptq.tflite_int16x8"
     data = "calibration"
+    one_input = True
     options = ("per_channel",)
 
 
@@ -179,6 +186,7 @@ class TfliteMixed(_TfliteStep):
 
     config = configs.TfliteMixed
     produces = {"precision": "mixed", "format": "tflite"}
+    one_input = True
 
     def quantize(self, ctx, cfg, src, out):
         from edgeopt.techniques import tflite_ptq

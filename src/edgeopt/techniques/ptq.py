@@ -524,6 +524,8 @@ class Mixed:
     0 turns the latency pass off), ``sensitivity_candidates`` (8), ``fixes`` (auto),
     ``calibration``/``percentile``/``calibration_samples``, ``per_channel``, ``int8_io``."""
 
+    one_input = True  # per-op sensitivity is measured on one input array
+
     name = "mixed"
     kind = "convert"
     config = configs.Mixed

@@ -100,7 +100,7 @@ def test_export(run, tmp_path):
     result = edgeopt.export(run.path, variant="int8", target="arduino", out=tmp_path / "bundle", data="blobs2d")
     assert {p.suffix for p in result.files} >= {".h", ".cc", ".ino"}
     assert result.sample.startswith("first eval sample") and result.artifact.name.endswith(".tflite")
-    with pytest.raises(edgeopt.UserError, match="one of: float32, int8"):
+    with pytest.raises(edgeopt.UserError, match="no variant 'nope'; variants: float32, int8"):
         edgeopt.export(run.path, variant="nope", out=tmp_path / "x")
     assert not (tmp_path / "x").exists()
 

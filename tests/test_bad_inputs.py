@@ -117,6 +117,11 @@ CASES = [
     ("optimize-unknown-alias", "optimize {w}/good.keras -d digits -r ptqq --out {o}/run", "unknown recipe step"),
     ("optimize-empty-chain-step", "optimize {w}/good.keras -d digits -r prune,,int8x --out {o}/run",
      "unknown recipe step"),
+    ("optimize-recipe-only-commas", "optimize {w}/good.keras -d digits -r , --out {o}/run", "has no steps"),
+    ("optimize-option-broken-json", "optimize {w}/good.keras -d digits -r int8 -o int8.fixes=[1 --out {o}/run",
+     "the value is not valid JSON"),
+    ("optimize-metric-not-py", "optimize {w}/good.keras -d digits --metric {w}/data.txt:fn -r int8 --out {o}/run",
+     "data.txt is not a .py file"),
     # ---- explain
     ("explain-missing-run", "explain {w}/nope_run int8", "is not a run directory (not found)"),
     ("explain-run-is-file", "explain {w}/model.txt int8", "is a file"),
@@ -131,6 +136,7 @@ CASES = [
     ("report-bad-run-json", "report {w}/broken_run --out {o}/r.html", "not valid JSON"),
     ("report-out-over-run-json", "report {w}/run --out {w}/run/run.json", "not a report; give a .html path"),
     ("report-out-over-model", "report {w}/run --out {w}/good.keras", "not a report"),
+    ("report-out-in-proc", "report {w}/run --out /proc/x.html", "cannot create output file /proc/x.html"),
     # ---- export
     ("export-name-int", "export {w}/good.tflite --out {o}/b --name int", "C/C++ keyword"),
     ("export-name-class", "export {w}/good.tflite --out {o}/b --name class", "C/C++ keyword"),
@@ -146,7 +152,8 @@ CASES = [
      "needs a .tflite file or a .onnx file: convert it first with edgeopt optimize"),
     ("export-missing-data", "export {w}/good.tflite --out {o}/b --data {w}/nope.npz", "data not found"),
     ("export-no-out", "export {w}/good.tflite", "Missing option '--out'"),
-    ("export-unknown-variant", "export {w}/run int9 --out {o}/b", "--variant NAME"),
+    ("export-unknown-variant", "export {w}/run int9 --out {o}/b", "no variant 'int9'; variants: float32"),
+    ("export-no-variant", "export {w}/run --out {o}/b", "give the variant to export (--variant NAME)"),
     # ---- recipes
     ("recipes-unknown-option", "recipes --all", "No such option"),
     ("recipes-extra-argument", "recipes int8", "unexpected extra argument"),
@@ -496,3 +503,71 @@ def test_unreadable_input_files_are_named_with_their_flag(world, monkeypatch):
         validate.data_roles(calib=world / "d.csv")
     with pytest.raises(UserError, match=r"--recipe-file: cannot read .*bad\.yaml \(permission denied\)"):
         validate.input_file(world / "bad.yaml", "--recipe-file")
+
+
+def test_an_empty_recipe_is_refused(world, tmp_path, capsys):
+    code = main(["optimize", str(world / "good.keras"), "-d", "digits", "-r", "", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "recipe '' has no steps" in err, err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture(scope="module")
+def open_axis_case(tmp_path_factory):
+    """A Conv1D model with an open time axis (None, 4) and data of length 16; a two-output model
+    (outputs cls, reg) with its data."""
+    import keras
+    import numpy as np
+
+    root = tmp_path_factory.mktemp("shapes")
+    inp = keras.Input((None, 4))
+    h = keras.layers.GlobalAveragePooling1D()(keras.layers.Conv1D(4, 3)(inp))
+    keras.Model(inp, keras.layers.Dense(2, activation="softmax")(h)).save(root / "conv1d.keras")
+    rng = np.random.default_rng(0)
+    np.savez(root / "seq.npz", x=rng.random((40, 16, 4), dtype=np.float32), y=rng.integers(0, 2, 40))
+    inp = keras.Input((6,))
+    h = keras.layers.Dense(8, activation="relu")(inp)
+    keras.Model(inp, [keras.layers.Dense(2, activation="softmax", name="cls")(h),
+                      keras.layers.Dense(1, name="reg")(h)]).save(root / "mo.keras")
+    np.savez(root / "mo.npz", x=rng.random((40, 6), dtype=np.float32), cls=rng.integers(0, 2, 40),
+             reg=rng.random(40, dtype=np.float32))
+    return root
+
+
+def _one_error(argv, capsys) -> str:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and "internal error" not in err, err
+    assert "\x1b" not in err and out == "", (err, out)
+    return err
+
+
+def test_input_shape_that_disagrees_with_the_data_is_refused_before_any_work(open_axis_case, tmp_path, capsys):
+    c = open_axis_case
+    for command in (["optimize", "-r", "int8"], ["compare"]):
+        err = _one_error([command[0], c / "conv1d.keras", "-d", c / "seq.npz", "--input-shape", "32,4",
+                          *command[1:], "--out", tmp_path / command[0]], capsys)
+        assert "--input-shape 32,4" in err and "sample shape 16,4" in err and "give --input-shape 16,4" in err
+        assert not (tmp_path / command[0]).exists()
+
+
+def test_unknown_output_name_is_refused_before_any_work(open_axis_case, tmp_path, capsys):
+    c = open_axis_case
+    err = _one_error(["optimize", c / "mo.keras", "-d", c / "mo.npz", "--output", "nope", "-r", "int8",
+                      "--out", tmp_path / "run"], capsys)
+    assert "no output named 'nope'; the outputs are cls, reg" in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("shape,expected", [("16,5", "axis 2 must be 4"), ("nope:16,4", "the model's inputs are"),
+                                            ("16", "has 2 axes")])
+def test_profile_checks_input_shape_against_the_model(open_axis_case, capsys, shape, expected):
+    err = _one_error(["profile", open_axis_case / "conv1d.keras", "--input-shape", shape], capsys)
+    assert expected in err
+
+
+def test_a_broken_json_step_config_is_named_as_such(world, tmp_path, capsys):
+    code = main(["optimize", str(world / "good.keras"), "-d", "digits", "-r", "int8", "-o", 'int8={"fixes":',
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "is not valid JSON" in err and "matches no field" not in err, err

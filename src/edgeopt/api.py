@@ -78,6 +78,7 @@ def prepare(model, data, *, unsafe: bool = False, input_shape=None, check_numeri
         raise UserError(NO_DATA)  # before the model loads
     m = _as_model(model, unsafe)
     _flatten_nested(m)
+    _check_output_name(m, data_kwargs.get("output"))  # before the data loads
     if not isinstance(data, Dataset):
         if str(data) not in ("digits", "blobs2d", "fashion-mnist"):
             data_kwargs.setdefault("image_size", _image_size(m.input_shape))
@@ -89,15 +90,47 @@ def prepare(model, data, *, unsafe: bool = False, input_shape=None, check_numeri
     warnings = check_against_model(ds, want, m.output_units, in_range)
     given = parse_shape_option(input_shape)
     if given is not None and m.kind == "keras":
-        from edgeopt.convert import static_input_shapes
-
-        static_input_shapes(m.keras, given)  # a wrong --input-shape is one line, before any work
+        _check_shape_against_data(m, given, ds.input_shape)  # one line, before any work
     if check_numerics and m.kind == "keras":
         from edgeopt.numerics import check_finite
 
         x, source = checked_samples(ds, data, data_kwargs)
         check_finite(m.keras, _keras_feed(x), source=source)
     return m, ds, warnings
+
+
+def _check_output_name(m: LoadedModel, output) -> None:
+    """UserError (listing the outputs) unless ``output`` (``--output``: name or index) is one of the
+    model's outputs; None passes."""
+    names = [o.name for o in (m.outputs or [])]
+    if output is not None and names:
+        from edgeopt.core.metrics import resolve_output
+
+        resolve_output(names, output)
+
+
+def _check_shape_against_data(m: LoadedModel, given, data_shape) -> None:
+    """UserError unless ``given`` (``--input-shape``) fits the Keras model and is the data's sample
+    shape (``data_shape``) on every input: the data is fed at that shape, so any other one fails
+    in every variant."""
+    from edgeopt.convert import static_input_shapes
+
+    wanted = static_input_shapes(m.keras, given)
+    try:
+        fed = static_input_shapes(m.keras, data_shape)
+    except UserError:  # the data does not fit the model: check_against_model says so
+        return
+    for name, shape in wanted.items():
+        if fed.get(name, shape) != shape:
+            shown = ";".join(f"{k}:{_shape_text(v)}" for k, v in fed.items()) if len(fed) > 1 else _shape_text(fed[name])
+            raise UserError(f"--input-shape {_shape_text(shape)} (input {name!r}) disagrees with the data's "
+                            f"sample shape {_shape_text(fed[name])}; give --input-shape {shown}, or drop it "
+                            f"(open axes then take the data's)")
+
+
+def _shape_text(shape) -> str:
+    """(1, 16, 4) -> "16,4" (one sample, as --input-shape takes it)."""
+    return ",".join(str(d) for d in tuple(shape)[1:])
 
 
 def checked_samples(ds: Dataset, data, roles: dict) -> tuple:
@@ -172,6 +205,10 @@ def profile(model, *, unsafe: bool = False, measure_arena: bool = True, data=Non
     given = parse_shape_option(input_shape)
     m = _as_model(model, unsafe)
     _flatten_nested(m)
+    if given is not None and m.kind == "keras":
+        from edgeopt.convert import static_input_shapes
+
+        static_input_shapes(m.keras, given)  # names, rank and fixed axes checked: one error line
     if given is None and data is not None:
         given = prepare(m, data, check_numerics=False, **data_kwargs)[1].input_shape
     if m.kind == "keras":
@@ -201,6 +238,7 @@ def _load_metric(metric):
         return metric
     from edgeopt.core.metrics import load_metric
 
+    validate.metric_file(metric)
     return load_metric(metric)
 
 
@@ -409,14 +447,14 @@ def compare(model, data, *, runtimes: list[str] | str | None = None,
     validate.count(batch, "--batch")
     validate.count(calibration, "--calibration")
     validate.output_dir(out)
-    if out is not None:
-        from edgeopt.fsutil import ensure_writable_dir
-
-        ensure_writable_dir(Path(out))
     given_shape = parse_shape_option(input_shape)
     if output is not None:
         data_kwargs["output"] = output
     m, ds, _ = prepare(model, data, input_shape=given_shape, **data_kwargs)  # inputs matched by name, task inferred
+    if out is not None:  # only once the model and data are known good: a refused input leaves no folder
+        from edgeopt.fsutil import ensure_writable_dir
+
+        ensure_writable_dir(Path(out))
     total = len(names) * len(precs)
     done = []
 
@@ -576,6 +614,8 @@ def export(source: str | Path, *, out: str | Path, variant: str | None = None, t
             if failed is not None:  # named, but not done: say why rather than "give the variant"
                 raise UserError(f"variant {variant} of {source} is {failed.get('status')}: "
                                 f"{failed.get('error') or 'no artifact'}; export one of: {names}")
+            if variant is not None:
+                raise UserError(f"no variant {variant!r}; variants: {names}")
             raise UserError(f"give the variant to export (--variant NAME), one of: {names}")
         artifact = source / chosen["artifact"]
         name = name or f"{record.get('name', 'model')}_{chosen['name']}"

@@ -316,7 +316,11 @@ def plan(recipes: Iterable[Any] | None, options: dict[str, Any] | None = None) -
     an unknown field, an out-of-range value, or an option that matches no step."""
     parsed: list[tuple[str | None, list[tuple[str, dict]]]] = []
     for item in recipes or []:
-        parsed += [(n, c) for n, c in _parse_recipe(item) if c]
+        found = [(n, c) for n, c in _parse_recipe(item) if c]
+        if not found:  # -r '' would otherwise run the baseline alone and exit 0
+            raise UserError(f"recipe {item!r} has no steps; give steps like int8 or prune,int8 (see: edgeopt "
+                            f"recipes), or leave --recipe out to measure the baseline only")
+        parsed += found
     for _, chain in parsed:
         for step, _ in chain:
             _config_cls(step)

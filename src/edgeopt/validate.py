@@ -98,7 +98,24 @@ def report_file(out, name: str = "report.html", flag: str = "--out") -> Path | N
     if path.is_file() and path.suffix.lower() not in (".html", ".htm"):
         raise UserError(f"{flag} {path} is an existing {path.suffix or 'extensionless'} file, not a report; "
                         f"give a .html path (e.g. {path.with_suffix('.html').name}) or a folder")
+    _takes_files(path, flag)
     return path
+
+
+def _takes_files(path: Path, flag: str) -> None:
+    """The nearest existing folder on ``path``'s way lets a file be made in it: an anonymous temp file
+    is opened there and closed at once (nothing is left). Catches what ``os.access`` cannot see,
+    such as /proc, or a read-only mount for root."""
+    import tempfile
+
+    probe = path.parent if str(path.parent) else Path(".")
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    try:
+        tempfile.TemporaryFile(dir=probe).close()
+    except OSError as e:
+        raise UserError(f"cannot create output file {path}: {probe} takes no new files ({e.strerror or e}); "
+                        f"choose another {flag}") from None
 
 
 def input_file(path, flag: str, suffixes: tuple[str, ...] = (), what: str = "file") -> None:
@@ -116,6 +133,16 @@ def input_file(path, flag: str, suffixes: tuple[str, ...] = (), what: str = "fil
         raise UserError(f"{flag} {path.name} is not {kinds}")
     if not os.access(path, os.R_OK):
         raise UserError(f"{flag}: cannot read {path} (permission denied); make it readable")
+
+
+def metric_file(spec, flag: str = "--metric") -> None:
+    """The file part of ``--metric file.py:function`` is a .py file: an existing file with another
+    suffix is refused before it is imported (``module:function`` passes)."""
+    target = str(spec).split(":")[0]
+    path = Path(target)
+    if target and path.is_file() and path.suffix.lower() != ".py":
+        raise UserError(f"{flag} {spec}: {target} is not a .py file; give path/to/file.py:function or "
+                        f"module:function")
 
 
 def data_flags(sources, x_key: str = "x", y_key: str = "y", label_column: str = "-1") -> None:

@@ -34,7 +34,9 @@ def _check_early(input_shape, metric, task) -> None:
     parse_shape_option(input_shape)
     if metric:
         from edgeopt.core.metrics import load_metric
+        from edgeopt.validate import metric_file
 
+        metric_file(metric)
         load_metric(metric)
     if task and task not in ("classification", "binary", "multilabel", "regression", "fidelity"):
         raise UserError(f"--task {task!r}: use classification, binary, multilabel, regression or fidelity")
@@ -106,7 +108,10 @@ def _parse_options(pairs: list[str]) -> dict:
             raise UserError(f"--option expects key=value, got {pair!r}")
         try:
             out[_option_key(key)] = json.loads(value)
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as e:
+            if value.lstrip().startswith(("{", "[")):  # meant as JSON: a plain string would hide the typo
+                raise UserError(f"--option {pair}: the value is not valid JSON ({e.msg} at character "
+                                f"{e.pos + 1}); quote it whole, e.g. -o 'int8={{\"per_channel\": false}}'") from None
             out[_option_key(key)] = value
     return out
 

@@ -398,7 +398,7 @@ def optimize(model, data, *, recipes: list | None = None, recipe_file: str | Pat
     m, ds, warnings = prepare(model, data, unsafe=unsafe, input_shape=given_shape, **data_kwargs)
     warnings = [*warnings, *notes]  # printed as warnings and kept in run.json
     out = Path(out) if out else Path("runs") / m.path.stem
-    header = driver.make_header(m, ds, out, chains, options, threads, runs, warnings)
+    header = driver.make_header(m, ds, out, chains, options, threads, runs, warnings, output=output)
     measure = {"reference": _float_reference(m, ds), "metric": custom, "output": output,
                "input_shape": given_shape, "budget": options.get("max_accuracy_drop")}
     path = driver.optimize_run(m, ds, chains, out=out, header=header, threads=threads, runs=runs, unsafe=unsafe,

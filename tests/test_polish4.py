@@ -57,6 +57,18 @@ def test_table_shows_the_regression_change_and_names_the_scored_output():
                                                            "speed": "2.50x faster than float32 on litert"})]}
     text = _table_text(record)
     assert "MAE +0.1" in text and "(reg)" in text
+    # the speed cell carries the paired medians it comes from; the footer says which column is which
+    assert "2.50x faster on litert (4/10 µs)" in text
+    flat = " ".join(text.split())
+    assert "p50 ms (own runs)" in flat and "speed vs float32 (paired)" in flat and "50 timed runs" in flat
+
+
+def test_separate_timing_is_labelled_as_a_ratio_of_p50s():
+    from edgeopt.report.terminal import _speed
+
+    assert _speed({"speed": "1.20x faster than float32 on litert", "speed_basis": "separate"}) == \
+        "1.20x faster on litert (ratio of p50s)"
+    assert _speed({}) == "baseline"
 
 
 def test_resume_with_another_output_is_refused(tmp_path):

@@ -133,9 +133,10 @@ def run_table(record: dict) -> Table:
     from edgeopt.engine.analysis import pareto_front
 
     front = set(pareto_front(record["variants"]))
-    table.caption = "* = on the Pareto front of accuracy, size and p50 latency; \\[low-high] = 95% Wilson interval"
+    table.caption = ("* = on the Pareto front of accuracy, size and p50 latency; \\[low-high] = 95% Wilson interval\n"
+                     + TIMING_NOTE.format(runs=(record.get("settings") or {}).get("runs", "N")))
     for col in ("variant", "status", _quality_header(record), "Δ vs float32", "size", "gzip", "x smaller",
-                "p50 ms", "speed vs float32", "TFLM arena"):
+                "p50 ms (own runs)", "speed vs float32 (paired)", "TFLM arena"):
         table.add_column(col, justify="left" if col in ("variant", "status") or col.startswith("speed") else "right")
     budget = run_budget(record)
     for v in record["variants"]:
@@ -151,10 +152,16 @@ def run_table(record: dict) -> Table:
             fmt_bytes(m["size_bytes"]), fmt_bytes(m["gzip_bytes"]),
             "-" if "size_ratio" not in d else f"{d['size_ratio']:.2f}",
             fmt_ms(m["latency_ms"]["p50_ms"], 4),
-            d.get("speed", "baseline"),
+            _speed(d),
             fmt_bytes(arena) if (arena := (v.get("graph") or m).get("tflm_arena_bytes")) else "-",
         )
     return table
+
+
+TIMING_NOTE = ("p50 ms (own runs) = the median of each variant's own {runs} timed runs, taken one variant after "
+               "another; speed vs float32 (paired) = the variant and float32 timed alternately in one process "
+               "(their medians shown: variant/float32 µs), so load from other processes falls on both alike. Under load the two "
+               "columns can disagree: read speed from the paired column.")
 
 
 def _quality_header(record: dict) -> str:
@@ -171,6 +178,18 @@ def _delta(d: dict) -> str:
     if d.get("mae_delta") is not None:
         return f"MAE {d['mae_delta']:+.4g}"
     return "-"
+
+
+def _speed(d: dict) -> str:
+    """'1.12x slower on litert (0.846/0.752 µs)': the speed statement and the measured medians it comes from
+    (paired timing); a ratio of separate p50s says so."""
+    if not d:
+        return "baseline"
+    speed = d.get("speed", "-").replace(" than float32", "")
+    paired = d.get("paired_latency") or {}
+    if d.get("speed_basis") == "paired" and paired.get("variant_us") is not None:
+        return f"{speed} ({paired['variant_us']:.3g}/{paired['baseline_us']:.3g} µs)"
+    return f"{speed} (ratio of p50s)" if "speed" in d else "-"
 
 
 def run_budget(record: dict) -> float:

@@ -100,6 +100,20 @@ def two_out(tmp_path_factory):
     return d
 
 
+@pytest.fixture(scope="module")
+def seq_model(tmp_path_factory):
+    """A Keras model with an open time axis, (None, 4), and data of length 12."""
+    import keras
+
+    d = tmp_path_factory.mktemp("seq")
+    i = keras.Input((None, 4), name="seq")
+    h = keras.layers.GlobalAveragePooling1D()(keras.layers.Conv1D(4, 3, padding="same")(i))
+    keras.Model(i, keras.layers.Dense(3, activation="softmax")(h)).save(d / "seq.keras")
+    rng = np.random.default_rng(0)
+    np.savez(d / "seq.npz", x=rng.normal(0, 1, (60, 12, 4)).astype("float32"), y=rng.integers(0, 3, 60))
+    return d
+
+
 def test_optimize_with_output_reg_scores_and_prints_reg(two_out, capsys):
     run = two_out / "run"
     code = main(["optimize", str(two_out / "two_out.keras"), "-d", str(two_out / "d.npz"), "--y-key", "cls,reg",
@@ -113,3 +127,15 @@ def test_optimize_with_output_reg_scores_and_prints_reg(two_out, capsys):
     assert record["data"]["scored"]["output"] == "reg" and record["model"]["outputs"] == ["cls", "reg"]
     per = record["variants"][1]["metrics"]["per_output"]
     assert set(per) == {"cls", "reg"} and record["variants"][1]["metrics"]["output"] == "reg"
+
+
+def test_optimize_prints_the_static_length_of_an_open_axis_once(seq_model, capsys):
+    run = seq_model / "run"
+    code = main(["optimize", str(seq_model / "seq.keras"), "-d", str(seq_model / "seq.npz"), "-r", "float16",
+                 "--runs", "5", "--out", str(run), "--no-report"])
+    err = capsys.readouterr().err
+    assert code == 0
+    lines = [ln for ln in err.splitlines() if ln.startswith("input shape:")]
+    assert lines == ["input shape: open axes fixed from the data: seq (1, 12, 4)"]
+    model = json.loads((run / "run.json").read_text())["model"]
+    assert model["conversion_input_shapes"] == {"seq": [1, 12, 4]}

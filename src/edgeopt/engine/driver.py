@@ -44,6 +44,9 @@ def optimize_run(m, ds, chains: list, *, out: Path, header: dict, threads: int =
         if getattr(ds, "task_reason", None):  # after the run directory is ours: errors stay one line
             log(task_line(ds, measure.get("output")))
         given = measure.get("input_shape")
+        note = record_static_shapes(run, m, ds, given)
+        if note:
+            log(f"input shape: {note}")
         base_ctx = StepContext(dataset=ds, work_dir=run.path, log=log, evaluate=accuracy_oracle(ds, threads),
                                options={"input_shape": given} if given is not None else {})
         root = chain_key(header["model"]["sha256"], {"data": header["data"]["fingerprint"], "seed": base_ctx.seed})
@@ -186,6 +189,18 @@ def make_variant(run: store.RunDir, engine: ChainRunner, m, ds, chain, threads: 
         if why:
             variant["numerics"] = why
     return variant
+
+
+def record_static_shapes(run: store.RunDir, m, ds, given) -> str:
+    """For a Keras model with open (None) axes: the static shapes every variant is converted at,
+    recorded once in run.json (``model.conversion_input_shapes``, ``model.input_shape_note``);
+    returns the note (empty when no axis is open or the model is a file)."""
+    if m.kind != "keras":
+        return ""
+    shapes, note = _static_shapes(m, ds, given)
+    if note:
+        run.record["model"].update({"conversion_input_shapes": shapes, "input_shape_note": note})
+    return note
 
 
 def _static_shapes(m, ds, given) -> tuple[dict, str]:

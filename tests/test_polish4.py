@@ -139,3 +139,53 @@ def test_optimize_prints_the_static_length_of_an_open_axis_once(seq_model, capsy
     assert lines == ["input shape: open axes fixed from the data: seq (1, 12, 4)"]
     model = json.loads((run / "run.json").read_text())["model"]
     assert model["conversion_input_shapes"] == {"seq": [1, 12, 4]}
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """model.tflite (input 6), open.onnx (input ?,4: an open time axis) and their data."""
+    import keras
+
+    from edgeopt.convert import keras_to_tflite
+    from edgeopt.export.onnx import keras_to_onnx
+
+    d = tmp_path_factory.mktemp("files")
+    i = keras.Input((6,), name="inp")
+    (d / "model.tflite").write_bytes(keras_to_tflite(keras.Model(i, keras.layers.Dense(3, activation="softmax")(i))))
+    i = keras.Input((None, 4), name="seq")
+    h = keras.layers.GlobalAveragePooling1D()(keras.layers.Conv1D(4, 3, padding="same")(i))
+    keras_to_onnx(keras.Model(i, keras.layers.Dense(3, activation="softmax")(h)), d / "open.onnx")
+    rng = np.random.default_rng(0)
+    np.savez(d / "d.npz", x=rng.normal(0, 1, (40, 6)).astype("float32"), y=rng.integers(0, 3, 40))
+    return d
+
+
+def _one_error(argv, capsys) -> str:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and "internal error" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("command", [["profile"], ["bench", "-d", "DATA"], ["optimize", "-d", "DATA", "-r", "int8"],
+                                     ["compare", "-d", "DATA"]])
+def test_input_shape_is_checked_against_a_tflite_file_before_any_work(files, tmp_path, capsys, monkeypatch, command):
+    import edgeopt.api
+    import edgeopt.data
+
+    for module in (edgeopt.api, edgeopt.data):
+        monkeypatch.setattr(module, "load_data", lambda *a, **k: pytest.fail("data loaded before the check"))
+    argv = [command[0], files / "model.tflite", *[files / "d.npz" if a == "DATA" else a for a in command[1:]],
+            "--input-shape", "7"] + (["--out", tmp_path / "run"] if command[0] in ("optimize", "compare") else [])
+    err = _one_error(argv, capsys)
+    assert "--input-shape 7 does not fit model.tflite, whose input is 6; give --input-shape 6" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_input_shape_for_an_onnx_file_with_an_open_axis(files, capsys):
+    err = _one_error(["profile", files / "open.onnx", "--input-shape", "16,5"], capsys)
+    assert "whose input is ?,4; give --input-shape ?,4 with a size in place of each ?" in err
+    err = _one_error(["profile", files / "open.onnx", "--input-shape", "a:16,4;b:3"], capsys)
+    assert "does not fit open.onnx" in err
+    assert main(["profile", str(files / "open.onnx"), "--input-shape", "16,4", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["inputs"][0]["shape"][1:] == [16, 4]

@@ -79,6 +79,9 @@ def prepare(model, data, *, unsafe: bool = False, input_shape=None, check_numeri
     m = _as_model(model, unsafe)
     _flatten_nested(m)
     _check_output_name(m, data_kwargs.get("output"))  # before the data loads
+    given = parse_shape_option(input_shape)
+    if given is not None and m.kind != "keras":
+        check_shape_against_file(m, given)  # before the data loads
     if not isinstance(data, Dataset):
         if str(data) not in ("digits", "blobs2d", "fashion-mnist"):
             data_kwargs.setdefault("image_size", _image_size(m.input_shape))
@@ -88,7 +91,6 @@ def prepare(model, data, *, unsafe: bool = False, input_shape=None, check_numeri
     in_range = quantized_input_range(m.info.get("input_scale"), m.info.get("input_zero_point"), m.input_dtype)
     want = {i.name: i.shape for i in m.inputs} if len(m.inputs) > 1 else m.input_shape
     warnings = check_against_model(ds, want, m.output_units, in_range)
-    given = parse_shape_option(input_shape)
     if given is not None and m.kind == "keras":
         _check_shape_against_data(m, given, ds.input_shape)  # one line, before any work
     if check_numerics and m.kind == "keras":
@@ -126,6 +128,32 @@ def _check_shape_against_data(m: LoadedModel, given, data_shape) -> None:
             raise UserError(f"--input-shape {_shape_text(shape)} (input {name!r}) disagrees with the data's "
                             f"sample shape {_shape_text(fed[name])}; give --input-shape {shown}, or drop it "
                             f"(open axes then take the data's)")
+
+
+def check_shape_against_file(m: LoadedModel, given, fix: str = "or drop it") -> None:
+    """UserError unless ``given`` (``--input-shape``, parsed: one shape, a list in input order, or
+    {input name: shape}; one sample, no batch axis) fits the .tflite/.onnx file's inputs: as many
+    shapes as inputs, known names, the same rank and every fixed size. The message lists the
+    file's input shapes (``?`` = an open axis) and ``fix``."""
+    from edgeopt.core.arrays import canonical_name
+
+    have = {canonical_name(i.name): tuple(i.shape) for i in m.inputs}
+    if isinstance(given, dict):
+        want = {canonical_name(str(k)): tuple(v) for k, v in given.items()}
+    else:
+        shapes = [tuple(s) for s in given] if isinstance(given, list) else [tuple(given)]
+        want = dict(zip(have, shapes)) if len(shapes) == len(have) else {}
+    if want and set(want) == set(have) and all(_shape_fits(want[k], have[k]) for k in have):
+        return
+    def text(shape):
+        return ",".join("?" if d in (None, -1) else str(d) for d in shape)
+
+    shown = text(next(iter(have.values()))) if len(have) == 1 else ";".join(f"{k}:{text(v)}" for k, v in have.items())
+    given_text = text(given) if isinstance(given, tuple) else (
+        ";".join(f"{k}:{text(v)}" for k, v in given.items()) if isinstance(given, dict) else ";".join(map(text, given)))
+    hint = f"give --input-shape {shown}" + (" with a size in place of each ? (an open axis)" if "?" in shown else "")
+    raise UserError(f"--input-shape {given_text} does not fit {m.path.name}, whose input"
+                    f"{'s are' if len(have) > 1 else ' is'} {shown}; {hint}, {fix}")
 
 
 def _shape_text(shape) -> str:
@@ -209,6 +237,8 @@ def profile(model, *, unsafe: bool = False, measure_arena: bool = True, data=Non
         from edgeopt.convert import static_input_shapes
 
         static_input_shapes(m.keras, given)  # names, rank and fixed axes checked: one error line
+    elif given is not None:
+        check_shape_against_file(m, given)
     if given is None and data is not None:
         given = prepare(m, data, check_numerics=False, **data_kwargs)[1].input_shape
     if m.kind == "keras":
@@ -646,16 +676,9 @@ def _export_sample(artifact: Path, data, data_kwargs: dict):
 
 def _check_artifact_shape(artifact: Path, given) -> None:
     """UserError unless ``given`` (``--input-shape``) is the shape the artifact takes."""
-    m = load_model(artifact) if artifact.suffix in (".tflite", ".onnx") else None
-    if m is None:
-        return
-    have = {i.name: tuple(i.shape) for i in m.inputs} if len(m.inputs) > 1 else {"": tuple(m.input_shape)}
-    want = {k: tuple(v) for k, v in given.items()} if isinstance(given, dict) else {"": tuple(given)}
-    if len(want) != len(have) or any(not _shape_fits(v, have.get(k, next(iter(have.values()))))
-                                     for k, v in want.items()):
-        shown = "; ".join(f"{k + ':' if k else ''}{','.join(map(str, v))}" for k, v in have.items())
-        raise UserError(f"--input-shape does not match {artifact.name}, whose input shapes were fixed at "
-                        f"conversion ({shown}); give that shape, or re-run optimize with --input-shape")
+    if artifact.suffix in (".tflite", ".onnx"):
+        check_shape_against_file(load_model(artifact), given,
+                                 fix="or re-run optimize with --input-shape (shapes are fixed at conversion)")
 
 
 def _shape_fits(given: tuple, have: tuple) -> bool:

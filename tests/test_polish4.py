@@ -114,11 +114,30 @@ def seq_model(tmp_path_factory):
     return d
 
 
-def test_optimize_with_output_reg_scores_and_prints_reg(two_out, capsys):
-    run = two_out / "run"
-    code = main(["optimize", str(two_out / "two_out.keras"), "-d", str(two_out / "d.npz"), "--y-key", "cls,reg",
-                 "--output", "reg", "-r", "float16", "--runs", "5", "--out", str(run), "--no-report"])
-    out, err = capsys.readouterr()
+@pytest.fixture(scope="module")
+def two_out_run(two_out):
+    """optimize two_out.keras --output reg -r float16: (exit code, stdout, stderr, run directory)."""
+    import contextlib
+    import io
+
+    run, out, err = two_out / "run", io.StringIO(), io.StringIO()
+    from edgeopt.report import terminal
+
+    saved = terminal.console._file, terminal.err_console._file  # None: rich follows sys.stdout/stderr
+    terminal.console.file, terminal.err_console.file = out, err
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(["optimize", str(two_out / "two_out.keras"), "-d", str(two_out / "d.npz"), "--y-key",
+                         "cls,reg", "--output", "reg", "-r", "float16", "--runs", "5", "--out", str(run),
+                         "--no-report"])
+    finally:
+        terminal.console._file, terminal.err_console._file = saved
+    return code, out.getvalue(), err.getvalue(), run
+
+
+@pytest.mark.slow
+def test_optimize_with_output_reg_scores_and_prints_reg(two_out_run):
+    code, out, err, run = two_out_run
     assert code == 0
     assert "task: regression for output 'reg'" in err and "task: classification" not in err
     row = next(line for line in out.splitlines() if line.lstrip("│ ").startswith("float16"))
@@ -189,3 +208,13 @@ def test_input_shape_for_an_onnx_file_with_an_open_axis(files, capsys):
     assert "does not fit open.onnx" in err
     assert main(["profile", str(files / "open.onnx"), "--input-shape", "16,4", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["inputs"][0]["shape"][1:] == [16, 4]
+
+
+@pytest.mark.slow
+def test_run_variant_bundle_names_the_keras_outputs(two_out_run, tmp_path, capsys):
+    run = two_out_run[3]
+    assert main(["export", str(run), "float16", "--target", "linux-litert", "--out", str(tmp_path / "b")]) == 0
+    io_spec = json.loads((tmp_path / "b" / "io.json").read_text())
+    assert [o["name"] for o in io_spec["outputs"]] == ["cls", "reg"]
+    assert [o["shape"] for o in io_spec["outputs"]] == [[1, 3], [1, 1]]  # each name on its own tensor
+

@@ -615,7 +615,8 @@ def export(source: str | Path, *, out: str | Path, variant: str | None = None, t
     ``target`` arduino | zephyr | linux-litert | onnx | openvino | ethos-u (``npu``: the Ethos-U
     target). The bundle's sample input is the first eval sample of ``data`` (a dataset name, path or
     Dataset), else zeros; ``data_kwargs`` are optimize's input flags (``x_key``, e.g. "a,b" for one
-    .npz key per input; labels are not read), the inputs matched to the artifact's by name.
+    .npz key per input; labels are not read), the inputs matched to the artifact's by name. The
+    bundle names the outputs like the source model (run.json ``model.outputs``: Keras output names).
     ``input_shape`` (``--input-shape``) must be the artifact's own (its shapes were fixed at
     conversion). Raises UserError for an unknown target, variant or file, or a model the target
     cannot run (nothing is left half-written)."""
@@ -632,7 +633,7 @@ def export(source: str | Path, *, out: str | Path, variant: str | None = None, t
         validate.run_dir(source)
     else:
         validate.model_path(source, ("tflite", "onnx"))
-    artifact = source
+    artifact, output_names = source, None
     if source.is_dir():
         from edgeopt.engine.store import load_run
 
@@ -649,6 +650,7 @@ def export(source: str | Path, *, out: str | Path, variant: str | None = None, t
             raise UserError(f"give the variant to export (--variant NAME), one of: {names}")
         artifact = source / chosen["artifact"]
         name = name or f"{record.get('name', 'model')}_{chosen['name']}"
+        output_names = (record.get("model") or {}).get("outputs") or (record.get("data") or {}).get("label_outputs")
     elif not source.exists():
         raise UserError(f"not found: {source}")
     sample, origin = None, "zeros"
@@ -658,7 +660,7 @@ def export(source: str | Path, *, out: str | Path, variant: str | None = None, t
         sample, origin = _export_sample(artifact, data, data_kwargs), f"first eval sample of {getattr(data, 'name', data)}"
     if progress:
         progress(f"exporting {target}", 0, 1)
-    files = export_bundle(artifact, target, out, name, sample=sample, npu=npu)
+    files = export_bundle(artifact, target, out, name, sample=sample, npu=npu, output_names=output_names)
     if progress:
         progress(f"exported {target}", 1, 1)
     return ExportResult(artifact, target, Path(out), name or artifact.stem, files, origin)

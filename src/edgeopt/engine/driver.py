@@ -98,8 +98,7 @@ def task_line(ds, output=None) -> str:
 
 def make_header(m, ds, out: Path, chains: list, options: dict, threads: int, runs: int,
                 warnings: list[str], output=None) -> dict:
-    """run.json's header: the model (with its sha256 and, for several outputs, their names in
-    model order), the data (with a fingerprint, and the scored output's task under ``scored``:
+    """run.json's header: the model (with its sha256 and its output names in model order), the data (with a fingerprint, and the scored output's task under ``scored``:
     ``{"output", "task", "reason"}``), the settings. ``output``: ``--output``."""
     from edgeopt.measure.env import environment
     from edgeopt.recipes import options_json
@@ -109,7 +108,7 @@ def make_header(m, ds, out: Path, chains: list, options: dict, threads: int, run
     return {
         "name": Path(out).name,
         "model": {"path": str(m.path), "kind": m.kind, "name": m.name, "input_shape": list(m.input_shape),
-                  "sha256": store.file_digest(m.path), **m.info, **({"outputs": names} if len(names) > 1 else {})},
+                  "sha256": store.file_digest(m.path), **m.info, **({"outputs": names} if names else {})},
         "data": {"source": ds.name, **ds.summary(), "fingerprint": data_fingerprint(ds),
                  "scored": {"output": name, "task": task, "reason": why}},
         "settings": {"threads": threads, "runs": runs, "recipes": [c.name for c in chains],

@@ -39,13 +39,16 @@ def check_target(target: str) -> str:
 
 
 def export_bundle(artifact, target: str, out_dir, name: str | None = None, sample=None,
-                  npu: str = "ethos-u55-128") -> list[Path]:
+                  npu: str = "ethos-u55-128", output_names: list[str] | None = None) -> list[Path]:
     """Write the TARGET bundle for ARTIFACT (.tflite; .onnx also for onnx/openvino) into OUT_DIR.
 
     SAMPLE: one float input sample (None: zeros, said so in the bundle; NamedArrays or a dict of one
     sample per input for a model with several inputs, Python targets only). NPU: the Ethos-U target
-    (hardware/npu.yaml) for ``ethos-u``. Returns the written paths. Raises UserError for an unknown
-    target, an artifact the target cannot take, or a model the target's toolchain rejects."""
+    (hardware/npu.yaml) for ``ethos-u``. OUTPUT_NAMES: the source model's own output names in its
+    order (Keras output layer names), used in io.json and printed by infer.py instead of the
+    converter's tensor names (``Identity``, ``Identity_1``); None keeps the artifact's names
+    (signature names for a .tflite that has them). Returns the written paths. Raises UserError for
+    an unknown target, an artifact the target cannot take, or a model the target's toolchain rejects."""
     check_target(target)
     if target == "ethos-u":
         from edgeopt.hardware.vela import npu_targets
@@ -68,7 +71,7 @@ def export_bundle(artifact, target: str, out_dir, name: str | None = None, sampl
         stage = Path(tmp)
         builder = {"arduino": _arduino, "zephyr": _zephyr, "ethos-u": _ethos_u}.get(target, _python_bundle)
         try:
-            builder(artifact, stage, name, sample, target=target, npu=npu)
+            builder(artifact, stage, name, sample, target=target, npu=npu, output_names=output_names)
         except BaseException:
             if created:  # leave no empty folder behind for a refused model
                 shutil.rmtree(out_dir, ignore_errors=True)
@@ -233,9 +236,9 @@ ys = [result[port] for port in compiled.outputs]""",
 }
 
 
-def _python_bundle(artifact: Path, stage: Path, name: str, sample, target: str, **_) -> None:
+def _python_bundle(artifact: Path, stage: Path, name: str, sample, target: str, output_names=None, **_) -> None:
     package, model_file = _PY_RUNTIME[target]
-    io = _io_spec(artifact)
+    io = _io_spec(artifact, output_names)
     {"linux-litert": _copy, "onnx": _to_onnx, "openvino": _to_openvino}[target](artifact, stage / model_file, io)
     xs = _sample_inputs(sample, io["inputs"])
     io["sample_input"] = "zeros (no sample data was given to export)" if sample is None else "first data sample"
@@ -275,9 +278,11 @@ def _sample_inputs(sample, inputs: list[dict]) -> list[np.ndarray]:
     return out
 
 
-def _io_spec(artifact: Path) -> dict:
+def _io_spec(artifact: Path, output_names: list[str] | None = None) -> dict:
     """Every input and output (``inputs``/``outputs``: name, shape, dtype, quantization, in the
-    artifact's order) and the first of each as ``input``/``output``."""
+    artifact's order) and the first of each as ``input``/``output``. Outputs are named
+    ``output_names`` (the source model's, in its order; ``tensor`` keeps the artifact's name) when
+    there is one per output, else by the artifact (a .tflite's signature names when it has them)."""
     def spec(name, shape, dtype, scale=None, zero_point=None) -> dict:
         return {"name": name, "shape": [int(d) for d in shape], "dtype": np.dtype(dtype).name,
                 "scale": float(scale) if scale else None, "zero_point": int(zero_point) if scale else None}
@@ -285,9 +290,12 @@ def _io_spec(artifact: Path) -> dict:
     if artifact.suffix == ".tflite":
         from edgeopt.export.c_array import tflite_io_all
 
+        from edgeopt.core.tflite import tflite_io_names
+
         ins, outs = tflite_io_all(artifact)
-        inputs = [spec(n, t.shape, t.dtype, t.scale, t.zero_point) for n, t in ins]
-        outputs = [spec(n, t.shape, t.dtype, t.scale, t.zero_point) for n, t in outs]
+        in_names, out_names, order = tflite_io_names(artifact.read_bytes())  # signature names, source order
+        inputs = [spec(n, t.shape, t.dtype, t.scale, t.zero_point) for n, (_, t) in zip(in_names, ins)]
+        outputs = [spec(n, t.shape, t.dtype, t.scale, t.zero_point) for n, (_, t) in zip(out_names, outs)]
     else:
         import onnxruntime as ort
 
@@ -299,6 +307,11 @@ def _io_spec(artifact: Path) -> dict:
         # a named (dynamic) axis runs at 1
         inputs = [spec(i.name, [d if isinstance(d, int) else 1 for d in i.shape], dtype[i.type]) for i in s.get_inputs()]
         outputs = [spec(o.name, [d if isinstance(d, int) else 1 for d in o.shape], dtype[o.type]) for o in s.get_outputs()]
+        order = list(range(len(outputs)))
+    if output_names and len(output_names) == len(outputs):
+        for own, position in zip(output_names, order):  # order[k]: where the source's output k is
+            outputs[position] = {"name": own, "tensor": outputs[position]["name"],
+                                 **{k: v for k, v in outputs[position].items() if k != "name"}}
     return {"input": inputs[0], "output": outputs[0], "inputs": inputs, "outputs": outputs}
 
 

@@ -218,3 +218,41 @@ def test_run_variant_bundle_names_the_keras_outputs(two_out_run, tmp_path, capsy
     assert [o["name"] for o in io_spec["outputs"]] == ["cls", "reg"]
     assert [o["shape"] for o in io_spec["outputs"]] == [[1, 3], [1, 1]]  # each name on its own tensor
 
+
+def _infer(bundle: Path) -> dict:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "infer.py"], cwd=bundle, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_keras_file_exports_to_onnx_with_its_output_names(two_out, tmp_path, capsys):
+    import keras
+
+    out = tmp_path / "onnx"
+    assert main(["export", str(two_out / "two_out.keras"), "--target", "onnx", "--out", str(out),
+                 "-d", str(two_out / "d.npz")]) == 0
+    io_spec = json.loads((out / "io.json").read_text())
+    assert [o["name"] for o in io_spec["outputs"]] == ["cls", "reg"]
+    assert io_spec["outputs"][0]["tensor"].startswith("Identity")
+    got = _infer(out)["outputs"]
+    cls, reg = keras.saving.load_model(two_out / "two_out.keras").predict(np.load(out / "sample_input.npy"), verbose=0)
+    np.testing.assert_allclose(got["cls"], cls.reshape(-1), atol=1e-5)
+    np.testing.assert_allclose(got["reg"], reg.reshape(-1), atol=1e-5)
+
+
+def test_keras_export_of_an_open_axis_takes_the_data_length_or_says_how(seq_model, tmp_path, capsys):
+    err = _one_error(["export", seq_model / "seq.keras", "--target", "linux-litert", "--out", tmp_path / "a"], capsys)
+    assert "open axis" in err and "--input-shape 16,4" in err and not (tmp_path / "a").exists()
+    assert main(["export", str(seq_model / "seq.keras"), "--target", "linux-litert", "--out", str(tmp_path / "b"),
+                 "-d", str(seq_model / "seq.npz")]) == 0
+    assert json.loads((tmp_path / "b" / "io.json").read_text())["inputs"][0]["shape"] == [1, 12, 4]
+
+
+def test_keras_export_of_two_outputs_to_a_microcontroller_says_which_targets_can(two_out, tmp_path, capsys):
+    err = _one_error(["export", two_out / "two_out.keras", "--target", "arduino", "--out", tmp_path / "a"], capsys)
+    assert "two_out.keras has 1 input(s) and 2 outputs" in err and "--target linux-litert, onnx or openvino" in err
+    assert not (tmp_path / "a").exists()

@@ -611,16 +611,18 @@ def explain(run_dir: str | Path, variant: str) -> "Variant":
 def export(source: str | Path, *, out: str | Path, variant: str | None = None, target: str = "arduino",
            name: str | None = None, data=None, npu: str = "ethos-u55-128",
            progress: "Progress | None" = None, input_shape=None, **data_kwargs) -> "ExportResult":
-    """Write the deploy bundle of a .tflite/.onnx file or of a run directory's ``variant`` to ``out``:
-    ``target`` arduino | zephyr | linux-litert | onnx | openvino | ethos-u (``npu``: the Ethos-U
-    target). The bundle's sample input is the first eval sample of ``data`` (a dataset name, path or
-    Dataset), else zeros; ``data_kwargs`` are optimize's input flags (``x_key``, e.g. "a,b" for one
-    .npz key per input; labels are not read), the inputs matched to the artifact's by name. The
-    bundle names the outputs like the source model (run.json ``model.outputs``: Keras output names).
-    ``input_shape`` (``--input-shape``) must be the artifact's own (its shapes were fixed at
-    conversion). Raises UserError for an unknown target, variant or file, or a model the target
-    cannot run (nothing is left half-written)."""
-    from edgeopt.export.bundles import check_target, export_bundle
+    """Write the deploy bundle of a model file (.keras/.h5/SavedModel, .tflite, .onnx) or of a run
+    directory's ``variant`` to ``out``: ``target`` arduino | zephyr | linux-litert | onnx | openvino |
+    ethos-u (``npu``: the Ethos-U target). A Keras model is converted first, float32 at batch 1
+    (``_keras_artifact``: ONNX for the onnx/openvino targets, else .tflite; open axes from
+    ``input_shape``, else ``data``'s sample shape); ethos-u needs an int8 variant of a run. The
+    bundle's sample input is the first eval sample of ``data`` (a dataset name, path or Dataset),
+    else zeros; ``data_kwargs`` are optimize's input flags (``x_key``, e.g. "a,b" for one .npz key
+    per input; labels are not read), the inputs matched to the artifact's by name. The bundle names
+    the outputs like the source model (Keras output names). ``input_shape`` (``--input-shape``) must
+    be a .tflite/.onnx artifact's own (its shapes were fixed at conversion). Raises UserError for an
+    unknown target, variant or file, or a model the target cannot run (nothing is left half-written)."""
+    from edgeopt.export.bundles import check_target
     from edgeopt.results import ExportResult
 
     check_target(target)
@@ -629,10 +631,19 @@ def export(source: str | Path, *, out: str | Path, variant: str | None = None, t
     if data is not None:
         validate.data_source(data)
     source = Path(source)
-    if source.is_dir():
+    if source.is_dir() and not (source / "saved_model.pb").exists():
         validate.run_dir(source)
+        kind = "run"
     else:
-        validate.model_path(source, ("tflite", "onnx"))
+        kind = validate.model_path(source)
+    if kind == "keras":
+        if target == "ethos-u":
+            run = Path("runs") / source.stem
+            raise UserError(f"Ethos-U runs full-int8 models and {source.name} is a float Keras model: make the "
+                            f"int8 variant first (edgeopt optimize {source} -d DATA -r int8 --out {run}), then "
+                            f"edgeopt export {run} int8 --target ethos-u --out {out}")
+        return _export_keras(source, out=out, target=target, name=name, data=data, npu=npu, progress=progress,
+                             input_shape=parse_shape_option(input_shape), data_kwargs=data_kwargs)
     artifact, output_names = source, None
     if source.is_dir():
         from edgeopt.engine.store import load_run
@@ -653,9 +664,18 @@ def export(source: str | Path, *, out: str | Path, variant: str | None = None, t
         output_names = (record.get("model") or {}).get("outputs") or (record.get("data") or {}).get("label_outputs")
     elif not source.exists():
         raise UserError(f"not found: {source}")
-    sample, origin = None, "zeros"
     if input_shape is not None:
         _check_artifact_shape(artifact, parse_shape_option(input_shape))
+    files, origin = _bundle(artifact, target, out, name, data, npu, progress, data_kwargs, output_names)
+    return ExportResult(artifact, target, Path(out), name or artifact.stem, files, origin)
+
+
+def _bundle(artifact: Path, target: str, out, name, data, npu: str, progress, data_kwargs: dict,
+            output_names: list[str] | None) -> tuple[list[Path], str]:
+    """(files written, where the sample input came from): ``export_bundle`` with ``data``'s first sample."""
+    from edgeopt.export.bundles import export_bundle
+
+    sample, origin = None, "zeros"
     if data is not None:
         sample, origin = _export_sample(artifact, data, data_kwargs), f"first eval sample of {getattr(data, 'name', data)}"
     if progress:
@@ -663,7 +683,50 @@ def export(source: str | Path, *, out: str | Path, variant: str | None = None, t
     files = export_bundle(artifact, target, out, name, sample=sample, npu=npu, output_names=output_names)
     if progress:
         progress(f"exported {target}", 1, 1)
-    return ExportResult(artifact, target, Path(out), name or artifact.stem, files, origin)
+    return files, origin
+
+
+def _export_keras(source: Path, *, out, target: str, name, data, npu: str, progress, input_shape,
+                  data_kwargs: dict) -> "ExportResult":
+    """``export`` of a Keras model: converted in a temporary folder (``_keras_artifact``), then
+    bundled like a file; the result's ``artifact`` is the Keras model."""
+    from edgeopt.results import ExportResult
+
+    if progress:
+        progress(f"converting {source.name}", 0, 1)
+    name = name or source.stem
+    with tempfile.TemporaryDirectory() as tmp:
+        artifact, output_names = _keras_artifact(source, target, Path(tmp), input_shape, data, data_kwargs)
+        files, origin = _bundle(artifact, target, out, name, data, npu, progress, data_kwargs, output_names)
+    return ExportResult(source, target, Path(out), name, files, origin)
+
+
+def _keras_artifact(source: Path, target: str, work: Path, given, data, data_kwargs: dict) -> tuple[Path, list[str]]:
+    """(the float32 artifact a Keras model is exported as, its Keras output names): an .onnx
+    (``export.onnx.keras_to_onnx``) for the onnx/openvino targets when no input has an open
+    (None) axis, else a batch-1 .tflite (``convert.keras_to_tflite``) with open axes from ``given``
+    (``--input-shape``), else ``data``'s sample shape. UserError for an open axis left without a
+    length (``convert.static_input_shapes``)."""
+    from edgeopt.convert import keras_to_tflite, static_input_shapes
+    from edgeopt.fsutil import atomic_write_bytes
+
+    m = load_model(source)
+    _flatten_nested(m)
+    names = list(m.keras.output_names)
+    if target in ("arduino", "zephyr") and (len(m.inputs) > 1 or len(names) > 1):
+        raise UserError(f"{source.name} has {len(m.inputs)} input(s) and {len(names)} outputs; the generated "
+                        f"microcontroller program handles one input and one output: export it with --target "
+                        f"linux-litert, onnx or openvino")
+    is_open = any(d is None for i in m.inputs for d in i.shape)
+    if given is None and is_open and data is not None:
+        kw = {k: v for k, v in data_kwargs.items() if v is not None}
+        given = _as_data(data, model=m, task="fidelity", **kw).input_shape
+    static_input_shapes(m.keras, given)  # open axes without a length, wrong ranks or sizes: one line
+    if target in ("onnx", "openvino") and not is_open:
+        from edgeopt.export.onnx import keras_to_onnx
+
+        return keras_to_onnx(m.keras, work / f"{source.stem}.onnx"), names
+    return atomic_write_bytes(work / f"{source.stem}.tflite", keras_to_tflite(m.keras, input_shape=given)), names
 
 
 def _export_sample(artifact: Path, data, data_kwargs: dict):

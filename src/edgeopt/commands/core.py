@@ -312,7 +312,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def export(
-        source: Path = typer.Argument(..., metavar="MODEL_OR_RUN", help="a model (.keras/.h5/SavedModel: converted float32 first, .tflite, .onnx) or a run directory"),
+        source: Path = typer.Argument(..., metavar="MODEL_OR_RUN",
+                                      help="a model (.keras/.h5/SavedModel: converted float32 first, .tflite, "
+                                           ".onnx) or a run directory"),
         variant_arg: Optional[str] = typer.Argument(None, metavar="VARIANT", help="variant of the run directory"),
         out: Path = typer.Option(..., "--out", metavar="DIR", help="folder for the bundle"),
         target: str = typer.Option("arduino", metavar="TARGET",
@@ -326,8 +328,9 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="print JSON only"),
         x_key: str = typer.Option("x", metavar="KEY", help=".npz key(s) of the inputs (a,b for several, in input order)"),
         input_shape: Optional[str] = typer.Option(None, "--input-shape", metavar="SHAPE",
-                                                  help="one sample's shape: a Keras model's open axes (default: the data's); "
-                                                       "a .tflite/.onnx or run variant's is checked against it"),
+                                                  help="one sample's shape: a Keras model's open axes (default: "
+                                                       "the data's); a .tflite/.onnx or run variant's is checked "
+                                                       "against it"),
     ):
         """Deploy bundle of a model or run variant: MCU sketch, Zephyr app, Linux/ONNX/OpenVINO script, Ethos-U."""
         from edgeopt import api

@@ -98,8 +98,9 @@ def task_line(ds, output=None) -> str:
 
 def make_header(m, ds, out: Path, chains: list, options: dict, threads: int, runs: int,
                 warnings: list[str], output=None) -> dict:
-    """run.json's header: the model (with its sha256 and its output names in model order), the data (with a fingerprint, and the scored output's task under ``scored``:
-    ``{"output", "task", "reason"}``), the settings. ``output``: ``--output``."""
+    """run.json's header: the model (with its sha256 and its output names in model order), the
+    data (with a fingerprint, and the scored output's task under ``scored``: ``{"output", "task",
+    "reason"}``), the settings. ``output``: ``--output``."""
     from edgeopt.measure.env import environment
     from edgeopt.recipes import options_json
 

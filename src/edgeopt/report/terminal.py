@@ -158,10 +158,10 @@ def run_table(record: dict) -> Table:
     return table
 
 
-TIMING_NOTE = ("p50 ms (own runs) = the median of each variant's own {runs} timed runs, taken one variant after "
-               "another; speed vs float32 (paired) = the variant and float32 timed alternately in one process "
-               "(their medians shown: variant/float32 µs), so load from other processes falls on both alike. Under load the two "
-               "columns can disagree: read speed from the paired column.")
+TIMING_NOTE = ("p50 ms (own runs) = the median of each variant's own {runs} timed runs, taken one variant "
+               "after another; speed vs float32 (paired) = the variant and float32 timed alternately in one "
+               "process (their medians shown: variant/float32 µs), so load from other processes falls on both "
+               "alike. Under load the two columns can disagree: read speed from the paired column.")
 
 
 def _quality_header(record: dict) -> str:

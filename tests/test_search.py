@@ -18,7 +18,8 @@ from edgeopt.tuner import (AccuracyPruner, DeviceCheck, Heartbeat, Objective, Pa
                             StepChoice, TrialSpec, collect, default_space, export_artifact, run_search,
                             seed_recipes)
 from edgeopt.tuner import results as res
-from edgeopt.tuner.space import recipe_name
+from edgeopt.tuner.space import OBJECTIVE_SEEDS, first_round, recipe_name
+from edgeopt.tuner.study import expected_trials, seed_quota, startup_trials
 from edgeopt.tuner.types import TrialRecord
 
 HB = Heartbeat(**search_synthetic.HEARTBEAT_FOR_TESTS)
@@ -70,21 +71,62 @@ def _recipes(space, objectives) -> list[str]:
 def test_seeds_are_chosen_per_objective_and_fit_the_space():
     space = default_space()
     gzip = seed_recipes(space, ["gzip_bytes"])
-    # Deep Compression right after plain int8: high sparsity, few clusters, 8-bit
-    assert gzip[0] == {"int8": {}} and gzip[1]["prune"]["sparsity"] >= 0.9 and gzip[1]["cluster"]["clusters"] <= 16
-    assert "distill" not in _recipes(space, ["gzip_bytes"])[1]
+    # plain int8, then the accuracy anchor (QAT), then Deep Compression: high sparsity, few clusters, 8-bit
+    assert gzip[:2] == [{"int8": {}}, {"qat": {}, "int8": {}}]
+    assert gzip[2]["prune"]["sparsity"] >= 0.9 and gzip[2]["cluster"]["clusters"] <= 16
     latency = seed_recipes(space, ["latency_ms"])
-    # a narrower student, once with each precision (which is faster is measured, not assumed)
-    assert latency[1:3] == [{"distill": {"width": 0.5}, "int8": {}}, {"distill": {"width": 0.5}, "float16": {}}]
+    # structured pruning first (same speed-up as the student, half the time), then a narrower student,
+    # once with each precision (which is faster is measured, not assumed)
+    assert latency[2] == {"prune-structured": {"ratio": 0.5}, "int8": {}}
+    i = latency.index({"distill": {"width": 0.5}, "int8": {}})
+    assert latency[i + 1] == {"distill": {"width": 0.5}, "float16": {}}
+    assert latency[3] == {"mixed": {}}  # the second round's cheapest: accuracy's second seed
     both = _recipes(space, ["gzip_bytes", "latency_ms"])
-    assert both[:3] == ["int8", "prune+cluster+int8", "distill+int8"]  # objectives take turns
-    assert len(both) == len(set(map(str, seed_recipes(space, ["gzip_bytes", "latency_ms"]))))  # no duplicates
-    assert both[-2:] == ["mixed", "prune-structured+int8"]  # the generic seeds are kept
-    # a post-training space keeps only the seeds it can express
+    full = seed_recipes(space, ["gzip_bytes", "latency_ms"])
+    assert len(full) == len({str(r) for r in full})  # no duplicates
+    assert "mixed" in both and "prune-structured+int8" in both  # the generic seeds are kept
+    # a post-training space keeps only the seeds it can express; mixed is its accuracy seed
     assert _recipes(default_space(training=False), ["gzip_bytes", "latency_ms"]) == [
         "int8", "mixed", "prune-structured+int8"]
     for recipe in seed_recipes(space, ["gzip_bytes", "latency_ms", "size_bytes"]):
         assert recipe_name(space.sample(FakeTrial(space.params_for(recipe)))) == "+".join(recipe)
+
+
+@pytest.mark.parametrize("objectives", [[], ["gzip_bytes"], ["latency_ms", "size_bytes"],
+                                        ["gzip_bytes", "latency_ms"], ["energy_mj", "latency_ms"]])
+@pytest.mark.parametrize("training", [True, False])
+def test_first_round_covers_every_objective_accuracy_included_cheap_first(objectives, training):
+    space = default_space(training=training)
+    seeds = seed_recipes(space, objectives)
+    n = first_round(space, objectives)
+    head = seeds[:n]
+    assert head[0] == {"int8": {}}
+    for objective in ["accuracy", *objectives]:  # each one's first fitting known good recipe runs early
+        first = next((r for r in OBJECTIVE_SEEDS.get(objective, []) if space_fits(space, r)), None)
+        assert first is None or first in head, (objective, first, head)
+    assert n <= 2 + len(objectives)
+    assert [len(r) for r in head[1:]] == sorted(len(r) for r in head[1:])  # shorter (cheaper) chains first
+    assert seed_recipes(space, ["accuracy", *objectives]) == seeds  # accuracy is always there, once
+
+
+def space_fits(space, recipe) -> bool:
+    try:
+        space.params_for(recipe)
+        return True
+    except UserError:
+        return False
+
+
+def test_seed_quota_leaves_room_for_the_sampler():
+    assert seed_quota(9, 4, expected=8) == 4  # half of 8
+    assert seed_quota(9, 4, expected=5) == 4  # the first round always runs
+    assert seed_quota(9, 4, expected=30) == 9 and seed_quota(3, 3, expected=2) == 3
+    assert expected_trials(1000, 0, None, None) == 1000  # no time budget: the trial budget
+    assert expected_trials(1000, 0, 1800.0, None) == 1000  # nothing measured yet
+    assert expected_trials(1000, 2, 1500.0, 200.0) == 2 + 1 + 7  # two studies of 100 s trials
+    assert expected_trials(5, 2, 1500.0, 200.0) == 5 and expected_trials(50, 3, -1.0, 10.0) == 4
+    assert startup_trials(1000) == 10 and startup_trials(6) == 3
+    assert startup_trials(1000, seed_floor=4) == 4  # the seeds' first round is the start-up phase
 
 
 def test_seed_params_and_round_trip():
@@ -166,9 +208,12 @@ def test_search_seeds_constraints_front_and_export(tmp_path, monkeypatch):
                         baseline_accuracy=0.9, max_accuracy_drop=1.0, n_trials=8, random_baseline=True,
                         heartbeat=HB, log=lines.append)
     t = result.targets["host-cpu"]
-    first = sorted(t.trials, key=lambda r: r.number)[:3]  # the seeds of the default objectives first
-    assert [r.recipe for r in first] == ["int8", "distill+int8", "distill+float16"] and all(r.seed for r in first)
-    assert first[1].params["distill.width"] == 0.5
+    trials = sorted(t.trials, key=lambda r: r.number)
+    first = trials[:3]  # int8 and the first seed of accuracy and of the default objectives first
+    assert [r.recipe for r in first] == ["int8", "qat+int8", "prune-structured+int8"] and all(r.seed for r in first)
+    assert first[2].params["prune-structured.ratio"] == 0.5
+    # seeds take half of the 8 trials (more than the first round), TPE proposes the rest
+    assert [r.seed for r in trials] == [True] * 4 + [False] * 4 and trials[3].recipe == "mixed"
     assert t.accounting.done == 8 and t.accounting.counted == 8 and len(t.trials) == 8
     assert t.met and t.best.feasible and t.best in t.front and "meets the constraints" in t.sentence
     for r in t.trials:  # the constraint follows the measured accuracy

@@ -266,16 +266,23 @@ def default_space(max_accuracy_drop: float = 1.0, *, training: bool = True) -> S
     ))
 
 
-# Known good recipes, tried first (Optuna ``enqueue_trial``): plain int8, mixed precision, and
-# structured pruning at half the channels followed by int8 (2.75x faster, 3.5x smaller on a
-# small CNN here: shared/MEASURED.md).
+# Known good recipes, tried first (Optuna ``enqueue_trial``): plain int8 (the cheapest trial and
+# the reference the others are read against), mixed precision, and structured pruning at half the
+# channels followed by int8 (2.75x faster, 3.5x smaller on a small CNN here: shared/MEASURED.md).
 SEED_RECIPES: list[dict[str, dict]] = [
     {"int8": {}},
     {"mixed": {}},
     {"prune-structured": {"ratio": 0.5}, "int8": {}},
 ]
 
-# Known good recipes per objective (metric name), tried right after plain int8.
+# Known good recipes per objective (``accuracy``, maximized by every search, or a metric name), the
+# cheapest first where two reach the same figure.
+# accuracy: quantization-aware training (Jacob et al. 2018, "Quantization and Training of Integer-Arithmetic-
+#   Only Inference"): one more fine-tune of the whole model with int8 fake-quantized, so the int8 model
+#   keeps (or, with a baseline trained briefly, gains) float32 accuracy; benchmarks/search.py measured it
+#   as the most accurate of the cheap fine-tuning recipes on the Fashion-MNIST CNN (BENCHMARKS.md, Search).
+#   Without fine-tuning (a post-training space), mixed precision: the most accurate post-training seed
+#   there (0.897 vs int8 0.896, in 23 s).
 # gzip_bytes: Deep Compression (Han et al. 2016, "Deep Compression: Compressing Deep Neural Networks
 #   with Pruning, Trained Quantization and Huffman Coding"): magnitude pruning to high sparsity, weight
 #   sharing (clustering) to a few centroids, 8-bit storage; gzip stands in for the entropy coder. One
@@ -283,40 +290,72 @@ SEED_RECIPES: list[dict[str, dict]] = [
 #   large dense layer takes the sparsity (global beat layer-wise magnitude pruning in Blalock et al.
 #   2020, "What is the State of Neural Network Pruning?").
 # latency_ms / size_bytes: fewer channels make a model both faster and smaller, unstructured zeros make
-#   it neither: a narrower distilled student (Hinton et al. 2015) and structured pruning. The student is
-#   seeded with int8 and with float16, because which precision runs fastest depends on the CPU and the
-#   runtime (shared/MEASURED.md): the search measures both, and the second costs only a conversion since
-#   the fine-tuned student comes from the prefix cache.
+#   it neither: structured pruning and a narrower distilled student (Hinton et al. 2015). Structured
+#   pruning at half the channels comes first: it reached the student's speed-up (8.0x) in half its time
+#   (59 s vs 117 s, BENCHMARKS.md, Search). The student is seeded with int8 and with float16, because
+#   which precision runs fastest depends on the CPU and the runtime (shared/MEASURED.md): the search
+#   measures both, and the second costs only a conversion since the fine-tuned student comes from the
+#   prefix cache.
 OBJECTIVE_SEEDS: dict[str, list[dict[str, dict]]] = {
+    "accuracy": [
+        {"qat": {}, "int8": {}},
+        {"mixed": {}},
+    ],
     "gzip_bytes": [
         {"prune": {"sparsity": 0.93, "scope": "global"}, "cluster": {"clusters": 16}, "int8": {}},
         {"prune": {"sparsity": 0.95, "scope": "global"}, "cluster": {"clusters": 8}, "int8": {}},
     ],
     "latency_ms": [
+        {"prune-structured": {"ratio": 0.5}, "int8": {}},
         {"distill": {"width": 0.5}, "int8": {}},
         {"distill": {"width": 0.5}, "float16": {}},
         {"distill": {"width": 0.35}, "int8": {}},
     ],
     "size_bytes": [
+        {"prune-structured": {"ratio": 0.5}, "int8": {}},
         {"distill": {"width": 0.5}, "int8": {}},
         {"distill": {"width": 0.35}, "int8": {}},
     ],
 }
+ACCURACY = "accuracy"  # the objective every search maximizes, next to its metric objectives
 
 
 def seed_recipes(space: SearchSpace, objectives: Sequence[str] = ()) -> list[dict[str, dict]]:
-    """The recipes a search tries first, in order: plain int8, then the objectives' known good
-    recipes (``OBJECTIVE_SEEDS``, taken in turn from each objective so that every objective gets
-    early trials), then the rest of ``SEED_RECIPES``; duplicates and recipes outside ``space``
-    (e.g. fine-tuning steps in a post-training space) are left out.
+    """The recipes a search tries first, in order: plain int8; then the objectives' known good
+    recipes (``OBJECTIVE_SEEDS``) in rounds, one from each objective per round, accuracy included,
+    so that every objective the study optimizes gets an early trial; within a round the shorter
+    chains (fewer fine-tuning steps, so cheaper) first; then the rest of ``SEED_RECIPES``.
+    Duplicates and recipes outside ``space`` (e.g. fine-tuning steps in a post-training space) are
+    left out before the rounds are formed, so a dropped recipe does not leave its objective out.
 
-    objectives: metric names (``gzip_bytes``, ``latency_ms``, ``size_bytes``, ``energy_mj``)."""
-    lists = [OBJECTIVE_SEEDS.get(o, []) for o in objectives]
-    interleaved = [lst[i] for i in range(max(map(len, lists), default=0)) for lst in lists if i < len(lst)]
-    out: list[dict[str, dict]] = []
-    for recipe in SEED_RECIPES[:1] + interleaved + SEED_RECIPES[1:]:
-        if recipe not in out and _fits(space, recipe):
-            out.append(recipe)
+    objectives: metric names (``gzip_bytes``, ``latency_ms``, ``size_bytes``, ``energy_mj``);
+    ``accuracy`` is added first when missing (every search maximizes it)."""
+    return [r for rnd in _seed_rounds(space, objectives) for r in rnd]
+
+
+def first_round(space: SearchSpace, objectives: Sequence[str] = ()) -> int:
+    """How many of ``seed_recipes(space, objectives)`` come before the second round: plain int8 and
+    the first seed of each objective (accuracy included): the seeds a search always runs."""
+    rounds = _seed_rounds(space, objectives)
+    return sum(len(r) for r in rounds[:2])
+
+
+def _seed_rounds(space: SearchSpace, objectives: Sequence[str]) -> list[list[dict[str, dict]]]:
+    """[[plain int8], first round, second round, ..., [the rest of SEED_RECIPES]], each recipe
+    once (where it first appears) and only recipes that fit ``space``."""
+    names = [ACCURACY] + [o for o in objectives if o != ACCURACY]
+    lists = [[r for r in OBJECTIVE_SEEDS.get(o, []) if _fits(space, r)] for o in names]
+    rounds = [[SEED_RECIPES[0]]]
+    rounds += [sorted((lst[i] for lst in lists if i < len(lst)), key=len)  # stable: objective order
+               for i in range(max(map(len, lists), default=0))]
+    rounds.append(SEED_RECIPES[1:])
+    seen: list[dict] = []
+    out = []
+    for rnd in rounds:
+        kept = [r for r in rnd if _fits(space, r) and r not in seen]
+        kept = [r for i, r in enumerate(kept) if r not in kept[:i]]
+        seen += kept
+        out.append(kept)
     return out
 
 

@@ -22,6 +22,7 @@ them; ``random`` is the baseline sampler.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import socket
@@ -35,7 +36,7 @@ from typing import Any, Callable, Sequence
 from edgeopt.errors import UserError
 from edgeopt.tuner import results as res
 from edgeopt.tuner.pruning import AccuracyPruner
-from edgeopt.tuner.space import SearchSpace, describe, recipe_name, seed_recipes
+from edgeopt.tuner.space import SearchSpace, describe, first_round, recipe_name, seed_recipes
 from edgeopt.tuner.storage import (ARTIFACT_DIR, Heartbeat, default_url, open_artifact_store, open_storage,
                                    redact)
 from edgeopt.tuner.types import (Objective, SearchResult, TargetResult, TrialOutcome, TrialSpec,
@@ -48,6 +49,9 @@ Log = Callable[[str], None]
 SETTINGS_KEY = "edgeopt.search"  # study user attr holding everything a worker needs
 SAMPLERS = ("tpe", "nsga2", "random")
 DEFAULT_OBJECTIVES = (Objective("latency_ms"), Objective("size_bytes"))
+# Of the trials a study is expected to run, at most this share goes to the default seeds (beyond
+# their first round, which always runs): the rest is left to the sampler's own proposals.
+SEED_SHARE = 0.5
 
 
 class _TrialFailed(Exception):
@@ -79,8 +83,10 @@ def run_search(space: SearchSpace, evaluate: Evaluate, targets: Sequence[str], *
     baseline_accuracy: float32 accuracy (fraction); a variant may lose ``max_accuracy_drop`` points.
     storage: an RDB URL (default: SQLite in ``run_dir``); artifacts: a path or s3://bucket
     (default: ``run_dir/.artifacts``). Re-running with the same arguments resumes.
-    seeds: recipes tried first, ``{step: {field: value}}`` each (default: ``seed_recipes(space,
-    objectives)``: int8, the objectives' known good recipes, mixed, prune-structured 0.5 + int8).
+    seeds: recipes tried first, ``{step: {field: value}}`` each, all of them (up to ``n_trials``).
+    Default: ``seed_recipes(space, objectives)`` (int8, then the known good recipes of accuracy and of
+    each objective in turn), of which the first round always runs and the rest while the seeds stay
+    within ``SEED_SHARE`` of the trials the study is expected to run (``expected_trials``).
     precheck: target -> hook ``(spec, target, artifact|None) -> reason|None`` (e.g. DeviceCheck).
     time_budget_s: no new trial starts after this many seconds (a running trial finishes).
     random_baseline: also run a RandomSampler study per target with the same trial budget.
@@ -121,8 +127,11 @@ def _create_all(space, targets, *, url, run_dir, baseline_accuracy, max_accuracy
         raise UserError(f"--study name {name!r} must be non-empty and without ':'")
     if seeds is None:
         seeds = seed_recipes(space, [o.name for o in objectives])
-    for recipe in seeds:
-        space.params_for(recipe)  # a seed outside the space is an error, before anything is created
+        floor = first_round(space, [o.name for o in objectives])
+    else:
+        floor = len(seeds)  # the caller's seeds all run
+    # a seed outside the space is an error, before anything is created
+    seed_params = [space.params_for(recipe) for recipe in seeds][:n_trials]
     run_dir.mkdir(parents=True, exist_ok=True)
     store = open_storage(url, heartbeat)
     common = {"name": name, "baseline_accuracy": float(baseline_accuracy),
@@ -132,9 +141,11 @@ def _create_all(space, targets, *, url, run_dir, baseline_accuracy, max_accuracy
               "settings": settings or {}, "seed": int(seed), "heartbeat": asdict(heartbeat)}
     studies = []
     for target in targets:
-        studies.append(_create(store, {**common, "target": target, "sampler": sampler}, seeds, space))
+        studies.append(_create(store, {**common, "target": target, "sampler": sampler, "seeds": seed_params,
+                                       "seed_floor": min(floor, len(seed_params))}))
         if random_baseline:
-            studies.append(_create(store, {**common, "target": target, "sampler": "random"}, (), space))
+            studies.append(_create(store, {**common, "target": target, "sampler": "random", "seeds": [],
+                                           "seed_floor": 0}))
     return store, studies
 
 
@@ -282,10 +293,35 @@ def _sampler(cfg: dict, salt: str = ""):
         if kind == "nsga2":
             return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(20, cfg["n_trials"] // 4)))
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
-                                          n_startup_trials=max(3, min(10, cfg["n_trials"] // 3)))
+                                          n_startup_trials=startup_trials(cfg["n_trials"], cfg.get("seed_floor", 0)))
 
 
-def _create(store, cfg: dict, seeds: Sequence[dict], space: SearchSpace):
+def startup_trials(n_trials: int, seed_floor: int = 0) -> int:
+    """TPE's ``n_startup_trials``: random proposals until this many trials have finished. Optuna
+    counts every complete or pruned trial, enqueued seeds included, so with seeds the start-up
+    phase ends once the seeds' first round (plain int8 and one known good recipe per objective: a
+    spread over every objective, which is what start-up trials are for) has run, and TPE models
+    from then on; without seeds, a third of the trials, between 3 and 10 (Optuna's default: 10)."""
+    plain = max(3, min(10, n_trials // 3))
+    return min(plain, max(2, seed_floor)) if seed_floor else plain
+
+
+def expected_trials(n_trials: int, counted: int, remaining_s: float | None, round_s: float | None) -> int:
+    """How many trials a study is expected to count in all: its budget ``n_trials``, or fewer when
+    the time left (``remaining_s``, None = no time budget) allows only so many more rounds of
+    ``round_s`` seconds (one trial of each study taking turns; None = no trial has finished yet)."""
+    if remaining_s is None or not round_s:
+        return n_trials
+    return min(n_trials, counted + 1 + int(max(0.0, remaining_s) / round_s))
+
+
+def seed_quota(n_seeds: int, floor: int, expected: int) -> int:
+    """How many seeds a study runs: its first ``floor`` ones, then more while they stay within
+    ``SEED_SHARE`` of the ``expected`` trials; never more than it has."""
+    return min(n_seeds, max(floor, math.ceil(SEED_SHARE * expected)))
+
+
+def _create(store, cfg: dict):
     import optuna
 
     name = study_name(cfg["name"], cfg["target"], cfg["sampler"] == "random")
@@ -294,10 +330,8 @@ def _create(store, cfg: dict, seeds: Sequence[dict], space: SearchSpace):
     study = optuna.create_study(study_name=name, storage=store, directions=directions,
                                 sampler=_sampler(cfg), load_if_exists=True)
     old = study.user_attrs.get(SETTINGS_KEY)
-    if old is None:
+    if old is None:  # the seeds are enqueued one at a time as the study runs (_enqueue_seed)
         study.set_user_attr(SETTINGS_KEY, cfg)
-        for recipe in list(seeds)[:cfg["n_trials"]]:  # no queued seed left over once the budget is spent
-            study.enqueue_trial(space.params_for(recipe), user_attrs={"seed": True}, skip_if_exists=True)
     else:
         changed = [k for k in ("space", "objectives", "baseline_accuracy", "max_accuracy_drop", "sampler")
                    if old.get(k) != cfg.get(k)]
@@ -331,7 +365,8 @@ def _work(store, studies: list, factory: Callable[[Any], Evaluate], work_root: P
     deadline = None if time_budget_s is None else time.monotonic() + time_budget_s
     objectives = {s.study_name: _Objective(s, factory(s), work_root, precheck, pruner, log) for s in studies}
     while deadline is None or time.monotonic() < deadline:
-        state = [(s, _accounting(s)) for s in studies]
+        records = {s.study_name: [res.record(t) for t in s.get_trials(deepcopy=False)] for s in studies}
+        state = [(s, res.account(records[s.study_name])) for s in studies]
         open_ = [(s, a) for s, a in state if a.counted < _budget(s)]
         if not open_:
             return
@@ -341,18 +376,35 @@ def _work(store, studies: list, factory: Callable[[Any], Evaluate], work_root: P
                 _fail_stale(s)
             time.sleep(poll_s)
             continue
-        study, _ = min(startable, key=lambda sa: sa[1].counted)
+        study, acc = min(startable, key=lambda sa: sa[1].counted)
+        remaining = None if deadline is None else deadline - time.monotonic()
+        _enqueue_seed(study, records[study.study_name],
+                      expected_trials(_budget(study), acc.counted, remaining, _round_seconds(records, len(open_))))
         study.optimize(objectives[study.study_name], n_trials=1, catch=(_TrialFailed,),
                        callbacks=[_progress(log)])
     log("time budget spent: no new trials started")
 
 
+def _round_seconds(records: dict[str, list], n_open: int) -> float | None:
+    """Seconds one round of turns takes: the mean time of the counted trials so far, times the
+    number of studies still taking turns; None before any trial is counted."""
+    secs = [t.seconds for rs in records.values() for t in rs
+            if t.seconds is not None and t.status in ("done", "stopped", "rejected", "failed")]
+    return n_open * sum(secs) / len(secs) if secs else None
+
+
+def _enqueue_seed(study, records: list, expected: int) -> None:
+    """Queue the study's next seed when its quota (``seed_quota``) leaves room for one. A retry of a
+    lost seed is not a new seed; ``skip_if_exists`` keeps two workers from queueing the same one."""
+    cfg = study.user_attrs[SETTINGS_KEY]
+    seeds = cfg.get("seeds") or []
+    started = sum(1 for t in records if t.seed and t.retry_of is None)
+    if started < seed_quota(len(seeds), int(cfg.get("seed_floor", 0)), expected):
+        study.enqueue_trial(seeds[started], user_attrs={"seed": True}, skip_if_exists=True)
+
+
 def _budget(study) -> int:
     return int(study.user_attrs[SETTINGS_KEY]["n_trials"])
-
-
-def _accounting(study):
-    return res.account([res.record(t) for t in study.get_trials(deepcopy=False)])
 
 
 def _fail_stale(study) -> None:

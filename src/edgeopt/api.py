@@ -93,6 +93,8 @@ def prepare(model, data, *, unsafe: bool = False, input_shape=None, check_numeri
     warnings = check_against_model(ds, want, m.output_units, in_range)
     if given is not None and m.kind == "keras":
         _check_shape_against_data(m, given, ds.input_shape)  # one line, before any work
+    elif given is not None:  # an .onnx/.tflite runs at the data's shape: a contradicting one is refused
+        check_file_shape_against_data(m, given, ds.input_shape)
     if check_numerics and m.kind == "keras":
         from edgeopt.numerics import check_finite
 
@@ -636,6 +638,8 @@ def export(source: str | Path, *, out: str | Path, variant: str | None = None, t
         kind = "run"
     else:
         kind = validate.model_path(source)
+        if variant is not None:
+            _refuse_variant_of_file(source, variant, target, out)
     if kind == "keras":
         if target == "ethos-u":
             run = Path("runs") / source.stem
@@ -644,7 +648,7 @@ def export(source: str | Path, *, out: str | Path, variant: str | None = None, t
                             f"edgeopt export {run} int8 --target ethos-u --out {out}")
         return _export_keras(source, out=out, target=target, name=name, data=data, npu=npu, progress=progress,
                              input_shape=parse_shape_option(input_shape), data_kwargs=data_kwargs)
-    artifact, output_names = source, None
+    artifact, output_names, recorded = source, None, None
     if source.is_dir():
         from edgeopt.engine.store import load_run
 
@@ -662,17 +666,114 @@ def export(source: str | Path, *, out: str | Path, variant: str | None = None, t
         artifact = source / chosen["artifact"]
         name = name or f"{record.get('name', 'model')}_{chosen['name']}"
         output_names = (record.get("model") or {}).get("outputs") or (record.get("data") or {}).get("label_outputs")
+        shapes = (record.get("model") or {}).get("conversion_input_shapes")  # open axes as the run fixed them
+        recorded = {k: tuple(v[1:]) for k, v in shapes.items()} if shapes else None
     elif not source.exists():
         raise UserError(f"not found: {source}")
-    if input_shape is not None:
-        _check_artifact_shape(artifact, parse_shape_option(input_shape))
-    files, origin = _bundle(artifact, target, out, name, data, npu, progress, data_kwargs, output_names)
+    fix = "or re-run optimize with --input-shape (shapes are fixed at conversion)" if source.is_dir() else "or drop it"
+    shapes = _artifact_shapes(artifact, parse_shape_option(input_shape), data, data_kwargs, fix, recorded)
+    files, origin = _bundle(artifact, target, out, name, data, npu, progress, data_kwargs, output_names, shapes)
     return ExportResult(artifact, target, Path(out), name or artifact.stem, files, origin)
 
 
+def _refuse_variant_of_file(source: Path, variant: str, target: str, out) -> None:
+    """UserError: a VARIANT names a variant of a run directory, and ``source`` is a model file."""
+    run = Path("runs") / source.stem
+    recipe = variant.replace("+", ",")
+    raise UserError(f"variant {variant!r} needs a run directory, and {source.name} is a model file: make the "
+                    f"run first (edgeopt optimize {source} -d DATA -r {recipe} --out {run}), then edgeopt export "
+                    f"{run} {variant} --target {target} --out {out}; or drop {variant} to export {source.name} "
+                    f"as it is (float32)")
+
+
+def _artifact_shapes(artifact: Path, given, data, data_kwargs: dict, fix: str = "or drop it",
+                     recorded: dict | None = None) -> dict | None:
+    """One sample's shape per input (``{input name: shape}``, batch excluded) the bundle of a
+    .tflite/.onnx ``artifact`` with open axes runs at: ``given`` (``--input-shape``), else
+    ``data``'s sample shape, else ``recorded`` (a run's ``conversion_input_shapes``, batch
+    dropped); None for an artifact without open axes (its own shapes). UserError,
+    before any work, when ``given`` does not fit the artifact or disagrees with the data, when
+    the data's samples do not fit the artifact, or when an open axis is left without a length
+    (``fix``: the way out the message offers for a shape that does not fit)."""
+    if artifact.suffix not in (".tflite", ".onnx"):
+        return None
+    m = load_model(artifact)
+    if given is not None:
+        check_shape_against_file(m, given, fix=fix)
+    data_shape = _export_data_shape(m, data, data_kwargs) if data is not None else None
+    if given is not None and data_shape is not None:
+        check_file_shape_against_data(m, given, data_shape)
+    if not any(d is None for i in m.inputs for d in i.shape):
+        return None
+    fixed = given if given is not None else data_shape if data_shape is not None else recorded
+    if fixed is None:
+        shown = ";".join(f"{i.name}:{_open_text(i.shape)}" for i in m.inputs) if len(m.inputs) > 1 \
+            else _open_text(m.inputs[0].shape)
+        raise UserError(f"{artifact.name} has an open axis (its input is {shown}; ? = open): give --input-shape "
+                        f"with a length in place of each ? (e.g. --input-shape {shown.replace('?', '16')}), or "
+                        f"--data DATA whose samples fix it")
+    return _per_input(m, fixed)
+
+
+def _export_data_shape(m: LoadedModel, data, data_kwargs: dict):
+    """``data``'s sample shape (one tuple, or {name: shape}), checked against the model's inputs
+    (``check_against_model``: one UserError line naming the file, both shapes and the fix);
+    labels are not read."""
+    ds = _as_data(data, **_export_data_kwargs(m, data, data_kwargs))
+    want = {i.name: i.shape for i in m.inputs} if len(m.inputs) > 1 else m.input_shape
+    check_against_model(ds, want, None)
+    return ds.input_shape
+
+
+def _export_data_kwargs(m: LoadedModel, data, data_kwargs: dict) -> dict:
+    """``load_data`` keywords for export's data: inputs only (labels are not read), image folders
+    read at the model's input size, as ``prepare`` reads them."""
+    kw = {k: v for k, v in data_kwargs.items() if v is not None}
+    kw.setdefault("model", m)
+    kw.setdefault("task", "fidelity")  # inputs only: labels need not match the outputs
+    if not isinstance(data, Dataset) and str(data) not in ("digits", "blobs2d", "fashion-mnist"):
+        kw.setdefault("image_size", _image_size(m.input_shape))
+        kw.setdefault("grayscale", m.input_shape[-1] == 1 if len(m.input_shape) == 3 else None)
+    return kw
+
+
+def _per_input(m: LoadedModel, shape) -> dict:
+    """``shape`` (one tuple, a list in input order, or {name: shape}) as {model input name: shape}."""
+    from edgeopt.core.arrays import canonical_name
+
+    names = [i.name for i in m.inputs]
+    if isinstance(shape, dict):
+        by_name = {canonical_name(str(k)): tuple(v) for k, v in shape.items()}
+        if all(canonical_name(n) in by_name for n in names):
+            return {n: by_name[canonical_name(n)] for n in names}
+        return dict(zip(names, by_name.values()))  # data keys are in model input order
+    shapes = list(shape) if isinstance(shape, list) else [shape]
+    return {n: tuple(s) for n, s in zip(names, shapes)}
+
+
+def check_file_shape_against_data(m: LoadedModel, given, data_shape) -> None:
+    """UserError unless ``given`` (``--input-shape``, parsed) is the data's sample shape
+    (``data_shape``) on every input of a .tflite/.onnx model: the data is fed at its own shape, so
+    another one would be silently ignored."""
+    wanted, fed = _per_input(m, given), _per_input(m, data_shape)
+    for name, shape in wanted.items():
+        if name in fed and tuple(fed[name]) != tuple(shape):
+            def text(s):
+                return ",".join(map(str, s))
+            shown = ";".join(f"{k}:{text(v)}" for k, v in fed.items()) if len(fed) > 1 else text(fed[name])
+            raise UserError(f"--input-shape {text(shape)} (input {name!r}) disagrees with the data's sample "
+                            f"shape {text(fed[name])}; give --input-shape {shown}, or drop it (open axes then "
+                            f"take the data's)")
+
+
+def _open_text(shape) -> str:
+    return ",".join("?" if d in (None, -1) else str(d) for d in shape)
+
+
 def _bundle(artifact: Path, target: str, out, name, data, npu: str, progress, data_kwargs: dict,
-            output_names: list[str] | None) -> tuple[list[Path], str]:
-    """(files written, where the sample input came from): ``export_bundle`` with ``data``'s first sample."""
+            output_names: list[str] | None, input_shapes: dict | None = None) -> tuple[list[Path], str]:
+    """(files written, where the sample input came from): ``export_bundle`` with ``data``'s first
+    sample; ``input_shapes``: {input name: one sample's shape} fixing an artifact's open axes."""
     from edgeopt.export.bundles import export_bundle
 
     sample, origin = None, "zeros"
@@ -680,7 +781,8 @@ def _bundle(artifact: Path, target: str, out, name, data, npu: str, progress, da
         sample, origin = _export_sample(artifact, data, data_kwargs), f"first eval sample of {getattr(data, 'name', data)}"
     if progress:
         progress(f"exporting {target}", 0, 1)
-    files = export_bundle(artifact, target, out, name, sample=sample, npu=npu, output_names=output_names)
+    files = export_bundle(artifact, target, out, name, sample=sample, npu=npu, output_names=output_names,
+                          input_shapes=input_shapes)
     if progress:
         progress(f"exported {target}", 1, 1)
     return files, origin
@@ -706,7 +808,8 @@ def _keras_artifact(source: Path, target: str, work: Path, given, data, data_kwa
     (``export.onnx.keras_to_onnx``) for the onnx/openvino targets when no input has an open
     (None) axis, else a batch-1 .tflite (``convert.keras_to_tflite``) with open axes from ``given``
     (``--input-shape``), else ``data``'s sample shape. UserError for an open axis left without a
-    length (``convert.static_input_shapes``)."""
+    length (``convert.static_input_shapes``), data whose samples do not fit the model, or an
+    ``--input-shape`` that disagrees with them."""
     from edgeopt.convert import keras_to_tflite, static_input_shapes
     from edgeopt.fsutil import atomic_write_bytes
 
@@ -714,13 +817,18 @@ def _keras_artifact(source: Path, target: str, work: Path, given, data, data_kwa
     _flatten_nested(m)
     names = list(m.keras.output_names)
     if target in ("arduino", "zephyr") and (len(m.inputs) > 1 or len(names) > 1):
-        raise UserError(f"{source.name} has {len(m.inputs)} input(s) and {len(names)} outputs; the generated "
-                        f"microcontroller program handles one input and one output: export it with --target "
-                        f"linux-litert, onnx or openvino")
+        from edgeopt.export.c_array import mcu_io_refusal
+
+        raise mcu_io_refusal(source.name, len(m.inputs), len(names))
     is_open = any(d is None for i in m.inputs for d in i.shape)
-    if given is None and is_open and data is not None:
-        kw = {k: v for k, v in data_kwargs.items() if v is not None}
-        given = _as_data(data, model=m, task="fidelity", **kw).input_shape
+    if given is not None:
+        static_input_shapes(m.keras, given)  # wrong names, ranks or fixed sizes: one line, before the data
+    if data is not None:  # the data's samples must fit the model, as in bench: one line, before any work
+        data_shape = _export_data_shape(m, data, data_kwargs)
+        if given is not None:
+            _check_shape_against_data(m, given, data_shape)
+        elif is_open:
+            given = data_shape
     static_input_shapes(m.keras, given)  # open axes without a length, wrong ranks or sizes: one line
     if target in ("onnx", "openvino") and not is_open:
         from edgeopt.export.onnx import keras_to_onnx
@@ -733,17 +841,9 @@ def _export_sample(artifact: Path, data, data_kwargs: dict):
     """The first eval sample of ``data`` for ``artifact``: an array (batch axis 1 dropped), or
     NamedArrays of one sample per input for several inputs (.npz keys matched to the inputs)."""
     if not isinstance(data, Dataset) and artifact.suffix in (".tflite", ".onnx"):
-        data_kwargs.setdefault("model", load_model(artifact))
-        data_kwargs.setdefault("task", "fidelity")  # inputs only: labels need not match the outputs
+        data_kwargs = _export_data_kwargs(load_model(artifact), data, data_kwargs)
     x = _as_data(data, **{k: v for k, v in data_kwargs.items() if v is not None}).x_eval
     return x[:1] if hasattr(x, "as_list") else x[0]
-
-
-def _check_artifact_shape(artifact: Path, given) -> None:
-    """UserError unless ``given`` (``--input-shape``) is the shape the artifact takes."""
-    if artifact.suffix in (".tflite", ".onnx"):
-        check_shape_against_file(load_model(artifact), given,
-                                 fix="or re-run optimize with --input-shape (shapes are fixed at conversion)")
 
 
 def _shape_fits(given: tuple, have: tuple) -> bool:

@@ -331,15 +331,17 @@ def register(app: typer.Typer) -> None:
                                                   help="one sample's shape: a Keras model's open axes (default: "
                                                        "the data's); a .tflite/.onnx or run variant's is checked "
                                                        "against it"),
+        reshape: Optional[str] = typer.Option(None, "--reshape", metavar="SHAPE", help=RESHAPE_HELP),
     ):
         """Deploy bundle of a model or run variant: MCU sketch, Zephyr app, Linux/ONNX/OpenVINO script, Ethos-U."""
         from edgeopt import api
         from edgeopt.report.terminal import spinner
 
         _check_early(input_shape, None, None)
+        shape_kw = {"reshape": _parse_reshape(reshape)} if reshape else {}
         with spinner(f"exporting for {target}", disable=json_out):
             result = api.export(source, out=out, variant=variant or variant_arg, target=target, name=name,
-                                data=data, npu=npu, input_shape=input_shape, x_key=x_key)
+                                data=data, npu=npu, input_shape=input_shape, x_key=x_key, **shape_kw)
         if json_out:
             from edgeopt.cli import print_json
 

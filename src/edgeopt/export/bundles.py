@@ -39,7 +39,8 @@ def check_target(target: str) -> str:
 
 
 def export_bundle(artifact, target: str, out_dir, name: str | None = None, sample=None,
-                  npu: str = "ethos-u55-128", output_names: list[str] | None = None) -> list[Path]:
+                  npu: str = "ethos-u55-128", output_names: list[str] | None = None,
+                  input_shapes: dict | None = None) -> list[Path]:
     """Write the TARGET bundle for ARTIFACT (.tflite; .onnx also for onnx/openvino) into OUT_DIR.
 
     SAMPLE: one float input sample (None: zeros, said so in the bundle; NamedArrays or a dict of one
@@ -47,7 +48,9 @@ def export_bundle(artifact, target: str, out_dir, name: str | None = None, sampl
     (hardware/npu.yaml) for ``ethos-u``. OUTPUT_NAMES: the source model's own output names in its
     order (Keras output layer names), used in io.json and printed by infer.py instead of the
     converter's tensor names (``Identity``, ``Identity_1``); None keeps the artifact's names
-    (signature names for a .tflite that has them). Returns the written paths. Raises UserError for
+    (signature names for a .tflite that has them). INPUT_SHAPES: {input name: one sample's shape}
+    fixing an .onnx artifact's open axes for the Python targets (io.json, the sample, the OpenVINO
+    IR; None: open axes at 1). Returns the written paths. Raises UserError for
     an unknown target, an artifact the target cannot take, or a model the target's toolchain rejects."""
     check_target(target)
     if target == "ethos-u":
@@ -71,7 +74,8 @@ def export_bundle(artifact, target: str, out_dir, name: str | None = None, sampl
         stage = Path(tmp)
         builder = {"arduino": _arduino, "zephyr": _zephyr, "ethos-u": _ethos_u}.get(target, _python_bundle)
         try:
-            builder(artifact, stage, name, sample, target=target, npu=npu, output_names=output_names)
+            builder(artifact, stage, name, sample, target=target, npu=npu, output_names=output_names,
+                    input_shapes=input_shapes)
         except BaseException:
             if created:  # leave no empty folder behind for a refused model
                 shutil.rmtree(out_dir, ignore_errors=True)
@@ -236,9 +240,10 @@ ys = [result[port] for port in compiled.outputs]""",
 }
 
 
-def _python_bundle(artifact: Path, stage: Path, name: str, sample, target: str, output_names=None, **_) -> None:
+def _python_bundle(artifact: Path, stage: Path, name: str, sample, target: str, output_names=None,
+                   input_shapes=None, **_) -> None:
     package, model_file = _PY_RUNTIME[target]
-    io = _io_spec(artifact, output_names)
+    io = _io_spec(artifact, output_names, input_shapes)
     {"linux-litert": _copy, "onnx": _to_onnx, "openvino": _to_openvino}[target](artifact, stage / model_file, io)
     xs = _sample_inputs(sample, io["inputs"])
     io["sample_input"] = "zeros (no sample data was given to export)" if sample is None else "first data sample"
@@ -278,11 +283,13 @@ def _sample_inputs(sample, inputs: list[dict]) -> list[np.ndarray]:
     return out
 
 
-def _io_spec(artifact: Path, output_names: list[str] | None = None) -> dict:
+def _io_spec(artifact: Path, output_names: list[str] | None = None, input_shapes: dict | None = None) -> dict:
     """Every input and output (``inputs``/``outputs``: name, shape, dtype, quantization, in the
     artifact's order) and the first of each as ``input``/``output``. Outputs are named
     ``output_names`` (the source model's, in its order; ``tensor`` keeps the artifact's name) when
-    there is one per output, else by the artifact (a .tflite's signature names when it has them)."""
+    there is one per output, else by the artifact (a .tflite's signature names when it has them).
+    ``input_shapes`` ({input name: one sample's shape}) fix an .onnx's open axes; its output
+    shapes are then the ones ONNX Runtime gives at those shapes."""
     def spec(name, shape, dtype, scale=None, zero_point=None) -> dict:
         return {"name": name, "shape": [int(d) for d in shape], "dtype": np.dtype(dtype).name,
                 "scale": float(scale) if scale else None, "zero_point": int(zero_point) if scale else None}
@@ -304,9 +311,17 @@ def _io_spec(artifact: Path, output_names: list[str] | None = None) -> dict:
         bad = [t.type for t in s.get_inputs() + s.get_outputs() if t.type not in dtype]
         if bad:
             raise UserError(f"{artifact.name}: input/output types {', '.join(bad)} are not handled by the bundle")
-        # a named (dynamic) axis runs at 1
-        inputs = [spec(i.name, [d if isinstance(d, int) else 1 for d in i.shape], dtype[i.type]) for i in s.get_inputs()]
-        outputs = [spec(o.name, [d if isinstance(d, int) else 1 for d in o.shape], dtype[o.type]) for o in s.get_outputs()]
+        given = [(input_shapes or {}).get(i.name) for i in s.get_inputs()]
+        # a named (dynamic) axis runs at its given length, else at 1 (always 1 for the batch axis)
+        in_shapes = [[1, *g] if g is not None else [d if isinstance(d, int) else 1 for d in i.shape]
+                     for i, g in zip(s.get_inputs(), given)]
+        inputs = [spec(i.name, shape, dtype[i.type]) for i, shape in zip(s.get_inputs(), in_shapes)]
+        if any(g is not None for g in given):  # outputs at those input shapes, as ONNX Runtime runs them
+            ys = s.run(None, {i["name"]: np.zeros(i["shape"], i["dtype"]) for i in inputs})
+            out_shapes = [list(np.shape(y)) for y in ys]
+        else:
+            out_shapes = [[d if isinstance(d, int) else 1 for d in o.shape] for o in s.get_outputs()]
+        outputs = [spec(o.name, shape, dtype[o.type]) for o, shape in zip(s.get_outputs(), out_shapes)]
         order = list(range(len(outputs)))
     if output_names and len(output_names) == len(outputs):
         for own, position in zip(output_names, order):  # order[k]: where the source's output k is

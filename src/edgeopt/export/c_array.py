@@ -68,11 +68,17 @@ def tflite_io(tflite_path: Path) -> tuple[TensorSpec, TensorSpec]:
 
     interp = Interpreter(model_path=str(tflite_path))
     if len(interp.get_input_details()) != 1 or len(interp.get_output_details()) != 1:
-        raise UserError(f"{tflite_path.name} has {len(interp.get_input_details())} inputs and "
-                        f"{len(interp.get_output_details())} outputs; the generated program handles one input and "
-                        f"one output: export a one-input, one-output model")
+        raise mcu_io_refusal(tflite_path.name, len(interp.get_input_details()), len(interp.get_output_details()))
 
     return _spec(interp.get_input_details()[0]), _spec(interp.get_output_details()[0])
+
+
+def mcu_io_refusal(name: str, n_inputs: int, n_outputs: int) -> UserError:
+    """The one line refusing a model (file or run variant ``name``) with several inputs or outputs
+    for the microcontroller targets, saying which targets take it."""
+    return UserError(f"{name} has {n_inputs} input{'s' if n_inputs != 1 else ''} and {n_outputs} "
+                     f"output{'s' if n_outputs != 1 else ''}; the generated microcontroller program handles one "
+                     f"input and one output: export it with --target linux-litert, onnx or openvino")
 
 
 def tflite_io_all(tflite_path: Path) -> tuple[list[tuple[str, TensorSpec]], list[tuple[str, TensorSpec]]]:

@@ -471,10 +471,11 @@ def _fix_onnx_dims(model, input_shape, notes: list[str]) -> None:
         given = [input_shape] + [None] * len(inputs)
     for inp, want in zip(inputs, given):
         dims = inp.type.tensor_type.shape.dim
-        assumed = []
+        assumed, opened = [], False
         for k, d in enumerate(dims):
             if d.HasField("dim_value") and d.dim_value > 0:
                 continue
+            opened = opened or k > 0
             size = 1 if k == 0 or want is None or len(want) != len(dims) - 1 else int(want[k - 1])
             if k > 0 and (want is None or len(want) != len(dims) - 1):
                 assumed.append(k)
@@ -483,7 +484,7 @@ def _fix_onnx_dims(model, input_shape, notes: list[str]) -> None:
         if assumed:
             notes.append(f"input {inp.name!r} has open axes {assumed}: profiled at size 1 there "
                          f"(give --data or --input-shape for the real size)")
-        elif want is not None:
+        elif want is not None and opened:  # a fixed-shape input needs no note
             notes.append(f"input {inp.name!r} profiled at {list(want)} (open axes from the data/--input-shape)")
 
 

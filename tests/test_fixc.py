@@ -142,7 +142,7 @@ def test_microcontroller_refusal_of_two_outputs_says_the_same_for_keras_and_tfli
     keras_err = _one_error(["export", files / "two.keras", "--target", "arduino", "--out", tmp_path / "k"], capsys)
     with pytest.raises(UserError) as e:
         export_bundle(files / "two.tflite", "arduino", tmp_path / "t")
-    tail = ("has 1 input and 2 outputs; the generated microcontroller program handles one input and one output: "
+    tail = ("has 1 input(s) and 2 outputs; the generated microcontroller program handles one input and one output: "
             "export it with --target linux-litert, onnx or openvino")
     assert keras_err.strip() == f"error: two.keras {tail}" and str(e.value) == f"two.tflite {tail}"
     assert not (tmp_path / "k").exists() and not (tmp_path / "t").exists()

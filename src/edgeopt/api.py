@@ -622,8 +622,13 @@ def export(source: str | Path, *, out: str | Path, variant: str | None = None, t
     else zeros; ``data_kwargs`` are optimize's input flags (``x_key``, e.g. "a,b" for one .npz key
     per input; labels are not read), the inputs matched to the artifact's by name. The bundle names
     the outputs like the source model (Keras output names). ``input_shape`` (``--input-shape``) must
-    be a .tflite/.onnx artifact's own (its shapes were fixed at conversion). Raises UserError for an
-    unknown target, variant or file, or a model the target cannot run (nothing is left half-written)."""
+    fit a .tflite/.onnx artifact's own shapes; an .onnx with open axes is bundled at
+    ``input_shape``, else ``data``'s sample shape, else the shape the run fixed
+    (``_artifact_shapes``). ``data``'s samples are checked against the model (``data_kwargs``
+    may hold ``reshape`` for flat rows). Raises UserError, before any work, for an unknown target,
+    variant or file, a ``variant`` with a model file (it needs a run directory), data or
+    ``input_shape`` that do not fit the model or each other, an open axis without a length, or a
+    model the target cannot run (nothing is left half-written)."""
     from edgeopt.export.bundles import check_target
     from edgeopt.results import ExportResult
 

@@ -328,9 +328,9 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="print JSON only"),
         x_key: str = typer.Option("x", metavar="KEY", help=".npz key(s) of the inputs (a,b for several, in input order)"),
         input_shape: Optional[str] = typer.Option(None, "--input-shape", metavar="SHAPE",
-                                                  help="one sample's shape: a Keras model's open axes (default: "
-                                                       "the data's); a .tflite/.onnx or run variant's is checked "
-                                                       "against it"),
+                                                  help="one sample's shape: the open axes of a Keras model or "
+                                                       ".onnx (default: the data's); a fixed .tflite/.onnx or run "
+                                                       "variant's is checked against it"),
         reshape: Optional[str] = typer.Option(None, "--reshape", metavar="SHAPE", help=RESHAPE_HELP),
     ):
         """Deploy bundle of a model or run variant: MCU sketch, Zephyr app, Linux/ONNX/OpenVINO script, Ethos-U."""

@@ -317,7 +317,14 @@ def _io_spec(artifact: Path, output_names: list[str] | None = None, input_shapes
                      for i, g in zip(s.get_inputs(), given)]
         inputs = [spec(i.name, shape, dtype[i.type]) for i, shape in zip(s.get_inputs(), in_shapes)]
         if any(g is not None for g in given):  # outputs at those input shapes, as ONNX Runtime runs them
-            ys = s.run(None, {i["name"]: np.zeros(i["shape"], i["dtype"]) for i in inputs})
+            try:
+                ys = s.run(None, {i["name"]: np.zeros(i["shape"], i["dtype"]) for i in inputs})
+            except Exception as e:  # onnxruntime's own error types: the reason is what matters
+                from edgeopt.errors import one_line
+
+                shown = "; ".join(f"{i['name']} {i['shape']}" for i in inputs)
+                raise UserError(f"ONNX Runtime cannot run {artifact.name} at input shape {shown}: "
+                                f"{one_line(e)}; give the shape it takes with --input-shape") from None
             out_shapes = [list(np.shape(y)) for y in ys]
         else:
             out_shapes = [[d if isinstance(d, int) else 1 for d in o.shape] for o in s.get_outputs()]

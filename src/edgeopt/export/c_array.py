@@ -76,8 +76,8 @@ def tflite_io(tflite_path: Path) -> tuple[TensorSpec, TensorSpec]:
 def mcu_io_refusal(name: str, n_inputs: int, n_outputs: int) -> UserError:
     """The one line refusing a model (file or run variant ``name``) with several inputs or outputs
     for the microcontroller targets, saying which targets take it."""
-    return UserError(f"{name} has {n_inputs} input{'s' if n_inputs != 1 else ''} and {n_outputs} "
-                     f"output{'s' if n_outputs != 1 else ''}; the generated microcontroller program handles one "
+    return UserError(f"{name} has {n_inputs} input(s) and {n_outputs} output{'s' if n_outputs != 1 else ''}; "
+                     f"the generated microcontroller program handles one "
                      f"input and one output: export it with --target linux-litert, onnx or openvino")
 
 

@@ -245,6 +245,10 @@ CASES = [
     ("worker-bad-budget", "worker --storage sqlite:///{o}/x.db --study s --time-budget -5m", "duration"),
     ("worker-no-study", "worker --storage sqlite:///{o}/x.db", "Missing option '--study'"),
     ("worker-work-dir-file", "worker --storage sqlite:///{o}/x.db --study s --work-dir {o}/afile", "--work-dir"),
+    # ---- export: a VARIANT needs a run directory (refused before the model loads)
+    ("export-variant-of-keras-file", "export {w}/good.keras int8 --out {o}/b", "needs a run directory"),
+    ("export-variant-of-tflite-file", "export {w}/good.tflite int8 --out {o}/b --target onnx",
+     "edgeopt optimize"),
 ]
 
 

@@ -143,7 +143,7 @@ def test_microcontroller_refusal_of_two_outputs_says_the_same_for_keras_and_tfli
     with pytest.raises(UserError) as e:
         export_bundle(files / "two.tflite", "arduino", tmp_path / "t")
     tail = ("has 1 input(s) and 2 outputs; the generated microcontroller program handles one input and one output: "
-            "export it with --target linux-litert, onnx or openvino")
+            "export it with --target linux-litert, onnx or openvino (they take several inputs and outputs)")
     assert keras_err.strip() == f"error: two.keras {tail}" and str(e.value) == f"two.tflite {tail}"
     assert not (tmp_path / "k").exists() and not (tmp_path / "t").exists()
 
@@ -153,3 +153,16 @@ def test_error_line_is_lowercase_when_piped(files, tmp_path):
                            "--out", str(tmp_path / "b")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.startswith("error: variant 'int8' needs a run directory") and done.stderr.count("\n") == 1
+
+
+def test_microcontroller_refusal_of_a_two_output_run_variant_names_the_variant(files, tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "float32").mkdir(parents=True)
+    (run / "float32" / "two.tflite").write_bytes((files / "two.tflite").read_bytes())
+    (run / "run.json").write_text(json.dumps({
+        "schema_version": 2, "name": "two", "model": {"path": "two.keras"}, "data": {"source": "digits"},
+        "settings": {}, "variants": [{"name": "float32", "recipe": ["float32"], "status": "done",
+                                      "artifact": "float32/two.tflite", "metrics": {}}]}))
+    err = _one_error(["export", run, "float32", "--target", "arduino", "--out", tmp_path / "b"], capsys)
+    assert err.startswith(f"error: variant float32 of {run} has 1 input(s) and 2 outputs;")
+    assert "export it with --target linux-litert, onnx or openvino" in err and not (tmp_path / "b").exists()

@@ -676,7 +676,9 @@ def export(source: str | Path, *, out: str | Path, variant: str | None = None, t
     elif not source.exists():
         raise UserError(f"not found: {source}")
     fix = "or re-run optimize with --input-shape (shapes are fixed at conversion)" if source.is_dir() else "or drop it"
-    shapes = _artifact_shapes(artifact, parse_shape_option(input_shape), data, data_kwargs, fix, recorded)
+    label = f"variant {variant} of {source}" if source.is_dir() else source.name
+    shapes = _artifact_shapes(artifact, parse_shape_option(input_shape), data, data_kwargs, fix, recorded,
+                              mcu=target in ("arduino", "zephyr"), label=label)
     files, origin = _bundle(artifact, target, out, name, data, npu, progress, data_kwargs, output_names, shapes)
     return ExportResult(artifact, target, Path(out), name or artifact.stem, files, origin)
 
@@ -692,17 +694,22 @@ def _refuse_variant_of_file(source: Path, variant: str, target: str, out) -> Non
 
 
 def _artifact_shapes(artifact: Path, given, data, data_kwargs: dict, fix: str = "or drop it",
-                     recorded: dict | None = None) -> dict | None:
+                     recorded: dict | None = None, mcu: bool = False, label: str = "") -> dict | None:
     """One sample's shape per input (``{input name: shape}``, batch excluded) the bundle of a
     .tflite/.onnx ``artifact`` with open axes runs at: ``given`` (``--input-shape``), else
     ``data``'s sample shape, else ``recorded`` (a run's ``conversion_input_shapes``, batch
     dropped); None for an artifact without open axes (its own shapes). UserError,
     before any work, when ``given`` does not fit the artifact or disagrees with the data, when
     the data's samples do not fit the artifact, or when an open axis is left without a length
-    (``fix``: the way out the message offers for a shape that does not fit)."""
+    (``fix``: the way out the message offers for a shape that does not fit), or, for a
+    microcontroller target (``mcu``), when it has several inputs or outputs (``label`` names it)."""
     if artifact.suffix not in (".tflite", ".onnx"):
         return None
     m = load_model(artifact)
+    if mcu and (len(m.inputs) > 1 or len(m.outputs) > 1):
+        from edgeopt.export.c_array import mcu_io_refusal
+
+        raise mcu_io_refusal(label or artifact.name, len(m.inputs), len(m.outputs))
     if given is not None:
         check_shape_against_file(m, given, fix=fix)
     data_shape = _export_data_shape(m, data, data_kwargs) if data is not None else None

@@ -78,7 +78,8 @@ def mcu_io_refusal(name: str, n_inputs: int, n_outputs: int) -> UserError:
     for the microcontroller targets, saying which targets take it."""
     return UserError(f"{name} has {n_inputs} input(s) and {n_outputs} output{'s' if n_outputs != 1 else ''}; "
                      f"the generated microcontroller program handles one "
-                     f"input and one output: export it with --target linux-litert, onnx or openvino")
+                     f"input and one output: export it with --target linux-litert, onnx or openvino (they take "
+                     f"several inputs and outputs)")
 
 
 def tflite_io_all(tflite_path: Path) -> tuple[list[tuple[str, TensorSpec]], list[tuple[str, TensorSpec]]]:

@@ -124,3 +124,12 @@ def test_wilson_footer_only_with_an_interval():
     assert "Wilson" not in run_table(record).caption
     v["metrics"]["accuracy_ci95"] = [0.88, 0.92]
     assert "Wilson" in run_table(record).caption
+
+
+def test_task_regression_on_class_labels_names_the_right_fix(digits_cnn_path, capsys):
+    """The user passed --task regression: the error must not tell them to pass it."""
+    code = main(["bench", str(digits_cnn_path), "-d", "digits", "--task", "regression", "--runs", "2"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: --task regression needs one target per output value")
+    assert "drop --task regression" in err and "pass --task regression" not in err

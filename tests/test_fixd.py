@@ -133,3 +133,15 @@ def test_task_regression_on_class_labels_names_the_right_fix(digits_cnn_path, ca
     assert code == 2
     assert err.startswith("error: --task regression needs one target per output value")
     assert "drop --task regression" in err and "pass --task regression" not in err
+
+
+def test_post_training_search_space_has_no_training_time_step():
+    """--post-training: only conversions; prune-structured is listed as training-time in the README."""
+    from edgeopt.recipes import catalogue
+    from edgeopt.tuner.space import default_space
+
+    kinds = {name: step["kind"] for name, step in catalogue()["steps"].items()}
+    space = default_space(training=False)
+    steps = {choice.step for slot in space.slots for choice in slot.choices}
+    assert steps == {"int8", "float16", "dynamic", "mixed"}
+    assert all(kinds[s] == "convert" for s in steps), kinds  # no step that changes the Keras model

@@ -145,3 +145,17 @@ def test_post_training_search_space_has_no_training_time_step():
     steps = {choice.step for slot in space.slots for choice in slot.choices}
     assert steps == {"int8", "float16", "dynamic", "mixed"}
     assert all(kinds[s] == "convert" for s in steps), kinds  # no step that changes the Keras model
+
+
+def test_bad_devices_file_names_every_problem(tmp_path, capsys):
+    """Every wrong field of every device, in the one error line (was: the first and '+1 more')."""
+    path = tmp_path / "devs.yaml"
+    path.write_text("devices:\n  - name: x\n    class: mcu\n    core: cortex-m4\n"
+                    "  - name: y\n    class: mcu\n    core: cortex-m4\n    clock_mhz: 64\n    ram_kb: 256\n"
+                    "    flash_kb: 1024\n    colour: red\n")
+    code = main(["devices", "--devices-file", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: ")
+    assert "field 'ram_kb': required field is missing" in err and "field 'flash_kb'" in err
+    assert "device 'y': field 'colour': unknown field" in err
+    assert "more problem" not in err

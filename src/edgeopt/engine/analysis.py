@@ -106,7 +106,9 @@ def best_within_budget(variants: list[dict], max_drop_points: float | None) -> d
                 "summary": f"no variant stays within {points} of float32's accuracy; the closest, "
                            f"{closest['name']}, drops {accuracy_drop_points(closest):.2f} points"}
     smallest = min(ok, key=lambda v: v["metrics"]["size_bytes"])
-    fastest = min(ok, key=speed_rank)
+    base = next((v for v in done if v["name"] == "float32"), None)
+    base_p50 = base["metrics"]["latency_ms"]["p50_ms"] if base else None
+    fastest = min(ok, key=lambda v: speed_rank(v, base_p50))
     over = [v["name"] for v in done if v["over_budget"]]
     if error_metric(done):
         summary = (f"the accuracy budget ({points}) does not apply to MAE; smallest {_with_mae(smallest)}, "
@@ -119,11 +121,15 @@ def best_within_budget(variants: list[dict], max_drop_points: float | None) -> d
             "summary": summary}
 
 
-def speed_rank(variant: dict) -> tuple[float, float]:
-    """Sort key, fastest first: minus the speed-up against float32 (paired when measured so;
-    float32 itself 1.0), then the variant's own p50."""
-    speedup = (variant.get("vs_baseline") or {}).get("speedup", 1.0)
-    return -float(speedup), variant["metrics"]["latency_ms"]["p50_ms"]
+def speed_rank(variant: dict, base_p50: float | None = None) -> tuple[float, float]:
+    """Sort key, fastest first: minus the speed-up against float32 (``vs_baseline.speedup``, paired
+    when measured so; else float32's p50 ``base_p50`` over the variant's; float32 itself 1.0),
+    then the variant's own p50 (ms)."""
+    p50 = variant["metrics"]["latency_ms"]["p50_ms"]
+    speedup = (variant.get("vs_baseline") or {}).get("speedup")
+    if speedup is None:
+        speedup = base_p50 / p50 if base_p50 and p50 else 1.0
+    return -float(speedup), p50
 
 
 def error_metric(done: list[dict]) -> bool:

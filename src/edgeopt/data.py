@@ -780,6 +780,12 @@ def check_against_model(ds: Dataset, input_shape: tuple | dict | list, output_un
     warnings = []
     y = ds.y_eval
     if ds.task == "regression" and output_units and output_units > 1 and isinstance(y, np.ndarray) and y.ndim == 1:
+        if ds.task_reason.startswith("given with --task"):  # the user asked for regression: another fix
+            raise UserError(f"--task regression needs one target per output value, but the model outputs "
+                            f"{output_units} values per sample and data {ds.name} has one label per sample "
+                            f"(e.g. {float(y[0]):g}), class ids for a {output_units}-class classifier; drop "
+                            f"--task regression to score it as classification, or give {output_units} target "
+                            f"columns per sample")
         raise UserError(f"data {ds.name} has real-valued labels (e.g. {float(y[0]):g}) but the model outputs "
                         f"{output_units} classes; give integer class ids 0..{output_units - 1}, or pass "
                         f"--task regression if the outputs really are targets")

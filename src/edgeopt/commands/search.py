@@ -27,7 +27,8 @@ def register(app: typer.Typer) -> None:
         study: Optional[str] = typer.Option(None, help="search name in the storage (default: the run directory's)"),
         workers: int = typer.Option(1, help="processes working on the search (N-1 edgeopt worker subprocesses)"),
         out: Optional[Path] = typer.Option(None, help="run directory (default runs/<model name>-search)"),
-        post_training: bool = typer.Option(False, "--post-training", help="search post-training steps only"),
+        post_training: bool = typer.Option(False, "--post-training", help="search post-training conversions only (int8, float16, dynamic, mixed): "
+                                                 "no pruning or other training-time step"),
         random_baseline: bool = typer.Option(False, "--random-baseline",
                                              help="also run random search with the same budget (hypervolume)"),
         runs: int = typer.Option(50, help="timed runs at batch 1 per trial"),

@@ -87,8 +87,12 @@ def best_within_budget(variants: list[dict], max_drop_points: float | None) -> d
     """The smallest and the fastest done variant whose accuracy drop vs float32 stays within the
     budget (``DEFAULT_BUDGET_POINTS`` when None). A variant over the budget is never returned:
     when none is within it, ``smallest``/``fastest`` are None, ``budget_met`` False and
-    ``closest`` names the most accurate. ``summary`` is one sentence for the table/report.
-    Marks ``over_budget`` on the records (see ``mark_budget``). {} when no variant is done."""
+    ``closest`` names the most accurate. "Fastest" ranks by the speed-up against float32
+    (``vs_baseline.speedup``: the paired timing when there is one), the p50 breaking ties. The
+    budget is in accuracy points: with an error metric (regression, MAE) it does not apply and
+    ``summary`` says so and gives the winners' MAE change. ``summary`` is one sentence for the
+    table/report. Marks ``over_budget`` on the records (see ``mark_budget``). {} when no variant
+    is done."""
     done = [v for v in variants if v.get("status") == "done"]
     if not done:
         return {}
@@ -101,14 +105,41 @@ def best_within_budget(variants: list[dict], max_drop_points: float | None) -> d
                 "closest": closest["name"],
                 "summary": f"no variant stays within {points} of float32's accuracy; the closest, "
                            f"{closest['name']}, drops {accuracy_drop_points(closest):.2f} points"}
-    smallest = min(ok, key=lambda v: v["metrics"]["size_bytes"])["name"]
-    fastest = min(ok, key=lambda v: v["metrics"]["latency_ms"]["p50_ms"])["name"]
+    smallest = min(ok, key=lambda v: v["metrics"]["size_bytes"])
+    base = next((v for v in done if v["name"] == "float32"), None)
+    base_p50 = base["metrics"]["latency_ms"]["p50_ms"] if base else None
+    fastest = min(ok, key=lambda v: speed_rank(v, base_p50))
     over = [v["name"] for v in done if v["over_budget"]]
-    summary = f"within {points} of float32's accuracy: smallest {smallest}, fastest {fastest}"
+    if error_metric(done):
+        summary = (f"the accuracy budget ({points}) does not apply to MAE; smallest {_with_mae(smallest)}, "
+                   f"fastest {_with_mae(fastest)}")
+    else:
+        summary = f"within {points} of float32's accuracy: smallest {smallest['name']}, fastest {fastest['name']}"
     if over:
         summary += f" ({', '.join(over)} over the budget)"
-    return {"smallest": smallest, "fastest": fastest, "budget_met": True, "budget_points": budget,
+    return {"smallest": smallest["name"], "fastest": fastest["name"], "budget_met": True, "budget_points": budget,
             "summary": summary}
+
+
+def speed_rank(variant: dict, base_p50: float | None = None) -> tuple[float, float]:
+    """Sort key, fastest first: minus the speed-up against float32 (``vs_baseline.speedup``, paired
+    when measured so; else float32's p50 ``base_p50`` over the variant's; float32 itself 1.0),
+    then the variant's own p50 (ms)."""
+    p50 = variant["metrics"]["latency_ms"]["p50_ms"]
+    speedup = (variant.get("vs_baseline") or {}).get("speedup")
+    if speedup is None:
+        speedup = base_p50 / p50 if base_p50 and p50 else 1.0
+    return -float(speedup), p50
+
+
+def error_metric(done: list[dict]) -> bool:
+    """True when the scored output is an error metric (MAE), not an accuracy."""
+    return bool(done) and all("accuracy" not in v["metrics"] and "mae" in v["metrics"] for v in done)
+
+
+def _with_mae(v: dict) -> str:
+    delta = (v.get("vs_baseline") or {}).get("mae_delta")
+    return v["name"] + (f" (MAE {delta:+.4g})" if delta is not None else "")
 
 
 def exit_code(variants: list[dict]) -> int:

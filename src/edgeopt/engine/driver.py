@@ -99,19 +99,22 @@ def task_line(ds, output=None) -> str:
 def make_header(m, ds, out: Path, chains: list, options: dict, threads: int, runs: int,
                 warnings: list[str], output=None) -> dict:
     """run.json's header: the model (with its sha256 and its output names in model order), the
-    data (with a fingerprint, and the scored output's task under ``scored``: ``{"output", "task",
-    "reason"}``), the settings. ``output``: ``--output``."""
+    data (with a fingerprint; ``task``/``task_reason`` and ``scored`` (``{"output", "task",
+    "reason"}``) are the scored output's, ``tasks`` one per labelled output), the settings.
+    ``output``: ``--output``."""
     from edgeopt.measure.env import environment
     from edgeopt.recipes import options_json
 
     names = [o.name for o in (m.outputs or [])]
     task, why, name = ds.scored_task(output)
+    data = {"source": ds.name, **ds.summary()}
+    data.pop("task_reason", None)  # the first output's; the scored output's replaces it
+    data.update(task=task, **({"task_reason": why} if why else {}))
     return {
         "name": Path(out).name,
         "model": {"path": str(m.path), "kind": m.kind, "name": m.name, "input_shape": list(m.input_shape),
                   "sha256": store.file_digest(m.path), **m.info, **({"outputs": names} if names else {})},
-        "data": {"source": ds.name, **ds.summary(), "fingerprint": data_fingerprint(ds),
-                 "scored": {"output": name, "task": task, "reason": why}},
+        "data": {**data, "fingerprint": data_fingerprint(ds), "scored": {"output": name, "task": task, "reason": why}},
         "settings": {"threads": threads, "runs": runs, "recipes": [c.name for c in chains],
                      "options": options_json(options)},
         "environment": environment(),

@@ -46,10 +46,16 @@ def _devices_in(data, where: str, origin: str) -> list[Device]:
         items = [data]  # a file holding a single device
     if not isinstance(items, list):
         raise UserError(f"{where}: expected a 'devices:' list of device mappings")
-    devices = []
-    for i, raw in enumerate(items):
-        dev = parse_device(raw, f"{where} (device #{i + 1})")
+    devices, problems = [], []
+    for i, raw in enumerate(items):  # every bad device is reported, not only the first
+        try:
+            dev = parse_device(raw, f"{where} (device #{i + 1})")
+        except UserError as e:
+            problems.append(str(e))
+            continue
         devices.append(dev.model_copy(update={"origin": origin}))
+    if problems:
+        raise UserError(" | ".join(problems))
     return devices
 
 

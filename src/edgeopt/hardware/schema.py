@@ -114,19 +114,24 @@ class Device(BaseModel):
 
 
 def parse_device(raw: dict, where: str) -> Device:
-    """Validate one device mapping; any problem becomes a one-line UserError naming the field."""
+    """Validate one device mapping; any problems become one UserError line naming every field
+    that is wrong, e.g. ``devices.yaml: device 'x': 2 problems: field 'core': ...; field 'sram_kb': ...``."""
     if not isinstance(raw, dict):
         raise UserError(f"{where}: each device must be a mapping of fields, got {type(raw).__name__}")
     try:
         return Device.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "(device)"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "missing":
-            msg = "required field is missing"
-        elif err["type"] == "extra_forbidden":
-            msg = "unknown field (check the spelling; see devices.yaml for the field names)"
-        name = raw.get("name", "?")
-        more = f" (+{len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
-        raise UserError(f"{where}: device '{name}': field '{loc}': {msg}{more}") from None
+        problems = [_problem(err) for err in exc.errors()]
+        count = f"{len(problems)} problems: " if len(problems) > 1 else ""
+        raise UserError(f"{where}: device '{raw.get('name', '?')}': {count}{'; '.join(problems)}") from None
+
+
+def _problem(err: dict) -> str:
+    """One pydantic error as "field 'loc': what is wrong"."""
+    loc = ".".join(str(p) for p in err["loc"]) or "(device)"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "missing":
+        msg = "required field is missing"
+    elif err["type"] == "extra_forbidden":
+        msg = "unknown field (check the spelling; see devices.yaml for the field names)"
+    return f"field '{loc}': {msg}"

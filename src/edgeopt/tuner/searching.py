@@ -22,15 +22,11 @@ def run(model, data, *, devices: dict, metrics: list[str], max_accuracy_drop: fl
         log, progress, data_kwargs: dict) -> SearchResult:
     from edgeopt import api
     from edgeopt.engine import store
-    from edgeopt.engine.runner import BASELINE
     from edgeopt.measure.env import environment
-    from edgeopt.recipes import Chain, Float32
-    from edgeopt.tuner.device import DeviceCheck
-    from edgeopt.tuner.space import default_space
-    from edgeopt.tuner.storage import default_url, redact
-    from edgeopt.tuner.study import create_search, run_search
 
     log = log or (lambda msg: None)
+    if storage is not None:  # a storage that cannot be opened fails before anything is loaded or written
+        check_storage(storage)
     m, ds, warnings = api.prepare(model, data, unsafe=unsafe, **data_kwargs)
     if m.kind != "keras":
         raise UserError(f"search needs a Keras model; {m.path.name} is a .{m.kind} file")
@@ -42,7 +38,31 @@ def run(model, data, *, devices: dict, metrics: list[str], max_accuracy_drop: fl
               "data": {"source": ds.name, **ds.summary(), "fingerprint": ds.fingerprint()},
               "settings": {"threads": threads, "runs": runs, "recipes": [], "options": {}},
               "environment": environment(), "warnings": warnings}
-    rundir = store.RunDir.open(out, header)
+    with store.RunDir.open(out, header) as rundir:  # the lock is released however the search ends
+        return _search(rundir, m, ds, data, name=name, storage=storage, devices=devices, metrics=metrics,
+                       max_accuracy_drop=max_accuracy_drop, budget_s=budget_s, trials=trials, workers=workers,
+                       random_baseline=random_baseline, training=training, threads=threads, runs=runs,
+                       unsafe=unsafe, log=log, progress=progress, data_kwargs=data_kwargs)
+
+
+def check_storage(url: str) -> None:
+    """Open (then close) the search storage at ``url``; UserError in one line when it cannot be
+    opened (unreachable server, missing folder, bad credentials)."""
+    from edgeopt.tuner.storage import open_storage
+
+    open_storage(url).engine.dispose()
+
+
+def _search(rundir, m, ds, data, *, name: str, storage, devices: dict, metrics: list[str], max_accuracy_drop: float,
+            budget_s, trials, workers: int, random_baseline: bool, training: bool, threads: int, runs: int,
+            unsafe: bool, log, progress, data_kwargs: dict) -> SearchResult:
+    from edgeopt.engine.runner import BASELINE
+    from edgeopt.recipes import Chain, Float32
+    from edgeopt.tuner.device import DeviceCheck
+    from edgeopt.tuner.space import default_space
+    from edgeopt.tuner.storage import default_url, redact
+    from edgeopt.tuner.study import create_search, run_search
+
     url = storage or default_url(rundir.path)
     settings = {"model": str(m.path.resolve()), "data": str(data) if isinstance(data, (str, Path)) else ds.name,
                 "data_kwargs": {k: v for k, v in data_kwargs.items() if _jsonable(v)},

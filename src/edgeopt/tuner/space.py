@@ -244,16 +244,16 @@ def default_space(max_accuracy_drop: float = 1.0, *, training: bool = True) -> S
     -> qat -> int8 | float16 | dynamic | mixed (calibration for int8 and mixed).
 
     ``mixed`` keeps ops float within the search's own accuracy budget (``max_accuracy_drop``
-    points). ``training=False`` keeps the post-training steps only: structured pruning without
-    fine-tuning (epochs 0) and the conversions (a quick search, e.g. the demo)."""
+    points). ``training=False`` keeps the post-training steps only, the conversions (int8, float16,
+    dynamic, mixed): no step that trains or fine-tunes, structured pruning included (a quick
+    search, e.g. the demo)."""
     from edgeopt.techniques import configs as c
 
     mixed = StepChoice.from_config(c.Mixed, ["calibration"], fixed={"max_accuracy_drop": float(max_accuracy_drop)})
     precision = Slot("precision", (StepChoice.from_config(c.Int8, ["calibration"]), StepChoice("float16"),
                                    StepChoice("dynamic"), mixed), optional=False)
-    if not training:
-        return SearchSpace((Slot("structure", (StepChoice.from_config(c.PruneStructured, ["ratio"],
-                                                                      fixed={"epochs": 0}),)), precision))
+    if not training:  # prune-structured is a training-time step (README): without fine-tuning it is left out
+        return SearchSpace((precision,))
     return SearchSpace((
         # compare_baseline would train the student a second time without the teacher (a report, not
         # the variant): twice the cost, and its epochs would reach the pruner as the trial's curve

@@ -419,3 +419,21 @@ def test_importing_the_package_stays_light():
     code = ("import sys, edgeopt.tuner; heavy = [m for m in ('optuna', 'sqlalchemy', 'tensorflow', 'psycopg') "
             "if m in sys.modules]; assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], env=_env(), check=True)
+
+
+def test_a_repeated_proposal_reuses_the_measurement(tmp_path):
+    calls = []
+
+    def evaluate(spec: TrialSpec):
+        calls.append(spec.number)
+        return search_synthetic.evaluate(spec)
+
+    space = SearchSpace((Slot("precision", (StepChoice("int8"),), optional=False),))
+    t = run_search(space, evaluate, ["dev"], run_dir=tmp_path, baseline_accuracy=0.9, n_trials=3,
+                   heartbeat=HB).targets["dev"]
+    assert calls == [0]  # one point in the space: measured once
+    assert [r.status for r in t.trials] == ["done"] * 3 and t.accounting.counted == 3
+    first, again = t.trials[0], t.trials[1]
+    assert again.reason == "same recipe and settings as trial 0: its measurement reused"
+    assert (again.accuracy, again.metrics, again.constraints) == (first.accuracy, first.metrics, first.constraints)
+    assert t.best is not None and t.best.feasible

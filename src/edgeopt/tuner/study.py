@@ -442,6 +442,9 @@ class _Objective:
         spec = TrialSpec(number=trial.number, target=self.target, steps=chain, params=dict(trial.params),
                          work_dir=work, report=lambda step, acc: self._report(trial, chain, step, acc),
                          check_artifact=lambda path: self._check_artifact(trial, spec, path))
+        prior = _measured_before(trial)
+        if prior is not None:
+            return _reuse(trial, prior)
         try:
             if self.precheck and (reason := self.precheck(spec, self.target, None)):
                 raise TrialStopped(reason, "rejected")
@@ -523,6 +526,31 @@ class _Objective:
         artifact_id = upload_artifact(artifact_store=self._store, file_path=str(path), study_or_trial=trial)
         trial.set_user_attr("artifact_id", artifact_id)
         trial.set_user_attr("artifact_name", path.name)
+
+
+def _measured_before(trial):
+    """An earlier done trial of the study with exactly these parameters, or None. A sampler may
+    propose a point again (above all in a small post-training space); re-measuring it would spend
+    the budget on a result the study already holds."""
+    from optuna.trial import TrialState
+
+    for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if t.number != trial.number and t.params == trial.params and "repeat_of" not in t.user_attrs:
+            return t
+    return None
+
+
+def _reuse(trial, prior) -> list[float]:
+    """Record ``prior``'s measured result on ``trial`` (marked as its repeat) and return its values."""
+    for name, value in prior.constraints.items():
+        trial.set_constraint(name, value)
+    for key in ("accuracy", "metrics", "violations", "details", "artifact_id", "artifact_name"):
+        if key in prior.user_attrs:
+            trial.set_user_attr(key, prior.user_attrs[key])
+    trial.set_user_attr("repeat_of", prior.number)
+    trial.set_user_attr(res.REASON, f"same recipe and settings as trial {prior.number}: its measurement reused")
+    trial.set_user_attr(res.STATUS, "done")
+    return list(prior.values)
 
 
 def _progress(log: Log) -> Callable:

@@ -323,6 +323,8 @@ def structured_row(model, data, args, work: Path, float_path: Path, x1: np.ndarr
     det = pruned.details
     row = {"chosen_ratio": det.get("chosen_ratio"), "budget_met": det.get("met"), "flattened": det.get("flattened"),
            "budget_trials": det.get("budget_trials"), "macs": det.get("macs"), "params": det.get("params"),
+           "sensitivity_scan": det.get("sensitivity_scan"),
+           "pruned_groups": [g for g in det.get("groups") or [] if g["kept"] < g["channels"]],
            "int8_fixes": (q.details.get("fixes") or {}).get("fixes"), "size": q.artifact.stat().st_size,
            "float_accuracy": float_acc, "accuracy": float((pred == data["y_eval"]).mean()),
            "agreement": float((pred == ref).mean()), "float32_us": base_us, "pruned_int8_us": var_us,
@@ -397,6 +399,15 @@ def markdown(results: list[dict], env: str, args) -> str:
                       f"{st['float_accuracy']:.2%} -> {st['accuracy']:.2%} ({drop:+.2f} points), LiteRT batch-1 "
                       f"p50 {st['float32_us']:.0f} us (float32) vs {st['pruned_int8_us']:.0f} us: "
                       f"{st['speedup']:.2f}x faster.", ""]
+            if st.get("budget_trials"):
+                lines += ["Budget search (validation drop after fine-tuning, points): " + ", ".join(
+                    f"ratio {t['ratio']} -> {t['drop']:+.2f} ({'met' if t['met'] else 'over'})"
+                    for t in st["budget_trials"]) + ". One-shot sensitivity scan: " + ", ".join(
+                    f"{e['ratio']} -> {e['one_shot_drop']:+.1f}" for e in st.get("sensitivity_scan") or []) + ".", ""]
+            if st.get("pruned_groups"):
+                lines += ["Channels kept per pruned group (global ranking; kept / channels, first layer of each "
+                          "group): " + ", ".join(f"{g['layers'][0]} {g['kept']}/{g['channels']}"
+                                                 for g in st["pruned_groups"]) + ".", ""]
     return "\n".join(lines)
 
 

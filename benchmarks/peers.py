@@ -379,12 +379,13 @@ def markdown(results: list[dict], env: str, args) -> str:
                             (r['choice'].get('not_applicable') or {}).items())
                   + (f" Why: {r['choice']['reason']}." if r['choice'].get('reason') else ""), "",
                   "| row | runtime | agreement | accuracy | drop (points) | size (bytes) | float32 / size "
-                  "| latency vs float32 |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+                  "| latency vs float32 | validation agreement (inputs gained/lost vs default) |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for row in r["rows"]:
             drop = (base["accuracy"] - row["accuracy"]) * 100
             lines.append(f"| {row['row']} | {row['runtime']} | {row['agreement']:.2%} | {row['accuracy']:.2%} "
                          f"| {drop:+.2f} | {row['size']:,} | {r['float_size'] / row['size']:.2f}x "
-                         f"| {row['latency_ratio']:.2f}x |")
+                         f"| {row['latency_ratio']:.2f}x | {_val_cell(row)} |")
         lines.append("")
         st = r.get("structured")
         if st:
@@ -409,6 +410,13 @@ def markdown(results: list[dict], env: str, args) -> str:
                           "group): " + ", ".join(f"{g['layers'][0]} {g['kept']}/{g['channels']}"
                                                  for g in st["pruned_groups"]) + ".", ""]
     return "\n".join(lines)
+
+
+def _val_cell(row: dict) -> str:
+    if row.get("val_agreement") is None:
+        return ""
+    counts = f" (+{row['val_gained']}/-{row['val_lost']})" if row.get("val_gained") is not None else ""
+    return f"{row['val_agreement']:.2%}{counts}"
 
 
 def checks(results: list[dict]) -> list[tuple[str, bool, str]]:

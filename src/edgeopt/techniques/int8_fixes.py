@@ -396,5 +396,5 @@ def _json_records(records: dict) -> dict:
     return clean(records)
 
 
-__all__ = ["AUTO", "FIXES", "SIGNIFICANCE_Z", "agreement_mask", "ChosenFixes", "Trial", "apply_fixes", "choose_fixes", "compare", "int8_tflite",
-           "not_applicable", "tflite_predict"]
+__all__ = ["AUTO", "FIXES", "SIGNIFICANCE_Z", "ChosenFixes", "Trial", "agreement_mask", "apply_fixes",
+           "choose_fixes", "compare", "int8_tflite", "not_applicable", "run_trial", "tflite_predict"]

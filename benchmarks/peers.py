@@ -37,7 +37,9 @@ FIX_ROWS = ("cle", "cle_relu", "bias_correction", "adaround", "act_range")
 
 # ---------------------------------------------------------------- data and models
 
-def fashion(limit_train: int, n_eval: int, size: int | None = None, rgb: bool = False):
+def fashion(limit_train: int, n_eval: int, size: int | None = None, rgb: bool = False, n_val: int = 2000):
+    """Fashion-MNIST: the first ``limit_train`` training images, ``n_val`` of the validation split
+    (training images held out from training), ``n_eval`` test images."""
     from edgeopt.data import fashion_mnist
 
     ds = fashion_mnist(val_fraction=0.1, seed=0)
@@ -48,8 +50,8 @@ def fashion(limit_train: int, n_eval: int, size: int | None = None, rgb: bool = 
             import tensorflow as tf
             x = tf.image.resize(x, (size, size)).numpy()
         return np.repeat(x, 3, axis=-1) if rgb else x
-    return {"x_train": prep(ds.x_train[tr]), "y_train": ds.y_train[tr], "x_val": prep(ds.x_val[:1000]),
-            "y_val": ds.y_val[:1000], "x_eval": prep(ds.x_eval[:n_eval]), "y_eval": ds.y_eval[:n_eval]}
+    return {"x_train": prep(ds.x_train[tr]), "y_train": ds.y_train[tr], "x_val": prep(ds.x_val[:n_val]),
+            "y_val": ds.y_val[:n_val], "x_eval": prep(ds.x_eval[:n_eval]), "y_eval": ds.y_eval[:n_eval]}
 
 
 def sensor_data(n: int = 6000, length: int = 128, seed: int = 0):
@@ -72,12 +74,14 @@ def sensor_data(n: int = 6000, length: int = 128, seed: int = 0):
             "x_eval": x[cut[1]:], "y_eval": y[cut[1]:]}
 
 
-def blobs():
-    from edgeopt.data import load_data
+def blobs(n_train: int = 1050, n_val: int = 3000, n_eval: int = 3000):
+    """The slide MLP's generated blobs (``data.blobs2d``), with validation and eval splits large
+    enough that one sample (1/3000 = 0.033 points) is well under the 0.3-point accuracy check."""
+    from edgeopt.data import blobs2d
 
-    ds = load_data("blobs2d")
-    return {"x_train": ds.x_train, "y_train": ds.y_train, "x_val": ds.x_val, "y_val": ds.y_val,
-            "x_eval": ds.x_eval, "y_eval": ds.y_eval}
+    x, y = blobs2d(n=n_train + n_val + n_eval, seed=0)
+    a, b = n_train, n_train + n_val
+    return {"x_train": x[:a], "y_train": y[:a], "x_val": x[a:b], "y_val": y[a:b], "x_eval": x[b:], "y_eval": y[b:]}
 
 
 def mobilenet_v2(shape, classes):
@@ -140,13 +144,13 @@ def build(name: str, args):
 
     keras.utils.set_random_seed(0)
     if name == "mobilenet_v2":
-        data = fashion(args.train_limit, args.eval_samples, size=args.mnv2_size, rgb=True)
+        data = fashion(args.train_limit, args.eval_samples, size=args.mnv2_size, rgb=True, n_val=args.val_samples)
         model, epochs, batch = mobilenet_v2(data["x_train"].shape[1:], 10), args.epochs, 64
     elif name == "mini_xception":
-        data = fashion(args.train_limit, args.eval_samples)
+        data = fashion(args.train_limit, args.eval_samples, n_val=args.val_samples)
         model, epochs, batch = mini_xception((28, 28, 1), 10), args.epochs, 64
     elif name == "fashion_cnn":
-        data = fashion(args.train_limit, args.eval_samples)
+        data = fashion(args.train_limit, args.eval_samples, n_val=args.val_samples)
         model, epochs, batch = small_cnn(head="flatten"), args.epochs, 128
     elif name == "sensor_conv1d":
         data = sensor_data()
@@ -203,7 +207,7 @@ def run_model(name: str, args, work: Path) -> dict:
     from edgeopt.runtimes.onnxruntime import OnnxRuntime
     from edgeopt.runtimes.openvino import OpenVINO
     from edgeopt.engine.oracles import predict
-    from edgeopt.techniques.int8_fixes import choose_fixes, float_tflite
+    from edgeopt.techniques.int8_fixes import AUTO, choose_fixes, float_tflite, not_applicable, run_trial
 
     model, data, note = build(name, args)
     print(f"{name}: {note}", flush=True)
@@ -250,25 +254,36 @@ def run_model(name: str, args, work: Path) -> dict:
     add("NNCF defaults", OpenVINO(), nncf_xml, f_xml, [nncf_xml, nncf_xml.with_suffix(".bin")],
         time.perf_counter() - t0)
 
-    # edgeopt: converter default (= int8 today), each fix alone, chosen fixes
+    # edgeopt: converter default (= int8 fixes=none), each fix alone and the combinations tried,
+    # then what the int8 step's fixes=auto chooses; fixes outside auto (adaround) as ablation rows
     t0 = time.perf_counter()
-    chosen = choose_fixes(model, calib, x_val, predict=predict, candidates=args.fixes, adaround_iterations=args.adaround_iterations,
-                          log=lambda m: print(f"  [{name}] {m}", flush=True))
+    log = lambda m: print(f"  [{name}] {m}", flush=True)  # noqa: E731
+    chosen = choose_fixes(model, calib, x_val, predict=predict, candidates=[f for f in AUTO if f in args.fixes],
+                          adaround_iterations=args.adaround_iterations, log=log)
     choose_s = time.perf_counter() - t0
-    for trial in chosen.trials:
-        if len(trial.fixes) > 1:
+    trials, ref_val = list(chosen.trials), model.predict(x_val, verbose=0, batch_size=256)
+    for f in [f for f in args.fixes if f not in AUTO]:
+        if not_applicable(model, f):
+            chosen.skipped[f] = not_applicable(model, f)
             continue
+        trials.append(run_trial(model, [f], calib, x_val, ref_val, predict=predict,
+                                adaround_iterations=args.adaround_iterations))
+        log(f"ablation (not in auto): {f} alone -> validation agreement {trials[-1].agreement}")
+    for trial in sorted(trials, key=lambda t: len(t.fixes)):
         label = ("TFLite converter default (= edgeopt int8 fixes=none)" if not trial.fixes
-                 else f"edgeopt int8 + {trial.fixes[0]} only")
-        p = d / (("default" if not trial.fixes else trial.fixes[0]) + ".tflite")
+                 else f"edgeopt int8 + {'+'.join(trial.fixes)}" + (" only" if len(trial.fixes) == 1 else ""))
+        p = d / (("+".join(trial.fixes) or "default") + ".tflite")
         p.write_bytes(trial.tflite)
-        add(label, LiteRT(), p, f_tfl, [p], trial.seconds, {"val_agreement": trial.agreement})
+        gain, lost = trial.discordant(trials[0])
+        add(label, LiteRT(), p, f_tfl, [p], trial.seconds,
+            {"val_agreement": trial.agreement, "val_gained": gain, "val_lost": lost})
     p = d / "chosen.tflite"
     p.write_bytes(chosen.tflite)
-    add(f"edgeopt int8, chosen fixes: {'+'.join(chosen.fixes) or 'none'}", LiteRT(), p, f_tfl, [p], choose_s,
+    add(f"edgeopt int8 (fixes=auto), chosen: {'+'.join(chosen.fixes) or 'none'}", LiteRT(), p, f_tfl, [p], choose_s,
         {"fixes": chosen.fixes, "val_agreement": next(t.agreement for t in chosen.trials
                                                       if t.fixes == chosen.fixes)})
     out = {"model": name, "note": note, "params": int(model.count_params()), "float_size": float_size,
+           "n_calib": len(calib), "n_val": len(x_val), "n_eval": len(x_eval),
            "rows": rows, "choice": chosen.details()}
     if args.structured and name == "mobilenet_v2":
         out["structured"] = structured_row(model, data, args, d, f_tfl, x1)
@@ -308,6 +323,8 @@ def structured_row(model, data, args, work: Path, float_path: Path, x1: np.ndarr
     det = pruned.details
     row = {"chosen_ratio": det.get("chosen_ratio"), "budget_met": det.get("met"), "flattened": det.get("flattened"),
            "budget_trials": det.get("budget_trials"), "macs": det.get("macs"), "params": det.get("params"),
+           "sensitivity_scan": det.get("sensitivity_scan"),
+           "pruned_groups": [g for g in det.get("groups") or [] if g["kept"] < g["channels"]],
            "int8_fixes": (q.details.get("fixes") or {}).get("fixes"), "size": q.artifact.stat().st_size,
            "float_accuracy": float_acc, "accuracy": float((pred == data["y_eval"]).mean()),
            "agreement": float((pred == ref).mean()), "float32_us": base_us, "pruned_int8_us": var_us,
@@ -325,7 +342,7 @@ def _ort_default(src: Path, dst: Path, calib: np.ndarray) -> None:
 
     name = onnx.load(str(src), load_external_data=False).graph.input[0].name
     with quiet_fds():
-        quantize_static(str(src), str(dst), _Reader(name, calib, 1))
+        quantize_static(str(src), str(dst), _Reader([name], calib, 1))
 
 
 def _nncf_default(src_xml: Path, dst_xml: Path, calib: np.ndarray) -> None:
@@ -347,23 +364,28 @@ def markdown(results: list[dict], env: str, args) -> str:
     lines = ["## Peers: int8 defaults vs edgeopt int8 fixes", "",
              f"Generated by `python benchmarks/peers.py {' '.join(sys.argv[1:])}` on {env}. "
              f"Per model: the same {args.calib_samples} calibration samples (training split) for every tool, "
-             f"fixes chosen on {args.val_samples} validation samples, everything reported on the eval split "
+             "fixes chosen on the validation split (up to "
+             f"{args.val_samples} samples; sizes per model below), everything reported on the eval split "
              "(Fashion-MNIST test images, held-out sensor/blob samples). Agreement = top-1 of the int8 file "
              "equals top-1 of the float Keras model. Latency = batch-1 p50 of int8 / float32 in the same "
              "runtime, 1 thread, measured alternately on a shared, loaded 2-core CPU (ratios only).", ""]
     for r in [r for r in results if "rows" in r]:
         base = r["rows"][0]
-        lines += [f"### {r['model']}", "", f"Model: {r['note']}. Fix choice: "
+        splits = (f" Calibration {r['n_calib']}, validation {r['n_val']}, eval {r['n_eval']} samples."
+                  if "n_val" in r else "")
+        lines += [f"### {r['model']}", "", f"Model: {r['note']}.{splits} Fix choice: "
                   f"{', '.join(r['choice']['fixes']) or 'none (no fix beat the converter default)'}."
                   + "".join(f" Not applicable: {f} ({why})." for f, why in
-                            (r['choice'].get('not_applicable') or {}).items()), "",
+                            (r['choice'].get('not_applicable') or {}).items())
+                  + (f" Why: {r['choice']['reason']}." if r['choice'].get('reason') else ""), "",
                   "| row | runtime | agreement | accuracy | drop (points) | size (bytes) | float32 / size "
-                  "| latency vs float32 |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+                  "| latency vs float32 | validation agreement (inputs gained/lost vs default) |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for row in r["rows"]:
             drop = (base["accuracy"] - row["accuracy"]) * 100
             lines.append(f"| {row['row']} | {row['runtime']} | {row['agreement']:.2%} | {row['accuracy']:.2%} "
                          f"| {drop:+.2f} | {row['size']:,} | {r['float_size'] / row['size']:.2f}x "
-                         f"| {row['latency_ratio']:.2f}x |")
+                         f"| {row['latency_ratio']:.2f}x | {_val_cell(row)} |")
         lines.append("")
         st = r.get("structured")
         if st:
@@ -378,7 +400,23 @@ def markdown(results: list[dict], env: str, args) -> str:
                       f"{st['float_accuracy']:.2%} -> {st['accuracy']:.2%} ({drop:+.2f} points), LiteRT batch-1 "
                       f"p50 {st['float32_us']:.0f} us (float32) vs {st['pruned_int8_us']:.0f} us: "
                       f"{st['speedup']:.2f}x faster.", ""]
+            if st.get("budget_trials"):
+                lines += ["Budget search (validation drop after fine-tuning, points): " + ", ".join(
+                    f"ratio {t['ratio']} -> {t['drop']:+.2f} ({'met' if t['met'] else 'over'})"
+                    for t in st["budget_trials"]) + ". One-shot sensitivity scan: " + ", ".join(
+                    f"{e['ratio']} -> {e['one_shot_drop']:+.1f}" for e in st.get("sensitivity_scan") or []) + ".", ""]
+            if st.get("pruned_groups"):
+                lines += ["Channels kept per pruned group (global ranking; kept / channels, first layer of each "
+                          "group): " + ", ".join(f"{g['layers'][0]} {g['kept']}/{g['channels']}"
+                                                 for g in st["pruned_groups"]) + ".", ""]
     return "\n".join(lines)
+
+
+def _val_cell(row: dict) -> str:
+    if row.get("val_agreement") is None:
+        return ""
+    counts = f" (+{row['val_gained']}/-{row['val_lost']})" if row.get("val_gained") is not None else ""
+    return f"{row['val_agreement']:.2%}{counts}"
 
 
 def checks(results: list[dict]) -> list[tuple[str, bool, str]]:
@@ -414,7 +452,8 @@ def main(argv=None) -> int:
     ap.add_argument("--train-limit", type=int, default=20000, help="Fashion-MNIST training images used")
     ap.add_argument("--eval-samples", type=int, default=2000)
     ap.add_argument("--calib-samples", type=int, default=200)
-    ap.add_argument("--val-samples", type=int, default=500)
+    ap.add_argument("--val-samples", type=int, default=2000,
+                    help="validation rows the fixes (and the pruning budget) are chosen on")
     ap.add_argument("--mnv2-size", type=int, default=32, help="MobileNetV2 input side (Fashion-MNIST resized)")
     ap.add_argument("--adaround-iterations", type=int, default=150)
     ap.add_argument("--fixes", default=",".join(FIX_ROWS))

@@ -110,9 +110,10 @@ class _Int8Fixes(StepConfig):
     """Fields of the int8 accuracy fixes (``techniques.int8_fixes``)."""
 
     fixes: Literal["auto", "none"] | list[FixName] = Field(
-        "auto", description="int8 accuracy fixes: 'auto' (try cle, bias_correction, act_range; keep "
-                            "those that bring the int8 file measurably closer to float on validation "
-                            "data), 'none' (the TFLite converter's default) or a list applied as given",
+        "auto", description="int8 accuracy fixes: 'auto' (try cle, cle_relu, bias_correction, act_range; "
+                            "keep those whose int8 file agrees with float on more validation inputs "
+                            "beyond noise, else the converter default), 'none' (the TFLite converter's "
+                            "default) or a list applied as given",
         json_schema_extra=_search(choices=["auto", "none"]))
     fix_validation_samples: int = Field(2000, ge=16, le=1_000_000,
                                         description="validation rows the fixes are measured on")

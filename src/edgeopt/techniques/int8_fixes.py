@@ -11,9 +11,12 @@ The fixes (each in its own module, with its paper):
   the int8 file is then made by ai-edge-quantizer with those ranges instead of the converter.
 
 ``choose_fixes`` converts each candidate to a full-int8 .tflite and measures it against the float
-model on validation inputs (output MSE / SNR vs float first, top-1 agreement as a guard), so a fix is kept only when the
-converted file agrees better, never on faith. The weight fixes change the Keras weights, so an
-ONNX or OpenVINO export of ``ChosenFixes.model`` gains from them too.
+model on validation inputs: top-1 agreement with the float model first (what users of a classifier
+see), output MSE vs float as the tie-break within sampling noise (McNemar's test on the inputs one
+file gets right and the other wrong), and the only measure for a regressor. A fix is kept only when
+its converted file beats the converter default on validation, never on faith; otherwise the
+converter default is kept. The weight fixes change the Keras weights, so an ONNX or OpenVINO export
+of ``ChosenFixes.model`` gains from them too.
 """
 from __future__ import annotations
 
@@ -30,17 +33,19 @@ from edgeopt.errors import UserError
 FIXES = ("cle", "cle_relu", "bias_correction", "adaround", "act_range")
 ORDER = {f: i for i, f in enumerate(FIXES)}  # the order fixes are applied in
 EXCLUSIVE = {"cle", "cle_relu"}  # two variants of one fix
-# The int8 step's fixes="auto" tries these (cle_relu changes the float model: opt-in). AdaRound is
-# the one with an optimisation loop (seconds to a minute on the benchmark models), and the fix that
-# lowered the output error most on MobileNetV2, the Fashion-MNIST CNN and the slide MLP
-# (BENCHMARKS.md, "Peers").
-# adaround is not in auto: it costs ~200 Adam steps per layer on every int8 variant (2.5x the whole
-# choice on a small CNN, minutes on MobileNetV2) and won on none of the peers benchmark's models
+# A candidate beats another on agreement when its net gain of validation inputs agreeing with float
+# exceeds this many standard deviations of the discordant count: McNemar's test (Q. McNemar, 1947,
+# "Note on the sampling error of the difference between correlated proportions", Psychometrika 12)
+# in its normal approximation, one-sided 5%. Smaller gains are noise: on a MobileNetV2 of
+# BENCHMARKS.md ("Peers") single fixes gained up to 24 of 6000 validation inputs (z = 1.6) and then
+# gained or lost a similar share of the eval split; within the noise the output MSE decides.
+SIGNIFICANCE_Z = 1.645
+# The int8 step's fixes="auto" tries these. cle_relu changes the float model (ReLU6 -> ReLU), but
+# its int8 file is measured against the original float model like every candidate, so it is kept
+# only when it agrees better. adaround is not in auto: it costs ~200 Adam steps per layer on every
+# int8 variant (minutes on MobileNetV2) and won on none of the peers benchmark's models
 # (BENCHMARKS.md, "Peers"); ask for it by name.
-AUTO = ("cle", "bias_correction", "act_range")
-# A candidate may lose at most this share of top-1 agreement with float (0.1% = 2 of 2000
-# validation inputs) and still win on a lower output MSE.
-AGREEMENT_GUARD = 0.001
+AUTO = ("cle", "cle_relu", "bias_correction", "act_range")
 
 
 @dataclass
@@ -53,20 +58,45 @@ class Trial:
     model: Any = field(repr=False, default=None)
     records: dict = field(repr=False, default_factory=dict)
     snr_db: float | None = None  # output signal-to-noise ratio vs float (dB)
+    agrees: np.ndarray | None = field(repr=False, default=None)  # per validation input: top-1 == float's
 
     def score(self) -> tuple:
-        """Sort key, best last: output SNR vs float (the fine measure), then agreement."""
-        return (-self.output_mse, self.agreement if self.agreement is not None else 0.0)
+        """Sort key, best last: top-1 agreement with float, then the lower output MSE."""
+        return (self.agreement if self.agreement is not None else 0.0, -self.output_mse)
 
-    def beats(self, other: "Trial", mse_gain: float, agreement_guard: float = AGREEMENT_GUARD) -> bool:
-        """An output MSE vs float at least ``mse_gain`` (relative) lower, and a top-1 agreement
-        no more than ``agreement_guard`` below ``other``'s. The MSE over every output value is
-        the primary criterion: candidates often differ by a few samples in agreement on a few
-        hundred validation inputs (noise), while the MSE moves with every one of them."""
-        if self.agreement is not None and other.agreement is not None \
-                and self.agreement < other.agreement - agreement_guard:
-            return False
+    def beats(self, other: "Trial", mse_gain: float, z: float = SIGNIFICANCE_Z) -> bool:
+        """More validation inputs with the float model's top-1 class than ``other`` by more than
+        noise (net gain >= ``z`` x sqrt(discordant inputs): McNemar), or, within that noise, at
+        least as many and an output MSE vs float at least ``mse_gain`` (relative) lower (the finer
+        measure breaks the tie). A regressor (no agreement) by the MSE alone. Without the per-input
+        record the agreements are compared as they are."""
+        gain, lost = self.discordant(other)
+        if gain is not None:
+            if gain - lost >= z * np.sqrt(gain + lost) and gain > lost:
+                return True
+            if gain < lost:
+                return False
+        elif self.agreement is not None and other.agreement is not None \
+                and abs(self.agreement - other.agreement) > 1e-9:
+            return self.agreement > other.agreement
         return self.output_mse < (1.0 - mse_gain) * other.output_mse
+
+    def discordant(self, other: "Trial") -> tuple[int | None, int | None]:
+        """(inputs this trial agrees on and ``other`` not, the reverse); (None, None) without the
+        per-input record of both."""
+        if self.agrees is None or other.agrees is None:
+            return None, None
+        return int((self.agrees & ~other.agrees).sum()), int((other.agrees & ~self.agrees).sum())
+
+    def why(self, other: "Trial") -> str:
+        """One line comparing this trial with ``other`` (the measures ``beats`` uses)."""
+        me, them = "+".join(self.fixes) or "converter default", "+".join(other.fixes) or "converter default"
+        if self.agreement is None or other.agreement is None:
+            return f"{me}: output MSE {self.output_mse:.3g} vs {them} {other.output_mse:.3g}"
+        gain, lost = self.discordant(other)
+        net = f" ({gain} inputs gained, {lost} lost)" if gain is not None else ""
+        return (f"{me}: agreement {self.agreement:.2%} vs {them} {other.agreement:.2%}{net}, "
+                f"output MSE {self.output_mse:.3g} vs {other.output_mse:.3g}")
 
     def summary(self) -> dict:
         return {"fixes": self.fixes, "agreement": self.agreement, "output_mse": self.output_mse,
@@ -78,8 +108,8 @@ class Trial:
 class ChosenFixes:
     """What ``choose_fixes`` returns: the chosen fixes, the fixed Keras model, the int8 .tflite it
     gives (converter default, or ai-edge-quantizer when ``act_range`` is chosen), the activation
-    ranges (or None), per-fix records of what changed, every trial measured, and the fixes
-    skipped because they cannot apply to the graph (with the reason)."""
+    ranges (or None), per-fix records of what changed, every trial measured, the fixes
+    skipped because they cannot apply to the graph (with the reason), and why the choice was made."""
     fixes: list[str]
     model: Any
     tflite: bytes
@@ -87,10 +117,11 @@ class ChosenFixes:
     records: dict
     trials: list[Trial]
     skipped: dict[str, str] = field(default_factory=dict)  # fix -> why it cannot apply to this graph
+    reason: str = ""  # why these fixes (or none) were kept, in the measures of the choice rule
 
     def details(self) -> dict:
         """JSON-ready summary for a step's ``details`` (run.json)."""
-        out = {"fixes": self.fixes, "trials": [t.summary() for t in self.trials],
+        out = {"fixes": self.fixes, "reason": self.reason, "trials": [t.summary() for t in self.trials],
                "changed": _json_records(self.records)}
         if self.skipped:
             out["not_applicable"] = dict(self.skipped)
@@ -212,6 +243,18 @@ def tflite_predict(predict: Predict, model: bytes, x: np.ndarray) -> np.ndarray:
         return np.asarray(predict(path, x))
 
 
+def agreement_mask(pred: np.ndarray, ref: np.ndarray, decisions: bool = False) -> np.ndarray | None:
+    """Per input: the prediction's decision equals the float model's (as in ``compare``); None
+    for a regressor."""
+    pred, ref = pred.reshape(len(pred), -1), ref.reshape(len(ref), -1)
+    if ref.shape[1] > 1:
+        return pred.argmax(1) == ref.argmax(1)
+    if not decisions:
+        return None
+    threshold = 0.5 if ref.min() >= 0.0 and ref.max() <= 1.0 else 0.0
+    return (pred > threshold) == (ref > threshold)
+
+
 def compare(pred: np.ndarray, ref: np.ndarray, decisions: bool = False) -> tuple[float | None, float]:
     """(agreement with the float model's decisions, output MSE). Several units: top-1 agreement.
     One unit: with ``decisions`` (a binary classifier) the thresholded decision agreement -- at 0.5
@@ -232,33 +275,35 @@ def run_trial(model, fixes: Sequence[str], calib, val, ref_pred, predict: Predic
     t0 = time.perf_counter()
     m, ranges, records = apply_fixes(model, fixes, calib, **kw)
     q = int8_tflite(m, calib, ranges)
-    agree, mse = compare(tflite_predict(predict, q, val), ref_pred, decisions)
+    pred = tflite_predict(predict, q, val)
+    agree, mse = compare(pred, ref_pred, decisions)
     records["_ranges"] = ranges
     power = float(np.mean(np.asarray(ref_pred, np.float64) ** 2))
     snr = float(10 * np.log10(power / mse)) if mse > 0 and power > 0 else None
-    return Trial(sorted(fixes, key=ORDER.get), agree, mse, time.perf_counter() - t0, q, m, records, snr)
+    return Trial(sorted(fixes, key=ORDER.get), agree, mse, time.perf_counter() - t0, q, m, records, snr,
+                 agreement_mask(pred, ref_pred, decisions))
 
 
 def choose_fixes(model, calib: np.ndarray, val: np.ndarray, fixes: str | Sequence[str] = "auto", *,
-                 predict: Predict | None = None, candidates: Sequence[str] = FIXES, relu6: str = "keep", adaround_iterations: int = 200,
-                 mse_gain: float = 0.05, agreement_guard: float = AGREEMENT_GUARD, decisions: bool = False,
+                 predict: Predict | None = None, candidates: Sequence[str] = FIXES, relu6: str = "keep",
+                 adaround_iterations: int = 200, mse_gain: float = 0.05, decisions: bool = False,
                  log: Callable[[str], None] = lambda m: None) -> ChosenFixes:
-    """Choose int8 fixes for a Keras classifier by measuring the converted int8 .tflite.
+    """Choose int8 fixes for a Keras model by measuring the converted int8 .tflite.
 
     ``calib``: calibration inputs (used by the fixes and the converter); ``val``: validation inputs
-    the choice is measured on (output MSE of the int8 file vs the float model, with its top-1
-    agreement as a guard: see ``Trial.beats``); both shaped like the model input.
+    the choice is measured on, both shaped like the model input. The rule (``Trial.beats``): more
+    validation inputs with the float model's top-1 class by more than noise (McNemar's test,
+    ``SIGNIFICANCE_Z``), or within the noise no fewer and an output MSE vs float at least
+    ``mse_gain`` (relative) lower; a model without an agreement (regressor) by MSE alone.
     ``predict``: the ``StepContext.predict`` oracle (artifact path, inputs) -> outputs, which runs
     the candidate files (None: ``steps.default_oracles``, the engine's ``oracles.predict``, LiteRT
     for .tflite).
     ``fixes``: "none" (converter default), "auto" (each applicable fix of ``candidates`` alone;
-    then, from the one with the lowest output MSE among those that beat the default, each other
-    fix added in turn, in order of its output MSE alone, kept when the combination beats the best
-    so far: CLE before AdaRound is
-    found even when CLE alone gains little), or an explicit list (applied as given, still
-    measured). A candidate beats another with an output MSE at least ``mse_gain`` (relative)
-    lower and an agreement at most ``agreement_guard`` lower. ``decisions``: a one-unit output is a
-    binary classifier, so its thresholded decisions are the agreement (see ``compare``).
+    then, from the best one that beats the converter default, each other fix added in turn, best
+    alone first, kept when the combination beats the best so far; when no fix beats the default,
+    the default is kept), or an explicit list (applied as given, still measured).
+    ``decisions``: a one-unit output is a binary classifier, so its thresholded decisions are the
+    agreement (see ``compare``). ``ChosenFixes.reason`` says which trial won and by what.
     Cost: one conversion per trial (at most 2 x len(candidates) - 1). Raises UserError for an
     unknown fix name or mode."""
     calib, val = np.asarray(calib, np.float32), np.asarray(val, np.float32)
@@ -277,50 +322,47 @@ def choose_fixes(model, calib: np.ndarray, val: np.ndarray, fixes: str | Sequenc
     log(f"int8 fixes: converter default agreement {base.agreement}, output MSE {base.output_mse:.3g}")
     skipped: dict[str, str] = {}
     if fixes == "none":
-        return _result(base, trials, skipped)
-    if not isinstance(fixes, str):
-        for f in fixes:
-            reason = not_applicable(model, f, relu6)
-            if reason:
-                skipped[f] = reason
-                log(f"int8 fixes: {f} skipped: {reason}")
-        kept = [f for f in fixes if f not in skipped]
-        if not kept:
-            return _result(base, trials, skipped)
-        t = run_trial(model, kept, calib, val, ref, **kw)
-        return _result(t, trials + [t], skipped)
-    singles = []
-    for f in _check_names(candidates):
+        return _result(base, trials, skipped, "fixes=none: the converter default")
+    wanted = fixes if not isinstance(fixes, str) else _check_names(candidates)
+    for f in wanted:
         reason = not_applicable(model, f, relu6)
         if reason:
             skipped[f] = reason
             log(f"int8 fixes: {f} skipped: {reason}")
-            continue
+    wanted = [f for f in wanted if f not in skipped]
+    if not isinstance(fixes, str):
+        if not wanted:
+            return _result(base, trials, skipped, "none of the given fixes applies to this graph")
+        t = run_trial(model, wanted, calib, val, ref, **kw)
+        return _result(t, trials + [t], skipped, f"given; measured {t.why(base)}")
+    singles = []
+    for f in wanted:
         t = run_trial(model, [f], calib, val, ref, **kw)
         trials.append(t)
         log(f"int8 fixes: {f} alone -> agreement {t.agreement}, output MSE {t.output_mse:.3g} ({t.seconds:.1f} s)")
         singles.append(t)
     singles.sort(key=Trial.score, reverse=True)
-    winners = [t for t in singles if t.beats(base, mse_gain, agreement_guard)]
+    winners = [t for t in singles if t.beats(base, mse_gain)]
     if not winners:
-        return _result(base, trials, skipped)
-    best = winners[0]  # the lowest output MSE among the fixes that beat the default alone
-    for t in [t for t in singles if t is not winners[0]]:
+        best_alone = f" (best alone: {singles[0].why(base)})" if singles else ""
+        return _result(base, trials, skipped, "no fix beat the converter default on validation" + best_alone)
+    best = winners[0]
+    for t in [t for t in singles if t is not best]:
         if EXCLUSIVE <= set(best.fixes + t.fixes):
             continue
         cand = run_trial(model, best.fixes + t.fixes, calib, val, ref, **kw)
         trials.append(cand)
         log(f"int8 fixes: {'+'.join(cand.fixes)} -> agreement {cand.agreement}, output MSE {cand.output_mse:.3g}")
-        if cand.beats(best, mse_gain, agreement_guard):
+        if cand.beats(best, mse_gain):
             best = cand
-    return _result(best, trials, skipped)
+    return _result(best, trials, skipped, f"beat the converter default on validation: {best.why(base)}")
 
 
-def _result(t: Trial, trials: list[Trial], skipped: dict[str, str]) -> ChosenFixes:
+def _result(t: Trial, trials: list[Trial], skipped: dict[str, str], reason: str) -> ChosenFixes:
     ranges = t.records.pop("_ranges", None)
     for other in trials:
         other.records.pop("_ranges", None)
-    return ChosenFixes(t.fixes, t.model, t.tflite, ranges, t.records, trials, skipped)
+    return ChosenFixes(t.fixes, t.model, t.tflite, ranges, t.records, trials, skipped, reason)
 
 
 def _check_names(fixes: Sequence[str]) -> list[str]:
@@ -354,5 +396,5 @@ def _json_records(records: dict) -> dict:
     return clean(records)
 
 
-__all__ = ["AGREEMENT_GUARD", "AUTO", "FIXES", "ChosenFixes", "Trial", "apply_fixes", "choose_fixes", "compare", "int8_tflite",
-           "not_applicable", "tflite_predict"]
+__all__ = ["AUTO", "FIXES", "SIGNIFICANCE_Z", "ChosenFixes", "Trial", "agreement_mask", "apply_fixes",
+           "choose_fixes", "compare", "int8_tflite", "not_applicable", "run_trial", "tflite_predict"]

@@ -393,3 +393,32 @@ def test_one_unit_binary_outputs_are_compared_by_their_decisions():
     logits = np.array([[-2.0], [1.0], [-0.1], [3.0]])
     assert compare(logits + 0.2, logits, decisions=True)[0] == 0.75  # -0.1 -> 0.1 flips at 0
     assert compare(logits + 0.2, logits)[0] is None
+
+
+def test_several_outputs_are_compared_output_by_output():
+    """Every classifying output must agree; one-unit outputs of a several-output model are
+    regressors; the MSE is the mean of the outputs' MSEs."""
+    from edgeopt.core.arrays import NamedArrays
+    from edgeopt.techniques.int8_fixes import compare
+
+    cls = np.array([[0.7, 0.3], [0.2, 0.8], [0.6, 0.4], [0.1, 0.9]])
+    reg = np.array([[0.1], [0.6], [0.4], [0.9]])
+    moved = NamedArrays({"cls": np.array([[0.3, 0.7], [0.2, 0.8], [0.6, 0.4], [0.1, 0.9]]), "reg": reg + 0.2})
+    agree, mse = compare(moved, [cls, reg], decisions=True)  # 0.4 -> 0.6 is no decision here
+    assert agree == 0.75 and mse == pytest.approx(np.mean([np.mean((moved["cls"] - cls) ** 2), 0.04]))
+
+
+def test_int8_fixes_run_on_a_two_output_model(x):
+    import keras
+
+    from edgeopt.engine.oracles import predict
+    from edgeopt.techniques.int8_fixes import choose_fixes
+
+    base = conv_net()
+    feat = base.layers[-2].output
+    cls = keras.layers.Dense(3, activation="softmax", name="cls")(feat)
+    reg = keras.layers.Dense(1, name="reg")(feat)
+    model = keras.Model(base.inputs, [cls, reg])
+    chosen = choose_fixes(model, x[:24], x[24:], predict=predict, candidates=("cle",))
+    assert [t.fixes for t in chosen.trials][:2] == [[], ["cle"]]
+    assert all(t.agreement is not None and t.output_mse >= 0 for t in chosen.trials)

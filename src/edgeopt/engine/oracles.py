@@ -44,10 +44,12 @@ def accuracy_oracle(dataset, threads: int = 1, split: str = "eval") -> Callable[
     return evaluate
 
 
-def predict(path: Path, x: np.ndarray, threads: int = 1) -> np.ndarray:
+def predict(path: Path, x: np.ndarray, threads: int = 1):
     """Outputs of an artifact on inputs ``x`` (shape (n, ...)), run in the runtime its format maps
-    to: what techniques compare candidate files with (``StepContext.predict``)."""
-    return np.asarray(_session(Path(path), threads).predict(x))
+    to: what techniques compare candidate files with (``StepContext.predict``). An array for one
+    output; NamedArrays (model-output order) for several."""
+    out = _session(Path(path), threads).predict(x)
+    return out if hasattr(out, "as_list") else np.asarray(out)
 
 
 def latency_ms(path: Path, x1: np.ndarray, runs: int = 100) -> float:

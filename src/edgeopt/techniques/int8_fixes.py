@@ -235,18 +235,24 @@ def int8_tflite(model, calib: np.ndarray, ranges: dict | None = None) -> bytes:
 Predict = Callable[[Path, np.ndarray], np.ndarray]  # StepContext.predict: (artifact path, x) -> outputs
 
 
-def tflite_predict(predict: Predict, model: bytes, x: np.ndarray) -> np.ndarray:
-    """Outputs of a .tflite given as bytes on ``x``, through the ``predict`` oracle."""
+def tflite_predict(predict: Predict, model: bytes, x: np.ndarray):
+    """Outputs of a .tflite given as bytes on ``x``, through the ``predict`` oracle (an array, or
+    NamedArrays for several outputs)."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "m.tflite"
         path.write_bytes(model)
-        return np.asarray(predict(path, x))
+        return predict(path, x)
 
 
-def agreement_mask(pred: np.ndarray, ref: np.ndarray, decisions: bool = False) -> np.ndarray | None:
-    """Per input: the prediction's decision equals the float model's (as in ``compare``); None
-    for a regressor."""
-    pred, ref = pred.reshape(len(pred), -1), ref.reshape(len(ref), -1)
+def output_list(y) -> list[np.ndarray]:
+    """Model outputs (an array, a list as Keras returns for several outputs, or NamedArrays in
+    model-output order) as a list of (n, units) float64 arrays."""
+    from edgeopt.core.arrays import as_arrays
+
+    return [np.asarray(a, np.float64).reshape(len(a), -1) for a in as_arrays(y)[1]]
+
+
+def _decision_mask(pred: np.ndarray, ref: np.ndarray, decisions: bool) -> np.ndarray | None:
     if ref.shape[1] > 1:
         return pred.argmax(1) == ref.argmax(1)
     if not decisions:
@@ -255,19 +261,24 @@ def agreement_mask(pred: np.ndarray, ref: np.ndarray, decisions: bool = False) -
     return (pred > threshold) == (ref > threshold)
 
 
-def compare(pred: np.ndarray, ref: np.ndarray, decisions: bool = False) -> tuple[float | None, float]:
-    """(agreement with the float model's decisions, output MSE). Several units: top-1 agreement.
-    One unit: with ``decisions`` (a binary classifier) the thresholded decision agreement -- at 0.5
-    when the float outputs are probabilities in [0, 1], at 0 for logits -- else None (a regressor)."""
-    pred, ref = pred.reshape(len(pred), -1), ref.reshape(len(ref), -1)
-    if ref.shape[1] > 1:
-        agree = float((pred.argmax(1) == ref.argmax(1)).mean())
-    elif decisions:
-        threshold = 0.5 if ref.min() >= 0.0 and ref.max() <= 1.0 else 0.0
-        agree = float(((pred > threshold) == (ref > threshold)).mean())
-    else:
-        agree = None
-    return agree, float(np.mean((pred - ref) ** 2))
+def agreement_mask(pred, ref, decisions: bool = False) -> np.ndarray | None:
+    """Per input: the prediction's decisions equal the float model's; None for a regressor.
+    Several units: top-1 class. One unit: with ``decisions`` (a binary classifier) the thresholded
+    decision -- at 0.5 when the float outputs are probabilities in [0, 1], at 0 for logits.
+    Several outputs: an input agrees when every classifying output (several units) agrees; their
+    one-unit outputs count as regressors (``decisions`` applies to a one-output model only)."""
+    preds, refs = output_list(pred), output_list(ref)
+    decisions = decisions and len(refs) == 1
+    masks = [m for m in (_decision_mask(p, r, decisions) for p, r in zip(preds, refs)) if m is not None]
+    return np.logical_and.reduce(masks) if masks else None
+
+
+def compare(pred, ref, decisions: bool = False) -> tuple[float | None, float]:
+    """(agreement with the float model's decisions (see ``agreement_mask``), output MSE: the mean
+    over outputs of each output's mean squared error)."""
+    mask = agreement_mask(pred, ref, decisions)
+    mse = float(np.mean([np.mean((p - r) ** 2) for p, r in zip(output_list(pred), output_list(ref))]))
+    return (None if mask is None else float(mask.mean())), mse
 
 
 def run_trial(model, fixes: Sequence[str], calib, val, ref_pred, predict: Predict, decisions: bool = False,
@@ -278,7 +289,7 @@ def run_trial(model, fixes: Sequence[str], calib, val, ref_pred, predict: Predic
     pred = tflite_predict(predict, q, val)
     agree, mse = compare(pred, ref_pred, decisions)
     records["_ranges"] = ranges
-    power = float(np.mean(np.asarray(ref_pred, np.float64) ** 2))
+    power = float(np.mean([np.mean(r ** 2) for r in output_list(ref_pred)]))
     snr = float(10 * np.log10(power / mse)) if mse > 0 and power > 0 else None
     return Trial(sorted(fixes, key=ORDER.get), agree, mse, time.perf_counter() - t0, q, m, records, snr,
                  agreement_mask(pred, ref_pred, decisions))
@@ -315,7 +326,7 @@ def choose_fixes(model, calib: np.ndarray, val: np.ndarray, fixes: str | Sequenc
         from edgeopt.steps import default_oracles
 
         predict = default_oracles()["predict"]
-    ref = np.asarray(model.predict(val, verbose=0, batch_size=256))
+    ref = model.predict(val, verbose=0, batch_size=256)
     kw = dict(relu6=relu6, adaround_iterations=adaround_iterations, predict=predict, decisions=decisions)
     base = run_trial(model, [], calib, val, ref, **kw)
     trials = [base]

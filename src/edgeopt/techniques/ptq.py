@@ -584,7 +584,7 @@ def _choose_ranges(ctx, model, float_model: bytes, x, act_ranges: dict | None) -
 
     cfg = ctx.config
     val = ctx.dataset.x_val[:_fix_val_n(ctx)]
-    ref = np.asarray(model.predict(val, verbose=0, batch_size=256))
+    ref = model.predict(val, verbose=0, batch_size=256)
     methods = {f"{cfg.calibration}" + (f" {cfg.percentile:g}" if cfg.calibration == "percentile" else ""):
                (cfg.calibration, float(cfg.percentile)), "minmax": ("minmax", 100.0),
                "percentile 99.99": ("percentile", 99.99)}

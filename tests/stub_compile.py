@@ -14,7 +14,7 @@ def compile_tflm_program(source: Path, tmp_path: Path, *, arduino: bool = False)
     inc.mkdir(exist_ok=True)
     methods = sorted(set(tflm_resolver_methods().values()))
     (inc / "tflm_resolver_methods.inc").write_text("".join(f"  TfLiteStatus {m}();\n" for m in methods))
-    cmd = ["g++", "-std=c++17", "-Wall", "-Werror", "-fsyntax-only", f"-I{STUBS}", f"-I{inc}",
+    cmd = ["g++", "-std=c++17", "-Wall", "-Wshadow", "-Werror", "-fsyntax-only", f"-I{STUBS}", f"-I{inc}",
            f"-I{source.parent}"]
     if arduino:
         cmd += ["-include", "Arduino.h", "-x", "c++"]

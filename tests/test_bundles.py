@@ -79,6 +79,17 @@ def test_zephyr_app_layout_compiles(tmp_path, kws_sample):
     compile_tflm_program(tmp_path / "src" / "main.cpp", tmp_path)
 
 
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not installed")
+@pytest.mark.parametrize("target", ["arduino", "zephyr"])
+def test_a_model_named_model_compiles_without_shadowing_its_array(tmp_path, kws_sample, target):
+    """A file called model.tflite gives a C array named ``model``: the program's locals must not hide it
+    (a local ``model`` passed the uninitialized pointer to GetModel; -Wshadow catches any such name)."""
+    export_bundle(KWS, target, tmp_path, "model", sample=kws_sample)
+    source = tmp_path / ("model.ino" if target == "arduino" else "src/main.cpp")
+    assert "tflite::GetModel(model)" in source.read_text()
+    compile_tflm_program(source, tmp_path, arduino=target == "arduino")
+
 def test_ethos_u_bundle_holds_compiled_model_and_summary(tmp_path):
     export_bundle(KWS, "ethos-u", tmp_path, "kws", npu="ethos-u55-128")
     compiled = (tmp_path / "kws_vela.tflite").read_bytes()

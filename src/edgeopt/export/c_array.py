@@ -184,10 +184,10 @@ static const {in_t} kSampleInput[{p.sample.size}] = {{
 
 // Registers exactly the model's ops; returns false when tensors cannot be allocated.
 static bool setup_model() {{
-  const tflite::Model* model = tflite::GetModel({p.name});
+  const tflite::Model* tfl_model = tflite::GetModel({p.name});
   static tflite::MicroMutableOpResolver<{max(1, len(p.resolver_methods))}> resolver;
 {adds}
-  static tflite::MicroInterpreter static_interpreter(model, resolver, tensor_arena, kArenaSize);
+  static tflite::MicroInterpreter static_interpreter(tfl_model, resolver, tensor_arena, kArenaSize);
   interpreter = &static_interpreter;
   if (interpreter->AllocateTensors() != kTfLiteOk) {{
     {print_fn}("AllocateTensors failed: raise kArenaSize\\n");

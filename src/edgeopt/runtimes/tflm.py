@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeopt.errors import one_line
+from edgeopt.errors import UserError, one_line
 from edgeopt.runtimes.base import RuntimeInfo
 
 
@@ -32,4 +32,21 @@ class TFLM:
         # TFLM is single-threaded by design (a microcontroller has one core): threads is ignored.
         from edgeopt.measure.tflm import TFLMSession
 
+        _check_static(Path(path))
         return TFLMSession(Path(path))
+
+
+def _check_static(path: Path) -> None:
+    """UserError when an input has an open non-batch axis (``shape_signature`` -1, e.g. a sequence
+    length): TFLM cannot resize inputs, so it would run at the converter's placeholder size 1."""
+    from edgeopt.core.tflite import tflite_input_signatures, tflite_io_names
+
+    data = path.read_bytes()
+    names = tflite_io_names(data)[0]
+    for name, sig in zip(names, tflite_input_signatures(data)):
+        if any(d == -1 for d in sig[1:]):
+            shape = ",".join("?" if d == -1 else str(d) for d in sig[1:])
+            raise UserError(f"TFLite Micro runs static shapes only: input {name!r} of {path.name} has an "
+                            f"open axis ({shape}); convert the model with every non-batch axis fixed "
+                            f"(e.g. edgeopt export MODEL.keras --input-shape with the data's length), "
+                            f"or run it in LiteRT")

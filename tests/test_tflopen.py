@@ -129,3 +129,44 @@ def test_tflm_refuses_an_open_axis_in_one_line(seq):
 
     with pytest.raises(UserError, match=r"static shapes only: input 'x' of seq.tflite has an open axis \(\?,4\)"):
         TFLM().load(seq["tflite"])
+
+
+def test_export_linux_litert_bundle_runs_at_the_data_length(seq, tmp_path):
+    import subprocess
+    import sys
+
+    from edgeopt.cli import main
+
+    out = tmp_path / "bundle"
+    assert main(["export", str(seq["tflite"]), "--out", str(out), "--target", "linux-litert",
+                 "-d", str(seq["npz"])]) == 0
+    io = json.loads((out / "io.json").read_text())
+    assert io["input"]["shape"] == [1, LENGTH, 4] and io["output"]["shape"] == [1, 3]
+    run = subprocess.run([sys.executable, str(out / "infer.py")], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])["output"]
+    want = seq["model"].predict(np.load(out / "sample_input.npy"), verbose=0)[0]
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_export_to_a_microcontroller_refuses_an_open_axis(seq, tmp_path, capsys):
+    from edgeopt.cli import main
+
+    out = tmp_path / "sketch"
+    assert main(["export", str(seq["tflite"]), "--out", str(out), "--target", "arduino", "-d", str(seq["npz"])]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: TFLite Micro runs static shapes only") and "(?,4)" in err[-1]
+    assert not out.exists()
+
+
+def test_compare_measures_litert_at_the_data_length_and_tflm_is_not_applicable(seq, tmp_path, capsys):
+    from edgeopt.cli import main
+
+    code = main(["compare", str(seq["tflite"]), "--eval-data", str(seq["npz"]), "--runtimes", "litert,tflm",
+                 "--precisions", "float32", "--runs", "3", "--json", "--out", str(tmp_path / "cmp")])
+    assert code == 0
+    rows = {r["runtime"]: r for r in json.loads((tmp_path / "cmp" / "compare.json").read_text())["rows"]}
+    keras_acc = float((seq["model"].predict(seq["x"], verbose=0).argmax(1) == seq["y"]).mean())
+    assert rows["litert"]["status"] == "ok"
+    assert rows["litert"]["metrics"]["accuracy"] == pytest.approx(keras_acc)
+    assert rows["tflm"]["status"] == "n/a" and "static shapes only" in rows["tflm"]["reason"]

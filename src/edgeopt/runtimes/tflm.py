@@ -2,7 +2,8 @@
 
 The session itself lives in ``edgeopt.measure.tflm`` (it also measures the tensor arena); this
 module only puts it behind the Runtime interface. TFLM runs float32 and full-int8 .tflite models;
-it has no kernels for float16-weight or dynamic-range (hybrid) models.
+it has no kernels for float16-weight or dynamic-range (hybrid) models, and cannot resize inputs: a
+file with an open non-batch input axis is refused (``OpenAxisRefused``).
 """
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ from pathlib import Path
 
 from edgeopt.errors import UserError, one_line
 from edgeopt.runtimes.base import RuntimeInfo
+
+
+class OpenAxisRefused(UserError):
+    """A .tflite input has an open non-batch axis, which TFLite Micro cannot run: a property of the
+    file, not a failure of the runtime (compare shows it as not applicable)."""
 
 
 class TFLM:
@@ -32,13 +38,14 @@ class TFLM:
         # TFLM is single-threaded by design (a microcontroller has one core): threads is ignored.
         from edgeopt.measure.tflm import TFLMSession
 
-        _check_static(Path(path))
+        check_static_inputs(Path(path))
         return TFLMSession(Path(path))
 
 
-def _check_static(path: Path) -> None:
-    """UserError when an input has an open non-batch axis (``shape_signature`` -1, e.g. a sequence
-    length): TFLM cannot resize inputs, so it would run at the converter's placeholder size 1."""
+def check_static_inputs(path: Path) -> None:
+    """OpenAxisRefused (a UserError) when an input of the .tflite at ``path`` has an open non-batch axis
+    (``shape_signature`` -1, e.g. a sequence length): TFLite Micro cannot resize inputs, so it
+    would run at the converter's placeholder size 1."""
     from edgeopt.core.tflite import tflite_input_signatures, tflite_io_names
 
     data = path.read_bytes()
@@ -46,7 +53,7 @@ def _check_static(path: Path) -> None:
     for name, sig in zip(names, tflite_input_signatures(data)):
         if any(d == -1 for d in sig[1:]):
             shape = ",".join("?" if d == -1 else str(d) for d in sig[1:])
-            raise UserError(f"TFLite Micro runs static shapes only: input {name!r} of {path.name} has an "
+            raise OpenAxisRefused(f"TFLite Micro runs static shapes only: input {name!r} of {path.name} has an "
                             f"open axis ({shape}); convert the model with every non-batch axis fixed "
-                            f"(e.g. edgeopt export MODEL.keras --input-shape with the data's length), "
-                            f"or run it in LiteRT")
+                            f"(e.g. edgeopt export MODEL.keras --input-shape with a length in place of "
+                            f"each ?), or run it in LiteRT (export --target linux-litert)")

@@ -48,9 +48,12 @@ def check_static_inputs(path: Path) -> None:
     would run at the converter's placeholder size 1."""
     from edgeopt.core.tflite import tflite_input_signatures, tflite_io_names
 
-    data = path.read_bytes()
-    names = tflite_io_names(data)[0]
-    for name, sig in zip(names, tflite_input_signatures(data)):
+    data = path.read_bytes() if path.is_file() else b""
+    try:
+        names, sigs = tflite_io_names(data)[0], tflite_input_signatures(data)
+    except Exception:  # missing, not a .tflite or damaged: loading it says what is wrong
+        return
+    for name, sig in zip(names, sigs):
         if any(d == -1 for d in sig[1:]):
             shape = ",".join("?" if d == -1 else str(d) for d in sig[1:])
             raise OpenAxisRefused(f"TFLite Micro runs static shapes only: input {name!r} of {path.name} has an "

@@ -339,6 +339,10 @@ def measure_row(row: Row, path: Path, dataset, reference, threads: int, runs: in
     try:
         session = get_runtime(row.runtime).load(path, threads=threads)
     except UserError as e:  # the artifact exists but this runtime refuses it: say why, measured
+        from edgeopt.runtimes.tflm import OpenAxisRefused
+
+        if isinstance(e, OpenAxisRefused):  # an open input axis: TFLM cannot take this file at all
+            raise Unsupported(str(e)) from None
         if row.runtime == "tflm" and row.precision not in TFLM_NOT_FOR:
             raise ArtifactCheckFailed(str(e)) from None  # TFLM runs float32/int8: this is a failure
         raise Unsupported(f"{TFLM_NOT_FOR[row.precision]}; {e}" if row.runtime == "tflm" else str(e)) from None

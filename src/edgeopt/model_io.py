@@ -244,12 +244,17 @@ def _load_tflite(path: Path) -> LoadedModel:
     inp = session.inputs[0]
     out = session.outputs[0]
     producers = _tflite_producers(path)
-    return LoadedModel(path, "tflite", path.stem, tuple(inp.shape[1:]), inp.dtype,
+    return LoadedModel(path, "tflite", path.stem, _open_none(inp.shape), inp.dtype,
                        int(out.shape[-1]) if out.shape else None, None,
                        {"input_scale": inp.scale, "input_zero_point": inp.zero_point},
-                       [IOSpec(i.name, tuple(i.shape[1:]), i.dtype) for i in session.inputs],
+                       [IOSpec(i.name, _open_none(i.shape), i.dtype) for i in session.inputs],
                        [IOSpec(o.name, tuple(o.shape[1:]), o.dtype, _graph_activation(producers, o.name))
                         for o in session.outputs])
+
+
+def _open_none(shape) -> tuple:
+    """A LiteRT input shape without its batch axis, open (-1) axes as None (as for .keras/.onnx)."""
+    return tuple(None if int(d) == -1 else int(d) for d in shape[1:])
 
 
 def _tflite_producers(path: Path) -> dict:

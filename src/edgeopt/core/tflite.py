@@ -235,6 +235,18 @@ def tflite_io_names(data: bytes) -> tuple[list[str], list[str], list[int]]:
     return [names[t] for t in ins], out_names, order
 
 
+def tflite_input_signatures(data: bytes) -> list[list[int]]:
+    """Each input's ``shape_signature`` (subgraph 0 order; -1 = an open axis), or its stored
+    shape where the file has no signature (a fully static tensor)."""
+    sg = _schema().Model.GetRootAs(data, 0).Subgraphs(0)
+    out = []
+    for j in range(sg.InputsLength()):
+        t = sg.Tensors(int(sg.Inputs(j)))
+        sig = t.ShapeSignatureAsNumpy() if t.ShapeSignatureLength() else t.ShapeAsNumpy()
+        out.append([int(v) for v in sig] if t.ShapeSignatureLength() or t.ShapeLength() else [])
+    return out
+
+
 def tflite_op_details(source: str | Path | bytes) -> list[dict]:
     """The ops of a .tflite in execution order as ``{"index", "op_name", "inputs", "outputs"}``
     (tensor indices as LiteRT numbers them), read from the flatbuffer."""

@@ -64,6 +64,10 @@ def export_bundle(artifact, target: str, out_dir, name: str | None = None, sampl
     accepted = (".tflite", ".onnx") if target in ("onnx", "openvino") else (".tflite",)
     if artifact.suffix not in accepted:
         raise UserError(f"--target {target} needs a {' or '.join(accepted)} artifact, got {artifact.name}")
+    if target in ("arduino", "zephyr", "ethos-u"):  # TFLite Micro cannot resize an open axis
+        from edgeopt.runtimes.tflm import check_static_inputs
+
+        check_static_inputs(artifact)
     from edgeopt.export.c_array import c_identifier
 
     name = c_identifier(name or artifact.stem)
@@ -222,6 +226,8 @@ _RUN = {
     "linux-litert": """from ai_edge_litert.interpreter import Interpreter
 
 interpreter = Interpreter(model_path=str(HERE / "model.tflite"))
+for detail, x in zip(interpreter.get_input_details(), xs):  # open (-1) axes take the sample's sizes
+    interpreter.resize_tensor_input(detail["index"], x.shape, strict=True)
 interpreter.allocate_tensors()
 for detail, x in zip(interpreter.get_input_details(), xs):
     interpreter.set_tensor(detail["index"], x)
@@ -288,8 +294,8 @@ def _io_spec(artifact: Path, output_names: list[str] | None = None, input_shapes
     artifact's order) and the first of each as ``input``/``output``. Outputs are named
     ``output_names`` (the source model's, in its order; ``tensor`` keeps the artifact's name) when
     there is one per output, else by the artifact (a .tflite's signature names when it has them).
-    ``input_shapes`` ({input name: one sample's shape}) fix an .onnx's open axes; its output
-    shapes are then the ones ONNX Runtime gives at those shapes."""
+    ``input_shapes`` ({input name: one sample's shape}) fix an .onnx's or .tflite's open axes; its
+    output shapes are then the ones ONNX Runtime or LiteRT gives at those shapes."""
     def spec(name, shape, dtype, scale=None, zero_point=None) -> dict:
         return {"name": name, "shape": [int(d) for d in shape], "dtype": np.dtype(dtype).name,
                 "scale": float(scale) if scale else None, "zero_point": int(zero_point) if scale else None}
@@ -299,7 +305,7 @@ def _io_spec(artifact: Path, output_names: list[str] | None = None, input_shapes
 
         from edgeopt.core.tflite import tflite_io_names
 
-        ins, outs = tflite_io_all(artifact)
+        ins, outs = tflite_io_all(artifact, input_shapes)
         in_names, out_names, order = tflite_io_names(artifact.read_bytes())  # signature names, source order
         inputs = [spec(n, t.shape, t.dtype, t.scale, t.zero_point) for n, (_, t) in zip(in_names, ins)]
         outputs = [spec(n, t.shape, t.dtype, t.scale, t.zero_point) for n, (_, t) in zip(out_names, outs)]

@@ -82,14 +82,30 @@ def mcu_io_refusal(name: str, n_inputs: int, n_outputs: int) -> UserError:
                      f"several inputs and outputs)")
 
 
-def tflite_io_all(tflite_path: Path) -> tuple[list[tuple[str, TensorSpec]], list[tuple[str, TensorSpec]]]:
+def tflite_io_all(tflite_path: Path, input_shapes: dict | None = None
+                  ) -> tuple[list[tuple[str, TensorSpec]], list[tuple[str, TensorSpec]]]:
     """Every (name, spec) input and output of a .tflite, in the interpreter's order (names without
-    converter decoration: ``serving_default_image:0`` -> ``image``)."""
+    converter decoration: ``serving_default_image:0`` -> ``image``). ``input_shapes`` ({input
+    name: one sample's shape}) size the open (-1) axes; the outputs are then as LiteRT sizes them."""
     from ai_edge_litert.interpreter import Interpreter
 
     from edgeopt.core.arrays import canonical_name
 
     interp = Interpreter(model_path=str(tflite_path))
+    given = {canonical_name(k): v for k, v in (input_shapes or {}).items()}
+    resized = [(d["index"], (1, *given[canonical_name(d["name"])])) for d in interp.get_input_details()
+               if canonical_name(d["name"]) in given and -1 in list(d["shape_signature"])[1:]]
+    if resized:
+        try:
+            for index, shape in resized:
+                interp.resize_tensor_input(index, shape, strict=True)
+            interp.allocate_tensors()
+            interp.invoke()  # some output shapes are only known after a run
+        except (ValueError, RuntimeError) as e:
+            from edgeopt.errors import one_line
+
+            raise UserError(f"LiteRT cannot run {tflite_path.name} at input shape "
+                            f"{'; '.join(str(list(s[1:])) for _, s in resized)}: {one_line(e)}") from None
     return ([(canonical_name(d["name"]), _spec(d)) for d in interp.get_input_details()],
             [(canonical_name(d["name"]), _spec(d)) for d in interp.get_output_details()])
 

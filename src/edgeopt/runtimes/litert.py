@@ -14,9 +14,14 @@ from edgeopt.runtimes.base import RuntimeInfo
 
 
 def _tensor_info(d: dict) -> TensorInfo:
+    """The tensor's allocated shape, except -1 on every open (``shape_signature`` -1) non-batch axis."""
     scale, zp = d.get("quantization", (0.0, 0))
     quantized = bool(scale) and np.dtype(d["dtype"]).kind in "iu"
-    return TensorInfo(d["name"], tuple(int(s) for s in d["shape"]), np.dtype(d["dtype"]).name,
+    shape = [int(s) for s in d["shape"]]
+    sig = d.get("shape_signature")
+    if sig is not None and len(sig) == len(shape):
+        shape[1:] = [-1 if int(g) == -1 else s for s, g in zip(shape[1:], sig[1:])]
+    return TensorInfo(d["name"], tuple(shape), np.dtype(d["dtype"]).name,
                       float(scale) if quantized else None, int(zp) if quantized else None)
 
 
@@ -46,18 +51,29 @@ class LiteRTSession:
         self._out_idx = [outs[k]["index"] for k in order]
         self._in, self._out = self._in_idx[0], self._out_idx[0]
         self._batch = int(self.inputs[0].shape[0]) if self.inputs[0].shape else 1
+        self._shapes = [tuple(int(s) for s in d["shape"]) for d in ins]  # as allocated now
         # A static batch (edgeopt converts deployables with batch 1) is never resized: XNNPACK cannot
         # reshape such a graph, so batches run in chunks of the stored batch size.
         sig = [d.get("shape_signature") for d in ins]
         self._static = bool(ins) and all(s is not None and len(s) and int(s[0]) != -1 for s in sig)
         self.input_match = ""
 
-    def _resize(self, batch: int) -> None:
-        if batch != self._batch:
-            for idx, info in zip(self._in_idx, self.inputs):
-                self._interp.resize_tensor_input(idx, (batch,) + tuple(info.shape[1:]))
+    def _resize(self, chunk: list[np.ndarray]) -> None:
+        """Reallocate at the chunk's batch and, on open (-1) axes, the chunk's sizes (a sequence
+        length); fixed non-batch axes keep the file's size (a mismatch fails in set_tensor)."""
+        shapes = [(len(a),) + tuple(a.shape[k + 1] if w == -1 and k + 1 < a.ndim else s
+                                    for k, (w, s) in enumerate(zip(info.shape[1:], old[1:])))
+                  for a, info, old in zip(chunk, self.inputs, self._shapes)]
+        if shapes == self._shapes:
+            return
+        try:
+            for idx, shape in zip(self._in_idx, shapes):
+                self._interp.resize_tensor_input(idx, shape, strict=False)
             self._interp.allocate_tensors()
-            self._batch = batch
+        except (ValueError, RuntimeError) as e:
+            raise UserError(f"LiteRT cannot run this model at input shape "
+                            f"{';'.join(','.join(map(str, s[1:])) for s in shapes)}: {one_line(e)}") from None
+        self._shapes, self._batch = shapes, shapes[0][0]
 
     def _feeds(self, x) -> list[np.ndarray]:
         names, arrays = as_arrays(x)
@@ -65,7 +81,7 @@ class LiteRTSession:
         return [arrays[k] for k in order]
 
     def _set(self, chunk: list[np.ndarray]) -> None:
-        self._resize(len(chunk[0]))
+        self._resize(chunk)
         for idx, info, a in zip(self._in_idx, self.inputs, chunk):
             self._interp.set_tensor(idx, quantize_input(a, info))
 

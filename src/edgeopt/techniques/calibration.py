@@ -186,7 +186,11 @@ def batch_size(inp: dict, wanted: int) -> int:
 
 
 def run_batch(interp, inp: dict, chunk: np.ndarray) -> None:
-    shape = (len(chunk),) + tuple(inp["shape"][1:])
+    """Run ``chunk`` (one input's samples) through ``interp``, resized to its batch and to its
+    sizes on the input's open (``shape_signature`` -1) axes, e.g. a sequence length."""
+    sig = inp.get("shape_signature", inp["shape"])
+    shape = (len(chunk),) + tuple(int(c) if int(g) == -1 else int(s)
+                                  for s, g, c in zip(inp["shape"][1:], sig[1:], chunk.shape[1:]))
     if tuple(interp.get_input_details()[0]["shape"]) != shape:
         interp.resize_tensor_input(inp["index"], shape)
         interp.allocate_tensors()

@@ -734,8 +734,10 @@ def _constraints(est: Estimate, profile: GraphProfile, dev: Device) -> None:
     if dev.device_class == "mcu" and is_float and not has_fpu(dev):
         est.blockers.append(f"{precision} model on an MCU without FPU ({dev.core})")
     uses_tflm = dev.constraints.op_list == "tflm" or "tflm" in dev.runtimes and dev.device_class == "mcu"
-    if precision == Precision.DYNAMIC and uses_tflm:
-        est.blockers.append("dynamic-range int8 models do not run on TFLite Micro; use full int8")
+    not_runnable = data_file("ops.yaml")["op_lists"]["tflm"].get("precisions_not_runnable", {})
+    if uses_tflm and precision in not_runnable:
+        listed = f" (device precisions: {', '.join(dev.precisions)})" if dev.precisions else ""
+        est.blockers.append(f"{not_runnable[precision]}{listed}; use full int8")
     if dev.precisions and precision not in dev.precisions and not any(b.startswith("needs") for b in est.blockers):
         est.warnings.append(f"{precision} is not among the listed precisions ({', '.join(dev.precisions)}): "
                             "the runtime would convert it")

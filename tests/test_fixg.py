@@ -1,0 +1,24 @@
+"""Tester-found defects in estimates, reports and measurements (fix round g)."""
+from __future__ import annotations
+
+from edgeopt.hardware.catalogue import load_devices
+from edgeopt.hardware.estimator import estimate
+from edgeopt.measure.graph_types import GraphProfile, OpStats
+
+
+def _profile(precision: str) -> GraphProfile:
+    ops = [OpStats(name="fc", op_type="FULLY_CONNECTED", output_shape=[1, 8], activation_bytes=32,
+                   input_bytes=32, dtype="float32")]
+    return GraphProfile(source="tflite", path="", ops=ops, precision=precision, file_bytes=4096,
+                        peak_activation_bytes=64, arena_bytes=2048)
+
+
+def test_float16_is_blocked_on_a_tflite_micro_board():
+    est = estimate(_profile("float16"), load_devices(include_host=False)["arduino-nano-33-ble-sense"])
+    assert not est.runnable
+    assert any("float16 models do not run on TFLite Micro" in b and "int8, int16x8" in b for b in est.blockers)
+
+
+def test_float32_is_not_blocked_by_the_precision_rule():
+    est = estimate(_profile("float32"), load_devices(include_host=False)["arduino-nano-33-ble-sense"])
+    assert not any("do not run on TFLite Micro" in b for b in est.blockers)

@@ -22,3 +22,22 @@ def test_float16_is_blocked_on_a_tflite_micro_board():
 def test_float32_is_not_blocked_by_the_precision_rule():
     est = estimate(_profile("float32"), load_devices(include_host=False)["arduino-nano-33-ble-sense"])
     assert not any("do not run on TFLite Micro" in b for b in est.blockers)
+
+
+def _rec(name: str, p50: float, speedup: float | None) -> dict:
+    return {"name": name, "status": "done", "vs_baseline": None if speedup is None else
+            {"speedup": speedup, "accuracy_delta_points": 0.0},
+            "metrics": {"accuracy": 0.9, "size_bytes": 1000, "latency_ms": {"p50_ms": p50}}}
+
+
+def test_report_and_terminal_name_the_same_fastest_variant():
+    """The paired speed-up ranks first (unpaired p50s drift); both summaries use analysis.speed_rank."""
+    from edgeopt.engine.analysis import best_within_budget
+    from edgeopt.report import view
+
+    variants = [_rec("float32", 0.010, None), _rec("dynamic", 0.011, 1.3), _rec("int8", 0.009, 1.1)]
+    record = {"settings": {"options": {}}, "variants": variants}
+    picks = {p["target"]: p for p in view.summary(record)["picks"]}
+    assert best_within_budget(variants, None)["fastest"] == "dynamic"
+    assert picks[view.FASTEST]["variant"] == "dynamic"
+    assert "1.3x speed-up" in picks[view.FASTEST]["why"]

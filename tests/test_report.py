@@ -76,7 +76,7 @@ def test_summary_picks_within_the_budget_and_says_why():
     assert s["budget"] == view.DEFAULT_BUDGET_POINTS and not s["budget_given"]
     assert picks["smallest file"]["variant"] == "int8"  # prune+int8 is smaller but 20 points worse
     assert "1000.0 B" not in picks["smallest file"]["why"] and "-0.50 points" in picks["smallest file"]["why"]
-    assert picks["fastest (p50, measured here)"]["variant"] == "float32"
+    assert picks[view.FASTEST]["variant"] == "float32"
     record["settings"]["options"]["max_accuracy_drop"] = 25
     assert {p["target"]: p["variant"] for p in view.summary(record)["picks"]}["smallest file"] == "prune+int8"
 

@@ -18,7 +18,7 @@ import math
 from pathlib import Path
 
 from edgeopt.core.types import GRAPH_KEYS  # noqa: F401 (the engine's list; tests read it here)
-from edgeopt.engine.analysis import DEFAULT_BUDGET_POINTS  # budget when the run set none
+from edgeopt.engine.analysis import DEFAULT_BUDGET_POINTS, speed_rank  # budget when the run set none
 from edgeopt.errors import UserError
 from edgeopt.report.format import fmt_bytes
 
@@ -172,14 +172,20 @@ def baseline_of(record: dict) -> dict | None:
     return names[0] if names else (done(record)[0] if done(record) else None)
 
 
+FASTEST = "fastest (speed-up vs float32, measured here)"
+
+
 def summary(record: dict) -> dict:
     """Baseline and, per objective measured on this machine, the variant to pick and why."""
     base = baseline_of(record)
     budget, given = budget_points(record)
     ok = [v for v in done(record) if drop_points(v, base) <= budget]
     picks = []
+    base_p50 = p50_ms(base) if base else None
+    # the terminal summary's rule (engine.analysis.speed_rank): paired speed-up vs float32, then p50
+    fastest = (lambda v: speed_rank(v, base_p50) if p50_ms(v) is not None else None)
     for label, key, fmt in (("smallest file", lambda v: v["metrics"]["size_bytes"], fmt_bytes),
-                            ("fastest (p50, measured here)", p50_ms, lambda x: f"{x:.4g} ms"),
+                            (FASTEST, fastest, lambda r: f"{-r[0]:.3g}x speed-up (p50 {r[1]:.4g} ms)"),
                             ("most accurate", lambda v: -(quality(v) or -math.inf), None)):
         pool = [v for v in ok if key(v) is not None]
         if not pool or base is None:

@@ -41,3 +41,17 @@ def test_report_and_terminal_name_the_same_fastest_variant():
     assert best_within_budget(variants, None)["fastest"] == "dynamic"
     assert picks[view.FASTEST]["variant"] == "dynamic"
     assert "1.3x speed-up" in picks[view.FASTEST]["why"]
+
+
+def test_recommend_says_unknown_when_estimate_cannot_check_the_fit():
+    from pathlib import Path
+
+    from edgeopt.hardware.recommend import Variant, recommend
+
+    devs = load_devices(include_host=False)
+    assert devs["esp32-s3"].flash_kb is None  # the catalogue's gap this test relies on
+    est = estimate(_profile("float32"), devs["esp32-s3"])
+    assert est.fits is None and not est.blockers
+    rec = recommend([Variant("m", Path("m.tflite"), {}, _profile("float32"))], {"esp32-s3": devs["esp32-s3"]})[0]
+    assert rec.fit == "unknown" and not rec.feasible and rec.variant == "m"
+    assert rec.reasons[0].startswith("fit unknown: flash size")

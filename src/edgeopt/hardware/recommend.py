@@ -76,9 +76,11 @@ class Recommendation:
     estimate: Estimate | None
     reasons: list[str] = field(default_factory=list)
     accuracy: float | None = None
+    fit: str = "no"  # yes | unknown (runs, meets the limits, but a capacity is missing) | no
 
     def to_dict(self) -> dict:
         return {"device": self.device, "device_title": self.device_title, "feasible": self.feasible,
+                "fit": self.fit,
                 "variant": self.variant, "accuracy": self.accuracy, "reasons": self.reasons,
                 "estimate": self.estimate.to_dict() if self.estimate else None}
 
@@ -144,7 +146,17 @@ def _sort_key(rec: Recommendation):
     energy = est.energy_mj if est and est.energy_mj is not None else float("inf")
     latency = est.latency_ms if est and est.latency_ms is not None else float("inf")
     acc = rec.accuracy if rec.accuracy is not None else -1.0
-    return (not rec.feasible, -acc, est.rank if est else 5, energy, latency)
+    return (FIT_ORDER.index(rec.fit), -acc, est.rank if est else 5, energy, latency)
+
+
+FIT_ORDER = ("yes", "unknown", "no")
+
+
+def _unknown_fit(est: Estimate) -> str:
+    """What keeps the fit check open (est.fits is None): the capacities the catalogue lacks."""
+    what = [m for m in est.missing if m.startswith(("RAM size", "flash size", "on-chip memory"))]
+    return "fit unknown: " + ("; ".join(what) if what else "a capacity") + " not in the catalogue"
+
 
 
 def _pick(good: list) -> tuple:
@@ -161,7 +173,8 @@ def _pick(good: list) -> tuple:
 def recommend(variants: list[Variant], devices: dict[str, Device], *, max_latency_ms=None, max_power_w=None,
               max_price=None, battery_mah=None, inferences_per_hour=None,
               engine: str | None = None) -> list[Recommendation]:
-    """Devices ranked: feasible first, then by the accuracy of the best variant that fits, then by how
+    """Devices ranked: feasible first (``fit`` yes; then ``unknown``: no blocker but a RAM/flash
+    capacity the catalogue lacks, so ``feasible`` is False), then by the accuracy of the best variant that fits, then by how
     the latency is known (Estimate.rank: measured/calibrated above lower bounds), then energy per
     inference, then latency. Each device gets its best feasible variant and the reasons.
     engine: inference engine for the microcontrollers (None: each device's own)."""
@@ -174,14 +187,16 @@ def recommend(variants: list[Variant], devices: dict[str, Device], *, max_latenc
             est = estimate(v.profile, dev, engine=engine, battery_mah=battery_mah,
                            inferences_per_hour=inferences_per_hour)
             options.append((v, est, _check(est, max_latency_ms, max_power_w, max_price)))
-        good = [(v, e) for v, e, bad in options if not bad]
-        if good:
-            v, est = _pick(good)
-            recs.append(Recommendation(dev.name, dev.title or dev.name, True, v.name, est,
-                                       _merits(est, max_latency_ms)
+        good = [(v, e) for v, e, bad in options if not bad and e.fits is not None]
+        unsure = [(v, e) for v, e, bad in options if not bad and e.fits is None]
+        if good or unsure:
+            v, est = _pick(good or unsure)
+            head = [] if good else [_unknown_fit(est)]
+            recs.append(Recommendation(dev.name, dev.title or dev.name, bool(good), v.name, est,
+                                       head + _merits(est, max_latency_ms)
                                        + [f"missing {m.split(' (')[0]}" for m in dict.fromkeys(est.missing)
                                           if not m.startswith(("sleep power", "idle power", "wake-up"))],
-                                       _accuracy(v)))
+                                       _accuracy(v), "yes" if good else "unknown"))
         else:
             v, est, bad = min(options, key=lambda o: len(o[2]))
             recs.append(Recommendation(dev.name, dev.title or dev.name, False, None, est,

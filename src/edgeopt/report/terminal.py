@@ -528,7 +528,7 @@ def print_recommendations(result) -> None:
         table.add_column(col)
     for i, r in enumerate(result.items, 1):
         acc = f"{r.accuracy:.4f}" if r.accuracy is not None else "-"
-        table.add_row(str(i), r.device, "yes" if r.feasible else "no", r.variant or "-", acc,
+        table.add_row(str(i), r.device, r.fit, r.variant or "-", acc,
                       _latency(r.estimate) if r.estimate else "?", r.estimate.basis if r.estimate else "-",
                       "; ".join(r.reasons))
     console.print(table)

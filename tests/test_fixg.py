@@ -55,3 +55,35 @@ def test_recommend_says_unknown_when_estimate_cannot_check_the_fit():
     rec = recommend([Variant("m", Path("m.tflite"), {}, _profile("float32"))], {"esp32-s3": devs["esp32-s3"]})[0]
     assert rec.fit == "unknown" and not rec.feasible and rec.variant == "m"
     assert rec.reasons[0].startswith("fit unknown: flash size")
+
+
+def test_throughput_times_the_prepared_runtime_call_at_the_batch_it_runs():
+    import numpy as np
+
+    from edgeopt.measure.latency import measure_throughput, prepared_batch
+
+    class Info:
+        def __init__(self, shape):
+            self.shape = shape
+
+    class Fake:
+        def __init__(self, shape, static=None):
+            self.inputs, self.prepared, self.predicted = [Info(shape)], [], 0
+            if static is not None:
+                self._static = static
+
+        def invoke_prepared(self, x):
+            self.prepared.append(len(x))
+            return lambda: None
+
+        def predict(self, x):
+            self.predicted += 1
+
+    x = np.zeros((4, 3), np.float32)
+    dyn = Fake((None, 3))
+    measure_throughput(dyn, x, batch=32, seconds=0.01)
+    assert dyn.prepared == [32] and dyn.predicted == 0  # predict() (copies, quantize) is not timed
+    fixed = Fake((1, 3), static=True)
+    assert prepared_batch(fixed, 32) == 1 and prepared_batch(Fake((1, 3), static=False), 32) == 32
+    measure_throughput(fixed, x, batch=32, seconds=0.01)
+    assert fixed.prepared == [1]

@@ -10,7 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from edgeopt.measure.env import cpu_info
-from edgeopt.measure.latency import measure_latency, measure_throughput
+from edgeopt.measure.latency import TIMED, measure_latency, measure_throughput, prepared_batch
 from edgeopt.core.metrics import task_metrics
 
 
@@ -78,7 +78,8 @@ def bench_artifact(path: Path, dataset, *, runtime: str = "litert", threads: int
         "peak_rss_bytes": _peak_rss(),
         "eval_seconds": round(eval_seconds, 3),
         "how": {"runtime": info.name, "runtime_version": info.version, "threads": threads,
-                "latency": f"batch 1, {warmup} warm-up runs, median of {lat.runs} timed runs",
+                "latency": f"batch 1, {warmup} warm-up runs, median of {lat.runs} timed runs; {TIMED}",
+                "throughput": f"batch {batch} (a call infers {prepared_batch(session, batch)}); {TIMED}",
                 "accuracy": f"{len(x)} eval samples, batched",
                 "cpu": cpu_info()["model"], "cpu_flags": cpu_info()["flags"]},
     }

@@ -87,3 +87,16 @@ def test_throughput_times_the_prepared_runtime_call_at_the_batch_it_runs():
     assert prepared_batch(fixed, 32) == 1 and prepared_batch(Fake((1, 3), static=False), 32) == 32
     measure_throughput(fixed, x, batch=32, seconds=0.01)
     assert fixed.prepared == [1]
+
+
+def test_a_dynamic_variant_that_quantized_nothing_is_flagged():
+    from edgeopt.engine.analysis import best_within_budget, unquantized_warning
+
+    dyn = _rec("dynamic", 0.009, 1.2)
+    dyn["details"] = {"steps": [{"step": "dynamic", "precision": "dynamic", "weight_tensors": {"float32": 3}}]}
+    assert "quantized no weights" in unquantized_warning(dyn)
+    dyn["details"]["steps"][0]["weight_tensors"] = {"int8": 2, "float32": 1}
+    assert unquantized_warning(dyn) is None
+    dyn["details"]["steps"][0]["weight_tensors"] = {"float32": 3}
+    summary = best_within_budget([_rec("float32", 0.010, None), dyn], None)["summary"]
+    assert "fastest dynamic" in summary and "dynamic quantized no weights" in summary

@@ -117,8 +117,28 @@ def best_within_budget(variants: list[dict], max_drop_points: float | None) -> d
         summary = f"within {points} of float32's accuracy: smallest {smallest['name']}, fastest {fastest['name']}"
     if over:
         summary += f" ({', '.join(over)} over the budget)"
+    unq = list(dict.fromkeys(v["name"] for v in (smallest, fastest) if unquantized_warning(v)))
+    if unq:
+        summary += f"; {' and '.join(unq)} quantized no weights (still float)"
     return {"smallest": smallest["name"], "fastest": fastest["name"], "budget_met": True, "budget_points": budget,
             "summary": summary}
+
+
+QUANTIZED_DTYPES = ("int8", "int4", "int16", "uint8")
+
+
+def unquantized_warning(variant: dict) -> str | None:
+    """One line when a quantizing step's artifact holds no quantized weight tensor (its
+    ``weight_tensors`` counts, read from the flatbuffer by the step): e.g. dynamic range on a tiny
+    MLP, where the converter skips tensors under 1024 elements, leaves a float32 model. None otherwise."""
+    for step in (variant.get("details") or {}).get("steps", []):
+        counts = step.get("weight_tensors")
+        if step.get("precision") not in ("dynamic", "int8") or not counts:
+            continue
+        if not any(counts.get(d) for d in QUANTIZED_DTYPES):
+            return (f"warning: {variant.get('name')}: the converter quantized no weights (weight tensors: "
+                    f"{', '.join(f'{n} {d}' for d, n in counts.items())}); this variant is a float model")
+    return None
 
 
 def speed_rank(variant: dict, base_p50: float | None = None) -> tuple[float, float]:

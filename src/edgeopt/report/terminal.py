@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgeopt.engine.analysis import DEFAULT_BUDGET_POINTS  # points a variant may lose by default
-from edgeopt.engine.analysis import error_metric
+from edgeopt.engine.analysis import error_metric, unquantized_warning
 from edgeopt.report.format import (fmt_bytes, fmt_count, fmt_hours, fmt_int, fmt_ms, fmt_power,  # noqa: F401
                                    fmt_range, fmt_time)
 
@@ -293,6 +293,8 @@ def print_variant(v: dict) -> None:
                       ", ".join(f"{k}={_short(val)}" for k, val in extra.items()))
         for kept in step.get("kept_float", []) or []:
             console.print(f"    kept float: {kept.get('op')} — {kept.get('reason')}")
+    if unquantized_warning(v):
+        console.print(unquantized_warning(v), markup=False, highlight=False, style="yellow")
     if v.get("vs_baseline"):
         console.print(f"vs float32: {v['vs_baseline']}")
     rows = v.get("quant_errors") or []

@@ -100,3 +100,38 @@ def test_a_dynamic_variant_that_quantized_nothing_is_flagged():
     dyn["details"]["steps"][0]["weight_tensors"] = {"float32": 3}
     summary = best_within_budget([_rec("float32", 0.010, None), dyn], None)["summary"]
     assert "fastest dynamic" in summary and "dynamic quantized no weights" in summary
+
+
+def test_a_devices_file_cannot_silently_replace_a_catalogue_device(tmp_path):
+    import pytest
+
+    from edgeopt.errors import UserError
+
+    path = tmp_path / "dup.yaml"
+    path.write_text("devices:\n  - name: stm32u575\n    class: mcu\n    core: cortex-m33\n    clock_mhz: 10\n"
+                    "    ram_kb: 1\n    flash_kb: 1\n")
+    with pytest.raises(UserError, match="'stm32u575' is already in the catalogue"):
+        load_devices(path)
+
+
+def test_engine_on_a_non_mcu_device_is_refused(tmp_path):
+    import pytest
+
+    import edgeopt
+    from edgeopt.errors import UserError
+
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"x")
+    with pytest.raises(UserError, match="raspberry-pi-4 is a sbc device, its runtimes: litert"):
+        edgeopt.estimate(model, ["raspberry-pi-4"], engine="x-cube-ai")
+
+
+def test_estimate_title_names_measured_rows():
+    from types import SimpleNamespace as NS
+
+    from edgeopt.report.terminal import estimates_title
+
+    host = NS(estimate=NS(device="host-cpu", basis="measured"))
+    mcu = NS(estimate=NS(device="stm32u575", basis="calibrated"))
+    assert "host-cpu latency: measured" in estimates_title([host, mcu])
+    assert estimates_title([mcu]).startswith("Estimates (not measurements")

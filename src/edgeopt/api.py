@@ -563,11 +563,16 @@ def estimate(target: str | Path, devices: list[str] | str, *, engine: str | None
 
     _check_power_inputs(engine, battery_mah, inferences_per_hour)
     validate.devices_file(devices_file)
-    _check_target(target)
     devs = load_devices(devices_file)
     chosen = [get_device(name, devs) for name in ([devices] if isinstance(devices, str) else devices)]
     if not chosen:
         raise UserError("name at least one device (--device NAME; see: edgeopt devices)")
+    for d in chosen if engine is not None else []:
+        if d.device_class != "mcu":
+            raise UserError(f"--engine {engine} is a microcontroller inference engine; {d.name} is a "
+                            f"{d.device_class} device, its runtimes: {', '.join(d.runtimes) or 'none listed'} "
+                            "(drop --engine for it)")
+    _check_target(target)
     rows = [EstimateRow(v.name, estimate_one(v.profile, d, engine=engine, battery_mah=battery_mah,
                                              inferences_per_hour=inferences_per_hour, battery_v=battery_v,
                                              host_latency_ms=measured_host_latency(v.metrics)))

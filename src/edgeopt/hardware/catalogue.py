@@ -60,13 +60,19 @@ def _devices_in(data, where: str, origin: str) -> list[Device]:
 
 
 def load_devices(devices_file: str | Path | None = None, include_host: bool = True) -> dict[str, Device]:
-    """All devices by name: catalogue, then the user's file (its entries replace same-named ones)."""
+    """All devices by name: catalogue, then the user's file's devices, added. Raises UserError when the
+    file names a device the catalogue (or the host) already has: a file adds devices, it cannot
+    silently replace a catalogue entry."""
     devices = {d.name: d for d in _devices_in(data_file("devices.yaml"), "devices.yaml", "catalogue")}
     if include_host:
         devices[HOST_NAME] = host_device()
     if devices_file is not None:
         path = Path(devices_file)
         for dev in _devices_in(_read_yaml(path), str(path), str(path)):
+            if dev.name in devices and devices[dev.name].origin != str(path):
+                raise UserError(f"{path}: device '{dev.name}' is already in the catalogue; give yours another "
+                                f"name (e.g. '{dev.name}-custom'): a devices file adds devices, it does not "
+                                "replace catalogue entries")
             devices[dev.name] = dev
     cores = data_file("cores.yaml").get("cores", {})
     engines = data_file("engines.yaml").get("engines", {})

@@ -494,9 +494,19 @@ def _need_has(figure: dict) -> str:
     return f"{fmt_bytes(figure.get('needed_bytes'))} / {fmt_bytes(figure.get('capacity_bytes'))}"
 
 
+def estimates_title(rows) -> str:
+    """The estimate table's title: rows whose latency basis is "measured" (the host's run p50) are
+    named as measurements; everything else is an estimate."""
+    measured = list(dict.fromkeys(r.estimate.device for r in rows if r.estimate.basis == "measured"))
+    if not measured:
+        return "Estimates (not measurements; --json shows every input)"
+    return (f"Estimates ({', '.join(measured)} latency: measured on this machine by the run; every other "
+            "figure is an estimate, not a measurement; --json shows every input)")
+
+
 def print_estimates(result) -> None:
     """``edgeopt.estimate()``: one row per variant x device, every figure an estimate with its basis."""
-    table = Table(title="Estimates (not measurements; --json shows every input)")
+    table = Table(title=estimates_title(result.rows))
     cols = ["variant", "device (engine)", "runs?", "RAM need / has", "flash need / has",
             "latency ms (basis)", "energy mJ", "bytes moved / inference"]
     if result.inferences_per_hour is not None:

@@ -12,6 +12,8 @@ The ranges use the same vocabulary as the typed step configs' ``search`` ranges
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
@@ -168,6 +170,27 @@ class SearchSpace:
             forced.update(choice.then)
             chain.append(StepSpec(choice.step, config))
         return chain
+
+    def size(self) -> float:
+        """Number of distinct points (chains with their field values); ``math.inf`` when a float
+        field makes the space continuous."""
+        def count(i: int, forced: dict) -> float:
+            if i == len(self.slots):
+                return 1
+            slot = self.slots[i]
+            total = 0.0
+            for name in [forced[slot.name]] if slot.name in forced else slot.names():
+                if name == NONE:
+                    total += count(i + 1, forced)
+                    continue
+                choice = slot.get(name)
+                n = 1.0
+                for p in choice.params:
+                    n *= (len(p.choices) if p.kind == "categorical" else
+                          int(p.high) - int(p.low) + 1 if p.kind == "int" else math.inf)
+                total += n * count(i + 1, {**forced, **choice.then})
+            return total
+        return count(0, {})
 
     def params_for(self, recipe: dict[str, dict | None]) -> dict[str, Any]:
         """Optuna params for a fixed recipe (for ``enqueue_trial``): ``{step: {field: value}}``;

@@ -52,6 +52,9 @@ DEFAULT_OBJECTIVES = (Objective("latency_ms"), Objective("size_bytes"))
 # Of the trials a study is expected to run, at most this share goes to the default seeds (beyond
 # their first round, which always runs): the rest is left to the sampler's own proposals.
 SEED_SHARE = 0.5
+COUNTED = ("done", "stopped", "rejected", "failed")  # statuses the trial budget counts (Accounting.counted)
+# A study ends when its sampler proposes only already-measured points this many times in a row.
+REPEAT_LIMIT = 50
 
 
 class _TrialFailed(Exception):
@@ -364,10 +367,17 @@ def _work(store, studies: list, factory: Callable[[Any], Evaluate], work_root: P
     random-baseline study of a target spend the same budget even when time runs out first."""
     deadline = None if time_budget_s is None else time.monotonic() + time_budget_s
     objectives = {s.study_name: _Objective(s, factory(s), work_root, precheck, pruner, log) for s in studies}
+    ended: set[str] = set()  # studies whose space is exhausted
     while deadline is None or time.monotonic() < deadline:
         records = {s.study_name: [res.record(t) for t in s.get_trials(deepcopy=False)] for s in studies}
         state = [(s, res.account(records[s.study_name])) for s in studies]
-        open_ = [(s, a) for s, a in state if a.counted < _budget(s)]
+        open_ = [(s, a) for s, a in state if a.counted < _budget(s) and s.study_name not in ended]
+        for s, _ in open_:
+            if (why := _exhausted(s, records[s.study_name])) is not None:
+                ended.add(s.study_name)
+                log(f"[{s.study_name}] search ended after {res.account(records[s.study_name]).counted} of "
+                    f"{_budget(s)} trials: {why}")
+        open_ = [(s, a) for s, a in open_ if s.study_name not in ended]
         if not open_:
             return
         startable = [(s, a) for s, a in open_ if a.counted + a.running < _budget(s)]
@@ -529,28 +539,49 @@ class _Objective:
 
 
 def _measured_before(trial):
-    """An earlier done trial of the study with exactly these parameters, or None. A sampler may
-    propose a point again (above all in a small post-training space); re-measuring it would spend
-    the budget on a result the study already holds."""
-    from optuna.trial import TrialState
-
-    for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if t.number != trial.number and t.params == trial.params and "repeat_of" not in t.user_attrs:
+    """An earlier trial of the study that ended with a result (done, stopped, rejected, failed) for
+    exactly these parameters, or None. A sampler may propose a point again (above all in a small
+    post-training space); re-measuring it would spend the budget on a result the study already holds."""
+    for t in trial.study.get_trials(deepcopy=False):
+        if t.number != trial.number and t.params == trial.params and res.record(t).status in COUNTED:
             return t
     return None
 
 
 def _reuse(trial, prior) -> list[float]:
-    """Record ``prior``'s measured result on ``trial`` (marked as its repeat) and return its values."""
+    """Mark ``trial`` as a repeat of ``prior`` (not counted, never on the front or best). A repeat of
+    a done trial carries its measurement (Optuna's sampler sees the point as complete); a repeat of
+    a stopped/rejected/failed one ends as failed."""
+    from optuna.trial import TrialState
+
+    trial.set_user_attr("repeat_of", prior.number)
+    trial.set_user_attr(res.STATUS, "repeat")
+    trial.set_user_attr(res.REASON, f"same recipe and settings as trial {prior.number}: not measured again")
+    if prior.state != TrialState.COMPLETE:
+        raise _TrialFailed("repeat")
     for name, value in prior.constraints.items():
         trial.set_constraint(name, value)
     for key in ("accuracy", "metrics", "violations", "details", "artifact_id", "artifact_name"):
         if key in prior.user_attrs:
             trial.set_user_attr(key, prior.user_attrs[key])
-    trial.set_user_attr("repeat_of", prior.number)
-    trial.set_user_attr(res.REASON, f"same recipe and settings as trial {prior.number}: its measurement reused")
-    trial.set_user_attr(res.STATUS, "done")
     return list(prior.values)
+
+
+def _exhausted(study, records: list) -> str | None:
+    """Why the study can start no new point, or None: every point of a finite space has a result,
+    or the sampler has proposed only repeats for ``REPEAT_LIMIT`` proposals in a row."""
+    size = SearchSpace.from_dict(study.user_attrs[SETTINGS_KEY]["space"]).size()
+    points = {json.dumps(t.params, sort_keys=True, default=str) for t in records if t.status in COUNTED}
+    if len(points) >= size:
+        return f"all {int(size)} points of the search space have been measured"
+    tail = 0
+    for t in reversed(records):
+        if t.status != "repeat":
+            break
+        tail += 1
+    if tail >= REPEAT_LIMIT:
+        return f"the sampler proposed only already-measured points {tail} times in a row"
+    return None
 
 
 def _progress(log: Log) -> Callable:

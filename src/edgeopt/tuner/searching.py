@@ -78,7 +78,7 @@ def _search(rundir, m, ds, data, *, name: str, storage, devices: dict, metrics: 
               max_accuracy_drop=max_accuracy_drop, name=name, objectives=objectives,
               n_trials=trials or MAX_TRIALS, time_budget_s=budget_s, random_baseline=random_baseline,
               settings=settings)
-    space = default_space(max_accuracy_drop, training=training)
+    space = _spaces(default_space(max_accuracy_drop, training=training), precheck, list(devices), log)
     spawned = []
     if workers > 1:
         create_search(space, list(devices), storage=url, **{k: v for k, v in kw.items() if k != "run_dir"},
@@ -101,6 +101,18 @@ def _search(rundir, m, ds, data, *, name: str, storage, devices: dict, metrics: 
     rundir.record["search"] = history(result)
     rundir.save()
     return result
+
+
+def _spaces(space, precheck: dict, targets: list[str], log) -> dict:
+    """target -> the space less the precisions the device cannot run (the precheck stays as the
+    safety net for what only shows after conversion)."""
+    out = {}
+    for t in targets:
+        left_out = precheck[t].unsupported() if t in precheck else {}
+        out[t] = space.without(left_out) if left_out else space
+        if left_out:
+            log(f"{t}: not searched: " + "; ".join(f"{k} ({r})" for k, r in left_out.items()))
+    return out
 
 
 def _study_name(out: Path) -> str:

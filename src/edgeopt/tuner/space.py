@@ -171,6 +171,20 @@ class SearchSpace:
             chain.append(StepSpec(choice.step, config))
         return chain
 
+    def without(self, steps) -> "SearchSpace":
+        """This space less the choices named in ``steps`` (and any choice that forces one of them,
+        e.g. qat, which closes with int8). Raises UserError when a slot that must pick a step is
+        left with none."""
+        drop = set(steps)
+        slots = []
+        for slot in self.slots:
+            kept = tuple(c for c in slot.choices if c.step not in drop and not drop & set(c.then.values()))
+            if not kept and not slot.optional:
+                raise UserError(f"no {slot.name} step is left to search (left out: {', '.join(sorted(drop))})")
+            if kept:
+                slots.append(Slot(slot.name, kept, slot.optional))
+        return SearchSpace(tuple(slots))
+
     def size(self) -> float:
         """Number of distinct points (chains with their field values); ``math.inf`` when a float
         field makes the space continuous."""

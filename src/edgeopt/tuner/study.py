@@ -70,7 +70,7 @@ def worker_id() -> str:
 
 
 # --------------------------------------------------------------------------- public entry points
-def run_search(space: SearchSpace, evaluate: Evaluate, targets: Sequence[str], *, run_dir: str | Path,
+def run_search(space: "SearchSpace | dict[str, SearchSpace]", evaluate: Evaluate, targets: Sequence[str], *, run_dir: str | Path,
                baseline_accuracy: float, max_accuracy_drop: float = 1.0, name: str = "search",
                objectives: Sequence[Objective] = DEFAULT_OBJECTIVES, n_trials: int = 30,
                time_budget_s: float | None = None, storage: str | None = None,
@@ -81,6 +81,8 @@ def run_search(space: SearchSpace, evaluate: Evaluate, targets: Sequence[str], *
                log: Log | None = None) -> SearchResult:
     """Search ``space`` for each target; return per target the best variant and the Pareto front.
 
+    space: one space for every target, or target -> its space (e.g. without the precisions the
+    device cannot run: ``SearchSpace.without(DeviceCheck.unsupported())``).
     evaluate: builds and measures one trial (see TrialSpec / TrialOutcome).
     targets: device names; one study each (``<name>:<target>``), ``n_trials`` trials each.
     baseline_accuracy: float32 accuracy (fraction); a variant may lose ``max_accuracy_drop`` points.
@@ -128,27 +130,34 @@ def _create_all(space, targets, *, url, run_dir, baseline_accuracy, max_accuracy
         raise UserError(f"baseline accuracy must be a fraction in [0, 1] (got {baseline_accuracy})")
     if ":" in name or not name:
         raise UserError(f"--study name {name!r} must be non-empty and without ':'")
-    if seeds is None:
-        seeds = seed_recipes(space, [o.name for o in objectives])
-        floor = first_round(space, [o.name for o in objectives])
-    else:
-        floor = len(seeds)  # the caller's seeds all run
-    # a seed outside the space is an error, before anything is created
-    seed_params = [space.params_for(recipe) for recipe in seeds][:n_trials]
+    spaces = space if isinstance(space, dict) else {t: space for t in targets}
+    missing = [t for t in targets if t not in spaces]
+    if missing:
+        raise UserError(f"no search space given for target(s) {', '.join(missing)}")
+    per_target = {}
+    for target in targets:
+        if seeds is None:
+            target_seeds = seed_recipes(spaces[target], [o.name for o in objectives])
+            floor = first_round(spaces[target], [o.name for o in objectives])
+        else:
+            target_seeds, floor = seeds, len(seeds)  # the caller's seeds all run
+        # a seed outside the space is an error, before anything is created
+        per_target[target] = ([spaces[target].params_for(recipe) for recipe in target_seeds][:n_trials], floor)
     run_dir.mkdir(parents=True, exist_ok=True)
     store = open_storage(url, heartbeat)
     common = {"name": name, "baseline_accuracy": float(baseline_accuracy),
               "max_accuracy_drop": float(max_accuracy_drop), "objectives": [asdict(o) for o in objectives],
-              "n_trials": int(n_trials), "space": space.to_dict(),
+              "n_trials": int(n_trials),
               "artifacts": str(artifacts or (run_dir / ARTIFACT_DIR).resolve()),
               "settings": settings or {}, "seed": int(seed), "heartbeat": asdict(heartbeat)}
     studies = []
     for target in targets:
-        studies.append(_create(store, {**common, "target": target, "sampler": sampler, "seeds": seed_params,
+        seed_params, floor = per_target[target]
+        here = {**common, "target": target, "space": spaces[target].to_dict()}
+        studies.append(_create(store, {**here, "sampler": sampler, "seeds": seed_params,
                                        "seed_floor": min(floor, len(seed_params))}))
         if random_baseline:
-            studies.append(_create(store, {**common, "target": target, "sampler": "random", "seeds": [],
-                                           "seed_floor": 0}))
+            studies.append(_create(store, {**here, "sampler": "random", "seeds": [], "seed_floor": 0}))
     return store, studies
 
 

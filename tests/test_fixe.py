@@ -1,0 +1,34 @@
+"""Tester-found defects of `edgeopt search` / `edgeopt worker` (fixe): per-target spaces without
+the precisions a device cannot run, and the worker's storage check."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import search_synthetic  # noqa: E402
+from edgeopt.errors import UserError  # noqa: E402
+from edgeopt.tuner import DeviceCheck, Heartbeat, default_space, run_search  # noqa: E402
+
+HB = Heartbeat(**search_synthetic.HEARTBEAT_FOR_TESTS)
+
+
+def test_a_target_space_leaves_out_the_precisions_the_device_cannot_run(tmp_path):
+    from edgeopt.hardware.catalogue import load_devices
+
+    devices = load_devices()
+    nano = devices["arduino-nano-33-ble-sense"]  # TFLite Micro: no dynamic-range model
+    unsupported = DeviceCheck(nano, baseline=None).unsupported()
+    assert "dynamic" in unsupported and "int8" not in unsupported
+    full = default_space(training=False)
+    small = full.without(unsupported)
+    assert "dynamic" not in small.slots[0].names() and small.size() == full.size() - len(unsupported)
+    assert "training" not in [s.name for s in default_space().without({"int8"}).slots]  # qat closes with int8
+    with pytest.raises(UserError, match="no precision step is left"):
+        full.without({"int8", "mixed", "dynamic", "float16"})
+    t = run_search({"nano": small}, search_synthetic.evaluate, ["nano"], run_dir=tmp_path, baseline_accuracy=0.9,
+                   n_trials=6, seeds=[], heartbeat=HB).targets["nano"]
+    assert t.trials and not any(r.recipe in unsupported for r in t.trials)
+    assert t.accounting.rejected == 0

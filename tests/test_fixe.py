@@ -32,3 +32,21 @@ def test_a_target_space_leaves_out_the_precisions_the_device_cannot_run(tmp_path
                    n_trials=6, seeds=[], heartbeat=HB).targets["nano"]
     assert t.trials and not any(r.recipe in unsupported for r in t.trials)
     assert t.accounting.rejected == 0
+
+
+@pytest.mark.parametrize("make", ["missing", "empty", "other"])
+def test_worker_on_a_storage_without_the_search_creates_nothing(tmp_path, make):
+    import subprocess
+
+    db = tmp_path / "new.db"
+    if make == "empty":
+        db.touch()
+    elif make == "other":
+        run_search(default_space(training=False), search_synthetic.evaluate, ["h"], run_dir=tmp_path / "r",
+                   storage=f"sqlite:///{db}", name="other", baseline_accuracy=0.9, n_trials=1, heartbeat=HB)
+    before = db.read_bytes() if db.exists() else None
+    proc = subprocess.run([sys.executable, "-m", "edgeopt.cli", "worker", "--storage", f"sqlite:///{db}",
+                           "--study", "nosuch", "--work-dir", str(tmp_path / "w")], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and len(proc.stderr.splitlines()) == 1
+    assert "run_search" not in proc.stderr and "Traceback" not in proc.stderr
+    assert (db.read_bytes() if db.exists() else None) == before

@@ -38,7 +38,7 @@ from edgeopt.tuner import results as res
 from edgeopt.tuner.pruning import AccuracyPruner
 from edgeopt.tuner.space import SearchSpace, describe, first_round, recipe_name, seed_recipes
 from edgeopt.tuner.storage import (ARTIFACT_DIR, Heartbeat, default_url, open_artifact_store, open_storage,
-                                   redact)
+                                   redact, sqlite_study_names)
 from edgeopt.tuner.types import (Objective, SearchResult, TargetResult, TrialOutcome, TrialSpec,
                                   TrialStopped)
 
@@ -179,11 +179,14 @@ def run_worker(storage: str, name: str, *, evaluate: Evaluate | None = None,
         raise UserError("run_worker needs exactly one of evaluate or make_evaluate")
     import optuna
 
+    missing = (f"no search named {name!r} in {redact(storage)}; start one with: edgeopt search MODEL "
+               f"--data DATA --storage URL --study {name}")
+    if storage.startswith("sqlite") and not any(n.startswith(f"{name}:") for n in sqlite_study_names(storage)):
+        raise UserError(missing)  # checked read-only: a wrong name or path creates nothing
     store = open_storage(storage, heartbeat or Heartbeat())
     names = [n for n in optuna.get_all_study_names(store) if n.startswith(f"{name}:")]
     if not names:
-        raise UserError(f"no search named {name!r} in {redact(storage)}; start one with run_search "
-                        f"(edgeopt search ... --storage URL --study {name})")
+        raise UserError(missing)
     if heartbeat is None:
         stored = _load(store, names[0]).user_attrs[SETTINGS_KEY].get("heartbeat")
         if stored:

@@ -50,3 +50,28 @@ def test_worker_on_a_storage_without_the_search_creates_nothing(tmp_path, make):
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and len(proc.stderr.splitlines()) == 1
     assert "run_search" not in proc.stderr and "Traceback" not in proc.stderr
     assert (db.read_bytes() if db.exists() else None) == before
+
+
+def _result(met: bool, violations=(), accuracy_excess=0.0):
+    from edgeopt.tuner.types import Accounting, TargetResult, TrialRecord
+
+    pick = TrialRecord(3, "done", "int8", "int8", [], {}, accuracy=0.8, violations=list(violations),
+                       constraints={"accuracy": accuracy_excess, "device": float(len(violations))})
+    return TargetResult("dev", "s:dev", [], met, pick if met else None, None if met else pick, [], "", Accounting(),
+                        [pick]), pick
+
+
+def test_an_export_that_misses_the_budget_or_is_for_another_engine_says_so():
+    from edgeopt.hardware.catalogue import load_devices
+    from edgeopt.tuner.searching import _export_notes, _tflm_bundle
+
+    devices = load_devices()
+    nano, stm = devices["arduino-nano-33-ble-sense"], devices["stm32u575"]
+    tr, pick = _result(False, [{"kind": "flash", "reason": "model 2 MB > 1 MB flash"}], 0.5)
+    (note,) = _export_notes(tr, pick, nano)
+    assert "does NOT meet the budget" in note and "0.50 points beyond" in note and "2 MB > 1 MB flash" in note
+    tr, pick = _result(True)
+    assert _export_notes(tr, pick, nano) == [] and _tflm_bundle(nano)
+    (note,) = _export_notes(tr, pick, stm)  # an X-CUBE-AI-only board: the .tflite alone
+    assert not _tflm_bundle(stm) and "x-cube-ai estimates" in note and "no TFLite Micro sketch" in note
+    assert tr.to_dict()["export_notes"] == []

@@ -139,6 +139,7 @@ class _Live:
 def _print_result(result) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = Console()
     for target, tr in result.targets.items():
@@ -155,4 +156,6 @@ def _print_result(result) -> None:
             console.print(f"hypervolume: search {tr.hypervolume:.4f}, random {tr.baseline['hypervolume']:.4f}")
         for p in result.exports.get(target, []):
             console.print(f"exported {p}", highlight=False)
+        for note in tr.export_notes:
+            console.print(Text(note, style="bold yellow" if "does NOT meet" in note else ""))
     console.print(f"run directory: {result.path}  (edgeopt report {result.path})", highlight=False)

@@ -197,16 +197,18 @@ def _export_winner(rundir, url: str, tr: TargetResult, device, evaluate, base: d
     metrics = bench_artifact(artifact, ds, runtime=_runtime_for(artifact), threads=evaluate.threads,
                              runs=evaluate.runs)
     metrics["provenance"] = store.provenance(metrics.get("how") or {})
+    tr.export_notes = _export_notes(tr, pick, device)  # printed with the result, kept in run.json
     variant = {"name": vname, "recipe": [s["step"] for s in pick.steps] or ["float32"], "steps": pick.steps,
                "status": "done", "artifact": str(artifact.relative_to(rundir.path)), "metrics": metrics,
                "graph": graph_summary(artifact),
                "details": {"search": {"target": tr.target, "trial": pick.number, "met": tr.met,
-                                      "sentence": tr.sentence, "objectives": pick.metrics}},
+                                      "sentence": tr.sentence, "objectives": pick.metrics,
+                                      "notes": tr.export_notes}},
                "vs_baseline": compare_to_baseline(metrics, base["metrics"], ds.task)}
     rundir.put(variant)
     written = [artifact]
     deploy = rundir.path / "deploy" / tr.target
-    if device.device_class == "mcu" and artifact.suffix == ".tflite":
+    if _tflm_bundle(device) and artifact.suffix == ".tflite":
         try:
             sample = ds.x_eval[:1]
             written += export_bundle(artifact, "arduino", deploy, name="model", sample=sample[0])
@@ -219,6 +221,30 @@ def _export_winner(rundir, url: str, tr: TargetResult, device, evaluate, base: d
         shutil.copyfile(artifact, deploy / artifact.name)
         written.append(deploy / artifact.name)
     return written
+
+
+def _tflm_bundle(device) -> bool:
+    """Whether the deployable is a TFLite Micro Arduino sketch: a microcontroller that runs TFLite
+    Micro. A board whose only engine is another one (X-CUBE-AI, ...) gets the .tflite alone, which
+    that engine's tools import, because the search's latency/energy are that engine's estimates."""
+    return device.device_class == "mcu" and (not device.runtimes or "tflm" in device.runtimes)
+
+
+def _export_notes(tr: TargetResult, pick, device) -> list[str]:
+    """Plain lines about the exported variant: it misses the budget (by how much), or its figures
+    are estimates for an engine other than the one the deployable is for."""
+    notes = []
+    if not tr.met:
+        drop = pick.constraints.get("accuracy", 0.0)
+        misses = ([f"accuracy {drop:.2f} points beyond the allowed drop"] if drop > 0 else [])
+        misses += [v["reason"] for v in pick.violations]
+        notes.append(f"{tr.target}: the exported variant (trial {pick.number}, {pick.description}) does NOT meet "
+                     f"the budget: {'; '.join(misses) or 'see its constraints'}")
+    if device.device_class == "mcu" and not _tflm_bundle(device) and device.runtimes:
+        engine = device.runtimes[0]
+        notes.append(f"{tr.target}: latency/energy are {engine} estimates; exported the .tflite alone (import it "
+                     f"with {engine}'s tools), no TFLite Micro sketch")
+    return notes
 
 
 def history(result: SearchResult) -> dict:
@@ -248,6 +274,6 @@ def history(result: SearchResult) -> dict:
         targets[target] = {"study": tr.study, "met": tr.met, "sentence": tr.sentence,
                            "winner": pick.number if pick else None, "front": [t.number for t in tr.front],
                            "hypervolume": tr.hypervolume, "baseline": tr.baseline,
-                           "accounting": tr.accounting.to_dict()}
+                           "accounting": tr.accounting.to_dict(), "export_notes": list(tr.export_notes)}
     return {"objectives": objectives, "trials": trials, "storage": result.storage, "study": result.name,
             "targets": targets}

@@ -187,6 +187,7 @@ class TargetResult:
     trials: list[TrialRecord]
     hypervolume: float | None = None
     baseline: dict | None = None  # random-search comparison: {"study", "hypervolume", "front"}
+    export_notes: list[str] = field(default_factory=list)  # what a user must know about the exported files
 
     def to_dict(self) -> dict:
         return {"target": self.target, "study": self.study,
@@ -195,7 +196,8 @@ class TargetResult:
                 "closest": self.closest.to_dict() if self.closest else None,
                 "front": [t.number for t in self.front], "sentence": self.sentence,
                 "accounting": self.accounting.to_dict(), "hypervolume": self.hypervolume,
-                "baseline": self.baseline, "trials": [t.to_dict() for t in self.trials]}
+                "baseline": self.baseline, "export_notes": list(self.export_notes),
+                "trials": [t.to_dict() for t in self.trials]}
 
 
 @dataclass

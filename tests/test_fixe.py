@@ -75,3 +75,26 @@ def test_an_export_that_misses_the_budget_or_is_for_another_engine_says_so():
     (note,) = _export_notes(tr, pick, stm)  # an X-CUBE-AI-only board: the .tflite alone
     assert not _tflm_bundle(stm) and "x-cube-ai estimates" in note and "no TFLite Micro sketch" in note
     assert tr.to_dict()["export_notes"] == []
+
+
+def test_a_time_budget_alone_says_until_it_ends(tmp_path):
+    lines = []
+    result = run_search(default_space(training=False), search_synthetic.evaluate, ["h"], run_dir=tmp_path,
+                        baseline_accuracy=0.9, n_trials=None, time_budget_s=0.5, heartbeat=HB, log=lines.append)
+    assert "trials until the time budget ends" in lines[0] and "1000 trials each" not in lines[0]
+    assert result.targets["h"].accounting.counted >= 1
+    with pytest.raises(UserError, match="needs a budget"):
+        run_search(default_space(), search_synthetic.evaluate, ["h"], run_dir=tmp_path / "b",
+                   baseline_accuracy=0.9, n_trials=None, heartbeat=HB)
+
+
+def test_ctrl_c_says_how_to_resume(capsys):
+    import typer
+
+    from edgeopt.commands.search import _interrupted_says_resume
+
+    with pytest.raises(typer.Exit) as exc:
+        with _interrupted_says_resume():
+            raise KeyboardInterrupt
+    assert exc.value.exit_code == 130
+    assert capsys.readouterr().err == "interrupted; re-run the same command to resume\n"

@@ -1,6 +1,7 @@
 """`edgeopt search` (find the best variant for a device) and `edgeopt worker` (join a search)."""
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -41,7 +42,7 @@ def register(app: typer.Typer) -> None:
         from edgeopt.cli import print_json
 
         live = _Live(enabled=not json_out)
-        with live:
+        with _interrupted_says_resume(), live:
             result = api.search(model, data, targets=target or None, max_accuracy_drop=max_accuracy_drop,
                                 objectives=objectives, time_budget=time_budget, trials=trials, storage=storage,
                                 study=study, workers=workers, out=out, random_baseline=random_baseline,
@@ -72,10 +73,21 @@ def register(app: typer.Typer) -> None:
         budget = None if time_budget is None else parse_duration(time_budget)
         from edgeopt.tuner import make_evaluate, make_precheck, run_worker
 
-        result = run_worker(storage, study, make_evaluate=make_evaluate, make_precheck=make_precheck,
-                            work_dir=work_dir, time_budget_s=budget, log=_stderr)
+        with _interrupted_says_resume():
+            result = run_worker(storage, study, make_evaluate=make_evaluate, make_precheck=make_precheck,
+                                work_dir=work_dir, time_budget_s=budget, log=_stderr)
         for tr in result.targets.values():
             _stderr(tr.sentence)
+
+
+@contextlib.contextmanager
+def _interrupted_says_resume():
+    """Ctrl-C: one line saying how to go on, exit code 130 (typer would exit 130 silently)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        _stderr("interrupted; re-run the same command to resume")
+        raise typer.Exit(code=130) from None
 
 
 def _stderr(msg: str) -> None:

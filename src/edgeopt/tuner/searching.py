@@ -13,7 +13,6 @@ from edgeopt.errors import UserError
 from edgeopt.tuner.evaluate import HOST, make_evaluate
 from edgeopt.tuner.types import Objective, SearchResult, TargetResult
 
-MAX_TRIALS = 1000  # trials per target when only a time budget is given
 _STATE = {"done": "complete", "stopped": "pruned", "rejected": "pruned", "failed": "failed", "lost": "failed"}
 
 
@@ -76,7 +75,7 @@ def _search(rundir, m, ds, data, *, name: str, storage, devices: dict, metrics: 
     objectives = [Objective(x) for x in metrics]
     kw = dict(run_dir=rundir.path, baseline_accuracy=settings["baseline_accuracy"],
               max_accuracy_drop=max_accuracy_drop, name=name, objectives=objectives,
-              n_trials=trials or MAX_TRIALS, time_budget_s=budget_s, random_baseline=random_baseline,
+              n_trials=trials, time_budget_s=budget_s, random_baseline=random_baseline,
               settings=settings)
     space = _spaces(default_space(max_accuracy_drop, training=training), precheck, list(devices), log)
     spawned = []

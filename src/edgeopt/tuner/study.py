@@ -52,6 +52,7 @@ DEFAULT_OBJECTIVES = (Objective("latency_ms"), Objective("size_bytes"))
 # Of the trials a study is expected to run, at most this share goes to the default seeds (beyond
 # their first round, which always runs): the rest is left to the sampler's own proposals.
 SEED_SHARE = 0.5
+MAX_TRIALS = 1000  # trials per target when only a time budget is given
 COUNTED = ("done", "stopped", "rejected", "failed")  # statuses the trial budget counts (Accounting.counted)
 # A study ends when its sampler proposes only already-measured points this many times in a row.
 REPEAT_LIMIT = 50
@@ -72,7 +73,7 @@ def worker_id() -> str:
 # --------------------------------------------------------------------------- public entry points
 def run_search(space: "SearchSpace | dict[str, SearchSpace]", evaluate: Evaluate, targets: Sequence[str], *, run_dir: str | Path,
                baseline_accuracy: float, max_accuracy_drop: float = 1.0, name: str = "search",
-               objectives: Sequence[Objective] = DEFAULT_OBJECTIVES, n_trials: int = 30,
+               objectives: Sequence[Objective] = DEFAULT_OBJECTIVES, n_trials: int | None = 30,
                time_budget_s: float | None = None, storage: str | None = None,
                artifacts: str | Path | None = None, precheck: dict[str, Precheck] | None = None,
                seeds: Sequence[dict] | None = None, sampler: str = "tpe",
@@ -84,7 +85,8 @@ def run_search(space: "SearchSpace | dict[str, SearchSpace]", evaluate: Evaluate
     space: one space for every target, or target -> its space (e.g. without the precisions the
     device cannot run: ``SearchSpace.without(DeviceCheck.unsupported())``).
     evaluate: builds and measures one trial (see TrialSpec / TrialOutcome).
-    targets: device names; one study each (``<name>:<target>``), ``n_trials`` trials each.
+    targets: device names; one study each (``<name>:<target>``), ``n_trials`` trials each (None: until
+    ``time_budget_s`` ends, at most ``MAX_TRIALS``).
     baseline_accuracy: float32 accuracy (fraction); a variant may lose ``max_accuracy_drop`` points.
     storage: an RDB URL (default: SQLite in ``run_dir``); artifacts: a path or s3://bucket
     (default: ``run_dir/.artifacts``). Re-running with the same arguments resumes.
@@ -101,12 +103,14 @@ def run_search(space: "SearchSpace | dict[str, SearchSpace]", evaluate: Evaluate
     run_dir = Path(run_dir)
     url = storage or default_url(run_dir)
     log = log or (lambda msg: None)
+    each = (f"{n_trials} trials each" if n_trials is not None else
+            f"trials until the time budget ends (at most {MAX_TRIALS} each)")
     store, studies = _create_all(space, targets, url=url, run_dir=run_dir, baseline_accuracy=baseline_accuracy,
                                  max_accuracy_drop=max_accuracy_drop, name=name, objectives=objectives,
                                  n_trials=n_trials, time_budget_s=time_budget_s, artifacts=artifacts,
                                  seeds=seeds, sampler=sampler, random_baseline=random_baseline,
                                  settings=settings, seed=seed, heartbeat=heartbeat)
-    log(f"search {name}: {len(targets)} target(s), {n_trials} trials each, storage {redact(url)}")
+    log(f"search {name}: {len(targets)} target(s), {each}, storage {redact(url)}")
     _work(store, studies, lambda s: evaluate, run_dir / "trials", precheck or {}, time_budget_s, pruner, log)
     return collect(store, name, url)
 
@@ -125,6 +129,10 @@ def _create_all(space, targets, *, url, run_dir, baseline_accuracy, max_accuracy
                 objectives=DEFAULT_OBJECTIVES, n_trials=30, time_budget_s=None, artifacts=None,
                 seeds=None, sampler="tpe", random_baseline=False, settings=None, seed=0,
                 heartbeat=Heartbeat()):
+    if n_trials is None:
+        if time_budget_s is None:
+            raise UserError("give --trials or --time-budget (or both): a search needs a budget")
+        n_trials = MAX_TRIALS
     _check_args(targets, n_trials, max_accuracy_drop, sampler, objectives, time_budget_s)
     if not 0 <= baseline_accuracy <= 1:
         raise UserError(f"baseline accuracy must be a fraction in [0, 1] (got {baseline_accuracy})")

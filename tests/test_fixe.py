@@ -98,3 +98,36 @@ def test_ctrl_c_says_how_to_resume(capsys):
             raise KeyboardInterrupt
     assert exc.value.exit_code == 130
     assert capsys.readouterr().err == "interrupted; re-run the same command to resume\n"
+
+
+MY_BOARD = """devices:
+  - name: my-board
+    class: mcu
+    core: cortex-m7
+    clock_mhz: 480
+    ram_kb: 1024
+    flash_kb: 2048
+    active_power_w: 0.25
+"""
+
+
+def test_a_user_yaml_device_can_be_a_search_target(tmp_path):
+    import subprocess
+
+    from edgeopt.tuner.evaluate import make_precheck
+    from edgeopt.tuner.options import check_targets
+
+    yaml = tmp_path / "mine.yaml"
+    yaml.write_text(MY_BOARD)
+    assert check_targets(["my-board"], ["latency_ms"], yaml)["my-board"].ram_kb == 1024
+    with pytest.raises(UserError, match="my-board"):
+        check_targets(["my-board"], ["latency_ms"])
+    with pytest.raises(UserError, match="device file not found"):
+        check_targets(["my-board"], ["latency_ms"], tmp_path / "nope.yaml")
+    check = make_precheck({"devices_file": str(yaml), "baseline_graph": {"params": 10}}, "my-board")
+    assert check.device.name == "my-board"  # a worker rebuilds the user's device from the stored settings
+    proc = subprocess.run([sys.executable, "-m", "edgeopt.cli", "search", "m.keras", "-d", "blobs2d", "--trials", "1",
+                           "--target", "my-board", "--devices-file", str(tmp_path / "nope.yaml"),
+                           "--out", str(tmp_path / "run")], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --devices-file: device file not found")
+    assert not (tmp_path / "run").exists()

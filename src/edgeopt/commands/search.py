@@ -35,6 +35,9 @@ def register(app: typer.Typer) -> None:
         runs: int = typer.Option(50, help="timed runs at batch 1 per trial"),
         json_out: bool = typer.Option(False, "--json", help="print the result as JSON only"),
         unsafe: bool = typer.Option(False, "--unsafe", help="allow Lambda layers (runs code from the file)"),
+        devices_file: Optional[Path] = typer.Option(None, "--devices-file", metavar="FILE",
+                                                    help="your own device YAML (same fields as the catalogue); "
+                                                         "its devices can be --target"),
     ):
         """Search recipes for each target: the best variant within the accuracy budget that fits the
         device, the Pareto front, and the winner's deployables in the run directory."""
@@ -47,7 +50,7 @@ def register(app: typer.Typer) -> None:
                                 objectives=objectives, time_budget=time_budget, trials=trials, storage=storage,
                                 study=study, workers=workers, out=out, random_baseline=random_baseline,
                                 training=not post_training, runs=runs, unsafe=unsafe, log=live.log,
-                                progress=live.update)
+                                devices_file=devices_file, progress=live.update)
         if json_out:
             print_json(result.to_dict())
         else:

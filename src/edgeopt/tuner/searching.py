@@ -18,7 +18,7 @@ _STATE = {"done": "complete", "stopped": "pruned", "rejected": "pruned", "failed
 
 def run(model, data, *, devices: dict, metrics: list[str], max_accuracy_drop: float, budget_s, trials, storage,
         study, workers: int, out, random_baseline: bool, training: bool, threads: int, runs: int, unsafe: bool,
-        log, progress, data_kwargs: dict) -> SearchResult:
+        log, progress, data_kwargs: dict, devices_file=None) -> SearchResult:
     from edgeopt import api
     from edgeopt.engine import store
     from edgeopt.measure.env import environment
@@ -41,7 +41,8 @@ def run(model, data, *, devices: dict, metrics: list[str], max_accuracy_drop: fl
         return _search(rundir, m, ds, data, name=name, storage=storage, devices=devices, metrics=metrics,
                        max_accuracy_drop=max_accuracy_drop, budget_s=budget_s, trials=trials, workers=workers,
                        random_baseline=random_baseline, training=training, threads=threads, runs=runs,
-                       unsafe=unsafe, log=log, progress=progress, data_kwargs=data_kwargs)
+                       unsafe=unsafe, log=log, progress=progress, data_kwargs=data_kwargs,
+                       devices_file=devices_file)
 
 
 def check_storage(url: str) -> None:
@@ -54,7 +55,7 @@ def check_storage(url: str) -> None:
 
 def _search(rundir, m, ds, data, *, name: str, storage, devices: dict, metrics: list[str], max_accuracy_drop: float,
             budget_s, trials, workers: int, random_baseline: bool, training: bool, threads: int, runs: int,
-            unsafe: bool, log, progress, data_kwargs: dict) -> SearchResult:
+            unsafe: bool, log, progress, data_kwargs: dict, devices_file=None) -> SearchResult:
     from edgeopt.engine.runner import BASELINE
     from edgeopt.recipes import Chain, Float32
     from edgeopt.tuner.device import DeviceCheck
@@ -65,7 +66,8 @@ def _search(rundir, m, ds, data, *, name: str, storage, devices: dict, metrics: 
     url = storage or default_url(rundir.path)
     settings = {"model": str(m.path.resolve()), "data": str(data) if isinstance(data, (str, Path)) else ds.name,
                 "data_kwargs": {k: v for k, v in data_kwargs.items() if _jsonable(v)},
-                "run_dir": str(rundir.path.resolve()), "threads": threads, "runs": runs, "unsafe": unsafe}
+                "run_dir": str(rundir.path.resolve()), "threads": threads, "runs": runs, "unsafe": unsafe,
+                "devices_file": str(Path(devices_file).resolve()) if devices_file else None}
     evaluate = make_evaluate(settings, model=m, dataset=ds, log=lambda msg: None)
     base = _baseline(rundir, evaluate, Chain(BASELINE, [Float32()]), threads, runs, log)
     settings["baseline_accuracy"] = evaluate.base_ctx.baseline_accuracy = float(base["metrics"]["accuracy"])

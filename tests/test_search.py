@@ -262,7 +262,9 @@ def test_prechecks_reject_before_fine_tuning_and_after_conversion(tmp_path):
 
 def test_pruner_stops_a_fine_tune_that_cannot_reach_the_constraint(tmp_path, monkeypatch):
     monkeypatch.setenv("SEARCH_TEST_EPOCHS", "8")  # curve: final - 0.14, -0.12, ..., -0.02, final
-    space = SearchSpace((Slot("precision", (StepChoice("int8"),), optional=False),))
+    # two points of one recipe (a repeated point is not measured again)
+    space = SearchSpace((Slot("precision", (StepChoice("int8", (Param("x", "categorical", choices=(1, 2)),)),),
+                              optional=False),))
     # 0.94 needed; at step 1 the trial has 0.775 and may gain 0.15 by default: stopped
     stopped = run_search(space, search_synthetic.evaluate, ["dev"], run_dir=tmp_path / "a",
                          baseline_accuracy=0.95, n_trials=1, heartbeat=HB).targets["dev"]
@@ -271,7 +273,7 @@ def test_pruner_stops_a_fine_tune_that_cannot_reach_the_constraint(tmp_path, mon
     # 0.886 needed: it goes on, its curve is kept, and the next trial's headroom comes from it
     ok = run_search(space, search_synthetic.evaluate, ["dev"], run_dir=tmp_path / "b", baseline_accuracy=0.896,
                     n_trials=2, heartbeat=HB).targets["dev"]
-    assert [r.status for r in ok.trials] == ["done", "done"]
+    assert [r.status for r in ok.trials if r.status != "repeat"] == ["done", "done"]
 
 
 def test_failing_evaluation_is_recorded_and_the_search_goes_on(tmp_path):
@@ -428,12 +430,15 @@ def test_a_repeated_proposal_reuses_the_measurement(tmp_path):
         calls.append(spec.number)
         return search_synthetic.evaluate(spec)
 
-    space = SearchSpace((Slot("precision", (StepChoice("int8"),), optional=False),))
-    t = run_search(space, evaluate, ["dev"], run_dir=tmp_path, baseline_accuracy=0.9, n_trials=3,
-                   heartbeat=HB).targets["dev"]
-    assert calls == [0]  # one point in the space: measured once
-    assert [r.status for r in t.trials] == ["done"] * 3 and t.accounting.counted == 3
+    space = SearchSpace((Slot("precision", (StepChoice("int8"), StepChoice("float16")), optional=False),))
+    lines = []
+    t = run_search(space, evaluate, ["dev"], run_dir=tmp_path, baseline_accuracy=0.9, n_trials=5, heartbeat=HB,
+                   seeds=[], seed=3, log=lines.append).targets["dev"]
+    assert calls == [0, 2]  # with this seed TPE proposes trial 0's point again: not measured again
+    assert [r.status for r in t.trials] == ["done", "repeat", "done"]
+    assert t.accounting.counted == 2 and t.accounting.repeat == 1  # a repeat does not count
     first, again = t.trials[0], t.trials[1]
-    assert again.reason == "same recipe and settings as trial 0: its measurement reused"
+    assert again.repeat_of == 0 and again.reason == "same recipe and settings as trial 0: not measured again"
     assert (again.accuracy, again.metrics, again.constraints) == (first.accuracy, first.metrics, first.constraints)
-    assert t.best is not None and t.best.feasible
+    assert 1 not in [r.number for r in t.front] and t.best.number != 1  # the front lists each point once
+    assert "search ended after 2 of 5 trials: all 2 points of the search space have been measured" in lines[-1]

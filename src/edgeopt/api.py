@@ -924,7 +924,7 @@ def search(model, data, *, targets: list[str] | None = None, max_accuracy_drop: 
            objectives=("latency", "size"), time_budget: str | float | None = "30m", trials: int | None = None,
            storage: str | None = None, study: str | None = None, workers: int = 1, out: str | Path | None = None,
            random_baseline: bool = False, training: bool = True, threads: int = 1, runs: int = 50,
-           unsafe: bool = False, log: Log | None = None,
+           unsafe: bool = False, log: Log | None = None, devices_file: str | Path | None = None,
            progress: Callable[[str, Any], None] | None = None, **data_kwargs):
     """Search the recipe space for each target device; return a typed ``edgeopt.tuner.SearchResult``.
 
@@ -941,7 +941,8 @@ def search(model, data, *, targets: list[str] | None = None, max_accuracy_drop: 
     re-running with the same arguments resumes. ``workers`` > 1 starts that many - 1
     ``edgeopt worker`` processes on the same storage. ``training=False`` searches post-training
     steps only. ``random_baseline``: also a random-search study per target with the same budget
-    (its hypervolume lands in ``result.targets[t].baseline``).
+    (its hypervolume lands in ``result.targets[t].baseline``). ``devices_file``: a YAML of the
+    user's own devices (as for ``estimate``), whose names may be ``targets``.
 
     Writes into ``out`` (default ``runs/<model stem>-search``): run.json with the float32
     baseline, one variant per target's winner and the search history (key ``search``), the
@@ -955,7 +956,7 @@ def search(model, data, *, targets: list[str] | None = None, max_accuracy_drop: 
     validate.accuracy_budget(max_accuracy_drop)
     metrics = parse_objectives(objectives)
     budget_s = None if time_budget is None else parse_duration(time_budget)
-    devices = check_targets(targets, metrics)
+    devices = check_targets(targets, metrics, devices_file)  # devices_file: user YAML devices, as for estimate
     if trials is not None and trials < 1:
         raise UserError(f"--trials must be at least 1 (got {trials})")
     if trials is None and budget_s is None:
@@ -977,4 +978,5 @@ def search(model, data, *, targets: list[str] | None = None, max_accuracy_drop: 
     return searching.run(model, data, devices=devices, metrics=metrics, max_accuracy_drop=max_accuracy_drop,
                          budget_s=budget_s, trials=trials, storage=storage, study=study, workers=workers,
                          out=out, random_baseline=random_baseline, training=training, threads=threads,
-                         runs=runs, unsafe=unsafe, log=log, progress=progress, data_kwargs=data_kwargs)
+                         runs=runs, unsafe=unsafe, log=log, progress=progress, data_kwargs=data_kwargs,
+                         devices_file=devices_file)

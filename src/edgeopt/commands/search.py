@@ -1,6 +1,7 @@
 """`edgeopt search` (find the best variant for a device) and `edgeopt worker` (join a search)."""
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -34,6 +35,9 @@ def register(app: typer.Typer) -> None:
         runs: int = typer.Option(50, help="timed runs at batch 1 per trial"),
         json_out: bool = typer.Option(False, "--json", help="print the result as JSON only"),
         unsafe: bool = typer.Option(False, "--unsafe", help="allow Lambda layers (runs code from the file)"),
+        devices_file: Optional[Path] = typer.Option(None, "--devices-file", metavar="FILE",
+                                                    help="your own device YAML (same fields as the catalogue); "
+                                                         "its devices can be --target"),
     ):
         """Search recipes for each target: the best variant within the accuracy budget that fits the
         device, the Pareto front, and the winner's deployables in the run directory."""
@@ -41,12 +45,12 @@ def register(app: typer.Typer) -> None:
         from edgeopt.cli import print_json
 
         live = _Live(enabled=not json_out)
-        with live:
+        with _interrupted_says_resume(), live:
             result = api.search(model, data, targets=target or None, max_accuracy_drop=max_accuracy_drop,
                                 objectives=objectives, time_budget=time_budget, trials=trials, storage=storage,
                                 study=study, workers=workers, out=out, random_baseline=random_baseline,
                                 training=not post_training, runs=runs, unsafe=unsafe, log=live.log,
-                                progress=live.update)
+                                devices_file=devices_file, progress=live.update)
         if json_out:
             print_json(result.to_dict())
         else:
@@ -72,10 +76,21 @@ def register(app: typer.Typer) -> None:
         budget = None if time_budget is None else parse_duration(time_budget)
         from edgeopt.tuner import make_evaluate, make_precheck, run_worker
 
-        result = run_worker(storage, study, make_evaluate=make_evaluate, make_precheck=make_precheck,
-                            work_dir=work_dir, time_budget_s=budget, log=_stderr)
+        with _interrupted_says_resume():
+            result = run_worker(storage, study, make_evaluate=make_evaluate, make_precheck=make_precheck,
+                                work_dir=work_dir, time_budget_s=budget, log=_stderr)
         for tr in result.targets.values():
             _stderr(tr.sentence)
+
+
+@contextlib.contextmanager
+def _interrupted_says_resume():
+    """Ctrl-C: one line saying how to go on, exit code 130 (typer would exit 130 silently)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        _stderr("interrupted; re-run the same command to resume")
+        raise typer.Exit(code=130) from None
 
 
 def _stderr(msg: str) -> None:
@@ -139,6 +154,7 @@ class _Live:
 def _print_result(result) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = Console()
     for target, tr in result.targets.items():
@@ -155,4 +171,6 @@ def _print_result(result) -> None:
             console.print(f"hypervolume: search {tr.hypervolume:.4f}, random {tr.baseline['hypervolume']:.4f}")
         for p in result.exports.get(target, []):
             console.print(f"exported {p}", highlight=False)
+        for note in tr.export_notes:
+            console.print(Text(note, style="bold yellow" if "does NOT meet" in note else ""))
     console.print(f"run directory: {result.path}  (edgeopt report {result.path})", highlight=False)

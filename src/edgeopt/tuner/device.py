@@ -49,6 +49,11 @@ class DeviceCheck:
         reason = self._precision(closing_step(spec))
         return reason or self._size_bounds(spec)
 
+    def unsupported(self, closings=("int8", "mixed", "dynamic", "float16")) -> dict[str, str]:
+        """The closing steps this device cannot run, each with the reason: the search leaves them
+        out of the target's space (``SearchSpace.without``), so they are never sampled."""
+        return {c: r for c in closings if (r := self._precision(c))}
+
     def _precision(self, closing: str) -> str | None:
         from edgeopt.hardware.catalogue import has_fpu
 

@@ -164,7 +164,8 @@ def make_evaluate(settings: dict, *, model=None, dataset=None,
 
 def make_precheck(settings: dict, target: str):
     """The device check of a target (None for this machine), from the stored search settings
-    (``settings['baseline_graph']``: the float32 model's params and peak activation bytes)."""
+    (``settings['baseline_graph']``: the float32 model's params and peak activation bytes;
+    ``settings['devices_file']``: the user's device YAML, if the search was given one)."""
     if target == HOST:
         return None
     from types import SimpleNamespace
@@ -175,4 +176,4 @@ def make_precheck(settings: dict, target: str):
     graph = settings.get("baseline_graph") or {}
     base = SimpleNamespace(total_params=int(graph.get("params") or 0),
                            peak_activation_bytes=int(graph.get("peak_activation_bytes") or 0))
-    return DeviceCheck(get_device(target, load_devices()), base)
+    return DeviceCheck(get_device(target, load_devices(settings.get("devices_file"))), base)

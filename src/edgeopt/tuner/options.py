@@ -36,15 +36,18 @@ def parse_objectives(objectives) -> list[str]:
     return metrics
 
 
-def check_targets(targets, metrics: list[str]) -> dict:
-    """Device name -> Device for each target (host-cpu when none). UserError for an unknown device
-    or an energy objective on a device without a power figure."""
+def check_targets(targets, metrics: list[str], devices_file=None) -> dict:
+    """Device name -> Device for each target (host-cpu when none), from the catalogue plus the
+    user's ``devices_file`` (YAML, as for ``edgeopt estimate --devices-file``). UserError for an
+    unknown device, a bad devices file, or an energy objective on a device without a power figure."""
+    from edgeopt import validate
     from edgeopt.hardware.catalogue import HOST_NAME, get_device, load_devices
 
     names = list(targets or [HOST_NAME])
     if len(set(names)) != len(names):
         raise UserError(f"a target is named twice: {', '.join(names)}")
-    devices = load_devices()
+    validate.devices_file(devices_file)
+    devices = load_devices(devices_file)
     out = {n: get_device(n, devices) for n in names}
     if "energy_mj" in metrics:
         bad = [n for n, d in out.items() if n == HOST_NAME or d.active_power_w is None]

@@ -16,7 +16,9 @@ def record(frozen) -> TrialRecord:
 
     ua = frozen.user_attrs
     state = frozen.state
-    if state == TrialState.COMPLETE:
+    if "repeat_of" in ua:
+        status = "repeat"
+    elif state == TrialState.COMPLETE:
         status = "done"
     elif state == TrialState.PRUNED:
         status = ua.get(STATUS, "stopped")
@@ -34,7 +36,7 @@ def record(frozen) -> TrialRecord:
         constraints=dict(frozen.constraints), artifact_id=ua.get("artifact_id"),
         artifact_name=ua.get("artifact_name"), reason=ua.get(REASON),
         retry_of=frozen.system_attrs.get("failed_trial"), worker=ua.get("worker"), seconds=seconds,
-        seed=bool(ua.get("seed", False)))
+        seed=bool(ua.get("seed", False)), repeat_of=ua.get("repeat_of"))
 
 
 def account(trials: Sequence[TrialRecord]) -> Accounting:

@@ -13,13 +13,12 @@ from edgeopt.errors import UserError
 from edgeopt.tuner.evaluate import HOST, make_evaluate
 from edgeopt.tuner.types import Objective, SearchResult, TargetResult
 
-MAX_TRIALS = 1000  # trials per target when only a time budget is given
 _STATE = {"done": "complete", "stopped": "pruned", "rejected": "pruned", "failed": "failed", "lost": "failed"}
 
 
 def run(model, data, *, devices: dict, metrics: list[str], max_accuracy_drop: float, budget_s, trials, storage,
         study, workers: int, out, random_baseline: bool, training: bool, threads: int, runs: int, unsafe: bool,
-        log, progress, data_kwargs: dict) -> SearchResult:
+        log, progress, data_kwargs: dict, devices_file=None) -> SearchResult:
     from edgeopt import api
     from edgeopt.engine import store
     from edgeopt.measure.env import environment
@@ -42,7 +41,8 @@ def run(model, data, *, devices: dict, metrics: list[str], max_accuracy_drop: fl
         return _search(rundir, m, ds, data, name=name, storage=storage, devices=devices, metrics=metrics,
                        max_accuracy_drop=max_accuracy_drop, budget_s=budget_s, trials=trials, workers=workers,
                        random_baseline=random_baseline, training=training, threads=threads, runs=runs,
-                       unsafe=unsafe, log=log, progress=progress, data_kwargs=data_kwargs)
+                       unsafe=unsafe, log=log, progress=progress, data_kwargs=data_kwargs,
+                       devices_file=devices_file)
 
 
 def check_storage(url: str) -> None:
@@ -55,7 +55,7 @@ def check_storage(url: str) -> None:
 
 def _search(rundir, m, ds, data, *, name: str, storage, devices: dict, metrics: list[str], max_accuracy_drop: float,
             budget_s, trials, workers: int, random_baseline: bool, training: bool, threads: int, runs: int,
-            unsafe: bool, log, progress, data_kwargs: dict) -> SearchResult:
+            unsafe: bool, log, progress, data_kwargs: dict, devices_file=None) -> SearchResult:
     from edgeopt.engine.runner import BASELINE
     from edgeopt.recipes import Chain, Float32
     from edgeopt.tuner.device import DeviceCheck
@@ -66,7 +66,8 @@ def _search(rundir, m, ds, data, *, name: str, storage, devices: dict, metrics: 
     url = storage or default_url(rundir.path)
     settings = {"model": str(m.path.resolve()), "data": str(data) if isinstance(data, (str, Path)) else ds.name,
                 "data_kwargs": {k: v for k, v in data_kwargs.items() if _jsonable(v)},
-                "run_dir": str(rundir.path.resolve()), "threads": threads, "runs": runs, "unsafe": unsafe}
+                "run_dir": str(rundir.path.resolve()), "threads": threads, "runs": runs, "unsafe": unsafe,
+                "devices_file": str(Path(devices_file).resolve()) if devices_file else None}
     evaluate = make_evaluate(settings, model=m, dataset=ds, log=lambda msg: None)
     base = _baseline(rundir, evaluate, Chain(BASELINE, [Float32()]), threads, runs, log)
     settings["baseline_accuracy"] = evaluate.base_ctx.baseline_accuracy = float(base["metrics"]["accuracy"])
@@ -76,9 +77,9 @@ def _search(rundir, m, ds, data, *, name: str, storage, devices: dict, metrics: 
     objectives = [Objective(x) for x in metrics]
     kw = dict(run_dir=rundir.path, baseline_accuracy=settings["baseline_accuracy"],
               max_accuracy_drop=max_accuracy_drop, name=name, objectives=objectives,
-              n_trials=trials or MAX_TRIALS, time_budget_s=budget_s, random_baseline=random_baseline,
+              n_trials=trials, time_budget_s=budget_s, random_baseline=random_baseline,
               settings=settings)
-    space = default_space(max_accuracy_drop, training=training)
+    space = _spaces(default_space(max_accuracy_drop, training=training), precheck, list(devices), log)
     spawned = []
     if workers > 1:
         create_search(space, list(devices), storage=url, **{k: v for k, v in kw.items() if k != "run_dir"},
@@ -101,6 +102,18 @@ def _search(rundir, m, ds, data, *, name: str, storage, devices: dict, metrics: 
     rundir.record["search"] = history(result)
     rundir.save()
     return result
+
+
+def _spaces(space, precheck: dict, targets: list[str], log) -> dict:
+    """target -> the space less the precisions the device cannot run (the precheck stays as the
+    safety net for what only shows after conversion)."""
+    out = {}
+    for t in targets:
+        left_out = precheck[t].unsupported() if t in precheck else {}
+        out[t] = space.without(left_out) if left_out else space
+        if left_out:
+            log(f"{t}: not searched: " + "; ".join(f"{k} ({r})" for k, r in left_out.items()))
+    return out
 
 
 def _study_name(out: Path) -> str:
@@ -185,16 +198,18 @@ def _export_winner(rundir, url: str, tr: TargetResult, device, evaluate, base: d
     metrics = bench_artifact(artifact, ds, runtime=_runtime_for(artifact), threads=evaluate.threads,
                              runs=evaluate.runs)
     metrics["provenance"] = store.provenance(metrics.get("how") or {})
+    tr.export_notes = _export_notes(tr, pick, device)  # printed with the result, kept in run.json
     variant = {"name": vname, "recipe": [s["step"] for s in pick.steps] or ["float32"], "steps": pick.steps,
                "status": "done", "artifact": str(artifact.relative_to(rundir.path)), "metrics": metrics,
                "graph": graph_summary(artifact),
                "details": {"search": {"target": tr.target, "trial": pick.number, "met": tr.met,
-                                      "sentence": tr.sentence, "objectives": pick.metrics}},
+                                      "sentence": tr.sentence, "objectives": pick.metrics,
+                                      "notes": tr.export_notes}},
                "vs_baseline": compare_to_baseline(metrics, base["metrics"], ds.task)}
     rundir.put(variant)
     written = [artifact]
     deploy = rundir.path / "deploy" / tr.target
-    if device.device_class == "mcu" and artifact.suffix == ".tflite":
+    if _tflm_bundle(device) and artifact.suffix == ".tflite":
         try:
             sample = ds.x_eval[:1]
             written += export_bundle(artifact, "arduino", deploy, name="model", sample=sample[0])
@@ -207,6 +222,30 @@ def _export_winner(rundir, url: str, tr: TargetResult, device, evaluate, base: d
         shutil.copyfile(artifact, deploy / artifact.name)
         written.append(deploy / artifact.name)
     return written
+
+
+def _tflm_bundle(device) -> bool:
+    """Whether the deployable is a TFLite Micro Arduino sketch: a microcontroller that runs TFLite
+    Micro. A board whose only engine is another one (X-CUBE-AI, ...) gets the .tflite alone, which
+    that engine's tools import, because the search's latency/energy are that engine's estimates."""
+    return device.device_class == "mcu" and (not device.runtimes or "tflm" in device.runtimes)
+
+
+def _export_notes(tr: TargetResult, pick, device) -> list[str]:
+    """Plain lines about the exported variant: it misses the budget (by how much), or its figures
+    are estimates for an engine other than the one the deployable is for."""
+    notes = []
+    if not tr.met:
+        drop = pick.constraints.get("accuracy", 0.0)
+        misses = ([f"accuracy {drop:.2f} points beyond the allowed drop"] if drop > 0 else [])
+        misses += [v["reason"] for v in pick.violations]
+        notes.append(f"{tr.target}: the exported variant (trial {pick.number}, {pick.description}) does NOT meet "
+                     f"the budget: {'; '.join(misses) or 'see its constraints'}")
+    if device.device_class == "mcu" and not _tflm_bundle(device) and device.runtimes:
+        engine = device.runtimes[0]
+        notes.append(f"{tr.target}: latency/energy are {engine} estimates; exported the .tflite alone (import it "
+                     f"with {engine}'s tools), no TFLite Micro sketch")
+    return notes
 
 
 def history(result: SearchResult) -> dict:
@@ -236,6 +275,6 @@ def history(result: SearchResult) -> dict:
         targets[target] = {"study": tr.study, "met": tr.met, "sentence": tr.sentence,
                            "winner": pick.number if pick else None, "front": [t.number for t in tr.front],
                            "hypervolume": tr.hypervolume, "baseline": tr.baseline,
-                           "accounting": tr.accounting.to_dict()}
+                           "accounting": tr.accounting.to_dict(), "export_notes": list(tr.export_notes)}
     return {"objectives": objectives, "trials": trials, "storage": result.storage, "study": result.name,
             "targets": targets}

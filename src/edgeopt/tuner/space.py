@@ -12,6 +12,8 @@ The ranges use the same vocabulary as the typed step configs' ``search`` ranges
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import Any, Literal, Sequence
 
@@ -168,6 +170,41 @@ class SearchSpace:
             forced.update(choice.then)
             chain.append(StepSpec(choice.step, config))
         return chain
+
+    def without(self, steps) -> "SearchSpace":
+        """This space less the choices named in ``steps`` (and any choice that forces one of them,
+        e.g. qat, which closes with int8). Raises UserError when a slot that must pick a step is
+        left with none."""
+        drop = set(steps)
+        slots = []
+        for slot in self.slots:
+            kept = tuple(c for c in slot.choices if c.step not in drop and not drop & set(c.then.values()))
+            if not kept and not slot.optional:
+                raise UserError(f"no {slot.name} step is left to search (left out: {', '.join(sorted(drop))})")
+            if kept:
+                slots.append(Slot(slot.name, kept, slot.optional))
+        return SearchSpace(tuple(slots))
+
+    def size(self) -> float:
+        """Number of distinct points (chains with their field values); ``math.inf`` when a float
+        field makes the space continuous."""
+        def count(i: int, forced: dict) -> float:
+            if i == len(self.slots):
+                return 1
+            slot = self.slots[i]
+            total = 0.0
+            for name in [forced[slot.name]] if slot.name in forced else slot.names():
+                if name == NONE:
+                    total += count(i + 1, forced)
+                    continue
+                choice = slot.get(name)
+                n = 1.0
+                for p in choice.params:
+                    n *= (len(p.choices) if p.kind == "categorical" else
+                          int(p.high) - int(p.low) + 1 if p.kind == "int" else math.inf)
+                total += n * count(i + 1, {**forced, **choice.then})
+            return total
+        return count(0, {})
 
     def params_for(self, recipe: dict[str, dict | None]) -> dict[str, Any]:
         """Optuna params for a fixed recipe (for ``enqueue_trial``): ``{step: {field: value}}``;

@@ -95,6 +95,26 @@ def open_storage(url: str, heartbeat: Heartbeat = Heartbeat()):
     return storage
 
 
+def sqlite_study_names(url: str) -> list[str]:
+    """The study names in the SQLite file of ``url``, read without creating or changing anything.
+    Raises UserError when the file is missing, empty or not a search database."""
+    import sqlite3
+
+    path = url.split(":///", 1)[1] if ":///" in url else ""
+    where = Path(path.split("?", 1)[0])
+    if not path or not where.is_file() or where.stat().st_size == 0:
+        raise UserError(f"no search database at {where or url}: give the --storage URL a search "
+                        f"was run with (edgeopt search ... --storage URL)")
+    try:
+        con = sqlite3.connect(f"{where.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            return [row[0] for row in con.execute("SELECT study_name FROM studies")]
+        finally:
+            con.close()
+    except sqlite3.Error as err:
+        raise UserError(f"{where} is not a search database ({err})") from None
+
+
 def _sqlite_wal(engine) -> None:
     """Write-ahead log with synchronous=NORMAL: a commit survives a killed process (not a power
     cut), readers do not block the writer, and a trial costs a few ms of fsync instead of ~20 per

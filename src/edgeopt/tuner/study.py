@@ -38,7 +38,7 @@ from edgeopt.tuner import results as res
 from edgeopt.tuner.pruning import AccuracyPruner
 from edgeopt.tuner.space import SearchSpace, describe, first_round, recipe_name, seed_recipes
 from edgeopt.tuner.storage import (ARTIFACT_DIR, Heartbeat, default_url, open_artifact_store, open_storage,
-                                   redact)
+                                   redact, sqlite_study_names)
 from edgeopt.tuner.types import (Objective, SearchResult, TargetResult, TrialOutcome, TrialSpec,
                                   TrialStopped)
 
@@ -52,6 +52,10 @@ DEFAULT_OBJECTIVES = (Objective("latency_ms"), Objective("size_bytes"))
 # Of the trials a study is expected to run, at most this share goes to the default seeds (beyond
 # their first round, which always runs): the rest is left to the sampler's own proposals.
 SEED_SHARE = 0.5
+MAX_TRIALS = 1000  # trials per target when only a time budget is given
+COUNTED = ("done", "stopped", "rejected", "failed")  # statuses the trial budget counts (Accounting.counted)
+# A study ends when its sampler proposes only already-measured points this many times in a row.
+REPEAT_LIMIT = 50
 
 
 class _TrialFailed(Exception):
@@ -67,9 +71,9 @@ def worker_id() -> str:
 
 
 # --------------------------------------------------------------------------- public entry points
-def run_search(space: SearchSpace, evaluate: Evaluate, targets: Sequence[str], *, run_dir: str | Path,
+def run_search(space: "SearchSpace | dict[str, SearchSpace]", evaluate: Evaluate, targets: Sequence[str], *, run_dir: str | Path,
                baseline_accuracy: float, max_accuracy_drop: float = 1.0, name: str = "search",
-               objectives: Sequence[Objective] = DEFAULT_OBJECTIVES, n_trials: int = 30,
+               objectives: Sequence[Objective] = DEFAULT_OBJECTIVES, n_trials: int | None = 30,
                time_budget_s: float | None = None, storage: str | None = None,
                artifacts: str | Path | None = None, precheck: dict[str, Precheck] | None = None,
                seeds: Sequence[dict] | None = None, sampler: str = "tpe",
@@ -78,8 +82,11 @@ def run_search(space: SearchSpace, evaluate: Evaluate, targets: Sequence[str], *
                log: Log | None = None) -> SearchResult:
     """Search ``space`` for each target; return per target the best variant and the Pareto front.
 
+    space: one space for every target, or target -> its space (e.g. without the precisions the
+    device cannot run: ``SearchSpace.without(DeviceCheck.unsupported())``).
     evaluate: builds and measures one trial (see TrialSpec / TrialOutcome).
-    targets: device names; one study each (``<name>:<target>``), ``n_trials`` trials each.
+    targets: device names; one study each (``<name>:<target>``), ``n_trials`` trials each (None: until
+    ``time_budget_s`` ends, at most ``MAX_TRIALS``).
     baseline_accuracy: float32 accuracy (fraction); a variant may lose ``max_accuracy_drop`` points.
     storage: an RDB URL (default: SQLite in ``run_dir``); artifacts: a path or s3://bucket
     (default: ``run_dir/.artifacts``). Re-running with the same arguments resumes.
@@ -96,12 +103,14 @@ def run_search(space: SearchSpace, evaluate: Evaluate, targets: Sequence[str], *
     run_dir = Path(run_dir)
     url = storage or default_url(run_dir)
     log = log or (lambda msg: None)
+    each = (f"{n_trials} trials each" if n_trials is not None else
+            f"trials until the time budget ends (at most {MAX_TRIALS} each)")
     store, studies = _create_all(space, targets, url=url, run_dir=run_dir, baseline_accuracy=baseline_accuracy,
                                  max_accuracy_drop=max_accuracy_drop, name=name, objectives=objectives,
                                  n_trials=n_trials, time_budget_s=time_budget_s, artifacts=artifacts,
                                  seeds=seeds, sampler=sampler, random_baseline=random_baseline,
                                  settings=settings, seed=seed, heartbeat=heartbeat)
-    log(f"search {name}: {len(targets)} target(s), {n_trials} trials each, storage {redact(url)}")
+    log(f"search {name}: {len(targets)} target(s), {each}, storage {redact(url)}")
     _work(store, studies, lambda s: evaluate, run_dir / "trials", precheck or {}, time_budget_s, pruner, log)
     return collect(store, name, url)
 
@@ -120,32 +129,43 @@ def _create_all(space, targets, *, url, run_dir, baseline_accuracy, max_accuracy
                 objectives=DEFAULT_OBJECTIVES, n_trials=30, time_budget_s=None, artifacts=None,
                 seeds=None, sampler="tpe", random_baseline=False, settings=None, seed=0,
                 heartbeat=Heartbeat()):
+    if n_trials is None:
+        if time_budget_s is None:
+            raise UserError("give --trials or --time-budget (or both): a search needs a budget")
+        n_trials = MAX_TRIALS
     _check_args(targets, n_trials, max_accuracy_drop, sampler, objectives, time_budget_s)
     if not 0 <= baseline_accuracy <= 1:
         raise UserError(f"baseline accuracy must be a fraction in [0, 1] (got {baseline_accuracy})")
     if ":" in name or not name:
         raise UserError(f"--study name {name!r} must be non-empty and without ':'")
-    if seeds is None:
-        seeds = seed_recipes(space, [o.name for o in objectives])
-        floor = first_round(space, [o.name for o in objectives])
-    else:
-        floor = len(seeds)  # the caller's seeds all run
-    # a seed outside the space is an error, before anything is created
-    seed_params = [space.params_for(recipe) for recipe in seeds][:n_trials]
+    spaces = space if isinstance(space, dict) else {t: space for t in targets}
+    missing = [t for t in targets if t not in spaces]
+    if missing:
+        raise UserError(f"no search space given for target(s) {', '.join(missing)}")
+    per_target = {}
+    for target in targets:
+        if seeds is None:
+            target_seeds = seed_recipes(spaces[target], [o.name for o in objectives])
+            floor = first_round(spaces[target], [o.name for o in objectives])
+        else:
+            target_seeds, floor = seeds, len(seeds)  # the caller's seeds all run
+        # a seed outside the space is an error, before anything is created
+        per_target[target] = ([spaces[target].params_for(recipe) for recipe in target_seeds][:n_trials], floor)
     run_dir.mkdir(parents=True, exist_ok=True)
     store = open_storage(url, heartbeat)
     common = {"name": name, "baseline_accuracy": float(baseline_accuracy),
               "max_accuracy_drop": float(max_accuracy_drop), "objectives": [asdict(o) for o in objectives],
-              "n_trials": int(n_trials), "space": space.to_dict(),
+              "n_trials": int(n_trials),
               "artifacts": str(artifacts or (run_dir / ARTIFACT_DIR).resolve()),
               "settings": settings or {}, "seed": int(seed), "heartbeat": asdict(heartbeat)}
     studies = []
     for target in targets:
-        studies.append(_create(store, {**common, "target": target, "sampler": sampler, "seeds": seed_params,
+        seed_params, floor = per_target[target]
+        here = {**common, "target": target, "space": spaces[target].to_dict()}
+        studies.append(_create(store, {**here, "sampler": sampler, "seeds": seed_params,
                                        "seed_floor": min(floor, len(seed_params))}))
         if random_baseline:
-            studies.append(_create(store, {**common, "target": target, "sampler": "random", "seeds": [],
-                                           "seed_floor": 0}))
+            studies.append(_create(store, {**here, "sampler": "random", "seeds": [], "seed_floor": 0}))
     return store, studies
 
 
@@ -167,11 +187,14 @@ def run_worker(storage: str, name: str, *, evaluate: Evaluate | None = None,
         raise UserError("run_worker needs exactly one of evaluate or make_evaluate")
     import optuna
 
+    missing = (f"no search named {name!r} in {redact(storage)}; start one with: edgeopt search MODEL "
+               f"--data DATA --storage URL --study {name}")
+    if storage.startswith("sqlite") and not any(n.startswith(f"{name}:") for n in sqlite_study_names(storage)):
+        raise UserError(missing)  # checked read-only: a wrong name or path creates nothing
     store = open_storage(storage, heartbeat or Heartbeat())
     names = [n for n in optuna.get_all_study_names(store) if n.startswith(f"{name}:")]
     if not names:
-        raise UserError(f"no search named {name!r} in {redact(storage)}; start one with run_search "
-                        f"(edgeopt search ... --storage URL --study {name})")
+        raise UserError(missing)
     if heartbeat is None:
         stored = _load(store, names[0]).user_attrs[SETTINGS_KEY].get("heartbeat")
         if stored:
@@ -364,10 +387,17 @@ def _work(store, studies: list, factory: Callable[[Any], Evaluate], work_root: P
     random-baseline study of a target spend the same budget even when time runs out first."""
     deadline = None if time_budget_s is None else time.monotonic() + time_budget_s
     objectives = {s.study_name: _Objective(s, factory(s), work_root, precheck, pruner, log) for s in studies}
+    ended: set[str] = set()  # studies whose space is exhausted
     while deadline is None or time.monotonic() < deadline:
         records = {s.study_name: [res.record(t) for t in s.get_trials(deepcopy=False)] for s in studies}
         state = [(s, res.account(records[s.study_name])) for s in studies]
-        open_ = [(s, a) for s, a in state if a.counted < _budget(s)]
+        open_ = [(s, a) for s, a in state if a.counted < _budget(s) and s.study_name not in ended]
+        for s, _ in open_:
+            if (why := _exhausted(s, records[s.study_name])) is not None:
+                ended.add(s.study_name)
+                log(f"[{s.study_name}] search ended after {res.account(records[s.study_name]).counted} of "
+                    f"{_budget(s)} trials: {why}")
+        open_ = [(s, a) for s, a in open_ if s.study_name not in ended]
         if not open_:
             return
         startable = [(s, a) for s, a in open_ if a.counted + a.running < _budget(s)]
@@ -529,28 +559,49 @@ class _Objective:
 
 
 def _measured_before(trial):
-    """An earlier done trial of the study with exactly these parameters, or None. A sampler may
-    propose a point again (above all in a small post-training space); re-measuring it would spend
-    the budget on a result the study already holds."""
-    from optuna.trial import TrialState
-
-    for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if t.number != trial.number and t.params == trial.params and "repeat_of" not in t.user_attrs:
+    """An earlier trial of the study that ended with a result (done, stopped, rejected, failed) for
+    exactly these parameters, or None. A sampler may propose a point again (above all in a small
+    post-training space); re-measuring it would spend the budget on a result the study already holds."""
+    for t in trial.study.get_trials(deepcopy=False):
+        if t.number != trial.number and t.params == trial.params and res.record(t).status in COUNTED:
             return t
     return None
 
 
 def _reuse(trial, prior) -> list[float]:
-    """Record ``prior``'s measured result on ``trial`` (marked as its repeat) and return its values."""
+    """Mark ``trial`` as a repeat of ``prior`` (not counted, never on the front or best). A repeat of
+    a done trial carries its measurement (Optuna's sampler sees the point as complete); a repeat of
+    a stopped/rejected/failed one ends as failed."""
+    from optuna.trial import TrialState
+
+    trial.set_user_attr("repeat_of", prior.number)
+    trial.set_user_attr(res.STATUS, "repeat")
+    trial.set_user_attr(res.REASON, f"same recipe and settings as trial {prior.number}: not measured again")
+    if prior.state != TrialState.COMPLETE:
+        raise _TrialFailed("repeat")
     for name, value in prior.constraints.items():
         trial.set_constraint(name, value)
     for key in ("accuracy", "metrics", "violations", "details", "artifact_id", "artifact_name"):
         if key in prior.user_attrs:
             trial.set_user_attr(key, prior.user_attrs[key])
-    trial.set_user_attr("repeat_of", prior.number)
-    trial.set_user_attr(res.REASON, f"same recipe and settings as trial {prior.number}: its measurement reused")
-    trial.set_user_attr(res.STATUS, "done")
     return list(prior.values)
+
+
+def _exhausted(study, records: list) -> str | None:
+    """Why the study can start no new point, or None: every point of a finite space has a result,
+    or the sampler has proposed only repeats for ``REPEAT_LIMIT`` proposals in a row."""
+    size = SearchSpace.from_dict(study.user_attrs[SETTINGS_KEY]["space"]).size()
+    points = {json.dumps(t.params, sort_keys=True, default=str) for t in records if t.status in COUNTED}
+    if len(points) >= size:
+        return f"all {int(size)} points of the search space have been measured"
+    tail = 0
+    for t in reversed(records):
+        if t.status != "repeat":
+            break
+        tail += 1
+    if tail >= REPEAT_LIMIT:
+        return f"the sampler proposed only already-measured points {tail} times in a row"
+    return None
 
 
 def _progress(log: Log) -> Callable:

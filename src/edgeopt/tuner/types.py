@@ -108,7 +108,7 @@ class TrialRecord:
     """One finished (or stopped/failed) trial as read back from the study."""
 
     number: int
-    status: str  # done | stopped | rejected | failed | skipped | lost (heartbeat) | running | waiting
+    status: str  # done | stopped | rejected | failed | repeat | skipped | lost (heartbeat) | running | waiting
     recipe: str
     description: str
     steps: list[dict]
@@ -124,6 +124,7 @@ class TrialRecord:
     worker: str | None = None
     seconds: float | None = None
     seed: bool = False
+    repeat_of: int | None = None  # a repeat carries this earlier trial's measurement; never on the front
 
     @property
     def feasible(self) -> bool:
@@ -148,7 +149,7 @@ class TrialRecord:
 class Accounting:
     """Every trial of a study by state. ``counted`` is what the budget counts: trials that ended
     with a result (done, stopped, rejected, failed); a trial lost with a killed worker is not
-    counted, its retry is."""
+    counted, its retry is; a ``repeat`` (a point the study had already measured) is not counted."""
 
     done: int = 0
     stopped: int = 0
@@ -156,6 +157,7 @@ class Accounting:
     failed: int = 0
     lost: int = 0
     skipped: int = 0
+    repeat: int = 0
     running: int = 0
     waiting: int = 0
     retried: int = 0
@@ -185,6 +187,7 @@ class TargetResult:
     trials: list[TrialRecord]
     hypervolume: float | None = None
     baseline: dict | None = None  # random-search comparison: {"study", "hypervolume", "front"}
+    export_notes: list[str] = field(default_factory=list)  # what a user must know about the exported files
 
     def to_dict(self) -> dict:
         return {"target": self.target, "study": self.study,
@@ -193,7 +196,8 @@ class TargetResult:
                 "closest": self.closest.to_dict() if self.closest else None,
                 "front": [t.number for t in self.front], "sentence": self.sentence,
                 "accounting": self.accounting.to_dict(), "hypervolume": self.hypervolume,
-                "baseline": self.baseline, "trials": [t.to_dict() for t in self.trials]}
+                "baseline": self.baseline, "export_notes": list(self.export_notes),
+                "trials": [t.to_dict() for t in self.trials]}
 
 
 @dataclass

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_check import one_error
 from edgeopt.cli import main
 
 HEAVY = ("tensorflow", "keras", "tf_keras", "onnxruntime", "openvino", "onnx", "nncf")
@@ -538,18 +539,10 @@ def open_axis_case(tmp_path_factory):
     return root
 
 
-def _one_error(argv, capsys) -> str:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and "internal error" not in err, err
-    assert "\x1b" not in err and out == "", (err, out)
-    return err
-
-
 def test_input_shape_that_disagrees_with_the_data_is_refused_before_any_work(open_axis_case, tmp_path, capsys):
     c = open_axis_case
     for command in (["optimize", "-r", "int8"], ["compare"]):
-        err = _one_error([command[0], c / "conv1d.keras", "-d", c / "seq.npz", "--input-shape", "32,4",
+        err = one_error([command[0], c / "conv1d.keras", "-d", c / "seq.npz", "--input-shape", "32,4",
                           *command[1:], "--out", tmp_path / command[0]], capsys)
         assert "--input-shape 32,4" in err and "sample shape 16,4" in err and "give --input-shape 16,4" in err
         assert not (tmp_path / command[0]).exists()
@@ -557,7 +550,7 @@ def test_input_shape_that_disagrees_with_the_data_is_refused_before_any_work(ope
 
 def test_unknown_output_name_is_refused_before_any_work(open_axis_case, tmp_path, capsys):
     c = open_axis_case
-    err = _one_error(["optimize", c / "mo.keras", "-d", c / "mo.npz", "--output", "nope", "-r", "int8",
+    err = one_error(["optimize", c / "mo.keras", "-d", c / "mo.npz", "--output", "nope", "-r", "int8",
                       "--out", tmp_path / "run"], capsys)
     assert "no output named 'nope'; the outputs are cls, reg" in err
     assert not (tmp_path / "run").exists()
@@ -566,7 +559,7 @@ def test_unknown_output_name_is_refused_before_any_work(open_axis_case, tmp_path
 @pytest.mark.parametrize("shape,expected", [("16,5", "axis 2 must be 4"), ("nope:16,4", "the model's inputs are"),
                                             ("16", "has 2 axes")])
 def test_profile_checks_input_shape_against_the_model(open_axis_case, capsys, shape, expected):
-    err = _one_error(["profile", open_axis_case / "conv1d.keras", "--input-shape", shape], capsys)
+    err = one_error(["profile", open_axis_case / "conv1d.keras", "--input-shape", shape], capsys)
     assert expected in err
 
 

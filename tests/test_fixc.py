@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cli_check import one_error
 from edgeopt.cli import main
 
 
@@ -42,13 +43,6 @@ def files(tmp_path_factory):
     return d
 
 
-def _one_error(argv, capsys) -> str:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and "internal error" not in err, err
-    return err
-
-
 def _infer(bundle: Path) -> dict:
     done = subprocess.run([sys.executable, "infer.py"], cwd=bundle, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -77,13 +71,13 @@ def test_open_onnx_exports_to_openvino_at_the_data_length(files, tmp_path, capsy
 
 
 def test_open_onnx_export_without_a_length_is_refused(files, tmp_path, capsys):
-    err = _one_error(["export", files / "open.onnx", "--target", "onnx", "--out", tmp_path / "b"], capsys)
+    err = one_error(["export", files / "open.onnx", "--target", "onnx", "--out", tmp_path / "b"], capsys)
     assert "open.onnx has an open axis (its input is ?,4" in err and "--input-shape" in err and "--data" in err
     assert not (tmp_path / "b").exists()
 
 
 def test_export_input_shape_disagreeing_with_the_data_is_refused(files, tmp_path, capsys):
-    err = _one_error(["export", files / "open.onnx", "--target", "onnx", "--out", tmp_path / "b",
+    err = one_error(["export", files / "open.onnx", "--target", "onnx", "--out", tmp_path / "b",
                       "-d", files / "seq.npz", "--input-shape", "12,4"], capsys)
     assert "--input-shape 12,4 (input 'seq') disagrees with the data's sample shape 16,4" in err
     assert not (tmp_path / "b").exists()
@@ -92,7 +86,7 @@ def test_export_input_shape_disagreeing_with_the_data_is_refused(files, tmp_path
 @pytest.mark.parametrize("command", [["bench"], ["optimize", "-r", "int8"], ["compare"]])
 def test_input_shape_disagreeing_with_the_data_is_refused_for_an_open_onnx(files, tmp_path, capsys, command):
     out = ["--out", tmp_path / "run"] if command[0] != "bench" else []
-    err = _one_error([command[0], files / "open.onnx", *command[1:], "-d", files / "seq.npz",
+    err = one_error([command[0], files / "open.onnx", *command[1:], "-d", files / "seq.npz",
                       "--input-shape", "12,4", "--runs", "5", *out], capsys)
     assert "disagrees with the data's sample shape 16,4; give --input-shape 16,4, or drop it" in err
     assert not (tmp_path / "run").exists()
@@ -103,7 +97,7 @@ def test_variant_with_a_model_file_is_refused_before_any_work(files, tmp_path, c
     import edgeopt.api
 
     monkeypatch.setattr(edgeopt.api, "load_model", lambda *a, **k: pytest.fail("the model loaded"))
-    err = _one_error(["export", files / model, "int8", "--out", tmp_path / "b"], capsys)
+    err = one_error(["export", files / model, "int8", "--out", tmp_path / "b"], capsys)
     stem = Path(model).stem
     assert f"variant 'int8' needs a run directory, and {model} is a model file" in err
     assert f"edgeopt optimize {files / model} -d DATA -r int8 --out runs/{stem}" in err
@@ -112,7 +106,7 @@ def test_variant_with_a_model_file_is_refused_before_any_work(files, tmp_path, c
 
 @pytest.mark.parametrize("source", ["small.keras", "fixed.onnx"])
 def test_export_data_that_does_not_fit_the_model_is_refused(files, tmp_path, capsys, source):
-    err = _one_error(["export", files / source, "--target", "onnx", "--out", tmp_path / "b",
+    err = one_error(["export", files / source, "--target", "onnx", "--out", tmp_path / "b",
                       "-d", files / "seq.npz"], capsys)
     assert "--data seq.npz: input shape (16, 4) but the model expects (8, 8, 1)" in err
     assert not (tmp_path / "b").exists()
@@ -139,7 +133,7 @@ def test_microcontroller_refusal_of_two_outputs_says_the_same_for_keras_and_tfli
     from edgeopt.errors import UserError
     from edgeopt.export.bundles import export_bundle
 
-    keras_err = _one_error(["export", files / "two.keras", "--target", "arduino", "--out", tmp_path / "k"], capsys)
+    keras_err = one_error(["export", files / "two.keras", "--target", "arduino", "--out", tmp_path / "k"], capsys)
     with pytest.raises(UserError) as e:
         export_bundle(files / "two.tflite", "arduino", tmp_path / "t")
     tail = ("has 1 input(s) and 2 outputs; the generated microcontroller program handles one input and one output: "
@@ -163,6 +157,6 @@ def test_microcontroller_refusal_of_a_two_output_run_variant_names_the_variant(f
         "schema_version": 2, "name": "two", "model": {"path": "two.keras"}, "data": {"source": "digits"},
         "settings": {}, "variants": [{"name": "float32", "recipe": ["float32"], "status": "done",
                                       "artifact": "float32/two.tflite", "metrics": {}}]}))
-    err = _one_error(["export", run, "float32", "--target", "arduino", "--out", tmp_path / "b"], capsys)
+    err = one_error(["export", run, "float32", "--target", "arduino", "--out", tmp_path / "b"], capsys)
     assert err.startswith(f"error: variant float32 of {run} has 1 input(s) and 2 outputs;")
     assert "export it with --target linux-litert, onnx or openvino" in err and not (tmp_path / "b").exists()

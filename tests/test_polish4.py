@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cli_check import one_error
 from edgeopt.cli import main
 from edgeopt.data import Dataset
 
@@ -179,13 +180,6 @@ def files(tmp_path_factory):
     return d
 
 
-def _one_error(argv, capsys) -> str:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and "internal error" not in err, err
-    return err
-
-
 @pytest.mark.parametrize("command", [["profile"], ["bench", "-d", "DATA"], ["optimize", "-d", "DATA", "-r", "int8"],
                                      ["compare", "-d", "DATA"]])
 def test_input_shape_is_checked_against_a_tflite_file_before_any_work(files, tmp_path, capsys, monkeypatch, command):
@@ -196,15 +190,15 @@ def test_input_shape_is_checked_against_a_tflite_file_before_any_work(files, tmp
         monkeypatch.setattr(module, "load_data", lambda *a, **k: pytest.fail("data loaded before the check"))
     argv = [command[0], files / "model.tflite", *[files / "d.npz" if a == "DATA" else a for a in command[1:]],
             "--input-shape", "7"] + (["--out", tmp_path / "run"] if command[0] in ("optimize", "compare") else [])
-    err = _one_error(argv, capsys)
+    err = one_error(argv, capsys)
     assert "--input-shape 7 does not fit model.tflite, whose input is 6; give --input-shape 6" in err
     assert not (tmp_path / "run").exists()
 
 
 def test_input_shape_for_an_onnx_file_with_an_open_axis(files, capsys):
-    err = _one_error(["profile", files / "open.onnx", "--input-shape", "16,5"], capsys)
+    err = one_error(["profile", files / "open.onnx", "--input-shape", "16,5"], capsys)
     assert "whose input is ?,4; give --input-shape ?,4 with a size in place of each ?" in err
-    err = _one_error(["profile", files / "open.onnx", "--input-shape", "a:16,4;b:3"], capsys)
+    err = one_error(["profile", files / "open.onnx", "--input-shape", "a:16,4;b:3"], capsys)
     assert "does not fit open.onnx" in err
     assert main(["profile", str(files / "open.onnx"), "--input-shape", "16,4", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["inputs"][0]["shape"][1:] == [16, 4]
@@ -245,7 +239,7 @@ def test_keras_file_exports_to_onnx_with_its_output_names(two_out, tmp_path, cap
 
 
 def test_keras_export_of_an_open_axis_takes_the_data_length_or_says_how(seq_model, tmp_path, capsys):
-    err = _one_error(["export", seq_model / "seq.keras", "--target", "linux-litert", "--out", tmp_path / "a"], capsys)
+    err = one_error(["export", seq_model / "seq.keras", "--target", "linux-litert", "--out", tmp_path / "a"], capsys)
     assert "open axis" in err and "--input-shape 16,4" in err and not (tmp_path / "a").exists()
     assert main(["export", str(seq_model / "seq.keras"), "--target", "linux-litert", "--out", str(tmp_path / "b"),
                  "-d", str(seq_model / "seq.npz")]) == 0
@@ -253,6 +247,6 @@ def test_keras_export_of_an_open_axis_takes_the_data_length_or_says_how(seq_mode
 
 
 def test_keras_export_of_two_outputs_to_a_microcontroller_says_which_targets_can(two_out, tmp_path, capsys):
-    err = _one_error(["export", two_out / "two_out.keras", "--target", "arduino", "--out", tmp_path / "a"], capsys)
+    err = one_error(["export", two_out / "two_out.keras", "--target", "arduino", "--out", tmp_path / "a"], capsys)
     assert "two_out.keras has 1 input(s) and 2 outputs" in err and "--target linux-litert, onnx or openvino" in err
     assert not (tmp_path / "a").exists()

@@ -102,16 +102,13 @@ def test_a_dynamic_variant_that_quantized_nothing_is_flagged():
     assert "fastest dynamic" in summary and "dynamic quantized no weights" in summary
 
 
-def test_a_devices_file_cannot_silently_replace_a_catalogue_device(tmp_path):
-    import pytest
-
-    from edgeopt.errors import UserError
-
+def test_a_devices_file_replaces_a_catalogue_device_and_says_so(tmp_path):
     path = tmp_path / "dup.yaml"
     path.write_text("devices:\n  - name: stm32u575\n    class: mcu\n    core: cortex-m33\n    clock_mhz: 10\n"
                     "    ram_kb: 1\n    flash_kb: 1\n")
-    with pytest.raises(UserError, match="'stm32u575' is already in the catalogue"):
-        load_devices(path)
+    dev = load_devices(path)["stm32u575"]
+    assert dev.clock_mhz == 10 and dev.origin == f"{path} (replaces the catalogue entry)"
+    assert load_devices()["stm32u575"].origin == "catalogue"
 
 
 def test_engine_on_a_non_mcu_device_is_refused(tmp_path):

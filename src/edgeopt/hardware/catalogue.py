@@ -60,9 +60,9 @@ def _devices_in(data, where: str, origin: str) -> list[Device]:
 
 
 def load_devices(devices_file: str | Path | None = None, include_host: bool = True) -> dict[str, Device]:
-    """All devices by name: catalogue, then the user's file's devices, added. Raises UserError when the
-    file names a device the catalogue (or the host) already has: a file adds devices, it cannot
-    silently replace a catalogue entry."""
+    """All devices by name: catalogue, then the user's file's devices, added; a file's device with a
+    catalogue name replaces that entry (e.g. to add a measured power figure), and its ``origin`` says
+    so ("FILE (replaces the catalogue entry)"), which the device listing shows."""
     devices = {d.name: d for d in _devices_in(data_file("devices.yaml"), "devices.yaml", "catalogue")}
     if include_host:
         devices[HOST_NAME] = host_device()
@@ -70,9 +70,7 @@ def load_devices(devices_file: str | Path | None = None, include_host: bool = Tr
         path = Path(devices_file)
         for dev in _devices_in(_read_yaml(path), str(path), str(path)):
             if dev.name in devices and devices[dev.name].origin != str(path):
-                raise UserError(f"{path}: device '{dev.name}' is already in the catalogue; give yours another "
-                                f"name (e.g. '{dev.name}-custom'): a devices file adds devices, it does not "
-                                "replace catalogue entries")
+                dev = dev.model_copy(update={"origin": f"{path} (replaces the catalogue entry)"})
             devices[dev.name] = dev
     cores = data_file("cores.yaml").get("cores", {})
     engines = data_file("engines.yaml").get("engines", {})

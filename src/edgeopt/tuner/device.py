@@ -55,12 +55,13 @@ class DeviceCheck:
         return {c: r for c in closings if (r := self._precision(c))}
 
     def _precision(self, closing: str) -> str | None:
-        from edgeopt.hardware.catalogue import has_fpu
+        from edgeopt.hardware.catalogue import data_file, has_fpu
 
         dev = self.device
         tflm = dev.constraints.op_list == "tflm" or (dev.device_class == "mcu" and "tflm" in dev.runtimes)
-        if closing == "dynamic" and tflm:
-            return "dynamic-range (hybrid) models do not run on TFLite Micro; use full int8"
+        not_runnable = data_file("ops.yaml")["op_lists"]["tflm"].get("precisions_not_runnable", {})
+        if tflm and closing in not_runnable:  # the same table the estimator's blockers read
+            return f"{not_runnable[closing]}; use full int8"
         if closing in ("float16", "float32") and dev.device_class == "mcu" and not has_fpu(dev):
             return f"{closing} model on an MCU without FPU ({dev.core})"
         if dev.constraints.requires_full_int8 and closing in ("float16", "float32", "dynamic"):

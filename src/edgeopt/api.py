@@ -126,10 +126,15 @@ def _check_shape_against_data(m: LoadedModel, given, data_shape) -> None:
         return
     for name, shape in wanted.items():
         if fed.get(name, shape) != shape:
-            shown = ";".join(f"{k}:{_shape_text(v)}" for k, v in fed.items()) if len(fed) > 1 else _shape_text(fed[name])
-            raise UserError(f"--input-shape {_shape_text(shape)} (input {name!r}) disagrees with the data's "
-                            f"sample shape {_shape_text(fed[name])}; give --input-shape {shown}, or drop it "
-                            f"(open axes then take the data's)")
+            _refuse_disagreement(name, _shape_text(shape), {k: _shape_text(v) for k, v in fed.items()})
+
+
+def _refuse_disagreement(name: str, given: str, fed: dict[str, str]) -> None:
+    """The one UserError for an ``--input-shape`` (``given``, text) that is not the data's sample
+    shape on input ``name`` (``fed``: every input's data shape, as text)."""
+    shown = ";".join(f"{k}:{v}" for k, v in fed.items()) if len(fed) > 1 else fed[name]
+    raise UserError(f"--input-shape {given} (input {name!r}) disagrees with the data's sample shape "
+                    f"{fed[name]}; give --input-shape {shown}, or drop it (open axes then take the data's)")
 
 
 def check_shape_against_file(m: LoadedModel, given, fix: str = "or drop it") -> None:
@@ -147,12 +152,11 @@ def check_shape_against_file(m: LoadedModel, given, fix: str = "or drop it") -> 
         want = dict(zip(have, shapes)) if len(shapes) == len(have) else {}
     if want and set(want) == set(have) and all(_shape_fits(want[k], have[k]) for k in have):
         return
-    def text(shape):
-        return ",".join("?" if d in (None, -1) else str(d) for d in shape)
-
-    shown = text(next(iter(have.values()))) if len(have) == 1 else ";".join(f"{k}:{text(v)}" for k, v in have.items())
-    given_text = text(given) if isinstance(given, tuple) else (
-        ";".join(f"{k}:{text(v)}" for k, v in given.items()) if isinstance(given, dict) else ";".join(map(text, given)))
+    shown = (_open_text(next(iter(have.values()))) if len(have) == 1
+             else ";".join(f"{k}:{_open_text(v)}" for k, v in have.items()))
+    given_text = _open_text(given) if isinstance(given, tuple) else (
+        ";".join(f"{k}:{_open_text(v)}" for k, v in given.items()) if isinstance(given, dict)
+        else ";".join(map(_open_text, given)))
     hint = f"give --input-shape {shown}" + (" with a size in place of each ? (an open axis)" if "?" in shown else "")
     raise UserError(f"--input-shape {given_text} does not fit {m.path.name}, whose input"
                     f"{'s are' if len(have) > 1 else ' is'} {shown}; {hint}, {fix}")
@@ -775,12 +779,7 @@ def check_file_shape_against_data(m: LoadedModel, given, data_shape) -> None:
     wanted, fed = _per_input(m, given), _per_input(m, data_shape)
     for name, shape in wanted.items():
         if name in fed and tuple(fed[name]) != tuple(shape):
-            def text(s):
-                return ",".join(map(str, s))
-            shown = ";".join(f"{k}:{text(v)}" for k, v in fed.items()) if len(fed) > 1 else text(fed[name])
-            raise UserError(f"--input-shape {text(shape)} (input {name!r}) disagrees with the data's sample "
-                            f"shape {text(fed[name])}; give --input-shape {shown}, or drop it (open axes then "
-                            f"take the data's)")
+            _refuse_disagreement(name, _open_text(shape), {k: _open_text(v) for k, v in fed.items()})
 
 
 def _open_text(shape) -> str:

@@ -442,3 +442,22 @@ def test_a_repeated_proposal_reuses_the_measurement(tmp_path):
     assert (again.accuracy, again.metrics, again.constraints) == (first.accuracy, first.metrics, first.constraints)
     assert 1 not in [r.number for r in t.front] and t.best.number != 1  # the front lists each point once
     assert "search ended after 2 of 5 trials: all 2 points of the search space have been measured" in lines[-1]
+
+
+def test_a_seed_two_workers_queued_at_once_runs_once_and_no_seed_is_skipped(tmp_path):
+    import optuna
+
+    from edgeopt.tuner import create_search, run_worker
+
+    url = f"sqlite:///{tmp_path / 'search.db'}"
+    create_search(default_space(), ["h"], storage=url, baseline_accuracy=0.9, n_trials=4, run_dir=tmp_path,
+                  heartbeat=HB, seeds=[{"int8": {}}, {"mixed": {}}, {"prune-structured": {"ratio": 0.5}, "int8": {}}])
+    study = optuna.load_study(study_name="search:h", storage=url)
+    seeds = study.user_attrs["edgeopt.search"]["seeds"]
+    for _ in range(2):  # what two workers reading the study at the same instant do (a check, then an insert)
+        study.enqueue_trial(seeds[0], user_attrs={"seed": True})
+    t = run_worker(url, "search", evaluate=search_synthetic.evaluate, work_dir=tmp_path / "w").targets["h"]
+    assert [r.status for r in t.trials[:2]] == ["done", "skipped"]
+    assert t.trials[1].reason == "seed already queued as trial 0 by another worker"
+    done = [r.recipe for r in t.trials if r.status == "done"]
+    assert done[:3] == ["int8", "mixed", "prune-structured+int8"] and len(done) == 4  # each seed once, in order

@@ -10,7 +10,7 @@ works on them until the trial budget or the time budget is spent and reads the r
 * before starting a trial a worker checks that the counted plus running trials leave room; right
   after Optuna hands it a trial it checks again against the trials numbered before it, so two
   workers starting at the same instant cannot overrun the budget (the later one is marked
-  ``skipped``, not counted);
+  ``skipped``, not counted), and so does the later copy of a seed two workers queued at once;
 * a trial whose worker stops sending heartbeats is failed after the grace period and re-queued
   (Optuna's heartbeat + RetryHeartbeatStaleTrialCallback); everything finished stays in storage.
 
@@ -408,8 +408,8 @@ def _work(store, studies: list, factory: Callable[[Any], Evaluate], work_root: P
             continue
         study, acc = min(startable, key=lambda sa: sa[1].counted)
         remaining = None if deadline is None else deadline - time.monotonic()
-        _enqueue_seed(study, records[study.study_name],
-                      expected_trials(_budget(study), acc.counted, remaining, _round_seconds(records, len(open_))))
+        expected = expected_trials(_budget(study), acc.counted, remaining, _round_seconds(records, len(open_)))
+        _enqueue_seed(study, expected)
         study.optimize(objectives[study.study_name], n_trials=1, catch=(_TrialFailed,),
                        callbacks=[_progress(log)])
     log("time budget spent: no new trials started")
@@ -423,14 +423,22 @@ def _round_seconds(records: dict[str, list], n_open: int) -> float | None:
     return n_open * sum(secs) / len(secs) if secs else None
 
 
-def _enqueue_seed(study, records: list, expected: int) -> None:
-    """Queue the study's next seed when its quota (``seed_quota``) leaves room for one. A retry of a
-    lost seed is not a new seed; ``skip_if_exists`` keeps two workers from queueing the same one."""
+def _enqueue_seed(study, expected: int) -> None:
+    """Queue the study's next seed when its quota (``seed_quota``) leaves room for one. Seeds are
+    matched by their parameters, read afresh from the storage: a retry of a lost seed is not a new
+    seed, and a seed two workers queued at once counts once (``_skip_duplicate_seed`` runs it once)."""
     cfg = study.user_attrs[SETTINGS_KEY]
     seeds = cfg.get("seeds") or []
-    started = sum(1 for t in records if t.seed and t.retry_of is None)
-    if started < seed_quota(len(seeds), int(cfg.get("seed_floor", 0)), expected):
-        study.enqueue_trial(seeds[started], user_attrs={"seed": True}, skip_if_exists=True)
+    taken = [_seed_params(t) for t in study.get_trials(deepcopy=False) if t.user_attrs.get("seed")]
+    pending = [s for s in seeds if s not in taken]
+    started = len(seeds) - len(pending)
+    if pending and started < seed_quota(len(seeds), int(cfg.get("seed_floor", 0)), expected):
+        study.enqueue_trial(pending[0], user_attrs={"seed": True}, skip_if_exists=True)
+
+
+def _seed_params(frozen) -> dict:
+    """The parameters a queued trial was given (``enqueue_trial``'s fixed params), else its own."""
+    return frozen.system_attrs.get("fixed_params", frozen.params)
 
 
 def _budget(study) -> int:
@@ -464,6 +472,7 @@ class _Objective:
 
     def __call__(self, trial) -> list[float]:
         self._skip_when_over_budget(trial)
+        _skip_duplicate_seed(trial)
         chain = self.space.sample(trial)
         for key, value in {"recipe": recipe_name(chain), "description": describe(chain),
                            "steps": [s.to_record() for s in chain], "worker": worker_id()}.items():
@@ -556,6 +565,25 @@ class _Objective:
         artifact_id = upload_artifact(artifact_store=self._store, file_path=str(path), study_or_trial=trial)
         trial.set_user_attr("artifact_id", artifact_id)
         trial.set_user_attr("artifact_name", path.name)
+
+
+def _skip_duplicate_seed(trial) -> None:
+    """Two workers that read the study at the same instant may both queue the same seed (Optuna's
+    ``skip_if_exists`` is a check, then an insert); the later copy yields, not counted."""
+    trials = trial.study.get_trials(deepcopy=False)
+    me = next(t for t in trials if t.number == trial.number)
+    if not _first_seed(me):
+        return
+    for t in trials:
+        if t.number < me.number and _first_seed(t) and _seed_params(t) == _seed_params(me):
+            trial.set_user_attr(res.STATUS, "skipped")
+            trial.set_user_attr(res.REASON, f"seed already queued as trial {t.number} by another worker")
+            raise _TrialFailed("duplicate seed")
+
+
+def _first_seed(frozen) -> bool:
+    """A queued seed, not the retry of a lost one."""
+    return bool(frozen.user_attrs.get("seed")) and "failed_trial" not in frozen.system_attrs
 
 
 def _measured_before(trial):

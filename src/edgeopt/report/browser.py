@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -79,19 +81,40 @@ def open_report(html_path: Path, *, width: int = 1280, height: int = 900, full_p
     exe = chromium_path()
     if exe is None:
         raise RuntimeError("chromium not found (Debian: apt-get install chromium)")
-    with tempfile.TemporaryDirectory(prefix="edgeopt-chromium-") as profile:
-        proc = subprocess.Popen([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0",
-                                 f"--window-size={width},{height}", "about:blank"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    profile = tempfile.mkdtemp(prefix="edgeopt-chromium-")
+    proc = subprocess.Popen([exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0",
+                             f"--window-size={width},{height}", "about:blank"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        ws_url = _page_socket(Path(profile), proc, timeout_s)
+        return _inspect(ws_url, Path(html_path), width, full_page, probe, timeout_s)
+    finally:
+        _stop(proc)
+        _remove(Path(profile))
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """End Chromium and its helper processes (zygote, renderers, crash handler: its process group),
+    which otherwise go on writing into the profile for a moment after the browser exits."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
-            ws_url = _page_socket(Path(profile), proc, timeout_s)
-            return _inspect(ws_url, Path(html_path), width, full_page, probe, timeout_s)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            continue
+        time.sleep(0.2)  # helpers get the same signal; give them a moment before the group is killed
+
+
+def _remove(profile: Path, attempts: int = 20) -> None:
+    """Remove the throw-away profile; a file written late by a dying helper is retried, never raised."""
+    for _ in range(attempts):
+        shutil.rmtree(profile, ignore_errors=True)
+        if not profile.exists():
+            return
+        time.sleep(0.1)
 
 
 def _page_socket(profile: Path, proc: subprocess.Popen, timeout_s: float) -> str:

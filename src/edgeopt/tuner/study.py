@@ -471,8 +471,9 @@ class _Objective:
         self._store = None
 
     def __call__(self, trial) -> list[float]:
-        self._skip_when_over_budget(trial)
-        _skip_duplicate_seed(trial)
+        earlier = trial.study.get_trials(deepcopy=False)  # one read for both checks
+        self._skip_when_over_budget(trial, earlier)
+        _skip_duplicate_seed(trial, earlier)
         chain = self.space.sample(trial)
         for key, value in {"recipe": recipe_name(chain), "description": describe(chain),
                            "steps": [s.to_record() for s in chain], "worker": worker_id()}.items():
@@ -506,9 +507,10 @@ class _Objective:
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
-    def _skip_when_over_budget(self, trial) -> None:
-        """Two workers that start at the same instant may both get a trial; the later one yields."""
-        before = [res.record(t) for t in trial.study.get_trials(deepcopy=False) if t.number < trial.number]
+    def _skip_when_over_budget(self, trial, trials) -> None:
+        """Two workers that start at the same instant may both get a trial; the later one yields.
+        ``trials``: the study's trials as read when this one started."""
+        before = [res.record(t) for t in trials if t.number < trial.number]
         acc = res.account(before)
         claimed = sum(1 for t in before if t.status in ("running", "waiting"))  # waiting: a queued retry
         if acc.counted + claimed >= _budget(trial.study):
@@ -567,10 +569,10 @@ class _Objective:
         trial.set_user_attr("artifact_name", path.name)
 
 
-def _skip_duplicate_seed(trial) -> None:
+def _skip_duplicate_seed(trial, trials) -> None:
     """Two workers that read the study at the same instant may both queue the same seed (Optuna's
-    ``skip_if_exists`` is a check, then an insert); the later copy yields, not counted."""
-    trials = trial.study.get_trials(deepcopy=False)
+    ``skip_if_exists`` is a check, then an insert); the later copy yields, not counted. ``trials``:
+    the study's trials as read when this one started."""
     me = next(t for t in trials if t.number == trial.number)
     if not _first_seed(me):
         return
